@@ -1,0 +1,86 @@
+//! Error bodies: `{"success": false, "error": {"code", "message", "field"}}`
+//! with the right status.
+
+use super::http::{Body, json_response};
+use crate::domain::FieldError;
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+/// An error answered to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable snake_case code.
+    pub code: &'static str,
+    /// Human words.
+    pub message: String,
+    /// The request field at fault.
+    pub field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    success: bool,
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    /// An error without a field.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 404 for a path no route matches.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))
+    }
+
+    /// 503 for a backend that is down.
+    pub fn unavailable(code: &'static str, error: impl std::fmt::Display) -> Self {
+        tracing::error!(code, error = %error, "backend unavailable");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("temporarily unavailable: {error}"))
+    }
+
+    /// The response.
+    pub fn into_response(self) -> Response<Body> {
+        let body = ErrorBody {
+            success: false,
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        };
+        json_response(self.status, &body)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        let status = if e.code == "unsupported_pair" {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError {
+            status,
+            code: e.code,
+            message: e.message,
+            field: e.field,
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Request handlers: one function per route, errors as `ApiError`.
+
+use super::{
+    ApiState,
+    error::ApiError,
+    http::{Body, json_response, query_param},
+    views::{Created, EventList, OrderList, OrderResponse, OrderView},
+    ws,
+};
+use crate::{
+    bus::Published,
+    domain::{EventData, NewOrder, Order, OrderId, OrderPatch, Status, Timestamp, format_units, progress, validate_request},
+    queue::Job,
+    store::{ListQuery, NewEvent},
+};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Routes a request.
+pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let method = request.method().clone();
+    let result = match (segments.as_slice(), &method) {
+        (["health"], &Method::GET) => health(&state).await,
+        (["ready"], &Method::GET) => ready(&state).await,
+        (["api", "orders", "execute"], &Method::POST) => create_order(&state, request).await,
+        (["api", "orders"], &Method::GET) => list_orders(&state, &request).await,
+        (["api", "orders", "status", id], &Method::GET) => {
+            let id = (*id).to_owned();
+            order_status(&state, request, &id).await
+        }
+        (["api", "orders", id, "events"], &Method::GET) => order_events(&state, &request, id).await,
+        (["health"], _) | (["ready"], _) | (["api", "orders"], _) => Err(not_allowed(&method, "GET")),
+        (["api", "orders", "execute"], _) => Err(not_allowed(&method, "POST")),
+        (["api", "orders", "status", _], _) | (["api", "orders", _, "events"], _) => Err(not_allowed(&method, "GET")),
+        _ => Err(ApiError::no_route(&path)),
+    };
+    let response = result.unwrap_or_else(|error| {
+        let allow = (error.status == StatusCode::METHOD_NOT_ALLOWED).then(|| error.field.clone()).flatten();
+        let mut response = ApiError { field: None, ..error }.into_response();
+        if let Some(allow) = allow {
+            response.headers_mut().insert(header::ALLOW, allow.parse().expect("method names are valid"));
+        }
+        response
+    });
+    tracing::debug!(%method, path, status = response.status().as_u16(), "request");
+    response
+}
+
+/// 405; the allowed method travels in `field` until the handler sets `Allow`.
+fn not_allowed(method: &Method, allowed: &str) -> ApiError {
+    ApiError {
+        field: Some(allowed.to_owned()),
+        ..ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here; use {allowed}"),
+        )
+    }
+}
+
+fn parse_id(id: &str) -> Result<OrderId, ApiError> {
+    id.parse().map_err(|_| ApiError {
+        field: Some("orderId".into()),
+        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_order_id", format!("{id:?} is not a UUID"))
+    })
+}
+
+fn order_not_found(id: OrderId) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("no order {id}"))
+}
+
+fn view(state: &ApiState, order: Order) -> OrderView {
+    let decimals = |symbol: &str| state.tokens.get(symbol).map_or(0, |t| t.decimals);
+    let (din, dout) = (decimals(&order.token_in), decimals(&order.token_out));
+    OrderView::new(order, din, dout)
+}
+
+async fn health(state: &ApiState) -> Result<Response<Body>, ApiError> {
+    let hub = state.hub.stats();
+    let store = match state.store.ping().await {
+        Ok(()) => json!({"status": "ok"}),
+        Err(e) => json!({"status": "down", "error": e.to_string()}),
+    };
+    let queue = match state.queue.depth().await {
+        Ok(depth) => json!({"status": "ok", "waiting": depth.waiting, "active": depth.active, "delayed": depth.delayed}),
+        Err(e) => json!({"status": "down", "error": e.to_string()}),
+    };
+    let healthy = store["status"] == "ok" && queue["status"] == "ok";
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "status": if healthy { "ok" } else { "degraded" },
+            "timestamp": Timestamp::now(),
+            "websocket": {"connectedOrders": hub.orders, "totalClients": hub.clients},
+            "queue": queue,
+            "store": store,
+        }),
+    ))
+}
+
+async fn ready(state: &ApiState) -> Result<Response<Body>, ApiError> {
+    let problem = match state.store.pending_migrations().await {
+        Ok(pending) if pending.is_empty() => match state.queue.depth().await {
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        },
+        Ok(pending) => Some(format!("migrations {pending:?} are not applied; run `swapline migrate`")),
+        Err(e) => Some(e.to_string()),
+    };
+    Ok(match problem {
+        None => json_response(StatusCode::OK, &json!({"status": "ready"})),
+        Some(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "not_ready", "reason": reason}),
+        ),
+    })
+}
+
+async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send JSON with Content-Type: application/json (got {content_type:?})"),
+        ));
+    }
+    let limit = state.settings.body_limit;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body exceeds {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let base_url = ws_base(state, &request);
+    let bytes = Limited::new(request.into_body(), limit as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("reading the body failed: {e}"))
+            }
+        })?
+        .to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    let order = validate_request(&body, &state.tokens, state.settings.default_slippage_bps, |a, b| {
+        state.pairs.contains(&(a.to_owned(), b.to_owned()))
+    })?;
+    let event = state
+        .store
+        .create_order(&order, pending_event(state, &order))
+        .await
+        .map_err(|e| ApiError::unavailable("store_unavailable", e))?;
+    tracing::info!(order_id = %order.id, seq = event.seq, event = "pending", "order accepted");
+    if let Err(e) = state.bus.publish(&Published::new(&event)).await {
+        tracing::warn!(order_id = %order.id, error = %e, "publish failed");
+    }
+    state
+        .queue
+        .enqueue(Job {
+            id: order.job_id.clone(),
+            order_id: order.id,
+        })
+        .await
+        .map_err(|e| ApiError::unavailable("queue_unavailable", e))?;
+    let created = Created {
+        success: true,
+        order_id: order.id.to_string(),
+        job_id: order.job_id.clone(),
+        status: Status::Pending,
+        message: "Order created and enqueued for processing".into(),
+        ws_url: format!("{base_url}/api/orders/status/{}", order.id),
+    };
+    Ok(json_response(StatusCode::CREATED, &created))
+}
+
+fn pending_event(state: &ApiState, order: &NewOrder) -> NewEvent {
+    let decimals = state.tokens.get(&order.token_in).map_or(0, |t| t.decimals);
+    let amount = format_units(order.amount_in, decimals);
+    NewEvent {
+        message: format!("Order received: {amount} {} → {}", order.token_in, order.token_out),
+        progress: progress::PENDING,
+        data: EventData::Pending {
+            token_in: order.token_in.clone(),
+            token_out: order.token_out.clone(),
+            amount,
+            slippage: f64::from(order.slippage_bps) / 100.0,
+        },
+        patch: OrderPatch::default(),
+    }
+}
+
+/// `ws://host` from the configured public URL or the request's `Host`.
+fn ws_base(state: &ApiState, request: &Request<Incoming>) -> String {
+    let public = state.settings.public_url.trim_end_matches('/');
+    if let Some(rest) = public.strip_prefix("https://") {
+        return format!("wss://{rest}");
+    }
+    if let Some(rest) = public.strip_prefix("http://") {
+        return format!("ws://{rest}");
+    }
+    if !public.is_empty() {
+        return public.to_owned();
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    format!("ws://{host}")
+}
+
+async fn order_status(state: &Arc<ApiState>, mut request: Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
+    let id = parse_id(id)?;
+    let upgrade = fastwebsockets::upgrade::is_upgrade_request(&request);
+    let since = if upgrade { since(&request)? } else { 0 };
+    let order = state
+        .store
+        .order(id)
+        .await
+        .map_err(|e| ApiError::unavailable("store_unavailable", e))?
+        .ok_or_else(|| order_not_found(id))?;
+    if !upgrade {
+        let response = OrderResponse {
+            success: true,
+            order: view(state, order),
+        };
+        return Ok(json_response(StatusCode::OK, &response));
+    }
+    let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string())
+    })?;
+    let session_state = state.clone();
+    state.sessions.spawn(async move {
+        match upgraded.await {
+            Ok(socket) => ws::session(socket, session_state, id, since).await,
+            Err(e) => tracing::debug!(order_id = %id, error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, Full::default()))
+}
+
+fn since(request: &Request<Incoming>) -> Result<u64, ApiError> {
+    match query_param(request.uri().query(), "since") {
+        None => Ok(0),
+        Some(value) => value.parse().map_err(|_| ApiError {
+            field: Some("since".into()),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_since",
+                format!("since={value:?} must be a non-negative integer (the last seq you saw)"),
+            )
+        }),
+    }
+}
+
+async fn order_events(state: &ApiState, request: &Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
+    let id = parse_id(id)?;
+    let since = since(request)?;
+    let unavailable = |e| ApiError::unavailable("store_unavailable", e);
+    if state.store.order(id).await.map_err(unavailable)?.is_none() {
+        return Err(order_not_found(id));
+    }
+    let events = state.store.events(id, since).await.map_err(unavailable)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &EventList {
+            success: true,
+            order_id: id.to_string(),
+            events,
+        },
+    ))
+}
+
+async fn list_orders(state: &ApiState, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let query = request.uri().query();
+    let bad = |field: &str, code: &'static str, message: String| ApiError {
+        field: Some(field.to_owned()),
+        ..ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    };
+    let status = match query_param(query, "status") {
+        None => None,
+        Some(text) => Some(Status::parse(&text).ok_or_else(|| {
+            let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            bad("status", "invalid_status", format!("unknown status {text:?}; one of {}", known.join(", ")))
+        })?),
+    };
+    let max = state.settings.max_page_size;
+    let limit = match query_param(query, "limit") {
+        None => 50.min(max),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| bad("limit", "invalid_limit", format!("limit={text:?} must be between 1 and {max}")))?,
+    };
+    let cursor = match query_param(query, "cursor") {
+        None => None,
+        Some(text) => Some(
+            text.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad("cursor", "invalid_cursor", format!("cursor={text:?} is not one this API gave")))?,
+        ),
+    };
+    let page = state
+        .store
+        .list_orders(&ListQuery { status, limit, cursor })
+        .await
+        .map_err(|e| ApiError::unavailable("store_unavailable", e))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &OrderList {
+            success: true,
+            orders: page.orders.into_iter().map(|o| view(state, o)).collect(),
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        },
+    ))
+}

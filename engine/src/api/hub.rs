@@ -1,0 +1,200 @@
+//! The hub: fans events from this node's bus stream out to the WebSockets
+//! watching each order. It subscribes the bus to an order when its first
+//! local client joins and unsubscribes when the last leaves, and it never
+//! waits on a client: one whose buffer is full is dropped (and closed with
+//! 1013 by its session).
+
+use crate::{
+    bus::{Bus, BusError, Published},
+    domain::OrderId,
+};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+use tokio::sync::{mpsc, watch};
+
+type Ready = Option<Result<(), BusError>>;
+
+/// Local WebSocket clients by order.
+pub struct Hub {
+    bus: Arc<dyn Bus>,
+    topics: Mutex<HashMap<OrderId, Topic>>,
+    next_id: AtomicU64,
+}
+
+struct Topic {
+    clients: Vec<(u64, mpsc::Sender<Published>)>,
+    ready: watch::Receiver<Ready>,
+}
+
+/// A client's place in the hub; leaving is dropping it.
+pub struct Membership {
+    hub: Arc<Hub>,
+    order: OrderId,
+    id: u64,
+    /// Live events of the order, from the moment of joining.
+    pub events: mpsc::Receiver<Published>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.hub.leave(self.order, self.id);
+    }
+}
+
+/// Counts for `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Orders with at least one local client.
+    pub orders: usize,
+    /// Local clients.
+    pub clients: usize,
+}
+
+impl Hub {
+    /// A hub over a bus.
+    pub fn new(bus: Arc<dyn Bus>) -> Arc<Self> {
+        Arc::new(Hub {
+            bus,
+            topics: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, Topic>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a client; returns once the bus delivers the order's events,
+    /// so history read afterwards cannot miss one.
+    pub async fn join(self: &Arc<Self>, order: OrderId, buffer: usize) -> Result<Membership, BusError> {
+        let (sender, events) = mpsc::channel(buffer);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut ready = {
+            let mut topics = self.topics();
+            let topic = topics.entry(order).or_insert_with(|| {
+                // Called under the lock: subscribe/unsubscribe keep their order.
+                let subscribed = self.bus.subscribe(order);
+                let (done, ready) = watch::channel(None);
+                tokio::spawn(async move {
+                    let _ = done.send(Some(subscribed.await));
+                });
+                Topic {
+                    clients: Vec::new(),
+                    ready,
+                }
+            });
+            topic.clients.push((id, sender));
+            topic.ready.clone()
+        };
+        let membership = Membership {
+            hub: self.clone(),
+            order,
+            id,
+            events,
+        };
+        let outcome = ready
+            .wait_for(Option::is_some)
+            .await
+            .map(|r| r.clone().expect("waited for Some"))
+            .unwrap_or_else(|_| Err(BusError::Unavailable("subscription task ended".into())));
+        outcome.map(|()| membership)
+    }
+
+    fn leave(&self, order: OrderId, id: u64) {
+        let mut topics = self.topics();
+        if let Some(topic) = topics.get_mut(&order) {
+            topic.clients.retain(|(client, _)| *client != id);
+            if topic.clients.is_empty() {
+                topics.remove(&order);
+                self.bus.unsubscribe(order);
+            }
+        }
+    }
+
+    /// Fans out the node's bus stream until it ends.
+    pub async fn run(self: Arc<Self>, mut stream: mpsc::Receiver<Published>) {
+        while let Some(event) = stream.recv().await {
+            let mut topics = self.topics();
+            let Some(topic) = topics.get_mut(&event.order_id) else {
+                continue;
+            };
+            topic.clients.retain(|(id, client)| match client.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(order_id = %event.order_id, client = id, "slow WebSocket client dropped");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+            if topic.clients.is_empty() {
+                topics.remove(&event.order_id);
+                self.bus.unsubscribe(event.order_id);
+            }
+        }
+    }
+
+    /// How many orders and clients are watched here.
+    pub fn stats(&self) -> HubStats {
+        let topics = self.topics();
+        HubStats {
+            orders: topics.len(),
+            clients: topics.values().map(|t| t.clients.len()).sum(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::MemoryBus;
+    use bytes::Bytes;
+
+    fn event(order_id: OrderId, seq: u64) -> Published {
+        Published {
+            order_id,
+            seq,
+            terminal: false,
+            payload: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn fans_out_to_every_client_and_unsubscribes_when_empty() {
+        let bus = Arc::new(MemoryBus::new(64));
+        let hub = Hub::new(bus.clone());
+        tokio::spawn(hub.clone().run(bus.take_stream().unwrap()));
+        let order = OrderId::new();
+        let mut a = hub.join(order, 8).await.unwrap();
+        let mut b = hub.join(order, 8).await.unwrap();
+        assert_eq!(hub.stats(), HubStats { orders: 1, clients: 2 });
+        bus.publish(&event(order, 1)).await.unwrap();
+        assert_eq!(a.events.recv().await.unwrap().seq, 1);
+        assert_eq!(b.events.recv().await.unwrap().seq, 1);
+        drop(a);
+        drop(b);
+        assert_eq!(hub.stats(), HubStats { orders: 0, clients: 0 });
+    }
+
+    #[tokio::test]
+    async fn a_full_client_is_dropped_without_slowing_others() {
+        let bus = Arc::new(MemoryBus::new(64));
+        let hub = Hub::new(bus.clone());
+        tokio::spawn(hub.clone().run(bus.take_stream().unwrap()));
+        let order = OrderId::new();
+        let mut slow = hub.join(order, 1).await.unwrap();
+        let mut fast = hub.join(order, 8).await.unwrap();
+        for seq in 1..=3 {
+            bus.publish(&event(order, seq)).await.unwrap();
+        }
+        for seq in 1..=3 {
+            assert_eq!(fast.events.recv().await.unwrap().seq, seq);
+        }
+        assert_eq!(slow.events.recv().await.unwrap().seq, 1);
+        assert!(slow.events.recv().await.is_none(), "dropped after its buffer overflowed");
+    }
+}

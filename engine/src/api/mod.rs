@@ -1,0 +1,123 @@
+//! The HTTP API: routes, handlers, error bodies, the WebSocket hub.
+//!
+//! `POST /api/orders/execute`, `GET /api/orders/status/{id}` (JSON, or a
+//! WebSocket upgrade), `GET /api/orders/{id}/events`, `GET /api/orders`,
+//! `GET /health`, `GET /ready`. Imports `domain` and the seams' traits;
+//! never an adapter.
+
+mod error;
+mod handlers;
+pub mod http;
+pub mod hub;
+pub mod views;
+pub mod ws;
+
+use crate::{
+    bus::Bus,
+    domain::TokenRegistry,
+    queue::Queue,
+    store::Store,
+};
+pub use error::ApiError;
+use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+pub use hub::Hub;
+use std::{collections::HashSet, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// API settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Base URL for `wsUrl`; empty: from the `Host` header.
+    pub public_url: String,
+    /// Largest request body, bytes.
+    pub body_limit: u64,
+    /// Slippage when a request gives none, basis points.
+    pub default_slippage_bps: u32,
+    /// Largest page of `GET /api/orders`.
+    pub max_page_size: u32,
+    /// WebSocket ping period.
+    pub ping_interval: Duration,
+    /// WebSocket pong deadline.
+    pub ping_timeout: Duration,
+    /// Events buffered per WebSocket client.
+    pub client_buffer: usize,
+}
+
+/// Everything handlers share.
+pub struct ApiState {
+    /// Source of truth.
+    pub store: Arc<dyn Store>,
+    /// Where new orders go.
+    pub queue: Arc<dyn Queue>,
+    /// Where the `pending` event is published.
+    pub bus: Arc<dyn Bus>,
+    /// Local WebSocket fan-out.
+    pub hub: Arc<Hub>,
+    /// Tradable tokens.
+    pub tokens: Arc<TokenRegistry>,
+    /// (token in, token out) pairs some venue trades.
+    pub pairs: HashSet<(String, String)>,
+    /// Settings.
+    pub settings: ApiSettings,
+    /// Cancelled on shutdown; sessions close with 1001.
+    pub shutdown: CancellationToken,
+    /// WebSocket sessions, awaited on shutdown.
+    pub sessions: TaskTracker,
+}
+
+/// Serves HTTP on `listener` until `state.shutdown`, then drains: open
+/// connections finish their request, WebSockets close with 1001.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, drain: Duration) {
+    let connections = TaskTracker::new();
+    let shutdown = state.shutdown.clone();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, request).await) }
+            });
+            let connection = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    state.sessions.close();
+    let drained = tokio::time::timeout(drain, async {
+        connections.wait().await;
+        state.sessions.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after the drain period");
+    }
+}

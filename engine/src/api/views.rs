@@ -1,0 +1,165 @@
+//! What the API answers, as typed views: the JSON contract, and the source
+//! of `schemas/order.schema.json` and friends.
+
+use crate::domain::{ErrorInfo, Order, QuoteView, Route, Status, StrategyRef, Timestamp, format_units};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// `201` answer of `POST /api/orders/execute`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    /// Always true.
+    pub success: bool,
+    /// The new order's id.
+    pub order_id: String,
+    /// Queue job id.
+    pub job_id: String,
+    /// `pending`.
+    pub status: Status,
+    /// Human words.
+    pub message: String,
+    /// WebSocket URL streaming this order's events.
+    pub ws_url: String,
+}
+
+/// An order as the API shows it. Amounts are whole-token decimal strings;
+/// `route` amounts are base units.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    /// Id.
+    pub id: String,
+    /// `market`.
+    pub order_type: String,
+    /// Symbol sold.
+    pub token_in: String,
+    /// Symbol bought.
+    pub token_out: String,
+    /// Amount sold, whole tokens.
+    pub amount: String,
+    /// Slippage tolerance, percent.
+    pub slippage: f64,
+    /// Current status.
+    pub status: Status,
+    /// Transaction signature once confirmed.
+    pub tx_hash: Option<String>,
+    /// Latest quotes.
+    pub quotes: Vec<QuoteView>,
+    /// Submission attempts started.
+    pub attempts: u32,
+    /// Latest error.
+    pub last_error: Option<ErrorInfo>,
+    /// Venue(s) that executed.
+    pub dex: Option<String>,
+    /// The chosen route.
+    pub route: Option<Route>,
+    /// Output received, whole tokens.
+    pub amount_out: Option<String>,
+    /// Whole `tokenOut` per whole `tokenIn`.
+    pub executed_price: Option<String>,
+    /// Strategy plugin that routed the order.
+    pub strategy: Option<StrategyRef>,
+    /// Seq of the latest event.
+    pub last_seq: u64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+impl OrderView {
+    /// Formats an order with its tokens' decimals.
+    pub fn new(order: Order, decimals_in: u8, decimals_out: u8) -> Self {
+        OrderView {
+            id: order.id.to_string(),
+            order_type: order.order_type.as_str().into(),
+            amount: format_units(order.amount_in, decimals_in),
+            slippage: f64::from(order.slippage_bps) / 100.0,
+            token_in: order.token_in,
+            token_out: order.token_out,
+            status: order.status,
+            tx_hash: order.tx_hash,
+            quotes: order.quotes,
+            attempts: order.attempts,
+            last_error: order.last_error,
+            dex: order.dex,
+            route: order.route,
+            amount_out: order.amount_out.map(|units| format_units(units, decimals_out)),
+            executed_price: order.executed_price,
+            strategy: order.strategy,
+            last_seq: order.last_seq,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+        }
+    }
+}
+
+/// `GET /api/orders/status/{id}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OrderResponse {
+    /// Always true.
+    pub success: bool,
+    /// The order.
+    #[serde(flatten)]
+    pub order: OrderView,
+}
+
+/// `GET /api/orders`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderList {
+    /// Always true.
+    pub success: bool,
+    /// Newest first.
+    pub orders: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/orders/{id}/events`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventList {
+    /// Always true.
+    pub success: bool,
+    /// The order.
+    pub order_id: String,
+    /// Stored events with `seq > since`, in order.
+    pub events: Vec<crate::domain::Event>,
+}
+
+/// A WebSocket greeting (`connection`, `subscribed`); carries no `seq`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Greeting {
+    /// `connection` or `subscribed`.
+    #[serde(rename = "type")]
+    pub kind: GreetingKind,
+    /// The order.
+    pub order_id: String,
+    /// Human words.
+    pub message: String,
+    /// When sent.
+    pub timestamp: Timestamp,
+}
+
+/// The greetings a socket receives first.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GreetingKind {
+    /// The socket is open.
+    Connection,
+    /// The socket follows the order.
+    Subscribed,
+}
+
+/// Any message on an order's WebSocket.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SocketMessage {
+    /// Per-socket greeting.
+    Greeting(Greeting),
+    /// A stored event of the order.
+    Event(crate::domain::Event),
+}

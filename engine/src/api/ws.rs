@@ -1,0 +1,217 @@
+//! One WebSocket session: greetings, history from the store, then live
+//! events from the hub, without gap or duplicate; pings; closes.
+//!
+//! fastwebsockets' `read_frame` is not cancellation-safe, so it is never
+//! raced in a `select!`: a reader task owns the read half and reports
+//! control frames to the writer over a channel; the writer owns the write
+//! half and is the only task that selects.
+
+use super::{
+    ApiState,
+    hub::Membership,
+    views::{Greeting, GreetingKind},
+};
+use crate::{bus::Published, domain::{OrderId, Timestamp}};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::{sync::Arc, time::Duration};
+use tokio::{
+    io::WriteHalf,
+    sync::mpsc,
+    time::{Instant, sleep_until},
+};
+
+type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+
+/// Close codes used by the server.
+pub mod close {
+    /// Finished: the order reached its terminal event.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down, or the client stopped answering pings.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A backend failed.
+    pub const INTERNAL: u16 = 1011;
+    /// The client fell too far behind; reconnect with `?since`.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+enum Control {
+    Ping(Vec<u8>),
+    Pong,
+    Closed,
+}
+
+/// Runs a session to its end.
+pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, order: OrderId, since: u64) {
+    let (mut reader, mut writer) = ws.split(tokio::io::split);
+    reader.set_auto_close(false);
+    reader.set_auto_pong(false);
+    reader.set_max_message_size(64 * 1024);
+    let (control, mut controls) = mpsc::channel(8);
+    let reading = tokio::spawn(async move {
+        loop {
+            let frame = reader
+                .read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) })
+                .await;
+            let message = match frame {
+                Ok(frame) => match frame.opcode {
+                    OpCode::Ping => Control::Ping(frame.payload.to_vec()),
+                    OpCode::Pong => Control::Pong,
+                    OpCode::Close => Control::Closed,
+                    // Clients have nothing to say; text and binary are ignored.
+                    _ => continue,
+                },
+                Err(_) => Control::Closed,
+            };
+            let closed = matches!(message, Control::Closed);
+            if control.send(message).await.is_err() || closed {
+                return;
+            }
+        }
+    });
+
+    let result = stream(&mut writer, &mut controls, &state, order, since).await;
+    let (code, reason) = match result {
+        Ok(end) => end,
+        Err(e) => {
+            tracing::debug!(order_id = %order, error = %e, "WebSocket write failed");
+            reading.abort();
+            return;
+        }
+    };
+    if code != 0 {
+        let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
+        // Give the client a moment to answer the close, then hang up.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(message) = controls.recv().await {
+                if matches!(message, Control::Closed) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    reading.abort();
+}
+
+async fn send(writer: &mut Writer, payload: &[u8]) -> Result<(), WebSocketError> {
+    writer.write_frame(Frame::text(Payload::Borrowed(payload))).await
+}
+
+/// Streams until the session should close; returns the close code and reason
+/// (code 0: the peer is already gone).
+async fn stream(
+    writer: &mut Writer,
+    controls: &mut mpsc::Receiver<Control>,
+    state: &Arc<ApiState>,
+    order: OrderId,
+    since: u64,
+) -> Result<(u16, String), WebSocketError> {
+    let mut membership: Membership = match state.hub.join(order, state.settings.client_buffer).await {
+        Ok(membership) => membership,
+        Err(e) => return Ok((close::INTERNAL, format!("event bus unavailable: {e}"))),
+    };
+    let greeting = |kind, message: String| {
+        let greeting = Greeting {
+            kind,
+            order_id: order.to_string(),
+            message,
+            timestamp: Timestamp::now(),
+        };
+        serde_json::to_vec(&greeting).expect("greetings serialise")
+    };
+    send(writer, &greeting(GreetingKind::Connection, "Connected to order status stream".into())).await?;
+    let subscribed = format!("Subscribed to real-time updates for order {order}");
+    send(writer, &greeting(GreetingKind::Subscribed, subscribed)).await?;
+
+    // Joined first, history second: any event committed after this read is
+    // already queued in `membership.events`; duplicates are dropped by seq.
+    let mut last = since;
+    match replay(writer, state, order, &mut last, u64::MAX).await? {
+        Replay::Terminal => return Ok((close::NORMAL, "order finished".into())),
+        Replay::Open => {}
+        Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
+    }
+
+    let ping_interval = state.settings.ping_interval;
+    let mut pinger = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut pong_due: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => return Ok((close::GOING_AWAY, "server shutting down".into())),
+            control = controls.recv() => match control {
+                Some(Control::Ping(payload)) => writer.write_frame(Frame::pong(Payload::Owned(payload))).await?,
+                Some(Control::Pong) => pong_due = None,
+                Some(Control::Closed) | None => {
+                    let _ = writer.write_frame(Frame::close(close::NORMAL, b"")).await;
+                    return Ok((0, String::new()));
+                }
+            },
+            event = membership.events.recv() => match event {
+                Some(event) => {
+                    if event.seq <= last {
+                        continue;
+                    }
+                    if event.seq > last + 1 {
+                        // The bus lost something: the store has it.
+                        match replay(writer, state, order, &mut last, event.seq).await? {
+                            Replay::Terminal => return Ok((close::NORMAL, "order finished".into())),
+                            Replay::Open => {}
+                            Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
+                        }
+                    }
+                    send(writer, &event.payload).await?;
+                    last = event.seq;
+                    if event.terminal {
+                        return Ok((close::NORMAL, "order finished".into()));
+                    }
+                }
+                None => {
+                    tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
+                    return Ok((close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?since={last}")));
+                }
+            },
+            _ = sleep_until(pong_due.unwrap_or(far)) => {
+                return Ok((close::GOING_AWAY, "ping timeout".into()));
+            }
+            _ = pinger.tick() => {
+                writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"swapline"))).await?;
+                if pong_due.is_none() {
+                    pong_due = Some(Instant::now() + state.settings.ping_timeout);
+                }
+            }
+        }
+    }
+}
+
+enum Replay {
+    Open,
+    Terminal,
+    StoreDown(String),
+}
+
+/// Sends stored events with `last < seq < before`, advancing `last`.
+async fn replay(
+    writer: &mut Writer,
+    state: &Arc<ApiState>,
+    order: OrderId,
+    last: &mut u64,
+    before: u64,
+) -> Result<Replay, WebSocketError> {
+    let history = match state.store.events(order, *last).await {
+        Ok(history) => history,
+        Err(e) => return Ok(Replay::StoreDown(e.to_string())),
+    };
+    for event in history.iter().filter(|e| e.seq < before) {
+        let published = Published::new(event);
+        send(writer, &published.payload).await?;
+        *last = event.seq;
+        if published.terminal {
+            return Ok(Replay::Terminal);
+        }
+    }
+    Ok(Replay::Open)
+}

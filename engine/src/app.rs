@@ -1,0 +1,265 @@
+//! The composition root: builds the engine from a `Config` and runs it. The
+//! only module that names concrete adapters (SQLite, memory queue and bus,
+//! simulated venues, the wasm host).
+
+use crate::{
+    api::{self, ApiSettings, ApiState, Hub},
+    bus::{Bus, MemoryBus},
+    config::{BusBackend, Config, QueueBackend, StoreBackend},
+    domain::TokenRegistry,
+    pipeline::{Pipeline, Stage, Worker},
+    plugins::{self, PluginError, PluginHost, Strategy},
+    queue::{Job, MemoryQueue, MemoryRateLimit, Queue, RateLimit},
+    store::{SqliteStore, Store, StoreError},
+    venues::{SimulatedVenue, Venue},
+};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Why the engine could not start or run.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// The configuration cannot be assembled into an engine.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A strategy plugin failed to load.
+    #[error("strategy plugin: {0}")]
+    Plugin(#[from] PluginError),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        error: std::io::Error,
+    },
+}
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The API, plus an in-process worker when `with_worker`.
+    Serve {
+        /// Run a worker too.
+        with_worker: bool,
+    },
+    /// A worker only.
+    Worker,
+}
+
+/// The assembled engine.
+pub struct Engine {
+    config: Config,
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    rate_limit: Arc<dyn RateLimit>,
+    bus: Arc<dyn Bus>,
+    tokens: Arc<TokenRegistry>,
+    venues: Vec<Arc<dyn Venue>>,
+    pipeline: Arc<Pipeline>,
+}
+
+/// Opens the store named by the configuration.
+pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, AppError> {
+    match config.store.backend {
+        StoreBackend::Sqlite => Ok(Arc::new(SqliteStore::open(
+            &config.sqlite_path(),
+            config.store.sqlite_synchronous,
+            config.store.busy_timeout.0,
+        )?)),
+    }
+}
+
+/// Applies pending migrations; returns the versions applied.
+pub async fn migrate(config: &Config) -> Result<Vec<u32>, AppError> {
+    Ok(open_store(config)?.migrate().await?)
+}
+
+impl Engine {
+    /// Builds every part; migrates when `store.migrate_on_start`.
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let tokens = Arc::new(config.token_registry().map_err(AppError::Config)?);
+        let sqlite = open_store(&config)?;
+        if config.store.migrate_on_start {
+            let applied = sqlite.migrate().await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "store migrated");
+            }
+        } else {
+            let pending = sqlite.pending_migrations().await?;
+            if !pending.is_empty() {
+                return Err(AppError::Config(format!(
+                    "store migrations {pending:?} are not applied and store.migrate_on_start is false; run `swapline migrate`"
+                )));
+            }
+        }
+        let store: Arc<dyn Store> = sqlite.clone();
+
+        let queue: Arc<dyn Queue> = match config.queue.backend {
+            QueueBackend::Memory => Arc::new(MemoryQueue::new(config.worker.lease.0)),
+        };
+        let rate_limit: Arc<dyn RateLimit> = match config.queue.backend {
+            QueueBackend::Memory => Arc::new(MemoryRateLimit::new(config.worker.rate_limit_per_minute)),
+        };
+        let bus: Arc<dyn Bus> = match config.bus.backend {
+            BusBackend::Memory => Arc::new(MemoryBus::new(config.bus.buffer)),
+        };
+
+        let names: BTreeSet<&str> = config.venues.pools.iter().map(|p| p.venue()).collect();
+        let mut venues: Vec<Arc<dyn Venue>> = Vec::new();
+        for name in names {
+            let venue = SimulatedVenue::from_config(name, &config.venues, &tokens, sqlite.clone())
+                .map_err(AppError::Config)?;
+            venues.push(Arc::new(venue));
+        }
+
+        let host = PluginHost::new(config.plugins.clone())?;
+        let mut stages = HashMap::new();
+        for (name, pipeline) in &config.pipelines {
+            let (plugin, bytes) = plugins::resolve(&pipeline.strategy)?;
+            let strategy: Arc<dyn Strategy> = Arc::new(host.load(&plugin, &bytes)?);
+            tracing::info!(pipeline = name, plugin, sha256 = strategy.id().sha256, "strategy loaded");
+            stages.insert(
+                name.clone(),
+                Stage {
+                    strategy,
+                    params: pipeline.params.clone(),
+                    quote_timeout: pipeline.quote_timeout.0,
+                    execute_timeout: pipeline.execute_timeout.0,
+                },
+            );
+        }
+        let pipeline = Pipeline::new(&config, store.clone(), bus.clone(), venues.clone(), stages, tokens.clone())
+            .map_err(AppError::Config)?;
+        Ok(Engine {
+            config,
+            store,
+            queue,
+            rate_limit,
+            bus,
+            tokens,
+            venues,
+            pipeline: Arc::new(pipeline),
+        })
+    }
+
+    /// Re-enqueues every unfinished order: nothing acknowledged is lost
+    /// across a restart. Returns how many.
+    pub async fn recover(&self) -> Result<usize, AppError> {
+        let unfinished = self.store.unfinished_orders().await?;
+        for order_id in &unfinished {
+            let job = Job {
+                id: format!("recovered-{order_id}"),
+                order_id: *order_id,
+            };
+            if let Err(e) = self.queue.enqueue(job).await {
+                return Err(AppError::Config(format!("re-enqueueing {order_id}: {e}")));
+            }
+        }
+        Ok(unfinished.len())
+    }
+
+    fn pairs(&self) -> HashSet<(String, String)> {
+        let mut pairs = HashSet::new();
+        for a in self.tokens.iter() {
+            for b in self.tokens.iter() {
+                if a.symbol != b.symbol && self.venues.iter().any(|v| v.supports(&a.symbol, &b.symbol)) {
+                    pairs.insert((a.symbol.clone(), b.symbol.clone()));
+                }
+            }
+        }
+        pairs
+    }
+}
+
+/// Runs the engine in `role` until `shutdown` resolves, then drains.
+pub async fn run(config: Config, role: Role, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    if role == Role::Worker && config.queue.backend == QueueBackend::Memory {
+        return Err(AppError::Config(
+            "`swapline worker` needs a queue shared between processes, but queue.backend is \"memory\", \
+             which lives inside one process; run `swapline serve` (its in-process worker is on by default)"
+                .into(),
+        ));
+    }
+    let engine = Engine::build(config).await?;
+    let config = engine.config.clone();
+    let grace = config.server.shutdown_grace.0;
+    let token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let with_worker = match role {
+        Role::Serve { with_worker } => with_worker,
+        Role::Worker => true,
+    };
+    if with_worker {
+        let recovered = engine.recover().await?;
+        if recovered > 0 {
+            tracing::info!(recovered, "re-enqueued unfinished orders");
+        }
+        let worker = Worker {
+            pipeline: engine.pipeline.clone(),
+            queue: engine.queue.clone(),
+            rate_limit: engine.rate_limit.clone(),
+            concurrency: config.worker.concurrency,
+            lease: config.worker.lease.0,
+        };
+        tasks.spawn(worker.run(token.clone(), grace));
+    }
+
+    if let Role::Serve { .. } = role {
+        let listener = TcpListener::bind(config.server.bind)
+            .await
+            .map_err(|error| AppError::Bind {
+                addr: config.server.bind,
+                error,
+            })?;
+        let addr = listener.local_addr().map_err(|error| AppError::Bind {
+            addr: config.server.bind,
+            error,
+        })?;
+        let hub = Hub::new(engine.bus.clone());
+        if let Some(stream) = engine.bus.take_stream() {
+            tokio::spawn(hub.clone().run(stream));
+        }
+        let state = Arc::new(ApiState {
+            store: engine.store.clone(),
+            queue: engine.queue.clone(),
+            bus: engine.bus.clone(),
+            hub,
+            tokens: engine.tokens.clone(),
+            pairs: engine.pairs(),
+            settings: ApiSettings {
+                public_url: config.server.public_url.clone(),
+                body_limit: config.server.body_limit_bytes,
+                default_slippage_bps: config.default_slippage_bps(),
+                max_page_size: config.orders.max_page_size,
+                ping_interval: config.websocket.ping_interval.0,
+                ping_timeout: config.websocket.ping_timeout.0,
+                client_buffer: config.websocket.client_buffer,
+            },
+            shutdown: token.clone(),
+            sessions: TaskTracker::new(),
+        });
+        tracing::info!(%addr, worker = with_worker, "swapline listening");
+        // One machine-readable line on stdout, for scripts and tests.
+        println!("swapline listening on http://{addr}");
+        tasks.spawn(api::serve(listener, state, grace));
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    token.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}

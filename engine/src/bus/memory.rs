@@ -1,0 +1,89 @@
+//! In-process bus: publish hands the event to this process's stream when
+//! its order is subscribed.
+
+use super::{Bus, BusError, Published, Subscribed};
+use crate::domain::OrderId;
+use async_trait::async_trait;
+use std::{collections::HashSet, sync::Mutex};
+use tokio::sync::mpsc;
+
+/// In-process [`Bus`].
+pub struct MemoryBus {
+    subscribed: Mutex<HashSet<OrderId>>,
+    sender: mpsc::Sender<Published>,
+    stream: Mutex<Option<mpsc::Receiver<Published>>>,
+}
+
+impl MemoryBus {
+    /// A bus buffering up to `buffer` undelivered events.
+    pub fn new(buffer: usize) -> Self {
+        let (sender, stream) = mpsc::channel(buffer);
+        MemoryBus {
+            subscribed: Mutex::new(HashSet::new()),
+            sender,
+            stream: Mutex::new(Some(stream)),
+        }
+    }
+
+    fn subscribed(&self) -> std::sync::MutexGuard<'_, HashSet<OrderId>> {
+        self.subscribed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, event: &Published) -> Result<(), BusError> {
+        if !self.subscribed().contains(&event.order_id) {
+            return Ok(());
+        }
+        // Waits when the hub is behind rather than dropping: the hub never
+        // blocks on clients, so this is brief.
+        self.sender
+            .send(event.clone())
+            .await
+            .map_err(|_| BusError::Unavailable("the hub stopped listening".into()))
+    }
+
+    fn subscribe(&self, order: OrderId) -> Subscribed {
+        self.subscribed().insert(order);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn unsubscribe(&self, order: OrderId) {
+        self.subscribed().remove(&order);
+    }
+
+    fn take_stream(&self) -> Option<mpsc::Receiver<Published>> {
+        self.stream.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn event(order_id: OrderId, seq: u64) -> Published {
+        Published {
+            order_id,
+            seq,
+            terminal: false,
+            payload: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_only_subscribed_orders() {
+        let bus = MemoryBus::new(16);
+        let mut stream = bus.take_stream().unwrap();
+        assert!(bus.take_stream().is_none());
+        let (watched, other) = (OrderId::new(), OrderId::new());
+        bus.subscribe(watched).await.unwrap();
+        bus.publish(&event(other, 1)).await.unwrap();
+        bus.publish(&event(watched, 1)).await.unwrap();
+        assert_eq!(stream.recv().await.unwrap().order_id, watched);
+        bus.unsubscribe(watched);
+        bus.publish(&event(watched, 2)).await.unwrap();
+        assert!(stream.try_recv().is_err());
+    }
+}

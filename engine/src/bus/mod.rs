@@ -1,0 +1,68 @@
+//! The `Bus` seam: events published after commit, delivered to every node
+//! that subscribed to their order. A node has one stream of incoming events
+//! (taken once, by its WebSocket hub) and subscribes per order.
+//! Implementations: [`memory`] (in-process). Imports `domain` only.
+
+pub mod memory;
+
+use crate::domain::{Event, OrderId};
+use async_trait::async_trait;
+use bytes::Bytes;
+pub use memory::MemoryBus;
+use std::{future::Future, pin::Pin};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// An event as it travels: its identity plus its JSON, serialised once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The order.
+    pub order_id: OrderId,
+    /// The event's seq.
+    pub seq: u64,
+    /// Whether the event is `confirmed` or `failed`.
+    pub terminal: bool,
+    /// The event's JSON, as sent to clients.
+    pub payload: Bytes,
+}
+
+impl Published {
+    /// Serialises an event.
+    pub fn new(event: &Event) -> Self {
+        Published {
+            order_id: event.order_id,
+            seq: event.seq,
+            terminal: event.data.kind().is_terminal(),
+            payload: Bytes::from(serde_json::to_vec(event).expect("events serialise")),
+        }
+    }
+}
+
+/// Bus failures.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BusError {
+    /// The backend is unreachable.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Resolves once a subscription delivers.
+pub type Subscribed = Pin<Box<dyn Future<Output = Result<(), BusError>> + Send>>;
+
+/// Pub/sub of order events.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Publishes an event (after it was committed to the store).
+    async fn publish(&self, event: &Published) -> Result<(), BusError>;
+
+    /// Starts delivering an order's events to this node's stream. Calls take
+    /// effect in call order (with `unsubscribe`); the future resolves when
+    /// delivery is guaranteed.
+    fn subscribe(&self, order: OrderId) -> Subscribed;
+
+    /// Stops delivering an order's events to this node.
+    fn unsubscribe(&self, order: OrderId);
+
+    /// This node's stream of incoming events; `None` after the first call.
+    fn take_stream(&self) -> Option<mpsc::Receiver<Published>>;
+}

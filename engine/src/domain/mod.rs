@@ -1,0 +1,18 @@
+//! Pure types and rules of the order lifecycle. No I/O, no async, nothing of
+//! ours imported: every other module may depend on this one.
+
+mod amount;
+mod event;
+mod order;
+mod request;
+mod route;
+mod time;
+mod token;
+
+pub use amount::{AmountError, format_price, format_units, parse_units};
+pub use event::{Event, EventData, EventKind, progress};
+pub use order::{ErrorInfo, NewOrder, Order, OrderId, OrderPatch, OrderType, Status, StrategyRef};
+pub use request::{AmountInput, FieldError, OrderRequest, slippage_bps, validate_request};
+pub use route::{QuoteView, Route, RouteLeg};
+pub use time::Timestamp;
+pub use token::{Token, TokenRegistry};

@@ -1,0 +1,260 @@
+//! The order request and its validation: every rule a `POST` must pass, as a
+//! pure function from JSON to a [`NewOrder`] or the first problem found.
+
+use crate::domain::{AmountError, NewOrder, OrderId, OrderType, TokenRegistry, parse_units};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The body of `POST /api/orders/execute` (for the schema; validation reads
+/// the JSON itself so that each problem names its field).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderRequest {
+    /// Token sold: symbol (any case) or mint address.
+    pub token_in: String,
+    /// Token bought: symbol (any case) or mint address.
+    pub token_out: String,
+    /// Amount of `tokenIn` in whole tokens: a number or a decimal string,
+    /// greater than zero, with no more decimals than the token has.
+    pub amount: AmountInput,
+    /// Slippage tolerance in percent, in (0, 50], at most 2 decimals.
+    /// Defaults to `orders.default_slippage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slippage: Option<f64>,
+    /// Only `market` exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_type: Option<OrderType>,
+}
+
+/// An amount given as a JSON number or a decimal string.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AmountInput {
+    /// `10.5`
+    Number(f64),
+    /// `"10.5"`
+    Text(String),
+}
+
+/// A validation problem, naming the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Stable snake_case code.
+    pub code: &'static str,
+    /// Human words.
+    pub message: String,
+    /// The JSON field at fault.
+    pub field: Option<String>,
+}
+
+impl FieldError {
+    fn new(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+}
+
+const FIELDS: [&str; 5] = ["tokenIn", "tokenOut", "amount", "slippage", "orderType"];
+const MAX_SLIPPAGE_BPS: u32 = 5_000;
+
+/// Validates a parsed JSON body; `tradable` says whether a pair has a venue.
+pub fn validate_request(
+    body: &Value,
+    tokens: &TokenRegistry,
+    default_slippage_bps: u32,
+    tradable: impl Fn(&str, &str) -> bool,
+) -> Result<NewOrder, FieldError> {
+    let object = body.as_object().ok_or_else(|| FieldError {
+        code: "invalid_body",
+        message: "the body must be a JSON object".into(),
+        field: None,
+    })?;
+    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(FieldError {
+            code: "unknown_field",
+            message: format!("unknown field `{unknown}`; expected one of {}", FIELDS.join(", ")),
+            field: Some(unknown.clone()),
+        });
+    }
+
+    let token = |field: &'static str| {
+        let value = object
+            .get(field)
+            .ok_or_else(|| FieldError::new("missing_field", field, format!("`{field}` is required")))?;
+        let symbol = value
+            .as_str()
+            .ok_or_else(|| FieldError::new("invalid_type", field, format!("`{field}` must be a string")))?;
+        tokens.get(symbol).ok_or_else(|| {
+            let known: Vec<&str> = tokens.iter().map(|t| t.symbol.as_str()).collect();
+            FieldError::new(
+                "unknown_token",
+                field,
+                format!("unknown token {symbol:?}; known tokens: {}", known.join(", ")),
+            )
+        })
+    };
+    let token_in = token("tokenIn")?;
+    let token_out = token("tokenOut")?;
+    if token_in.symbol == token_out.symbol {
+        return Err(FieldError::new(
+            "same_token",
+            "tokenOut",
+            "`tokenIn` and `tokenOut` must differ",
+        ));
+    }
+
+    let amount_text = match object.get("amount") {
+        None => return Err(FieldError::new("missing_field", "amount", "`amount` is required")),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(FieldError::new(
+                "invalid_type",
+                "amount",
+                "`amount` must be a number or a decimal string",
+            ));
+        }
+    };
+    let amount_in = parse_units(&amount_text, token_in.decimals).map_err(|e| match e {
+        AmountError::Overflow => FieldError::new(
+            "amount_too_large",
+            "amount",
+            format!("`amount` {amount_text} is too large"),
+        ),
+        other => FieldError::new("invalid_amount", "amount", format!("`amount` {amount_text:?} {other}")),
+    })?;
+    if amount_in > token_in.max_amount {
+        return Err(FieldError::new(
+            "amount_too_large",
+            "amount",
+            format!(
+                "`amount` exceeds the maximum of {} {}",
+                crate::domain::format_units(token_in.max_amount, token_in.decimals),
+                token_in.symbol
+            ),
+        ));
+    }
+
+    let slippage_bps = match object.get("slippage") {
+        None | Some(Value::Null) => default_slippage_bps,
+        Some(Value::Number(n)) => slippage_bps(&n.to_string())?,
+        Some(_) => return Err(FieldError::new("invalid_type", "slippage", "`slippage` must be a number")),
+    };
+
+    let order_type = match object.get("orderType") {
+        None | Some(Value::Null) => OrderType::Market,
+        Some(Value::String(s)) if s == "market" => OrderType::Market,
+        Some(other) => {
+            return Err(FieldError::new(
+                "unsupported_order_type",
+                "orderType",
+                format!("order type {other} is not supported; only \"market\" is"),
+            ));
+        }
+    };
+
+    if !tradable(&token_in.symbol, &token_out.symbol) {
+        return Err(FieldError::new(
+            "unsupported_pair",
+            "tokenOut",
+            format!("no venue trades {} → {}", token_in.symbol, token_out.symbol),
+        ));
+    }
+
+    Ok(NewOrder {
+        id: OrderId::new(),
+        job_id: uuid::Uuid::new_v4().to_string(),
+        order_type,
+        token_in: token_in.symbol.clone(),
+        token_out: token_out.symbol.clone(),
+        amount_in,
+        slippage_bps,
+    })
+}
+
+/// Percent with at most two decimals, in (0, 50] → basis points.
+pub fn slippage_bps(text: &str) -> Result<u32, FieldError> {
+    let invalid = |why: &str| FieldError::new("invalid_slippage", "slippage", format!("`slippage` {text} {why}"));
+    let bps = match parse_units(text, 2) {
+        Ok(bps) => bps,
+        Err(AmountError::NotPositive) => return Err(invalid("must be greater than 0")),
+        Err(AmountError::TooPrecise(_)) => return Err(invalid("allows at most 2 decimal places (1 basis point)")),
+        Err(_) => return Err(invalid("must be a percentage between 0 and 50")),
+    };
+    if bps > u128::from(MAX_SLIPPAGE_BPS) {
+        return Err(invalid("must be at most 50 (percent)"));
+    }
+    Ok(bps as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn registry() -> TokenRegistry {
+        TokenRegistry::new([
+            ("SOL".into(), "So11111111111111111111111111111111111111112".into(), 9, "10000".into()),
+            ("USDC".into(), "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(), 6, "1000000".into()),
+            ("BONK".into(), "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263".into(), 5, "1000000000".into()),
+        ])
+        .unwrap()
+    }
+
+    fn check(body: Value) -> Result<NewOrder, FieldError> {
+        validate_request(&body, &registry(), 50, |a, b| !(a == "BONK" || b == "BONK"))
+    }
+
+    #[test]
+    fn accepts_a_valid_order_and_fills_defaults() {
+        let order = check(json!({"tokenIn": "sol", "tokenOut": "USDC", "amount": 10})).unwrap();
+        assert_eq!(order.token_in, "SOL");
+        assert_eq!(order.amount_in, 10_000_000_000);
+        assert_eq!(order.slippage_bps, 50);
+        let order = check(json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5", "slippage": 1.25, "orderType": "market"})).unwrap();
+        assert_eq!(order.amount_in, 500_000_000);
+        assert_eq!(order.slippage_bps, 125);
+    }
+
+    #[test]
+    fn rejects_each_bad_input_with_its_code_and_field() {
+        let cases: Vec<(Value, &str, Option<&str>)> = vec![
+            (json!([1, 2]), "invalid_body", None),
+            (json!({"tokenOut": "USDC", "amount": 1}), "missing_field", Some("tokenIn")),
+            (json!({"tokenIn": "SOL", "amount": 1}), "missing_field", Some("tokenOut")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC"}), "missing_field", Some("amount")),
+            (json!({"tokenIn": 5, "tokenOut": "USDC", "amount": 1}), "invalid_type", Some("tokenIn")),
+            (json!({"tokenIn": "DOGE", "tokenOut": "USDC", "amount": 1}), "unknown_token", Some("tokenIn")),
+            (json!({"tokenIn": "SOL", "tokenOut": "sol", "amount": 1}), "same_token", Some("tokenOut")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 0}), "invalid_amount", Some("amount")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": -3}), "invalid_amount", Some("amount")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "ten"}), "invalid_amount", Some("amount")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": true}), "invalid_type", Some("amount")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.0000000001"}), "invalid_amount", Some("amount")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 10001}), "amount_too_large", Some("amount")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 0}), "invalid_slippage", Some("slippage")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 50.01}), "invalid_slippage", Some("slippage")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": -1}), "invalid_slippage", Some("slippage")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 0.001}), "invalid_slippage", Some("slippage")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": "1"}), "invalid_type", Some("slippage")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "orderType": "limit"}), "unsupported_order_type", Some("orderType")),
+            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "extra": 1}), "unknown_field", Some("extra")),
+            (json!({"tokenIn": "SOL", "tokenOut": "BONK", "amount": 1}), "unsupported_pair", Some("tokenOut")),
+        ];
+        for (body, code, field) in cases {
+            let err = check(body.clone()).unwrap_err();
+            assert_eq!((err.code, err.field.as_deref()), (code, field), "{body} → {err:?}");
+            assert!(!err.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn slippage_at_the_bounds() {
+        assert_eq!(slippage_bps("50").unwrap(), 5_000);
+        assert_eq!(slippage_bps("0.01").unwrap(), 1);
+    }
+}

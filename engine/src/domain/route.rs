@@ -1,0 +1,75 @@
+//! Quotes as shown to users, and routes as chosen and executed.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use swapline_abi::Units;
+
+/// One venue's quote, as stored on the order and sent in events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuoteView {
+    /// Venue.
+    pub dex: String,
+    /// Output after fees, whole tokens (decimal string).
+    pub amount_out: String,
+    /// Output after fees, base units.
+    pub amount_out_base_units: Units,
+    /// Price after fees, whole `tokenOut` per whole `tokenIn`.
+    pub price: String,
+    /// Fee, basis points.
+    pub fee_bps: u32,
+    /// Price impact, basis points.
+    pub price_impact_bps: u32,
+    /// Quote latency, milliseconds.
+    pub latency_ms: u64,
+}
+
+/// The route an order takes. Amounts are base units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// 1 for the first routing of the order, +1 per re-route.
+    pub version: u32,
+    /// The strategy's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The legs, executed in order.
+    pub legs: Vec<RouteLeg>,
+}
+
+/// One leg of a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteLeg {
+    /// Venue.
+    pub dex: String,
+    /// Input, base units of `tokenIn`.
+    pub amount_in: Units,
+    /// Output the quote promised, base units of `tokenOut`.
+    pub expected_out: Units,
+    /// Floor below which the venue must refuse, base units.
+    pub min_amount_out: Units,
+    /// Deterministic transaction signature of this leg.
+    pub signature: String,
+    /// Output received once executed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filled_out: Option<Units>,
+}
+
+impl Route {
+    /// Whether any leg already executed (then the route must not change).
+    pub fn any_filled(&self) -> bool {
+        self.legs.iter().any(|leg| leg.filled_out.is_some())
+    }
+
+    /// The venues of the route, `+`-joined.
+    pub fn dex(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for leg in &self.legs {
+            if !names.contains(&leg.dex.as_str()) {
+                names.push(&leg.dex);
+            }
+        }
+        names.join("+")
+    }
+}

@@ -1,0 +1,36 @@
+//! Swapline: an order execution engine for Solana DEX swaps.
+//!
+//! An HTTP request becomes an order row, a job on a queue, a numbered
+//! sequence of events, and a live stream to every WebSocket watching that
+//! order; the routing decision in between is made by a sandboxed
+//! WebAssembly plugin that a TOML file names.
+//!
+//! # Layout
+//! - [`app`]: the composition root; the only module that names adapters.
+//! - [`config`]: the typed configuration tree (figment: TOML + profile + env).
+//! - [`domain`]: pure types and rules: orders, statuses, events, amounts,
+//!   tokens, quotes and routes. No I/O.
+//! - [`api`]: the hyper server: routes, handlers, errors, WebSocket hub.
+//! - [`pipeline`]: the worker: stages, retry policy, error classes.
+//! - [`venues`]: the `Venue` seam and the simulated DEX pools.
+//! - [`plugins`]: the wasmtime host for strategy plugins.
+//! - [`queue`], [`store`], [`bus`]: seams, each a trait plus implementations.
+//! - [`schemas`]: the JSON Schemas in `schemas/`, generated from the types.
+//! - [`telemetry`]: logging setup.
+//!
+//! Dependencies point one way: `api → pipeline → domain + traits ← adapters`.
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+
+pub mod api;
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod domain;
+pub mod pipeline;
+pub mod plugins;
+pub mod queue;
+pub mod schemas;
+pub mod store;
+pub mod telemetry;
+pub mod venues;

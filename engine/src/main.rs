@@ -1,0 +1,121 @@
+//! `swapline`: parses the command line and calls the library.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use swapline::{
+    app::{self, Role},
+    config::{Config, Sources},
+    telemetry,
+};
+
+/// Order execution engine for Solana DEX swaps.
+#[derive(Parser, Debug)]
+#[command(name = "swapline", version, about)]
+struct Cli {
+    /// Configuration profile: dev, staging, production, bench (or any
+    /// <name>.toml in the config directory).
+    #[arg(long, global = true, env = "SWAPLINE_PROFILE", default_value = "dev")]
+    profile: String,
+    /// Extra TOML file merged after the profile (repeatable).
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    config: Vec<PathBuf>,
+    /// Directory of default.toml and the overlays (default: ./configs if
+    /// present, else the built-in copies).
+    #[arg(long, global = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP/WebSocket API (the default command).
+    Serve {
+        /// Also run a worker in this process, whatever `worker.enabled` says.
+        #[arg(long)]
+        with_worker: bool,
+    },
+    /// Run a worker only (needs a shared queue).
+    Worker,
+    /// Apply pending store migrations and exit.
+    Migrate,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the effective configuration as TOML.
+    Show,
+    /// Validate the configuration (types, rules and the JSON Schema).
+    Check,
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    let sources = Sources {
+        profile: cli.profile.clone(),
+        config_dir: cli.config_dir.clone(),
+        files: cli.config.clone(),
+        env: true,
+    };
+    sources.load().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let command = cli.command.as_ref().unwrap_or(&Command::Serve { with_worker: false });
+    let config = load(&cli)?;
+    match command {
+        Command::Config { action: ConfigAction::Show } => {
+            print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
+        }
+        Command::Config { action: ConfigAction::Check } => {
+            let errors = swapline::config::schema_errors(&config);
+            if !errors.is_empty() {
+                bail!("the configuration breaks schemas/config.schema.json:\n  - {}", errors.join("\n  - "));
+            }
+            println!("configuration OK (profile {})", cli.profile);
+        }
+        Command::Migrate => {
+            telemetry::init(&config.log);
+            let applied = app::migrate(&config).await?;
+            if applied.is_empty() {
+                println!("store is up to date");
+            } else {
+                println!("applied migrations {applied:?}");
+            }
+        }
+        Command::Serve { with_worker } => {
+            telemetry::init(&config.log);
+            let role = Role::Serve {
+                with_worker: *with_worker || config.worker.enabled,
+            };
+            app::run(config, role, shutdown_signal()).await?;
+        }
+        Command::Worker => {
+            telemetry::init(&config.log);
+            app::run(config, Role::Worker, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The `Queue` seam: jobs to run, claimed with a lease, retried at a time,
+//! and the engine-wide claim rate limit. Implementations: [`memory`]
+//! (in-process). Imports `domain` only.
+
+pub mod memory;
+
+use crate::domain::OrderId;
+use async_trait::async_trait;
+pub use memory::{MemoryQueue, MemoryRateLimit};
+use serde::Serialize;
+use std::time::Duration;
+use thiserror::Error;
+
+/// A unit of work: run (or resume) one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Job id (given at order creation, kept across retries).
+    pub id: String,
+    /// The order to run.
+    pub order_id: OrderId,
+}
+
+/// A claimed job; the holder must heartbeat, then ack or retry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The job.
+    pub job: Job,
+    /// Distinguishes this claim from later claims of the same job.
+    pub token: u64,
+}
+
+/// Queue depth by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Depth {
+    /// Ready to be claimed.
+    pub waiting: u64,
+    /// Claimed and running.
+    pub active: u64,
+    /// Waiting for their retry time.
+    pub delayed: u64,
+}
+
+/// Queue failures.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum QueueError {
+    /// The backend is unreachable; retry later.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The lease expired and the job went to someone else.
+    #[error("lease of job {0} was lost")]
+    LeaseLost(String),
+}
+
+/// Jobs, durably enough for the backend at hand.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Adds a job; a job for an order already queued or running is ignored.
+    async fn enqueue(&self, job: Job) -> Result<(), QueueError>;
+
+    /// Claims the next ready job, waiting up to `wait` for one.
+    async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError>;
+
+    /// Extends a lease.
+    async fn heartbeat(&self, lease: &Lease) -> Result<(), QueueError>;
+
+    /// Finishes a job.
+    async fn ack(&self, lease: &Lease) -> Result<(), QueueError>;
+
+    /// Puts a job back, claimable again after `delay`; frees the claim.
+    async fn retry_after(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError>;
+
+    /// Hands jobs whose lease lapsed back to the waiting list; returns how many.
+    async fn recover_stalled(&self) -> Result<usize, QueueError>;
+
+    /// Depth by state.
+    async fn depth(&self) -> Result<Depth, QueueError>;
+}
+
+/// The engine-wide limit on claims per minute.
+#[async_trait]
+pub trait RateLimit: Send + Sync {
+    /// Waits until one more claim is allowed.
+    async fn acquire(&self) -> Result<(), QueueError>;
+}

@@ -1,0 +1,75 @@
+//! The JSON Schemas in `schemas/`, generated from the types that produce
+//! the JSON, so documents and code cannot drift: a test fails when a
+//! committed file differs (run it with `UPDATE_SCHEMAS=1` to rewrite them).
+
+use crate::{
+    api::views::{Created, EventList, OrderList, OrderResponse, SocketMessage},
+    config::Config,
+    domain::OrderRequest,
+};
+use schemars::{JsonSchema, generate::SchemaSettings};
+use serde_json::Value;
+
+fn schema<T: JsonSchema>(id: &str) -> Value {
+    let generator = SchemaSettings::draft2020_12().into_generator();
+    let mut schema = serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schemas serialise");
+    schema["$id"] = Value::String(format!("https://swapline.dev/schemas/{id}"));
+    schema
+}
+
+/// Every schema: (file name under `schemas/`, schema).
+pub fn all() -> Vec<(&'static str, Value)> {
+    vec![
+        ("config.schema.json", schema::<Config>("config.schema.json")),
+        ("order-request.schema.json", schema::<OrderRequest>("order-request.schema.json")),
+        ("order-created.schema.json", schema::<Created>("order-created.schema.json")),
+        ("order.schema.json", schema::<OrderResponse>("order.schema.json")),
+        ("order-list.schema.json", schema::<OrderList>("order-list.schema.json")),
+        ("order-events.schema.json", schema::<EventList>("order-events.schema.json")),
+        ("ws-message.schema.json", schema::<SocketMessage>("ws-message.schema.json")),
+        ("plugin-input.schema.json", schema::<swapline_abi::RouteInput>("plugin-input.schema.json")),
+        ("plugin-output.schema.json", schema::<swapline_abi::PluginAnswer>("plugin-output.schema.json")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn committed_schemas_match_the_code() {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas"));
+        let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+        let mut stale = Vec::new();
+        for (file, schema) in all() {
+            let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            let path = dir.join(file);
+            if update {
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(file);
+            }
+            jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{file} does not compile: {e}"));
+        }
+        assert!(
+            stale.is_empty(),
+            "schemas/ differs from the code for {stale:?}; run `UPDATE_SCHEMAS=1 cargo test -p swapline schemas` and commit"
+        );
+    }
+
+    #[test]
+    fn every_profile_passes_the_committed_config_schema() {
+        for profile in ["dev", "staging", "production", "bench"] {
+            let config = crate::config::Sources {
+                profile: profile.into(),
+                config_dir: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs"))),
+                files: vec![],
+                env: false,
+            }
+            .load()
+            .unwrap();
+            assert_eq!(crate::config::schema_errors(&config), Vec::<String>::new(), "{profile}");
+        }
+    }
+}

@@ -1,0 +1,773 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Writes go through one writer thread that commits whatever is waiting as a
+//! single transaction (group commit), each write in its own savepoint so one
+//! failing write never spoils another. Reads use a small pool of read
+//! connections, which WAL lets run beside the writer.
+
+use super::{ListQuery, NewEvent, OrderPage, Store, StoreError};
+use crate::{
+    config::SqliteSync,
+    domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
+    venues::{Execution, ExecutionLedger, LedgerError, Outcome},
+};
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde::{Serialize, de::DeserializeOwned};
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// Migrations: (version, name, SQL). The same versions exist for every backend.
+const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "orders", include_str!("migrations/sqlite/0001_orders.sql"))];
+/// Writes committed together at most.
+const MAX_BATCH: usize = 256;
+const READERS: usize = 4;
+
+/// SQLite-backed [`Store`] and [`ExecutionLedger`].
+pub struct SqliteStore {
+    path: PathBuf,
+    options: Options,
+    writer: mpsc::Sender<WriteJob>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    synchronous: SqliteSync,
+    busy_timeout: Duration,
+}
+
+enum WriteOp {
+    Create(Box<NewOrder>, Box<NewEvent>),
+    Append(OrderId, Box<NewEvent>),
+    Record(Box<Execution>),
+}
+
+enum WriteOut {
+    Event(Box<Event>),
+    Execution(Box<Execution>),
+}
+
+struct WriteJob {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOut, StoreError>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open(path: &Path, options: Options) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|e| unavailable(format!("opening {}: {e}", path.display())))?;
+    conn.busy_timeout(options.busy_timeout).map_err(unavailable)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+    let sync = match options.synchronous {
+        SqliteSync::Normal => "NORMAL",
+        SqliteSync::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(unavailable)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(unavailable)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and starts the writer.
+    pub fn open(path: &Path, synchronous: SqliteSync, busy_timeout: Duration) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        let options = Options {
+            synchronous,
+            busy_timeout,
+        };
+        let writer_conn = open(path, options)?;
+        let readers = (0..READERS)
+            .map(|_| open(path, options).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (writer, rx) = mpsc::channel(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer_conn, rx))
+            .map_err(unavailable)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            options,
+            writer,
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOut, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(WriteJob { op, reply })
+            .await
+            .map_err(|_| unavailable("the writer thread stopped"))?;
+        rx.await.map_err(|_| unavailable("the writer thread stopped"))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[index].lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        match results {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<WriteOut, StoreError>>, StoreError> {
+    let mut tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let mut savepoint = tx.savepoint().map_err(unavailable)?;
+        let result = match &job.op {
+            WriteOp::Create(order, first) => create(&savepoint, order, first).map(|e| WriteOut::Event(Box::new(e))),
+            WriteOp::Append(id, event) => append(&savepoint, *id, event).map(|e| WriteOut::Event(Box::new(e))),
+            WriteOp::Record(execution) => record(&savepoint, execution).map(|e| WriteOut::Execution(Box::new(e))),
+        };
+        if result.is_ok() {
+            savepoint.commit().map_err(unavailable)?;
+        } else {
+            savepoint.rollback().map_err(unavailable)?;
+        }
+        results.push(result);
+    }
+    tx.commit().map_err(unavailable)?;
+    Ok(results)
+}
+
+fn to_i64(value: u128, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} does not fit in 64 bits")))
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("domain types serialise")
+}
+
+fn create(conn: &Connection, order: &NewOrder, first: &NewEvent) -> Result<Event, StoreError> {
+    let now = Timestamp::now().to_string();
+    conn.execute(
+        "INSERT INTO orders (id, created_seq, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
+                             status, last_kind, last_seq, created_at, updated_at)
+         VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM orders), ?2, ?3, ?4, ?5, ?6, ?7,
+                 'pending', 'pending', 0, ?8, ?8)",
+        params![
+            order.id.to_string(),
+            order.job_id,
+            order.order_type.as_str(),
+            order.token_in,
+            order.token_out,
+            to_i64(order.amount_in, "amount")?,
+            order.slippage_bps,
+            now
+        ],
+    )
+    .map_err(unavailable)?;
+    append(conn, order.id, first)
+}
+
+fn append(conn: &Connection, id: OrderId, new: &NewEvent) -> Result<Event, StoreError> {
+    let key = id.to_string();
+    let (last_seq, status): (i64, String) = conn
+        .query_row("SELECT last_seq, status FROM orders WHERE id = ?1", [&key], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()
+        .map_err(unavailable)?
+        .ok_or(StoreError::NotFound(id))?;
+    if Status::parse(&status).is_some_and(Status::is_terminal) {
+        return Err(StoreError::Finished(id));
+    }
+    let kind = new.data.kind();
+    let event = Event {
+        order_id: id,
+        seq: last_seq as u64 + 1,
+        timestamp: Timestamp::now(),
+        message: new.message.clone(),
+        progress: new.progress,
+        data: new.data.clone(),
+    };
+    let at = event.timestamp.to_string();
+    conn.execute(
+        "INSERT INTO order_events (order_id, seq, kind, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![key, event.seq as i64, kind.as_str(), json(&event), at],
+    )
+    .map_err(unavailable)?;
+
+    let patch = &new.patch;
+    let status = kind.status().map(Status::as_str);
+    let (quotes, quoted_at) = match &patch.quotes {
+        Some((quotes, at)) => (Some(json(quotes)), Some(at.to_string())),
+        None => (None, None),
+    };
+    let amount_out = patch.amount_out.map(|v| to_i64(v, "amount_out")).transpose()?;
+    conn.execute(
+        "UPDATE orders SET
+            last_seq = ?2, last_kind = ?3, updated_at = ?4,
+            status = COALESCE(?5, status),
+            quotes = COALESCE(?6, quotes), quoted_at = COALESCE(?7, quoted_at),
+            route = COALESCE(?8, route), strategy = COALESCE(?9, strategy),
+            attempts = COALESCE(?10, attempts), last_error = COALESCE(?11, last_error),
+            tx_hash = COALESCE(?12, tx_hash), dex = COALESCE(?13, dex),
+            amount_out = COALESCE(?14, amount_out), executed_price = COALESCE(?15, executed_price)
+         WHERE id = ?1",
+        params![
+            key,
+            event.seq as i64,
+            kind.as_str(),
+            at,
+            status,
+            quotes,
+            quoted_at,
+            patch.route.as_ref().map(json),
+            patch.strategy.as_ref().map(json),
+            patch.attempts,
+            patch.last_error.as_ref().map(json),
+            patch.tx_hash,
+            patch.dex,
+            amount_out,
+            patch.executed_price,
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(event)
+}
+
+fn record(conn: &Connection, execution: &Execution) -> Result<Execution, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO executions (signature, order_id, venue, amount_in, outcome, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            execution.signature,
+            execution.order_id.to_string(),
+            execution.venue,
+            to_i64(execution.amount_in, "amount_in")?,
+            json(&execution.outcome),
+            Timestamp::now().to_string()
+        ],
+    )
+    .map_err(unavailable)?;
+    lookup(conn, &execution.signature)?.ok_or_else(|| StoreError::Corrupt("execution vanished".into()))
+}
+
+fn lookup(conn: &Connection, signature: &str) -> Result<Option<Execution>, StoreError> {
+    conn.query_row(
+        "SELECT signature, order_id, venue, amount_in, outcome FROM executions WHERE signature = ?1",
+        [signature],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, String>(4)?,
+            ))
+        },
+    )
+    .optional()
+    .map_err(unavailable)?
+    .map(|(signature, order_id, venue, amount_in, outcome)| {
+        Ok(Execution {
+            signature,
+            order_id: order_id.parse().map_err(|e| StoreError::Corrupt(format!("execution order id: {e}")))?,
+            venue,
+            amount_in: amount_in as u128,
+            outcome: parse_json::<Outcome>(&outcome, "execution outcome")?,
+        })
+    })
+    .transpose()
+}
+
+fn parse_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+const ORDER_COLUMNS: &str = "id, job_id, order_type, token_in, token_out, amount_in, slippage_bps, status, last_kind,
+    last_seq, quotes, quoted_at, route, strategy, attempts, last_error, tx_hash, dex, amount_out, executed_price,
+    created_at, updated_at, created_seq";
+
+/// Raw columns of an order row, parsed outside rusqlite's error type.
+struct OrderRow {
+    text: [Option<String>; 17],
+    amount_in: i64,
+    slippage_bps: u32,
+    last_seq: i64,
+    attempts: u32,
+    amount_out: Option<i64>,
+    created_seq: i64,
+}
+
+fn read_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
+    let t = |i: usize| row.get::<_, Option<String>>(i);
+    Ok(OrderRow {
+        text: [
+            t(0)?,
+            t(1)?,
+            t(2)?,
+            t(3)?,
+            t(4)?,
+            t(7)?,
+            t(8)?,
+            t(10)?,
+            t(11)?,
+            t(12)?,
+            t(13)?,
+            t(15)?,
+            t(16)?,
+            t(17)?,
+            t(19)?,
+            t(20)?,
+            t(21)?,
+        ],
+        amount_in: row.get(5)?,
+        slippage_bps: row.get(6)?,
+        last_seq: row.get(9)?,
+        attempts: row.get(14)?,
+        amount_out: row.get(18)?,
+        created_seq: row.get(22)?,
+    })
+}
+
+impl OrderRow {
+    fn into_order(self) -> Result<Order, StoreError> {
+        let [
+            id,
+            job_id,
+            order_type,
+            token_in,
+            token_out,
+            status,
+            last_kind,
+            quotes,
+            quoted_at,
+            route,
+            strategy,
+            last_error,
+            tx_hash,
+            dex,
+            executed_price,
+            created_at,
+            updated_at,
+        ] = self.text;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("order column {what}"));
+        let time = |value: Option<String>, what: &str| value.as_deref().and_then(Timestamp::parse).ok_or_else(|| corrupt(what));
+        Ok(Order {
+            id: id.as_deref().and_then(|s| s.parse().ok()).ok_or_else(|| corrupt("id"))?,
+            job_id: job_id.unwrap_or_default(),
+            order_type: match order_type.as_deref() {
+                Some("market") => OrderType::Market,
+                _ => return Err(corrupt("order_type")),
+            },
+            token_in: token_in.ok_or_else(|| corrupt("token_in"))?,
+            token_out: token_out.ok_or_else(|| corrupt("token_out"))?,
+            amount_in: self.amount_in as u128,
+            slippage_bps: self.slippage_bps,
+            status: status.as_deref().and_then(Status::parse).ok_or_else(|| corrupt("status"))?,
+            last_kind: last_kind.as_deref().and_then(EventKind::parse).ok_or_else(|| corrupt("last_kind"))?,
+            last_seq: self.last_seq as u64,
+            quotes: parse_json(quotes.as_deref().unwrap_or("[]"), "quotes")?,
+            quoted_at: quoted_at.map(|t| time(Some(t), "quoted_at")).transpose()?,
+            route: route.map(|r| parse_json(&r, "route")).transpose()?,
+            strategy: strategy.map(|s| parse_json(&s, "strategy")).transpose()?,
+            attempts: self.attempts,
+            last_error: last_error.map(|e| parse_json(&e, "last_error")).transpose()?,
+            tx_hash,
+            dex,
+            amount_out: self.amount_out.map(|v| v as u128),
+            executed_price,
+            created_at: time(created_at, "created_at")?,
+            updated_at: time(updated_at, "updated_at")?,
+            created_seq: self.created_seq,
+        })
+    }
+}
+
+fn applied_versions(conn: &Connection) -> Result<Vec<u32>, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .map_err(unavailable)?;
+    let mut stmt = conn
+        .prepare("SELECT version FROM schema_migrations ORDER BY version")
+        .map_err(unavailable)?;
+    stmt.query_map([], |row| row.get(0))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<u32>, _>>()
+        .map_err(unavailable)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        let (path, options) = (self.path.clone(), self.options);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open(&path, options)?;
+            let mut applied_now = Vec::new();
+            for (version, name, sql) in MIGRATIONS {
+                // IMMEDIATE: two processes migrating at once apply each version once.
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(unavailable)?;
+                if applied_versions(&tx)?.contains(version) {
+                    continue;
+                }
+                tx.execute_batch(sql)
+                    .map_err(|e| unavailable(format!("migration {version} ({name}): {e}")))?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                    params![version, name, Timestamp::now().to_string()],
+                )
+                .map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+                applied_now.push(*version);
+            }
+            Ok(applied_now)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<u32>, StoreError> {
+        self.read(|conn| {
+            let applied = applied_versions(conn)?;
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, _, _)| *v)
+                .filter(|v| !applied.contains(v))
+                .collect())
+        })
+        .await
+    }
+
+    async fn create_order(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError> {
+        match self
+            .write(WriteOp::Create(Box::new(order.clone()), Box::new(first)))
+            .await?
+        {
+            WriteOut::Event(event) => Ok(*event),
+            WriteOut::Execution(_) => unreachable!("create answers with an event"),
+        }
+    }
+
+    async fn append_event(&self, id: OrderId, event: NewEvent) -> Result<Event, StoreError> {
+        match self.write(WriteOp::Append(id, Box::new(event))).await? {
+            WriteOut::Event(event) => Ok(*event),
+            WriteOut::Execution(_) => unreachable!("append answers with an event"),
+        }
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
+                [id.to_string()],
+                read_row,
+            )
+            .optional()
+            .map_err(unavailable)?
+            .map(OrderRow::into_order)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn events(&self, id: OrderId, after: u64) -> Result<Vec<Event>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM order_events WHERE order_id = ?1 AND seq > ?2 ORDER BY seq")
+                .map_err(unavailable)?;
+            let bodies = stmt
+                .query_map(params![id.to_string(), after as i64], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            bodies.iter().map(|body| parse_json(body, "event")).collect()
+        })
+        .await
+    }
+
+    async fn list_orders(&self, query: &ListQuery) -> Result<OrderPage, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders
+                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR created_seq < ?2)
+                     ORDER BY created_seq DESC LIMIT ?3"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.status.map(Status::as_str),
+                        query.cursor,
+                        i64::from(query.limit) + 1
+                    ],
+                    read_row,
+                )
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let mut orders = rows
+                .into_iter()
+                .map(OrderRow::into_order)
+                .collect::<Result<Vec<_>, _>>()?;
+            let next_cursor = if orders.len() > query.limit as usize {
+                orders.truncate(query.limit as usize);
+                orders.last().map(|o| o.created_seq)
+            } else {
+                None
+            };
+            Ok(OrderPage { orders, next_cursor })
+        })
+        .await
+    }
+
+    async fn unfinished_orders(&self) -> Result<Vec<OrderId>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT id FROM orders WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_seq")
+                .map_err(unavailable)?;
+            let ids = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            ids.iter()
+                .map(|id| id.parse().map_err(|e| StoreError::Corrupt(format!("order id {id}: {e}"))))
+                .collect()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ExecutionLedger for SqliteStore {
+    async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError> {
+        let signature = signature.to_owned();
+        self.read(move |conn| lookup(conn, &signature))
+            .await
+            .map_err(|e| LedgerError(e.to_string()))
+    }
+
+    async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
+        match self.write(WriteOp::Record(Box::new(execution))).await {
+            Ok(WriteOut::Execution(execution)) => Ok(*execution),
+            Ok(WriteOut::Event(_)) => unreachable!("record answers with an execution"),
+            Err(e) => Err(LedgerError(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EventData, OrderPatch};
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteSync::Normal, Duration::from_secs(5)).unwrap();
+        assert_eq!(store.pending_migrations().await.unwrap(), vec![1]);
+        assert_eq!(store.migrate().await.unwrap(), vec![1]);
+        assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
+        (dir, store)
+    }
+
+    fn new_order() -> NewOrder {
+        NewOrder {
+            id: OrderId::new(),
+            job_id: "j".into(),
+            order_type: OrderType::Market,
+            token_in: "SOL".into(),
+            token_out: "USDC".into(),
+            amount_in: 10,
+            slippage_bps: 50,
+        }
+    }
+
+    fn event(data: EventData) -> NewEvent {
+        NewEvent {
+            message: "m".into(),
+            progress: 0,
+            data,
+            patch: OrderPatch::default(),
+        }
+    }
+
+    fn pending() -> EventData {
+        EventData::Pending {
+            token_in: "SOL".into(),
+            token_out: "USDC".into(),
+            amount: "10".into(),
+            slippage: 0.5,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_numbered_per_order_and_status_follows() {
+        let (_dir, store) = store().await;
+        let order = new_order();
+        assert_eq!(store.create_order(&order, event(pending())).await.unwrap().seq, 1);
+        let routing = EventData::Routing {
+            quotes_fetched: None,
+            quotes: None,
+        };
+        let mut patched = event(routing);
+        patched.patch.attempts = Some(2);
+        assert_eq!(store.append_event(order.id, patched).await.unwrap().seq, 2);
+        let stored = store.order(order.id).await.unwrap().unwrap();
+        assert_eq!((stored.status, stored.last_seq, stored.attempts), (Status::Routing, 2, 2));
+        let seqs: Vec<u64> = store.events(order.id, 0).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        assert_eq!(store.events(order.id, 1).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_stay_gapless() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let order = new_order();
+        store.create_order(&order, event(pending())).await.unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .append_event(order.id, event(EventData::RetryPending { delay: 1, next_attempt: 2 }))
+                        .await
+                        .unwrap()
+                        .seq
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap());
+        }
+        seqs.sort();
+        assert_eq!(seqs, (2..=51).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn finished_orders_refuse_events_and_unknown_orders_are_not_found() {
+        let (_dir, store) = store().await;
+        let order = new_order();
+        store.create_order(&order, event(pending())).await.unwrap();
+        let failed = EventData::Failed {
+            error: "x".into(),
+            code: "x".into(),
+            is_final: true,
+            total_attempts: 0,
+        };
+        store.append_event(order.id, event(failed.clone())).await.unwrap();
+        assert_eq!(
+            store.append_event(order.id, event(failed.clone())).await.unwrap_err(),
+            StoreError::Finished(order.id)
+        );
+        let other = OrderId::new();
+        assert_eq!(store.append_event(other, event(failed)).await.unwrap_err(), StoreError::NotFound(other));
+        assert!(store.unfinished_orders().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn pages_run_newest_first_with_a_cursor() {
+        let (_dir, store) = store().await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let order = new_order();
+            store.create_order(&order, event(pending())).await.unwrap();
+            ids.push(order.id);
+        }
+        let page = store
+            .list_orders(&ListQuery {
+                status: None,
+                limit: 2,
+                cursor: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.orders.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+        let mut seen = page.orders.len();
+        let mut cursor = page.next_cursor;
+        while let Some(c) = cursor {
+            let page = store
+                .list_orders(&ListQuery {
+                    status: Some(Status::Pending),
+                    limit: 2,
+                    cursor: Some(c),
+                })
+                .await
+                .unwrap();
+            seen += page.orders.len();
+            cursor = page.next_cursor;
+        }
+        assert_eq!(seen, 5);
+        assert_eq!(store.unfinished_orders().await.unwrap(), ids);
+    }
+
+    #[tokio::test]
+    async fn ledger_keeps_the_first_outcome() {
+        let (_dir, store) = store().await;
+        let execution = |amount_out| Execution {
+            signature: "sig".into(),
+            order_id: OrderId::new(),
+            venue: "raydium".into(),
+            amount_in: 5,
+            outcome: Outcome::Filled { amount_out },
+        };
+        assert_eq!(store.record(execution(7)).await.unwrap().outcome, Outcome::Filled { amount_out: 7 });
+        assert_eq!(store.record(execution(9)).await.unwrap().outcome, Outcome::Filled { amount_out: 7 });
+        assert_eq!(store.lookup("sig").await.unwrap().unwrap().outcome, Outcome::Filled { amount_out: 7 });
+        assert!(store.lookup("other").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,157 @@
+//! The `Venue` seam: quote an amount, execute a leg (idempotent per
+//! signature). The simulated DEX pools live in [`simulated`]; a real chain
+//! adapter would implement the same trait. Imports `domain` and the ABI
+//! types only.
+
+mod rng;
+pub mod simulated;
+
+use crate::domain::OrderId;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+pub use simulated::SimulatedVenue;
+use swapline_abi::VenueQuote;
+use thiserror::Error;
+
+/// What a venue can fail with, classified once, here.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VenueError {
+    /// Worth retrying: timeouts, congestion, a node that did not answer.
+    #[error("{message}")]
+    Transient {
+        /// Stable code.
+        code: String,
+        /// Human words.
+        message: String,
+    },
+    /// Retrying cannot help: rejected, slippage exceeded, no pool.
+    #[error("{message}")]
+    Permanent {
+        /// Stable code.
+        code: String,
+        /// Human words.
+        message: String,
+    },
+}
+
+impl VenueError {
+    /// Whether a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, VenueError::Transient { .. })
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &str {
+        match self {
+            VenueError::Transient { code, .. } | VenueError::Permanent { code, .. } => code,
+        }
+    }
+
+    pub(crate) fn transient(code: &str, message: impl Into<String>) -> Self {
+        VenueError::Transient {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn permanent(code: &str, message: impl Into<String>) -> Self {
+        VenueError::Permanent {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One leg to execute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegOrder {
+    /// The order it belongs to.
+    pub order_id: OrderId,
+    /// Deterministic signature; the venue executes each signature once.
+    pub signature: String,
+    /// Symbol sold.
+    pub token_in: String,
+    /// Symbol bought.
+    pub token_out: String,
+    /// Amount sold, base units.
+    pub amount_in: u128,
+    /// Refuse to fill below this, base units.
+    pub min_amount_out: u128,
+    /// Submission attempt of the order, from 1.
+    pub attempt: u32,
+}
+
+/// A venue: a DEX with pools for some pairs.
+#[async_trait]
+pub trait Venue: Send + Sync {
+    /// The venue's name (`raydium`).
+    fn name(&self) -> &str;
+
+    /// Whether the venue has a pool for `token_in → token_out`.
+    fn supports(&self, token_in: &str, token_out: &str) -> bool;
+
+    /// Quotes `amount_in`, with the pool state behind the quote.
+    async fn quote(&self, token_in: &str, token_out: &str, amount_in: u128) -> Result<VenueQuote, VenueError>;
+
+    /// Executes a leg. The same signature twice returns the first outcome
+    /// (as a chain deduplicates a signed transaction).
+    async fn execute(&self, leg: &LegOrder) -> Result<Fill, VenueError>;
+}
+
+/// A successful execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    /// The leg's signature.
+    pub signature: String,
+    /// Output received, base units.
+    pub amount_out: u128,
+}
+
+/// The recorded outcome of a signature, kept durable like chain state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Executed.
+    Filled {
+        /// Output, base units.
+        amount_out: u128,
+    },
+    /// Rejected for good.
+    Rejected {
+        /// Stable code.
+        code: String,
+        /// Human words.
+        message: String,
+    },
+}
+
+/// One executed (or rejected) signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    /// Signature.
+    pub signature: String,
+    /// Order it belongs to.
+    pub order_id: OrderId,
+    /// Venue that executed it.
+    pub venue: String,
+    /// Amount sold, base units.
+    pub amount_in: u128,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Why the ledger failed.
+#[derive(Debug, Error)]
+#[error("execution ledger: {0}")]
+pub struct LedgerError(pub String);
+
+/// The durable record of executed signatures (implemented by the store).
+#[async_trait]
+pub trait ExecutionLedger: Send + Sync {
+    /// The outcome recorded for a signature, if any.
+    async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError>;
+
+    /// Records an outcome unless the signature already has one; returns the
+    /// outcome that stands (the first).
+    async fn record(&self, execution: Execution) -> Result<Execution, LedgerError>;
+}

@@ -1,0 +1,88 @@
+//! `best-price`: send the whole order to the single venue whose quote gives
+//! the most `token_out` after fees. Ties go to the venue listed first.
+#![forbid(unsafe_code)]
+
+use swapline_sdk::prelude::*;
+
+/// The strategy function exported as the plugin's `route`.
+pub fn best_price(input: RouteInput) -> Result<RouteDecision, StrategyError> {
+    let best = input
+        .quotes
+        .iter()
+        .fold(None::<&VenueQuote>, |best, quote| match best {
+            Some(best) if best.amount_out >= quote.amount_out => Some(best),
+            _ => Some(quote),
+        })
+        .ok_or_else(|| StrategyError::new("no_quotes", "no venue quoted this order"))?;
+    Ok(RouteDecision {
+        legs: vec![Leg {
+            venue: best.venue.clone(),
+            amount_in: input.order.amount_in,
+            min_amount_out: None,
+        }],
+        reason: Some(format!("best output {} on {}", best.amount_out, best.venue)),
+    })
+}
+
+swapline_sdk::export_strategy!(best_price);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quote(venue: &str, out: u128) -> VenueQuote {
+        VenueQuote {
+            venue: venue.into(),
+            amount_out: Units(out),
+            fee_bps: 25,
+            price_impact_bps: 0,
+            latency_ms: 0,
+            pool: PoolState::ConstantProduct {
+                reserve_in: Units(1_000),
+                reserve_out: Units(1_000),
+                fee_bps: 25,
+            },
+        }
+    }
+
+    fn input(quotes: Vec<VenueQuote>) -> RouteInput {
+        RouteInput {
+            order: OrderInfo {
+                id: "o".into(),
+                token_in: "SOL".into(),
+                token_out: "USDC".into(),
+                amount_in: Units(500),
+                slippage_bps: 50,
+            },
+            quotes,
+            params: Default::default(),
+        }
+    }
+
+    #[test]
+    fn picks_highest_output_and_sends_everything_there() {
+        let decision = best_price(input(vec![quote("raydium", 10), quote("meteora", 12)])).unwrap();
+        assert_eq!(decision.legs.len(), 1);
+        assert_eq!(decision.legs[0].venue, "meteora");
+        assert_eq!(decision.legs[0].amount_in, Units(500));
+    }
+
+    #[test]
+    fn tie_goes_to_first_listed() {
+        let decision = best_price(input(vec![quote("raydium", 12), quote("meteora", 12)])).unwrap();
+        assert_eq!(decision.legs[0].venue, "raydium");
+    }
+
+    #[test]
+    fn no_quotes_is_an_error() {
+        assert_eq!(best_price(input(vec![])).unwrap_err().code, "no_quotes");
+    }
+
+    #[test]
+    fn abi_round_trip_through_sdk() {
+        let bytes = serde_json::to_vec(&input(vec![quote("raydium", 7)])).unwrap();
+        let out = swapline_sdk::answer(&bytes, best_price);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(r#"{"ok":{"legs":[{"venue":"raydium","amountIn":"500"}]"#), "{text}");
+    }
+}

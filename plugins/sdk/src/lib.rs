@@ -1,0 +1,138 @@
+//! Guest-side glue for Swapline strategy plugins: write one function,
+//! `fn(RouteInput) -> Result<RouteDecision, StrategyError>`, and
+//! [`export_strategy!`] turns it into a module that speaks ABI v1
+//! (see `swapline_abi` for the byte-level contract).
+//!
+//! ```ignore
+//! use swapline_sdk::prelude::*;
+//!
+//! fn route(input: RouteInput) -> Result<RouteDecision, StrategyError> { … }
+//! swapline_sdk::export_strategy!(route);
+//! ```
+//!
+//! The exports exist only when compiling for `wasm32`, so the same crate
+//! builds natively for unit tests of the strategy function.
+#![warn(missing_docs)]
+
+pub use swapline_abi as abi;
+
+/// Everything a strategy usually needs.
+pub mod prelude {
+    pub use swapline_abi::{
+        Leg, OrderInfo, PoolState, RouteDecision, RouteInput, StrategyError, Units, VenueQuote,
+    };
+}
+
+use swapline_abi::{PluginAnswer, RouteDecision, RouteInput, StrategyError};
+
+/// Log levels understood by the host's `swapline.log` import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Level {
+    /// Diagnostic detail.
+    Debug = 0,
+    /// Normal information.
+    Info = 1,
+    /// Something odd, routing continues.
+    Warn = 2,
+}
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "swapline")]
+unsafe extern "C" {
+    #[link_name = "log"]
+    fn host_log(level: i32, ptr: i32, len: i32);
+}
+
+/// Sends a line to the engine's log (rate-limited and size-capped by the
+/// host). A no-op outside wasm.
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: the pointer and length describe a live &str for the whole call;
+    // the host only reads from guest memory.
+    unsafe {
+        host_log(level as i32, message.as_ptr() as i32, message.len() as i32)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (level, message);
+}
+
+/// Runs a strategy on raw input bytes and returns the answer's JSON bytes.
+/// Malformed input becomes an `invalid_input` error answer, never a panic.
+pub fn answer(
+    input: &[u8],
+    strategy: impl FnOnce(RouteInput) -> Result<RouteDecision, StrategyError>,
+) -> Vec<u8> {
+    let answer: PluginAnswer = match serde_json::from_slice::<RouteInput>(input) {
+        Ok(input) => strategy(input).into(),
+        Err(error) => PluginAnswer::Error(StrategyError::new("invalid_input", error.to_string())),
+    };
+    // Serialising plain data with string keys cannot fail.
+    serde_json::to_vec(&answer).unwrap_or_default()
+}
+
+#[doc(hidden)]
+pub mod __private {
+    /// `alloc` export: a buffer the host fills. Leaked on purpose: the host
+    /// drops the whole instance after one call.
+    pub fn alloc(len: i32) -> i32 {
+        let mut buffer = Vec::<u8>::with_capacity(len.max(0) as usize);
+        let ptr = buffer.as_mut_ptr();
+        std::mem::forget(buffer);
+        ptr as usize as i32
+    }
+
+    /// `route` export body.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must be the buffer `alloc` returned, filled by the host.
+    pub unsafe fn route(
+        ptr: i32,
+        len: i32,
+        strategy: impl FnOnce(super::RouteInput) -> Result<super::RouteDecision, super::StrategyError>,
+    ) -> i64 {
+        // SAFETY: guaranteed by the caller (the host, per ABI v1).
+        let input = unsafe { std::slice::from_raw_parts(ptr as usize as *const u8, len.max(0) as usize) };
+        let out = super::answer(input, strategy);
+        let packed = ((out.as_ptr() as usize as i64) << 32) | out.len() as i64;
+        std::mem::forget(out);
+        packed
+    }
+}
+
+/// Exports a strategy function as an ABI v1 plugin (on wasm32 only).
+#[macro_export]
+macro_rules! export_strategy {
+    ($strategy:path) => {
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn swapline_abi_version() -> i32 {
+            $crate::abi::ABI_VERSION
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn alloc(len: i32) -> i32 {
+            $crate::__private::alloc(len)
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn route(ptr: i32, len: i32) -> i64 {
+            // SAFETY: the host calls `route` with the buffer from `alloc`.
+            unsafe { $crate::__private::route(ptr, len, $strategy) }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_input_becomes_an_error_answer() {
+        let out = answer(b"{not json", |_| unreachable!("strategy must not run"));
+        let answer: PluginAnswer = serde_json::from_slice(&out).unwrap();
+        assert!(matches!(answer, PluginAnswer::Error(e) if e.code == "invalid_input"));
+    }
+}
