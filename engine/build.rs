@@ -11,7 +11,10 @@ const BUILTIN: &[&str] = &["best-price"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.parent().expect("engine/ sits in the workspace").to_path_buf();
+    let workspace = manifest_dir
+        .parent()
+        .expect("engine/ sits in the workspace")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -22,7 +25,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     for name in BUILTIN {
-        println!("cargo:rerun-if-changed={}", workspace.join("plugins").join(name).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join("plugins").join(name).display()
+        );
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -64,7 +70,10 @@ fn main() {
         let built = target_dir.join("wasm32-unknown-unknown/plugin").join(&file);
         let embedded = out_dir.join(&file);
         fs::copy(&built, &embedded).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
-        table.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", embedded.display().to_string()));
+        table.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            embedded.display().to_string()
+        ));
     }
     table.push_str("];\n");
     fs::write(out_dir.join("builtin_plugins.rs"), table).expect("writing builtin_plugins.rs");

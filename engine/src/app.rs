@@ -118,8 +118,8 @@ impl Engine {
         let names: BTreeSet<&str> = config.venues.pools.iter().map(|p| p.venue()).collect();
         let mut venues: Vec<Arc<dyn Venue>> = Vec::new();
         for name in names {
-            let venue = SimulatedVenue::from_config(name, &config.venues, &tokens, sqlite.clone())
-                .map_err(AppError::Config)?;
+            let venue =
+                SimulatedVenue::from_config(name, &config.venues, &tokens, sqlite.clone()).map_err(AppError::Config)?;
             venues.push(Arc::new(venue));
         }
 
@@ -128,7 +128,12 @@ impl Engine {
         for (name, pipeline) in &config.pipelines {
             let (plugin, bytes) = plugins::resolve(&pipeline.strategy)?;
             let strategy: Arc<dyn Strategy> = Arc::new(host.load(&plugin, &bytes)?);
-            tracing::info!(pipeline = name, plugin, sha256 = strategy.id().sha256, "strategy loaded");
+            tracing::info!(
+                pipeline = name,
+                plugin,
+                sha256 = strategy.id().sha256,
+                "strategy loaded"
+            );
             stages.insert(
                 name.clone(),
                 Stage {
@@ -139,8 +144,15 @@ impl Engine {
                 },
             );
         }
-        let pipeline = Pipeline::new(&config, store.clone(), bus.clone(), venues.clone(), stages, tokens.clone())
-            .map_err(AppError::Config)?;
+        let pipeline = Pipeline::new(
+            &config,
+            store.clone(),
+            bus.clone(),
+            venues.clone(),
+            stages,
+            tokens.clone(),
+        )
+        .map_err(AppError::Config)?;
         Ok(Engine {
             config,
             store,
@@ -184,6 +196,13 @@ impl Engine {
 
 /// Runs the engine in `role` until `shutdown` resolves, then drains.
 pub async fn run(config: Config, role: Role, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    if role == (Role::Serve { with_worker: false }) && config.queue.backend == QueueBackend::Memory {
+        return Err(AppError::Config(
+            "worker.enabled is false, but queue.backend is \"memory\": nothing else can run the orders this \
+             node accepts; enable the worker (or pass --with-worker)"
+                .into(),
+        ));
+    }
     if role == Role::Worker && config.queue.backend == QueueBackend::Memory {
         return Err(AppError::Config(
             "`swapline worker` needs a queue shared between processes, but queue.backend is \"memory\", \

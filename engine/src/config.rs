@@ -469,8 +469,14 @@ impl Sources {
             Some(dir) => Some(dir.clone()),
             None => Some(PathBuf::from("configs")).filter(|d| d.join("default.toml").is_file()),
         };
+        // An explicit --config-dir is the only source of files; otherwise a
+        // file missing from ./configs falls back to its built-in copy.
+        let explicit = self.config_dir.is_some();
         let layer = |name: &str| -> Option<Data<Toml>> {
             let on_disk = dir.as_ref().map(|d| d.join(name)).filter(|p| p.is_file());
+            if explicit {
+                return on_disk.map(Toml::file_exact);
+            }
             on_disk.map(Toml::file_exact).or_else(|| {
                 BUILTIN_FILES
                     .iter()
@@ -498,7 +504,10 @@ impl Sources {
         }
         for file in &self.files {
             if !file.is_file() {
-                return Err(ConfigError::Source(format!("config file {} does not exist", file.display())));
+                return Err(ConfigError::Source(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
@@ -524,7 +533,9 @@ fn describe(error: &figment::Error) -> String {
     let key = error.path.join(".").to_lowercase();
     let source = error.metadata.as_ref().map(|metadata| match &metadata.source {
         Some(figment::Source::File(path)) => path.display().to_string(),
-        _ if metadata.name.contains("environment") => format!("SWAPLINE_{}", error.path.join("__").to_uppercase()),
+        _ if metadata.name.contains("environment") => {
+            format!("SWAPLINE_{}", error.path.join("__").to_uppercase())
+        }
         _ => format!("built-in {}", metadata.name),
     });
     match (key.is_empty(), source) {
@@ -546,7 +557,10 @@ impl Config {
         };
         check(
             self.orders.default_slippage > 0.0 && self.orders.default_slippage <= 50.0,
-            format!("orders.default_slippage: {} is outside (0, 50]", self.orders.default_slippage),
+            format!(
+                "orders.default_slippage: {} is outside (0, 50]",
+                self.orders.default_slippage
+            ),
         );
         check(
             crate::domain::slippage_bps(&self.orders.default_slippage.to_string()).is_ok(),
@@ -555,16 +569,39 @@ impl Config {
                 self.orders.default_slippage
             ),
         );
-        check(self.orders.max_page_size >= 1, "orders.max_page_size: must be at least 1".into());
-        check(self.server.body_limit_bytes >= 256, "server.body_limit_bytes: must be at least 256".into());
-        check(self.websocket.client_buffer >= 1, "websocket.client_buffer: must be at least 1".into());
+        check(
+            self.orders.max_page_size >= 1,
+            "orders.max_page_size: must be at least 1".into(),
+        );
+        let url = &self.server.public_url;
+        check(
+            url.is_empty() || ["http://", "https://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)),
+            format!("server.public_url: {url:?} must start with http://, https://, ws:// or wss://"),
+        );
+        check(
+            self.server.body_limit_bytes >= 256,
+            "server.body_limit_bytes: must be at least 256".into(),
+        );
+        check(
+            self.websocket.client_buffer >= 1,
+            "websocket.client_buffer: must be at least 1".into(),
+        );
         check(
             !self.websocket.ping_interval.0.is_zero(),
             "websocket.ping_interval: must be greater than 0".into(),
         );
-        check(!self.websocket.ping_timeout.0.is_zero(), "websocket.ping_timeout: must be greater than 0".into());
-        check(self.worker.concurrency >= 1, "worker.concurrency: must be at least 1".into());
-        check(!self.worker.lease.0.is_zero(), "worker.lease: must be greater than 0".into());
+        check(
+            !self.websocket.ping_timeout.0.is_zero(),
+            "websocket.ping_timeout: must be greater than 0".into(),
+        );
+        check(
+            self.worker.concurrency >= 1,
+            "worker.concurrency: must be at least 1".into(),
+        );
+        check(
+            !self.worker.lease.0.is_zero(),
+            "worker.lease: must be greater than 0".into(),
+        );
         check(self.bus.buffer >= 1, "bus.buffer: must be at least 1".into());
         if let Err(e) = crate::pipeline::Backoff::from_config(&self.retry) {
             problems.push(format!("retry: {e}"));
@@ -574,9 +611,15 @@ impl Config {
                 problems.push(message);
             }
         };
-        check(self.retry.max_attempts >= 1, "retry.max_attempts: must be at least 1".into());
+        check(
+            self.retry.max_attempts >= 1,
+            "retry.max_attempts: must be at least 1".into(),
+        );
         check(self.plugins.fuel >= 1, "plugins.fuel: must be at least 1".into());
-        check(!self.plugins.deadline.0.is_zero(), "plugins.deadline: must be greater than 0".into());
+        check(
+            !self.plugins.deadline.0.is_zero(),
+            "plugins.deadline: must be greater than 0".into(),
+        );
         check(
             self.plugins.memory_limit_bytes >= 65_536,
             "plugins.memory_limit_bytes: must be at least 65536 (one wasm page)".into(),
@@ -589,13 +632,19 @@ impl Config {
             ("transient_rate", self.venues.faults.transient_rate),
             ("permanent_rate", self.venues.faults.permanent_rate),
         ] {
-            check((0.0..=1.0).contains(&rate), format!("venues.faults.{key}: {rate} is outside [0, 1]"));
+            check(
+                (0.0..=1.0).contains(&rate),
+                format!("venues.faults.{key}: {rate} is outside [0, 1]"),
+            );
         }
         check(
             (0.0..=1.0).contains(&self.venues.mean_reversion),
             "venues.mean_reversion: must be within [0, 1]".into(),
         );
-        check(self.venues.drift_bps >= 0.0, "venues.drift_bps: must not be negative".into());
+        check(
+            self.venues.drift_bps >= 0.0,
+            "venues.drift_bps: must not be negative".into(),
+        );
         check(
             self.pipelines.contains_key("market"),
             "pipelines.market: missing; every order type needs a pipeline".into(),
@@ -621,7 +670,10 @@ impl Config {
                 }
             }
         }
-        check(!self.venues.pools.is_empty(), "venues.pools: at least one pool is needed".into());
+        check(
+            !self.venues.pools.is_empty(),
+            "venues.pools: at least one pool is needed".into(),
+        );
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
@@ -687,6 +739,8 @@ impl PoolConfig {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -723,7 +777,11 @@ mod tests {
         s.files.push(extra);
         let config = s.load().unwrap();
         assert_eq!(config.worker.concurrency, 3);
-        assert_eq!(config.venues.execute_latency_max.0, Duration::ZERO, "bench overlay applied");
+        assert_eq!(
+            config.venues.execute_latency_max.0,
+            Duration::ZERO,
+            "bench overlay applied"
+        );
         assert_eq!(config.worker.rate_limit_per_minute, 0);
     }
 
@@ -787,7 +845,10 @@ mod tests {
         config.orders.default_slippage = 80.0;
         let problems = config.validate().unwrap_err();
         for key in ["worker.concurrency", "retry.max_attempts", "orders.default_slippage"] {
-            assert!(problems.iter().any(|p| p.starts_with(key)), "{key} missing from {problems:?}");
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing from {problems:?}"
+            );
         }
     }
 

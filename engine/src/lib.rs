@@ -17,6 +17,8 @@
 //! - [`queue`], [`store`], [`bus`]: seams, each a trait plus implementations.
 //! - [`schemas`]: the JSON Schemas in `schemas/`, generated from the types.
 //! - [`telemetry`]: logging setup.
+//! - [`client`], [`loadtest`]: a small HTTP/WebSocket client and the
+//!   `swapline loadtest` tool built on it (also used by the e2e tests).
 //!
 //! Dependencies point one way: `api → pipeline → domain + traits ← adapters`.
 #![forbid(unsafe_code)]
@@ -25,8 +27,10 @@
 pub mod api;
 pub mod app;
 pub mod bus;
+pub mod client;
 pub mod config;
 pub mod domain;
+pub mod loadtest;
 pub mod pipeline;
 pub mod plugins;
 pub mod queue;

@@ -45,6 +45,45 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Load-test a running engine.
+    Loadtest {
+        #[command(subcommand)]
+        kind: LoadtestKind,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LoadtestKind {
+    /// Post orders at a fixed rate and follow each over its WebSocket.
+    Orders {
+        /// Engine base URL (loopback by default).
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// Orders to post.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Offered rate in orders/s (default: as fast as --concurrency allows).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Orders in flight at most.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Token sold.
+        #[arg(long, default_value = "SOL")]
+        token_in: String,
+        /// Token bought.
+        #[arg(long, default_value = "USDC")]
+        token_out: String,
+        /// Amount per order, whole tokens.
+        #[arg(long, default_value = "0.1")]
+        amount: String,
+        /// Give up on one order after this long.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,15 +123,28 @@ async fn shutdown_signal() {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let command = cli.command.as_ref().unwrap_or(&Command::Serve { with_worker: false });
+    if let Command::Loadtest { kind } = command {
+        return loadtest(kind).await;
+    }
     let config = load(&cli)?;
     match command {
-        Command::Config { action: ConfigAction::Show } => {
-            print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
+        Command::Config {
+            action: ConfigAction::Show,
+        } => {
+            print!(
+                "{}",
+                toml::to_string_pretty(&config).context("rendering the configuration")?
+            );
         }
-        Command::Config { action: ConfigAction::Check } => {
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
             let errors = swapline::config::schema_errors(&config);
             if !errors.is_empty() {
-                bail!("the configuration breaks schemas/config.schema.json:\n  - {}", errors.join("\n  - "));
+                bail!(
+                    "the configuration breaks schemas/config.schema.json:\n  - {}",
+                    errors.join("\n  - ")
+                );
             }
             println!("configuration OK (profile {})", cli.profile);
         }
@@ -116,6 +168,41 @@ async fn main() -> Result<()> {
             telemetry::init(&config.log);
             app::run(config, Role::Worker, shutdown_signal()).await?;
         }
+        Command::Loadtest { .. } => unreachable!("handled before loading the configuration"),
+    }
+    Ok(())
+}
+
+async fn loadtest(kind: &LoadtestKind) -> Result<()> {
+    let LoadtestKind::Orders {
+        url,
+        count,
+        rate,
+        concurrency,
+        token_in,
+        token_out,
+        amount,
+        timeout,
+        json,
+    } = kind;
+    let report = swapline::loadtest::run_orders(swapline::loadtest::OrdersOptions {
+        url: url.clone(),
+        count: *count,
+        rate: *rate,
+        concurrency: *concurrency,
+        token_in: token_in.clone(),
+        token_out: token_out.clone(),
+        amount: amount.clone(),
+        timeout: *timeout,
+    })
+    .await;
+    if *json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if !report.is_clean() {
+        bail!("the run saw errors, sequence problems or unfinished orders");
     }
     Ok(())
 }

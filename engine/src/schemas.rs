@@ -21,14 +21,32 @@ fn schema<T: JsonSchema>(id: &str) -> Value {
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("config.schema.json", schema::<Config>("config.schema.json")),
-        ("order-request.schema.json", schema::<OrderRequest>("order-request.schema.json")),
-        ("order-created.schema.json", schema::<Created>("order-created.schema.json")),
+        (
+            "order-request.schema.json",
+            schema::<OrderRequest>("order-request.schema.json"),
+        ),
+        (
+            "order-created.schema.json",
+            schema::<Created>("order-created.schema.json"),
+        ),
         ("order.schema.json", schema::<OrderResponse>("order.schema.json")),
         ("order-list.schema.json", schema::<OrderList>("order-list.schema.json")),
-        ("order-events.schema.json", schema::<EventList>("order-events.schema.json")),
-        ("ws-message.schema.json", schema::<SocketMessage>("ws-message.schema.json")),
-        ("plugin-input.schema.json", schema::<swapline_abi::RouteInput>("plugin-input.schema.json")),
-        ("plugin-output.schema.json", schema::<swapline_abi::PluginAnswer>("plugin-output.schema.json")),
+        (
+            "order-events.schema.json",
+            schema::<EventList>("order-events.schema.json"),
+        ),
+        (
+            "ws-message.schema.json",
+            schema::<SocketMessage>("ws-message.schema.json"),
+        ),
+        (
+            "plugin-input.schema.json",
+            schema::<swapline_abi::RouteInput>("plugin-input.schema.json"),
+        ),
+        (
+            "plugin-output.schema.json",
+            schema::<swapline_abi::PluginAnswer>("plugin-output.schema.json"),
+        ),
     ]
 }
 

@@ -1,1 +1,11 @@
+//! End-to-end tests: each starts the real `swapline` binary on a free
+//! loopback port with its own data directory and a generated config, and
+//! talks HTTP and WebSocket to it.
 
+mod harness;
+
+mod bad_input;
+mod lifecycle;
+mod recovery;
+mod retries;
+mod sandbox;

@@ -52,7 +52,11 @@ impl ApiError {
     /// 503 for a backend that is down.
     pub fn unavailable(code: &'static str, error: impl std::fmt::Display) -> Self {
         tracing::error!(code, error = %error, "backend unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("temporarily unavailable: {error}"))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            format!("temporarily unavailable: {error}"),
+        )
     }
 
     /// The response.

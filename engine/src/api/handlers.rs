@@ -9,7 +9,9 @@ use super::{
 };
 use crate::{
     bus::Published,
-    domain::{EventData, NewOrder, Order, OrderId, OrderPatch, Status, Timestamp, format_units, progress, validate_request},
+    domain::{
+        EventData, NewOrder, Order, OrderId, OrderPatch, Status, Timestamp, format_units, progress, validate_request,
+    },
     queue::Job,
     store::{ListQuery, NewEvent},
 };
@@ -39,11 +41,14 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> 
         _ => Err(ApiError::no_route(&path)),
     };
     let response = result.unwrap_or_else(|error| {
-        let allow = (error.status == StatusCode::METHOD_NOT_ALLOWED).then(|| error.field.clone()).flatten();
-        let mut response = ApiError { field: None, ..error }.into_response();
-        if let Some(allow) = allow {
-            response.headers_mut().insert(header::ALLOW, allow.parse().expect("method names are valid"));
+        if error.status != StatusCode::METHOD_NOT_ALLOWED {
+            return error.into_response();
         }
+        let allow = error.field.clone().unwrap_or_default();
+        let mut response = ApiError { field: None, ..error }.into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, allow.parse().expect("method names are valid"));
         response
     });
     tracing::debug!(%method, path, status = response.status().as_u16(), "request");
@@ -65,7 +70,11 @@ fn not_allowed(method: &Method, allowed: &str) -> ApiError {
 fn parse_id(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|_| ApiError {
         field: Some("orderId".into()),
-        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_order_id", format!("{id:?} is not a UUID"))
+        ..ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_order_id",
+            format!("{id:?} is not a UUID"),
+        )
     })
 }
 
@@ -86,7 +95,9 @@ async fn health(state: &ApiState) -> Result<Response<Body>, ApiError> {
         Err(e) => json!({"status": "down", "error": e.to_string()}),
     };
     let queue = match state.queue.depth().await {
-        Ok(depth) => json!({"status": "ok", "waiting": depth.waiting, "active": depth.active, "delayed": depth.delayed}),
+        Ok(depth) => {
+            json!({"status": "ok", "waiting": depth.waiting, "active": depth.active, "delayed": depth.delayed})
+        }
         Err(e) => json!({"status": "down", "error": e.to_string()}),
     };
     let healthy = store["status"] == "ok" && queue["status"] == "ok";
@@ -108,7 +119,9 @@ async fn ready(state: &ApiState) -> Result<Response<Body>, ApiError> {
             Ok(_) => None,
             Err(e) => Some(e.to_string()),
         },
-        Ok(pending) => Some(format!("migrations {pending:?} are not applied; run `swapline migrate`")),
+        Ok(pending) => Some(format!(
+            "migrations {pending:?} are not applied; run `swapline migrate`"
+        )),
         Err(e) => Some(e.to_string()),
     };
     Ok(match problem {
@@ -158,12 +171,20 @@ async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Re
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 too_large()
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("reading the body failed: {e}"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("reading the body failed: {e}"),
+                )
             }
         })?
         .to_bytes();
     let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     let order = validate_request(&body, &state.tokens, state.settings.default_slippage_bps, |a, b| {
         state.pairs.contains(&(a.to_owned(), b.to_owned()))
@@ -233,7 +254,11 @@ fn ws_base(state: &ApiState, request: &Request<Incoming>) -> String {
     format!("ws://{host}")
 }
 
-async fn order_status(state: &Arc<ApiState>, mut request: Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
+async fn order_status(
+    state: &Arc<ApiState>,
+    mut request: Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&request);
     let since = if upgrade { since(&request)? } else { 0 };
@@ -250,9 +275,8 @@ async fn order_status(state: &Arc<ApiState>, mut request: Request<Incoming>, id:
         };
         return Ok(json_response(StatusCode::OK, &response));
     }
-    let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string())
-    })?;
+    let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string()))?;
     let session_state = state.clone();
     state.sessions.spawn(async move {
         match upgraded.await {
@@ -306,7 +330,11 @@ async fn list_orders(state: &ApiState, request: &Request<Incoming>) -> Result<Re
         None => None,
         Some(text) => Some(Status::parse(&text).ok_or_else(|| {
             let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-            bad("status", "invalid_status", format!("unknown status {text:?}; one of {}", known.join(", ")))
+            bad(
+                "status",
+                "invalid_status",
+                format!("unknown status {text:?}; one of {}", known.join(", ")),
+            )
         })?),
     };
     let max = state.settings.max_page_size;
@@ -316,16 +344,23 @@ async fn list_orders(state: &ApiState, request: &Request<Incoming>) -> Result<Re
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| bad("limit", "invalid_limit", format!("limit={text:?} must be between 1 and {max}")))?,
+            .ok_or_else(|| {
+                bad(
+                    "limit",
+                    "invalid_limit",
+                    format!("limit={text:?} must be between 1 and {max}"),
+                )
+            })?,
     };
     let cursor = match query_param(query, "cursor") {
         None => None,
-        Some(text) => Some(
-            text.parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad("cursor", "invalid_cursor", format!("cursor={text:?} is not one this API gave")))?,
-        ),
+        Some(text) => Some(text.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            bad(
+                "cursor",
+                "invalid_cursor",
+                format!("cursor={text:?} is not one this API gave"),
+            )
+        })?),
     };
     let page = state
         .store

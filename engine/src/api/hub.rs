@@ -123,14 +123,16 @@ impl Hub {
             let Some(topic) = topics.get_mut(&event.order_id) else {
                 continue;
             };
-            topic.clients.retain(|(id, client)| match client.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(order_id = %event.order_id, client = id, "slow WebSocket client dropped");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+            topic
+                .clients
+                .retain(|(id, client)| match client.try_send(event.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(order_id = %event.order_id, client = id, "slow WebSocket client dropped");
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
             if topic.clients.is_empty() {
                 topics.remove(&event.order_id);
                 self.bus.unsubscribe(event.order_id);
@@ -195,6 +197,9 @@ mod tests {
             assert_eq!(fast.events.recv().await.unwrap().seq, seq);
         }
         assert_eq!(slow.events.recv().await.unwrap().seq, 1);
-        assert!(slow.events.recv().await.is_none(), "dropped after its buffer overflowed");
+        assert!(
+            slow.events.recv().await.is_none(),
+            "dropped after its buffer overflowed"
+        );
     }
 }

@@ -12,16 +12,11 @@ pub mod hub;
 pub mod views;
 pub mod ws;
 
-use crate::{
-    bus::Bus,
-    domain::TokenRegistry,
-    queue::Queue,
-    store::Store,
-};
+use crate::{bus::Bus, domain::TokenRegistry, queue::Queue, store::Store};
 pub use error::ApiError;
+pub use hub::Hub;
 use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-pub use hub::Hub;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};

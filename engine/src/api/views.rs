@@ -154,7 +154,8 @@ pub enum GreetingKind {
     Subscribed,
 }
 
-/// Any message on an order's WebSocket.
+/// Any message on an order's WebSocket (for the schema; never built).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum SocketMessage {

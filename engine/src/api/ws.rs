@@ -11,7 +11,10 @@ use super::{
     hub::Membership,
     views::{Greeting, GreetingKind},
 };
-use crate::{bus::Published, domain::{OrderId, Timestamp}};
+use crate::{
+    bus::Published,
+    domain::{OrderId, Timestamp},
+};
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -51,9 +54,7 @@ pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
     let (control, mut controls) = mpsc::channel(8);
     let reading = tokio::spawn(async move {
         loop {
-            let frame = reader
-                .read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) })
-                .await;
+            let frame = reader.read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) }).await;
             let message = match frame {
                 Ok(frame) => match frame.opcode {
                     OpCode::Ping => Control::Ping(frame.payload.to_vec()),
@@ -121,7 +122,11 @@ async fn stream(
         };
         serde_json::to_vec(&greeting).expect("greetings serialise")
     };
-    send(writer, &greeting(GreetingKind::Connection, "Connected to order status stream".into())).await?;
+    send(
+        writer,
+        &greeting(GreetingKind::Connection, "Connected to order status stream".into()),
+    )
+    .await?;
     let subscribed = format!("Subscribed to real-time updates for order {order}");
     send(writer, &greeting(GreetingKind::Subscribed, subscribed)).await?;
 
@@ -132,6 +137,15 @@ async fn stream(
         Replay::Terminal => return Ok((close::NORMAL, "order finished".into())),
         Replay::Open => {}
         Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
+    }
+    // `?since` at or past the terminal event replays nothing, yet the order
+    // is finished all the same.
+    match state.store.order(order).await {
+        Ok(Some(current)) if current.status.is_terminal() && last >= current.last_seq => {
+            return Ok((close::NORMAL, "order finished".into()));
+        }
+        Ok(_) => {}
+        Err(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
     }
 
     let ping_interval = state.settings.ping_interval;

@@ -33,6 +33,13 @@ pub fn parse_units(text: &str, decimals: u8) -> Result<u128, AmountError> {
     let (mantissa, exponent) = match text.find(['e', 'E']) {
         Some(at) => {
             let exponent: i32 = text[at + 1..].parse().map_err(|_| AmountError::Invalid)?;
+            // Far beyond any token's range either way; keeps the arithmetic small.
+            if exponent > 100 {
+                return Err(AmountError::Overflow);
+            }
+            if exponent < -100 {
+                return Err(AmountError::TooPrecise(decimals));
+            }
             (&text[..at], exponent)
         }
         None => (text, 0),
@@ -112,9 +119,15 @@ mod tests {
             ("1.2.3", 6, Err(AmountError::Invalid)),
             ("1e", 6, Err(AmountError::Invalid)),
             ("1e40", 9, Err(AmountError::Overflow)),
+            ("1e2147483647", 9, Err(AmountError::Overflow)),
+            ("1e-2147483648", 9, Err(AmountError::TooPrecise(9))),
         ];
         for (text, decimals, expected) in cases {
-            assert_eq!(&parse_units(text, *decimals), expected, "{text} with {decimals} decimals");
+            assert_eq!(
+                &parse_units(text, *decimals),
+                expected,
+                "{text} with {decimals} decimals"
+            );
         }
     }
 

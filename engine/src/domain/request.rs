@@ -108,7 +108,9 @@ pub fn validate_request(
     }
 
     let amount_text = match object.get("amount") {
-        None => return Err(FieldError::new("missing_field", "amount", "`amount` is required")),
+        None => {
+            return Err(FieldError::new("missing_field", "amount", "`amount` is required"));
+        }
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
@@ -142,7 +144,13 @@ pub fn validate_request(
     let slippage_bps = match object.get("slippage") {
         None | Some(Value::Null) => default_slippage_bps,
         Some(Value::Number(n)) => slippage_bps(&n.to_string())?,
-        Some(_) => return Err(FieldError::new("invalid_type", "slippage", "`slippage` must be a number")),
+        Some(_) => {
+            return Err(FieldError::new(
+                "invalid_type",
+                "slippage",
+                "`slippage` must be a number",
+            ));
+        }
     };
 
     let order_type = match object.get("orderType") {
@@ -182,7 +190,9 @@ pub fn slippage_bps(text: &str) -> Result<u32, FieldError> {
     let bps = match parse_units(text, 2) {
         Ok(bps) => bps,
         Err(AmountError::NotPositive) => return Err(invalid("must be greater than 0")),
-        Err(AmountError::TooPrecise(_)) => return Err(invalid("allows at most 2 decimal places (1 basis point)")),
+        Err(AmountError::TooPrecise(_)) => {
+            return Err(invalid("allows at most 2 decimal places (1 basis point)"));
+        }
         Err(_) => return Err(invalid("must be a percentage between 0 and 50")),
     };
     if bps > u128::from(MAX_SLIPPAGE_BPS) {
@@ -198,9 +208,24 @@ mod tests {
 
     fn registry() -> TokenRegistry {
         TokenRegistry::new([
-            ("SOL".into(), "So11111111111111111111111111111111111111112".into(), 9, "10000".into()),
-            ("USDC".into(), "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(), 6, "1000000".into()),
-            ("BONK".into(), "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263".into(), 5, "1000000000".into()),
+            (
+                "SOL".into(),
+                "So11111111111111111111111111111111111111112".into(),
+                9,
+                "10000".into(),
+            ),
+            (
+                "USDC".into(),
+                "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(),
+                6,
+                "1000000".into(),
+            ),
+            (
+                "BONK".into(),
+                "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263".into(),
+                5,
+                "1000000000".into(),
+            ),
         ])
         .unwrap()
     }
@@ -215,7 +240,10 @@ mod tests {
         assert_eq!(order.token_in, "SOL");
         assert_eq!(order.amount_in, 10_000_000_000);
         assert_eq!(order.slippage_bps, 50);
-        let order = check(json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5", "slippage": 1.25, "orderType": "market"})).unwrap();
+        let order = check(
+            json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.5", "slippage": 1.25, "orderType": "market"}),
+        )
+        .unwrap();
         assert_eq!(order.amount_in, 500_000_000);
         assert_eq!(order.slippage_bps, 125);
     }
@@ -224,26 +252,106 @@ mod tests {
     fn rejects_each_bad_input_with_its_code_and_field() {
         let cases: Vec<(Value, &str, Option<&str>)> = vec![
             (json!([1, 2]), "invalid_body", None),
-            (json!({"tokenOut": "USDC", "amount": 1}), "missing_field", Some("tokenIn")),
-            (json!({"tokenIn": "SOL", "amount": 1}), "missing_field", Some("tokenOut")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC"}), "missing_field", Some("amount")),
-            (json!({"tokenIn": 5, "tokenOut": "USDC", "amount": 1}), "invalid_type", Some("tokenIn")),
-            (json!({"tokenIn": "DOGE", "tokenOut": "USDC", "amount": 1}), "unknown_token", Some("tokenIn")),
-            (json!({"tokenIn": "SOL", "tokenOut": "sol", "amount": 1}), "same_token", Some("tokenOut")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 0}), "invalid_amount", Some("amount")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": -3}), "invalid_amount", Some("amount")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "ten"}), "invalid_amount", Some("amount")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": true}), "invalid_type", Some("amount")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.0000000001"}), "invalid_amount", Some("amount")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 10001}), "amount_too_large", Some("amount")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 0}), "invalid_slippage", Some("slippage")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 50.01}), "invalid_slippage", Some("slippage")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": -1}), "invalid_slippage", Some("slippage")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 0.001}), "invalid_slippage", Some("slippage")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": "1"}), "invalid_type", Some("slippage")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "orderType": "limit"}), "unsupported_order_type", Some("orderType")),
-            (json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "extra": 1}), "unknown_field", Some("extra")),
-            (json!({"tokenIn": "SOL", "tokenOut": "BONK", "amount": 1}), "unsupported_pair", Some("tokenOut")),
+            (
+                json!({"tokenOut": "USDC", "amount": 1}),
+                "missing_field",
+                Some("tokenIn"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "amount": 1}),
+                "missing_field",
+                Some("tokenOut"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC"}),
+                "missing_field",
+                Some("amount"),
+            ),
+            (
+                json!({"tokenIn": 5, "tokenOut": "USDC", "amount": 1}),
+                "invalid_type",
+                Some("tokenIn"),
+            ),
+            (
+                json!({"tokenIn": "DOGE", "tokenOut": "USDC", "amount": 1}),
+                "unknown_token",
+                Some("tokenIn"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "sol", "amount": 1}),
+                "same_token",
+                Some("tokenOut"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 0}),
+                "invalid_amount",
+                Some("amount"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": -3}),
+                "invalid_amount",
+                Some("amount"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "ten"}),
+                "invalid_amount",
+                Some("amount"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": true}),
+                "invalid_type",
+                Some("amount"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.0000000001"}),
+                "invalid_amount",
+                Some("amount"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 10001}),
+                "amount_too_large",
+                Some("amount"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 0}),
+                "invalid_slippage",
+                Some("slippage"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 50.01}),
+                "invalid_slippage",
+                Some("slippage"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": -1}),
+                "invalid_slippage",
+                Some("slippage"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 0.001}),
+                "invalid_slippage",
+                Some("slippage"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": "1"}),
+                "invalid_type",
+                Some("slippage"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "orderType": "limit"}),
+                "unsupported_order_type",
+                Some("orderType"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "extra": 1}),
+                "unknown_field",
+                Some("extra"),
+            ),
+            (
+                json!({"tokenIn": "SOL", "tokenOut": "BONK", "amount": 1}),
+                "unsupported_pair",
+                Some("tokenOut"),
+            ),
         ];
         for (body, code, field) in cases {
             let err = check(body.clone()).unwrap_err();

@@ -26,7 +26,10 @@ impl TokenRegistry {
     pub fn new(entries: impl IntoIterator<Item = (String, String, u8, String)>) -> Result<Self, String> {
         let mut tokens: Vec<Token> = Vec::new();
         for (symbol, mint, decimals, max_amount) in entries {
-            if tokens.iter().any(|t| t.symbol.eq_ignore_ascii_case(&symbol) || t.mint == mint) {
+            if tokens
+                .iter()
+                .any(|t| t.symbol.eq_ignore_ascii_case(&symbol) || t.mint == mint)
+            {
                 return Err(format!("token {symbol} is listed twice"));
             }
             let max_amount = parse_units(&max_amount, decimals)

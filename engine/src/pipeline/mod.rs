@@ -14,8 +14,8 @@ use crate::{
     bus::{Bus, Published},
     config::Config,
     domain::{
-        ErrorInfo, Event, EventData, EventKind, Order, OrderId, OrderPatch, QuoteView, Route, RouteLeg,
-        Timestamp, TokenRegistry, format_price, format_units, progress,
+        ErrorInfo, Event, EventData, EventKind, Order, OrderId, OrderPatch, QuoteView, Route, RouteLeg, Timestamp,
+        TokenRegistry, format_price, format_units, progress,
     },
     plugins::{PluginError, Strategy, validate::validate},
     queue::Job,
@@ -98,7 +98,14 @@ impl Pipeline {
     }
 
     /// Stores an event with its patch, logs it, then publishes it.
-    async fn emit(&self, id: OrderId, progress: u8, message: String, data: EventData, patch: OrderPatch) -> Result<Event, StoreError> {
+    async fn emit(
+        &self,
+        id: OrderId,
+        progress: u8,
+        message: String,
+        data: EventData,
+        patch: OrderPatch,
+    ) -> Result<Event, StoreError> {
         let event = self
             .store
             .append_event(
@@ -119,12 +126,20 @@ impl Pipeline {
         Ok(event)
     }
 
-    async fn fail(&self, order: &Order, failure: Failure, attempts: u32) -> Result<Outcome, StoreError> {
+    /// Fails the order for good; `route` records legs that did execute.
+    async fn fail(
+        &self,
+        order: &Order,
+        failure: Failure,
+        attempts: u32,
+        route: Option<Route>,
+    ) -> Result<Outcome, StoreError> {
         let patch = OrderPatch {
             last_error: Some(ErrorInfo {
                 code: failure.code.clone(),
                 message: failure.message.clone(),
             }),
+            route,
             ..OrderPatch::default()
         };
         let data = EventData::Failed {
@@ -133,8 +148,14 @@ impl Pipeline {
             is_final: true,
             total_attempts: attempts,
         };
-        self.emit(order.id, progress::FAILED, format!("Order failed: {}", failure.message), data, patch)
-            .await?;
+        self.emit(
+            order.id,
+            progress::FAILED,
+            format!("Order failed: {}", failure.message),
+            data,
+            patch,
+        )
+        .await?;
         Ok(Outcome::Finished)
     }
 
@@ -163,18 +184,35 @@ impl Pipeline {
                 code: "no_pipeline".into(),
                 message: format!("no pipeline for order type {}", order.order_type.as_str()),
             };
-            return self.fail(order, failure, order.attempts).await;
+            return self.fail(order, failure, order.attempts, None).await;
         };
         // A crash during a submission resumes that same attempt.
         let resuming = order.last_kind == EventKind::Submitted;
-        let attempt = if resuming { order.attempts.max(1) } else { order.attempts + 1 };
+        let attempt = if resuming {
+            order.attempts.max(1)
+        } else {
+            order.attempts + 1
+        };
+        if attempt > self.retry.max_attempts {
+            // The process stopped between the last failed attempt and its
+            // verdict: give the verdict now.
+            let last = order.last_error.clone().unwrap_or(ErrorInfo {
+                code: "retries_exhausted".into(),
+                message: "no attempts left".into(),
+            });
+            let failure = Failure {
+                code: last.code,
+                message: format!("{} (after {} attempts)", last.message, order.attempts),
+            };
+            return self.fail(order, failure, order.attempts, None).await;
+        }
         let stale = order.quoted_at.is_none_or(|at| at.elapsed() > self.requote_after);
         let route = match &order.route {
             // Signatures of a route with an executed leg must not change.
             Some(route) if resuming || route.any_filled() || !stale => route.clone(),
             _ => match self.route(order, stage).await? {
                 Ok(route) => route,
-                Err(failure) => return self.fail(order, failure, order.attempts).await,
+                Err(failure) => return self.fail(order, failure, order.attempts, None).await,
             },
         };
         self.submit(order, stage, route, attempt).await
@@ -182,7 +220,11 @@ impl Pipeline {
 
     async fn quotes(&self, order: &Order, stage: &Stage) -> Vec<VenueQuote> {
         let mut tasks = JoinSet::new();
-        for venue in self.venues.iter().filter(|v| v.supports(&order.token_in, &order.token_out)) {
+        for venue in self
+            .venues
+            .iter()
+            .filter(|v| v.supports(&order.token_in, &order.token_out))
+        {
             let (venue, timeout) = (venue.clone(), stage.quote_timeout);
             let (token_in, token_out, amount) = (order.token_in.clone(), order.token_out.clone(), order.amount_in);
             tasks.spawn(async move {
@@ -197,7 +239,9 @@ impl Pipeline {
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(quote)) => quotes.push(quote),
-                Ok(Err((venue, error))) => tracing::warn!(order_id = %order.id, venue, error, "no quote"),
+                Ok(Err((venue, error))) => {
+                    tracing::warn!(order_id = %order.id, venue, error, "no quote")
+                }
                 Err(e) => tracing::warn!(order_id = %order.id, error = %e, "quote task failed"),
             }
         }
@@ -221,7 +265,11 @@ impl Pipeline {
 
     /// Quote, let the strategy choose, check its answer, build the legs.
     async fn route(&self, order: &Order, stage: &Stage) -> Result<Result<Route, Failure>, StoreError> {
-        let venues = self.venues.iter().filter(|v| v.supports(&order.token_in, &order.token_out)).count();
+        let venues = self
+            .venues
+            .iter()
+            .filter(|v| v.supports(&order.token_in, &order.token_out))
+            .count();
         self.emit(
             order.id,
             progress::QUOTING,
@@ -237,7 +285,10 @@ impl Pipeline {
         if quotes.is_empty() {
             return Ok(Err(Failure {
                 code: "no_quotes".into(),
-                message: format!("none of {venues} venues quoted {} → {}", order.token_in, order.token_out),
+                message: format!(
+                    "none of {venues} venues quoted {} → {}",
+                    order.token_in, order.token_out
+                ),
             }));
         }
         let views: Vec<QuoteView> = quotes.iter().map(|q| self.quote_view(order, q)).collect();
@@ -327,7 +378,13 @@ impl Pipeline {
         Ok(Ok(route))
     }
 
-    async fn submit(&self, order: &Order, stage: &Stage, mut route: Route, attempt: u32) -> Result<Outcome, StoreError> {
+    async fn submit(
+        &self,
+        order: &Order,
+        stage: &Stage,
+        mut route: Route,
+        attempt: u32,
+    ) -> Result<Outcome, StoreError> {
         let max = self.retry.max_attempts;
         let submitted_progress = progress::submitted(attempt);
         self.emit(
@@ -356,7 +413,7 @@ impl Pipeline {
                     code: "unknown_venue".into(),
                     message: format!("venue {} is no longer configured", leg.dex),
                 };
-                return self.fail(order, failure, attempt).await;
+                return self.fail(order, failure, attempt, Some(route)).await;
             };
             let leg_order = LegOrder {
                 order_id: order.id,
@@ -376,7 +433,11 @@ impl Pipeline {
             };
             match result {
                 Ok(fill) => route.legs[index].filled_out = Some(Units(fill.amount_out)),
-                Err(error) => return self.failed_attempt(order, route, attempt, submitted_progress, error).await,
+                Err(error) => {
+                    return self
+                        .failed_attempt(order, route, attempt, submitted_progress, error)
+                        .await;
+                }
             }
         }
 
@@ -425,7 +486,7 @@ impl Pipeline {
             message: info.message.clone(),
         };
         if !error.is_transient() {
-            return self.fail(order, failure, attempt).await;
+            return self.fail(order, failure, attempt, Some(route)).await;
         }
         let remaining = self.retry.remaining(attempt);
         self.emit(
@@ -451,13 +512,17 @@ impl Pipeline {
                 message: format!("{} (after {attempt} attempts)", failure.message),
                 ..failure
             };
-            return self.fail(order, failure, attempt).await;
+            return self.fail(order, failure, attempt, None).await;
         };
         let next = attempt + 1;
         self.emit(
             order.id,
             progress,
-            format!("Retrying in {} ms (attempt {next}/{})", delay.as_millis(), self.retry.max_attempts),
+            format!(
+                "Retrying in {} ms (attempt {next}/{})",
+                delay.as_millis(),
+                self.retry.max_attempts
+            ),
             EventData::RetryPending {
                 delay: delay.as_millis() as u64,
                 next_attempt: next,
@@ -486,6 +551,9 @@ mod tests {
         assert_eq!(signature(id, 1, 0), signature(id, 1, 0));
         assert_ne!(signature(id, 1, 0), signature(id, 1, 1));
         assert_ne!(signature(id, 1, 0), signature(id, 2, 0));
-        assert!(signature(id, 1, 0).len() >= 86, "64 bytes in base58, like a Solana signature");
+        assert!(
+            signature(id, 1, 0).len() >= 86,
+            "64 bytes in base58, like a Solana signature"
+        );
     }
 }

@@ -135,7 +135,14 @@ mod tests {
         let full = Backoff::from_config(&config(BackoffKind::Fixed, JitterKind::Full)).unwrap();
         let equal = Backoff::from_config(&config(BackoffKind::Fixed, JitterKind::Equal)).unwrap();
         let none = Backoff::from_config(&config(BackoffKind::Fixed, JitterKind::None)).unwrap();
-        assert_eq!((ms(full.delay(1, 0.0)), ms(full.delay(1, 0.5)), ms(full.delay(1, 0.999_999))), (0, 250, 499));
+        assert_eq!(
+            (
+                ms(full.delay(1, 0.0)),
+                ms(full.delay(1, 0.5)),
+                ms(full.delay(1, 0.999_999))
+            ),
+            (0, 250, 499)
+        );
         assert_eq!((ms(equal.delay(1, 0.0)), ms(equal.delay(1, 0.999_999))), (250, 499));
         assert_eq!(ms(none.delay(1, 0.7)), 500);
         for _ in 0..100 {

@@ -52,20 +52,11 @@ impl Worker {
                     continue;
                 }
             };
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    // Not started: hand it back for the next run.
-                    let _ = self.queue.retry_after(&lease, Duration::ZERO).await;
-                    break;
-                }
-                limited = self.rate_limit.acquire() => if let Err(e) = limited {
-                    tracing::warn!(error = %e, "rate limit unavailable; running the job anyway");
-                },
-            }
-            let (pipeline, queue, lease_len) = (self.pipeline.clone(), self.queue.clone(), self.lease);
+            let (pipeline, queue, limit, lease_len) =
+                (self.pipeline.clone(), self.queue.clone(), self.rate_limit.clone(), self.lease);
+            let shutdown = shutdown.clone();
             tracker.spawn(async move {
-                run_job(pipeline, queue, lease, lease_len).await;
+                run_job(pipeline, queue, limit, lease, lease_len, shutdown).await;
                 drop(slot);
             });
         }
@@ -81,7 +72,16 @@ impl Worker {
     }
 }
 
-async fn run_job(pipeline: Arc<Pipeline>, queue: Arc<dyn Queue>, lease: Lease, lease_len: Duration) {
+async fn run_job(
+    pipeline: Arc<Pipeline>,
+    queue: Arc<dyn Queue>,
+    limit: Arc<dyn RateLimit>,
+    lease: Lease,
+    lease_len: Duration,
+    shutdown: CancellationToken,
+) {
+    // The heartbeat starts before the rate-limit wait, so a long wait never
+    // lets the lease lapse and the job run twice.
     let heartbeat = {
         let (queue, lease) = (queue.clone(), lease.clone());
         tokio::spawn(async move {
@@ -93,6 +93,18 @@ async fn run_job(pipeline: Arc<Pipeline>, queue: Arc<dyn Queue>, lease: Lease, l
             }
         })
     };
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => {
+            heartbeat.abort();
+            // Not started: hand it back for the next run.
+            let _ = queue.retry_after(&lease, Duration::ZERO).await;
+            return;
+        }
+        limited = limit.acquire() => if let Err(e) = limited {
+            tracing::warn!(error = %e, "rate limit unavailable; running the job anyway");
+        },
+    }
     let outcome = pipeline.process(&lease.job).await;
     heartbeat.abort();
     let settled = match outcome {

@@ -15,7 +15,7 @@ use wasmtime::{
 };
 
 /// How often the epoch advances; deadlines are counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Wasm stack cap: deep recursion traps instead of taking the thread down.
 const MAX_WASM_STACK: usize = 512 * 1024;
 
@@ -53,7 +53,10 @@ impl PluginHost {
     /// long as the engine does).
     pub fn new(limits: PluginsConfig) -> Result<Self, PluginError> {
         let mut config = Config::new();
-        config.consume_fuel(true).epoch_interruption(true).max_wasm_stack(MAX_WASM_STACK);
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK);
         let engine = Engine::new(&config).map_err(|e| PluginError::Load(format!("wasm engine: {e}")))?;
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -131,13 +134,10 @@ fn check_imports(name: &str, module: &Module) -> Result<(), PluginError> {
 
 fn check_exports(name: &str, module: &Module) -> Result<(), PluginError> {
     let func = |export: &str, params: &[&str], results: &[&str]| -> Result<(), PluginError> {
-        let shape = |types: &mut dyn Iterator<Item = ValType>| -> Vec<String> {
-            types.map(|t| t.to_string()).collect()
-        };
+        let shape =
+            |types: &mut dyn Iterator<Item = ValType>| -> Vec<String> { types.map(|t| t.to_string()).collect() };
         match module.get_export(export) {
-            Some(ExternType::Func(f))
-                if shape(&mut f.params()) == params && shape(&mut f.results()) == results =>
-            {
+            Some(ExternType::Func(f)) if shape(&mut f.params()) == params && shape(&mut f.results()) == results => {
                 Ok(())
             }
             _ => Err(PluginError::Load(format!(
@@ -261,7 +261,9 @@ impl WasmStrategy {
         memory
             .write(&mut store, ptr as u32 as usize, input)
             .map_err(|_| PluginError::InvalidOutput(format!("alloc returned {ptr}, outside guest memory")))?;
-        let packed = route.call(&mut store, (ptr, len)).map_err(|e| self.classify(&store, e))?;
+        let packed = route
+            .call(&mut store, (ptr, len))
+            .map_err(|e| self.classify(&store, e))?;
 
         let (out_ptr, out_len) = ((packed as u64 >> 32) as usize, (packed as u64 & 0xFFFF_FFFF) as usize);
         if out_len as u64 > self.limits.max_output_bytes {
@@ -271,9 +273,9 @@ impl WasmStrategy {
             )));
         }
         let mut out = vec![0u8; out_len];
-        memory
-            .read(&store, out_ptr, &mut out)
-            .map_err(|_| PluginError::InvalidOutput(format!("answer at {out_ptr}+{out_len} lies outside guest memory")))?;
+        memory.read(&store, out_ptr, &mut out).map_err(|_| {
+            PluginError::InvalidOutput(format!("answer at {out_ptr}+{out_len} lies outside guest memory"))
+        })?;
         Ok(out)
     }
 
@@ -410,7 +412,10 @@ mod tests {
 
     #[tokio::test]
     async fn forbidden_import_is_refused_at_load() {
-        let bytes = wat_plugin("i64.const 0", r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#);
+        let bytes = wat_plugin(
+            "i64.const 0",
+            r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,
+        );
         let err = run(&bytes).await.unwrap_err();
         assert_eq!(err.reason(), "load");
         assert!(err.to_string().contains("wasi_snapshot_preview1.fd_write"), "{err}");
@@ -420,11 +425,17 @@ mod tests {
     async fn garbage_answers_are_invalid_output() {
         // Answer "\xff" (invalid UTF-8) at offset 2048.
         let extra = r#"(data (i32.const 2048) "\ff{}")"#;
-        let err = run(&wat_plugin("i64.const 0x0000080000000001", extra)).await.unwrap_err();
+        let err = run(&wat_plugin("i64.const 0x0000080000000001", extra))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "invalid_output", "{err}");
-        let err = run(&wat_plugin("i64.const 0x0000080100000002", extra)).await.unwrap_err();
+        let err = run(&wat_plugin("i64.const 0x0000080100000002", extra))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "invalid_output", "{err}");
-        let err = run(&wat_plugin("i64.const 0x00000800FFFFFFFF", extra)).await.unwrap_err();
+        let err = run(&wat_plugin("i64.const 0x00000800FFFFFFFF", extra))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "output_too_large", "{err}");
     }
 

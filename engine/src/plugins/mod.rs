@@ -95,7 +95,8 @@ pub fn resolve(setting: &str) -> Result<(String, Vec<u8>), PluginError> {
     }
     let path = Path::new(setting);
     if setting.ends_with(".wasm") || setting.contains('/') {
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Load(format!("cannot read {}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| PluginError::Load(format!("cannot read {}: {e}", path.display())))?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or(setting).to_owned();
         return Ok((name, bytes));
     }

@@ -42,13 +42,17 @@ pub fn validate(input: &RouteInput, decision: &RouteDecision) -> Result<Vec<Chec
     let mut total: u128 = 0;
     let mut checked = Vec::with_capacity(decision.legs.len());
     for leg in &decision.legs {
-        let quote = input
-            .quotes
-            .iter()
-            .find(|q| q.venue == leg.venue)
-            .ok_or_else(|| invalid("unknown_venue", format!("venue {:?} did not quote this order", leg.venue)))?;
+        let quote = input.quotes.iter().find(|q| q.venue == leg.venue).ok_or_else(|| {
+            invalid(
+                "unknown_venue",
+                format!("venue {:?} did not quote this order", leg.venue),
+            )
+        })?;
         if !seen.insert(leg.venue.as_str()) {
-            return Err(invalid("duplicate_venue", format!("venue {:?} appears twice", leg.venue)));
+            return Err(invalid(
+                "duplicate_venue",
+                format!("venue {:?} appears twice", leg.venue),
+            ));
         }
         if leg.amount_in.0 == 0 {
             return Err(invalid("zero_leg", format!("leg on {} sends nothing", leg.venue)));
@@ -86,7 +90,10 @@ pub fn validate(input: &RouteInput, decision: &RouteDecision) -> Result<Vec<Chec
     if total != input.order.amount_in.0 {
         return Err(invalid(
             "amount_mismatch",
-            format!("legs send {total} base units but the order is for {}", input.order.amount_in),
+            format!(
+                "legs send {total} base units but the order is for {}",
+                input.order.amount_in
+            ),
         ));
     }
     Ok(checked)
@@ -151,12 +158,18 @@ mod tests {
         let cases: Vec<(Vec<Leg>, &str)> = vec![
             (vec![], "empty_route"),
             (vec![leg("orca", 1_000, None)], "unknown_venue"),
-            (vec![leg("raydium", 500, None), leg("raydium", 500, None)], "duplicate_venue"),
+            (
+                vec![leg("raydium", 500, None), leg("raydium", 500, None)],
+                "duplicate_venue",
+            ),
             (vec![leg("raydium", 0, None), leg("meteora", 1_000, None)], "zero_leg"),
             (vec![leg("raydium", 1_001, None)], "amount_mismatch"),
             (vec![leg("raydium", 999, None)], "amount_mismatch"),
             (vec![leg("raydium", 1_000, Some(1))], "min_out_too_loose"),
-            ((0..17).map(|i| leg(&format!("v{i}"), 1, None)).collect(), "too_many_legs"),
+            (
+                (0..17).map(|i| leg(&format!("v{i}"), 1, None)).collect(),
+                "too_many_legs",
+            ),
         ];
         for (legs, code) in cases {
             assert_eq!(check(legs.clone()).unwrap_err(), code, "{legs:?}");

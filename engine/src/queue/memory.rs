@@ -91,7 +91,9 @@ impl Queue for MemoryQueue {
                 if let Some(job) = state.waiting.pop_front() {
                     state.next += 1;
                     let token = state.next;
-                    state.active.insert(job.id.clone(), (job.clone(), token, now + self.lease));
+                    state
+                        .active
+                        .insert(job.id.clone(), (job.clone(), token, now + self.lease));
                     // More may be ready: let another claimer look.
                     if !state.waiting.is_empty() {
                         self.ready.notify_one();
@@ -259,7 +261,14 @@ mod tests {
         queue.enqueue(job(1)).await.unwrap();
         let lease = queue.claim(Duration::ZERO).await.unwrap().unwrap();
         queue.retry_after(&lease, Duration::from_secs(2)).await.unwrap();
-        assert_eq!(queue.depth().await.unwrap(), Depth { waiting: 0, active: 0, delayed: 1 });
+        assert_eq!(
+            queue.depth().await.unwrap(),
+            Depth {
+                waiting: 0,
+                active: 0,
+                delayed: 1
+            }
+        );
         assert!(queue.claim(Duration::from_secs(1)).await.unwrap().is_none());
         let again = queue.claim(Duration::from_secs(5)).await.unwrap().unwrap();
         assert_eq!(again.job, lease.job);
@@ -292,6 +301,9 @@ mod tests {
         limit.acquire().await.unwrap();
         limit.acquire().await.unwrap();
         let paced = start.elapsed();
-        assert!(paced >= Duration::from_millis(1900) && paced < Duration::from_millis(2100), "{paced:?}");
+        assert!(
+            paced >= Duration::from_millis(1900) && paced < Duration::from_millis(2100),
+            "{paced:?}"
+        );
     }
 }

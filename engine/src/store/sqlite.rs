@@ -311,7 +311,9 @@ fn lookup(conn: &Connection, signature: &str) -> Result<Option<Execution>, Store
     .map(|(signature, order_id, venue, amount_in, outcome)| {
         Ok(Execution {
             signature,
-            order_id: order_id.parse().map_err(|e| StoreError::Corrupt(format!("execution order id: {e}")))?,
+            order_id: order_id
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("execution order id: {e}")))?,
             venue,
             amount_in: amount_in as u128,
             outcome: parse_json::<Outcome>(&outcome, "execution outcome")?,
@@ -392,9 +394,14 @@ impl OrderRow {
             updated_at,
         ] = self.text;
         let corrupt = |what: &str| StoreError::Corrupt(format!("order column {what}"));
-        let time = |value: Option<String>, what: &str| value.as_deref().and_then(Timestamp::parse).ok_or_else(|| corrupt(what));
+        let time = |value: Option<String>, what: &str| {
+            value.as_deref().and_then(Timestamp::parse).ok_or_else(|| corrupt(what))
+        };
         Ok(Order {
-            id: id.as_deref().and_then(|s| s.parse().ok()).ok_or_else(|| corrupt("id"))?,
+            id: id
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| corrupt("id"))?,
             job_id: job_id.unwrap_or_default(),
             order_type: match order_type.as_deref() {
                 Some("market") => OrderType::Market,
@@ -404,8 +411,14 @@ impl OrderRow {
             token_out: token_out.ok_or_else(|| corrupt("token_out"))?,
             amount_in: self.amount_in as u128,
             slippage_bps: self.slippage_bps,
-            status: status.as_deref().and_then(Status::parse).ok_or_else(|| corrupt("status"))?,
-            last_kind: last_kind.as_deref().and_then(EventKind::parse).ok_or_else(|| corrupt("last_kind"))?,
+            status: status
+                .as_deref()
+                .and_then(Status::parse)
+                .ok_or_else(|| corrupt("status"))?,
+            last_kind: last_kind
+                .as_deref()
+                .and_then(EventKind::parse)
+                .ok_or_else(|| corrupt("last_kind"))?,
             last_seq: self.last_seq as u64,
             quotes: parse_json(quotes.as_deref().unwrap_or("[]"), "quotes")?,
             quoted_at: quoted_at.map(|t| time(Some(t), "quoted_at")).transpose()?,
@@ -577,17 +590,18 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
             ids.iter()
-                .map(|id| id.parse().map_err(|e| StoreError::Corrupt(format!("order id {id}: {e}"))))
+                .map(|id| {
+                    id.parse()
+                        .map_err(|e| StoreError::Corrupt(format!("order id {id}: {e}")))
+                })
                 .collect()
         })
         .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)
-        })
-        .await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
     }
 }
 
@@ -666,7 +680,10 @@ mod tests {
         patched.patch.attempts = Some(2);
         assert_eq!(store.append_event(order.id, patched).await.unwrap().seq, 2);
         let stored = store.order(order.id).await.unwrap().unwrap();
-        assert_eq!((stored.status, stored.last_seq, stored.attempts), (Status::Routing, 2, 2));
+        assert_eq!(
+            (stored.status, stored.last_seq, stored.attempts),
+            (Status::Routing, 2, 2)
+        );
         let seqs: Vec<u64> = store.events(order.id, 0).await.unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 2]);
         assert_eq!(store.events(order.id, 1).await.unwrap().len(), 1);
@@ -683,7 +700,13 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     store
-                        .append_event(order.id, event(EventData::RetryPending { delay: 1, next_attempt: 2 }))
+                        .append_event(
+                            order.id,
+                            event(EventData::RetryPending {
+                                delay: 1,
+                                next_attempt: 2,
+                            }),
+                        )
                         .await
                         .unwrap()
                         .seq
@@ -715,7 +738,10 @@ mod tests {
             StoreError::Finished(order.id)
         );
         let other = OrderId::new();
-        assert_eq!(store.append_event(other, event(failed)).await.unwrap_err(), StoreError::NotFound(other));
+        assert_eq!(
+            store.append_event(other, event(failed)).await.unwrap_err(),
+            StoreError::NotFound(other)
+        );
         assert!(store.unfinished_orders().await.unwrap().is_empty());
     }
 
@@ -765,9 +791,18 @@ mod tests {
             amount_in: 5,
             outcome: Outcome::Filled { amount_out },
         };
-        assert_eq!(store.record(execution(7)).await.unwrap().outcome, Outcome::Filled { amount_out: 7 });
-        assert_eq!(store.record(execution(9)).await.unwrap().outcome, Outcome::Filled { amount_out: 7 });
-        assert_eq!(store.lookup("sig").await.unwrap().unwrap().outcome, Outcome::Filled { amount_out: 7 });
+        assert_eq!(
+            store.record(execution(7)).await.unwrap().outcome,
+            Outcome::Filled { amount_out: 7 }
+        );
+        assert_eq!(
+            store.record(execution(9)).await.unwrap().outcome,
+            Outcome::Filled { amount_out: 7 }
+        );
+        assert_eq!(
+            store.lookup("sig").await.unwrap().unwrap().outcome,
+            Outcome::Filled { amount_out: 7 }
+        );
         assert!(store.lookup("other").await.unwrap().is_none());
     }
 }

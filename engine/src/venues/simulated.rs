@@ -207,7 +207,11 @@ impl SimulatedVenue {
         let mut pools = Vec::new();
         for pool in config.pools.iter().filter(|p| p.venue() == name) {
             let (base, quote) = pool.pair();
-            let token = |symbol: &str| tokens.get(symbol).ok_or_else(|| format!("pool {name} {base}/{quote}: unknown token {symbol}"));
+            let token = |symbol: &str| {
+                tokens
+                    .get(symbol)
+                    .ok_or_else(|| format!("pool {name} {base}/{quote}: unknown token {symbol}"))
+            };
             let (base_token, quote_token) = (token(base)?, token(quote)?);
             let scale = 10f64.powi(i32::from(quote_token.decimals) - i32::from(base_token.decimals));
             let state = match pool {
@@ -218,7 +222,8 @@ impl SimulatedVenue {
                     ..
                 } => {
                     let units = |text: &str, decimals| {
-                        parse_units(text, decimals).map_err(|e| format!("pool {name} {base}/{quote}: reserve {text:?} {e}"))
+                        parse_units(text, decimals)
+                            .map_err(|e| format!("pool {name} {base}/{quote}: reserve {text:?} {e}"))
                     };
                     let reserve_base = units(reserve_base, base_token.decimals)?;
                     let reserve_quote = units(reserve_quote, quote_token.decimals)?;
@@ -347,9 +352,9 @@ impl Venue for SimulatedVenue {
 
     async fn quote(&self, token_in: &str, token_out: &str, amount_in: u128) -> Result<VenueQuote, VenueError> {
         let started = Instant::now();
-        let (pool, base_to_quote) = self
-            .pool(token_in, token_out)
-            .ok_or_else(|| VenueError::permanent("no_pool", format!("{} has no {token_in}/{token_out} pool", self.name)))?;
+        let (pool, base_to_quote) = self.pool(token_in, token_out).ok_or_else(|| {
+            VenueError::permanent("no_pool", format!("{} has no {token_in}/{token_out} pool", self.name))
+        })?;
         sleep(self.quote_latency()).await;
         let state = {
             let mut sim = pool.state.lock().await;
@@ -357,7 +362,10 @@ impl Venue for SimulatedVenue {
             sim.oriented(base_to_quote)
         };
         let swap = state.swap(amount_in).ok_or_else(|| {
-            VenueError::permanent("insufficient_liquidity", format!("{} cannot fill {amount_in} base units", self.name))
+            VenueError::permanent(
+                "insufficient_liquidity",
+                format!("{} cannot fill {amount_in} base units", self.name),
+            )
         })?;
         Ok(VenueQuote {
             venue: self.name.clone(),
@@ -384,7 +392,10 @@ impl Venue for SimulatedVenue {
             return outcome_to_result(done);
         }
         let (pool, base_to_quote) = self.pool(&leg.token_in, &leg.token_out).ok_or_else(|| {
-            VenueError::permanent("no_pool", format!("{} has no {}/{} pool", self.name, leg.token_in, leg.token_out))
+            VenueError::permanent(
+                "no_pool",
+                format!("{} has no {}/{} pool", self.name, leg.token_in, leg.token_out),
+            )
         })?;
         sleep(self.execute_latency()).await;
 
@@ -429,8 +440,19 @@ impl Venue for SimulatedVenue {
                 ),
             },
             Some(swap) => {
-                let recorded = self.record(leg, Outcome::Filled { amount_out: swap.amount_out }).await?;
-                if recorded.outcome == (Outcome::Filled { amount_out: swap.amount_out }) {
+                let recorded = self
+                    .record(
+                        leg,
+                        Outcome::Filled {
+                            amount_out: swap.amount_out,
+                        },
+                    )
+                    .await?;
+                if recorded.outcome
+                    == (Outcome::Filled {
+                        amount_out: swap.amount_out,
+                    })
+                {
                     sim.apply(base_to_quote, leg.amount_in, &swap);
                 }
                 return outcome_to_result(recorded);
@@ -543,7 +565,11 @@ mod tests {
         // 10 SOL into 1000 SOL / 150000 USDC, 25 bps: 150000·9.975/1009.975 USDC
         let expected = 150_000_000_000u128 * 9_975_000_000 / (1_000_000_000_000 + 9_975_000_000);
         assert_eq!(q.amount_out, Units(expected));
-        assert!(q.price_impact_bps > 90, "10 SOL is 1% of the pool: {}", q.price_impact_bps);
+        assert!(
+            q.price_impact_bps > 90,
+            "10 SOL is 1% of the pool: {}",
+            q.price_impact_bps
+        );
         let back = v.quote("USDC", "SOL", 1_500_000_000).await.unwrap();
         assert!(back.amount_out.0 < 10_000_000_000 && back.amount_out.0 > 9_000_000_000);
         assert!(!v.supports("SOL", "USDT"));
@@ -602,7 +628,10 @@ mod tests {
         let b = SimulatedVenue::from_config("raydium", &config, &tokens(), ledger).unwrap();
         let mut last = 0;
         for _ in 0..200 {
-            let (qa, qb) = (a.quote("SOL", "USDC", 1_000_000).await.unwrap(), b.quote("SOL", "USDC", 1_000_000).await.unwrap());
+            let (qa, qb) = (
+                a.quote("SOL", "USDC", 1_000_000).await.unwrap(),
+                b.quote("SOL", "USDC", 1_000_000).await.unwrap(),
+            );
             assert_eq!(qa.amount_out, qb.amount_out, "same seed, same walk");
             last = qa.amount_out.0;
         }

@@ -28,9 +28,12 @@ pub use units::Units;
 pub const ABI_VERSION: i32 = 1;
 
 /// What the host hands a strategy: the order and one quote per venue.
+///
+/// Input types accept unknown fields, so a plugin built today keeps working
+/// when a later engine adds fields; answers are parsed strictly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RouteInput {
     /// The order being routed.
     pub order: OrderInfo,
@@ -44,7 +47,7 @@ pub struct RouteInput {
 /// The order as a strategy sees it. Amounts are integer base units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderInfo {
     /// Order id (UUID v4).
     pub id: String,
@@ -62,7 +65,7 @@ pub struct OrderInfo {
 /// strategy can price partial amounts itself (see [`PoolState::swap`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct VenueQuote {
     /// Venue name, e.g. `raydium`.
     pub venue: String,

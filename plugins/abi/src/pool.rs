@@ -11,12 +11,7 @@ const BPS: u128 = 10_000;
 /// A pool's state, oriented from the order's `token_in` to its `token_out`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(
-    tag = "kind",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase",
-    deny_unknown_fields
-)]
+#[serde(tag = "kind", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum PoolState {
     /// x·y = k with a fee taken from the input.
     ConstantProduct {
@@ -43,7 +38,7 @@ pub enum PoolState {
 /// One price bin: a fixed price and the `token_out` it still holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Bin {
     /// Base units of `token_out` per base unit of `token_in`.
     pub price: f64,
@@ -93,8 +88,7 @@ impl PoolState {
                 let fee = u128::from(*fee_bps).min(BPS);
                 let in_after_fee = amount_in.checked_mul(BPS - fee)? / BPS;
                 let gross = reserve_out.0.checked_mul(amount_in)? / reserve_in.0.checked_add(amount_in)?;
-                let amount_out =
-                    reserve_out.0.checked_mul(in_after_fee)? / reserve_in.0.checked_add(in_after_fee)?;
+                let amount_out = reserve_out.0.checked_mul(in_after_fee)? / reserve_in.0.checked_add(in_after_fee)?;
                 if amount_out == 0 {
                     return None;
                 }
@@ -133,7 +127,9 @@ impl PoolState {
                     return None;
                 }
                 let variable = u64::from(*variable_fee_bps) * u64::from(crossed) * u64::from(crossed);
-                let fee = (u64::from(*base_fee_bps) + variable).min(u64::from(*max_fee_bps)).min(BPS as u64);
+                let fee = (u64::from(*base_fee_bps) + variable)
+                    .min(u64::from(*max_fee_bps))
+                    .min(BPS as u64);
                 let gross = gross.floor() as u128;
                 let amount_out = gross.checked_mul(BPS - u128::from(fee))? / BPS;
                 if amount_out == 0 {
@@ -192,8 +188,14 @@ mod tests {
     fn bins_fill_across_bins_and_charge_volatility_fee() {
         let pool = PoolState::Bins {
             bins: vec![
-                Bin { price: 2.0, liquidity_out: Units(100) },
-                Bin { price: 1.0, liquidity_out: Units(1_000) },
+                Bin {
+                    price: 2.0,
+                    liquidity_out: Units(100),
+                },
+                Bin {
+                    price: 1.0,
+                    liquidity_out: Units(1_000),
+                },
             ],
             base_fee_bps: 10,
             variable_fee_bps: 5,
@@ -212,7 +214,10 @@ mod tests {
     #[test]
     fn bins_without_enough_liquidity_refuse() {
         let pool = PoolState::Bins {
-            bins: vec![Bin { price: 1.0, liquidity_out: Units(10) }],
+            bins: vec![Bin {
+                price: 1.0,
+                liquidity_out: Units(10),
+            }],
             base_fee_bps: 0,
             variable_fee_bps: 0,
             max_fee_bps: 0,

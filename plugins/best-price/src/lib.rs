@@ -83,6 +83,9 @@ mod tests {
         let bytes = serde_json::to_vec(&input(vec![quote("raydium", 7)])).unwrap();
         let out = swapline_sdk::answer(&bytes, best_price);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with(r#"{"ok":{"legs":[{"venue":"raydium","amountIn":"500"}]"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"ok":{"legs":[{"venue":"raydium","amountIn":"500"}]"#),
+            "{text}"
+        );
     }
 }

@@ -18,9 +18,7 @@ pub use swapline_abi as abi;
 
 /// Everything a strategy usually needs.
 pub mod prelude {
-    pub use swapline_abi::{
-        Leg, OrderInfo, PoolState, RouteDecision, RouteInput, StrategyError, Units, VenueQuote,
-    };
+    pub use swapline_abi::{Leg, OrderInfo, PoolState, RouteDecision, RouteInput, StrategyError, Units, VenueQuote};
 }
 
 use swapline_abi::{PluginAnswer, RouteDecision, RouteInput, StrategyError};
@@ -59,10 +57,7 @@ pub fn log(level: Level, message: &str) {
 
 /// Runs a strategy on raw input bytes and returns the answer's JSON bytes.
 /// Malformed input becomes an `invalid_input` error answer, never a panic.
-pub fn answer(
-    input: &[u8],
-    strategy: impl FnOnce(RouteInput) -> Result<RouteDecision, StrategyError>,
-) -> Vec<u8> {
+pub fn answer(input: &[u8], strategy: impl FnOnce(RouteInput) -> Result<RouteDecision, StrategyError>) -> Vec<u8> {
     let answer: PluginAnswer = match serde_json::from_slice::<RouteInput>(input) {
         Ok(input) => strategy(input).into(),
         Err(error) => PluginAnswer::Error(StrategyError::new("invalid_input", error.to_string())),
