@@ -1,8 +1,8 @@
 //! Builds the built-in strategy plugins for `wasm32-unknown-unknown` so that
 //! `cargo build` is the only command a user needs; the engine embeds them.
 //!
-//! The nested cargo uses its own target directory (`target/plugins`), so it
-//! never waits on the lock the outer build holds.
+//! The nested cargo uses its own target directory (`<workspace>/target/plugins`),
+//! so it never waits on the lock the outer build holds.
 
 use std::{env, fs, path::PathBuf, process::Command};
 
@@ -16,10 +16,9 @@ fn main() {
         .expect("engine/ sits in the workspace")
         .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("plugins");
+    // Inside this workspace even when CARGO_TARGET_DIR points elsewhere: two
+    // checkouts sharing a target dir must not overwrite each other's modules.
+    let target_dir = workspace.join("target").join("plugins");
 
     for watched in ["plugins/abi", "plugins/sdk", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
