@@ -1,17 +1,17 @@
 //! The composition root: builds the engine from a `Config` and runs it. The
-//! only module that names concrete adapters (SQLite, memory queue and bus,
-//! simulated venues, the wasm host).
+//! only module that names concrete adapters (SQLite or PostgreSQL, memory or
+//! Redis queue and bus, simulated venues, the wasm host).
 
 use crate::{
     api::{self, ApiSettings, ApiState, Hub},
-    bus::{Bus, MemoryBus},
-    config::{BusBackend, Config, QueueBackend, StoreBackend},
+    bus::{Bus, MemoryBus, RedisBus},
+    config::{BusBackend, Config, QueueBackend, RedisConfig, StoreBackend},
     domain::TokenRegistry,
-    pipeline::{Pipeline, Stage, Worker},
+    pipeline::{Pipeline, Stage, Worker, reconcile},
     plugins::{self, PluginError, PluginHost, Strategy},
-    queue::{Job, MemoryQueue, MemoryRateLimit, Queue, RateLimit},
-    store::{SqliteStore, Store, StoreError},
-    venues::{SimulatedVenue, Venue},
+    queue::{Job, MemoryQueue, MemoryRateLimit, Queue, RateLimit, RedisQueue, RedisRateLimit},
+    store::{PostgresStore, SqliteStore, Store, StoreError},
+    venues::{ExecutionLedger, SimulatedVenue, Venue},
 };
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -69,57 +69,101 @@ pub struct Engine {
     pipeline: Arc<Pipeline>,
 }
 
-/// Opens the store named by the configuration.
-pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, AppError> {
+/// Opens the store named by the configuration; the same object keeps the
+/// venues' execution ledger.
+pub fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn ExecutionLedger>), AppError> {
     match config.store.backend {
-        StoreBackend::Sqlite => Ok(Arc::new(SqliteStore::open(
-            &config.sqlite_path(),
-            config.store.sqlite_synchronous,
-            config.store.busy_timeout.0,
-        )?)),
+        StoreBackend::Sqlite => {
+            let store = Arc::new(SqliteStore::open(
+                &config.sqlite_path(),
+                config.store.sqlite_synchronous,
+                config.store.busy_timeout.0,
+            )?);
+            Ok((store.clone(), store))
+        }
+        StoreBackend::Postgres => {
+            let store = Arc::new(PostgresStore::connect(&config.postgres)?);
+            Ok((store.clone(), store))
+        }
     }
 }
 
 /// Applies pending migrations; returns the versions applied.
 pub async fn migrate(config: &Config) -> Result<Vec<u32>, AppError> {
-    Ok(open_store(config)?.migrate().await?)
+    Ok(open_store(config)?.0.migrate().await?)
+}
+
+fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
+    let mut settings = deadpool_redis::Config::from_url(&config.url);
+    let mut pool = deadpool_redis::PoolConfig::new(config.pool_size);
+    pool.timeouts.wait = Some(config.pool_wait_timeout.0);
+    pool.timeouts.create = Some(config.pool_wait_timeout.0);
+    pool.timeouts.recycle = Some(config.pool_wait_timeout.0);
+    settings.pool = Some(pool);
+    settings
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| AppError::Config(format!("redis.url: {e}")))
+}
+
+/// A name for this process in the Redis consumer group.
+fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &nonce[..8])
 }
 
 impl Engine {
     /// Builds every part; migrates when `store.migrate_on_start`.
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let tokens = Arc::new(config.token_registry().map_err(AppError::Config)?);
-        let sqlite = open_store(&config)?;
+        let (store, ledger) = open_store(&config)?;
         if config.store.migrate_on_start {
-            let applied = sqlite.migrate().await?;
+            let applied = store.migrate().await?;
             if !applied.is_empty() {
                 tracing::info!(?applied, "store migrated");
             }
         } else {
-            let pending = sqlite.pending_migrations().await?;
+            let pending = store.pending_migrations().await?;
             if !pending.is_empty() {
                 return Err(AppError::Config(format!(
                     "store migrations {pending:?} are not applied and store.migrate_on_start is false; run `swapline migrate`"
                 )));
             }
         }
-        let store: Arc<dyn Store> = sqlite.clone();
 
-        let queue: Arc<dyn Queue> = match config.queue.backend {
-            QueueBackend::Memory => Arc::new(MemoryQueue::new(config.worker.lease.0)),
-        };
-        let rate_limit: Arc<dyn RateLimit> = match config.queue.backend {
-            QueueBackend::Memory => Arc::new(MemoryRateLimit::new(config.worker.rate_limit_per_minute)),
+        let redis = &config.redis;
+        let uses_redis = config.queue.backend == QueueBackend::Redis || config.bus.backend == BusBackend::Redis;
+        // The queue (with the rate limit) and the publisher use pools of their
+        // own, so a burst of publishes never waits behind blocking reads.
+        let queue_pool = uses_redis.then(|| redis_pool(redis)).transpose()?;
+        let (queue, rate_limit): (Arc<dyn Queue>, Arc<dyn RateLimit>) = match (config.queue.backend, &queue_pool) {
+            (QueueBackend::Redis, Some(pool)) => {
+                let queue = RedisQueue::new(pool.clone(), &redis.key_prefix, consumer_name(), config.worker.lease.0);
+                if let Err(e) = queue.ensure_group().await {
+                    tracing::warn!(error = %e, "Redis is not reachable yet; the queue connects when it is");
+                }
+                let limit = RedisRateLimit::new(pool.clone(), &redis.key_prefix, config.worker.rate_limit_per_minute);
+                (Arc::new(queue), Arc::new(limit))
+            }
+            _ => (
+                Arc::new(MemoryQueue::new(config.worker.lease.0)),
+                Arc::new(MemoryRateLimit::new(config.worker.rate_limit_per_minute)),
+            ),
         };
         let bus: Arc<dyn Bus> = match config.bus.backend {
             BusBackend::Memory => Arc::new(MemoryBus::new(config.bus.buffer)),
+            BusBackend::Redis => {
+                let client = deadpool_redis::redis::Client::open(redis.url.as_str())
+                    .map_err(|e| AppError::Config(format!("redis.url: {e}")))?;
+                Arc::new(RedisBus::new(client, redis_pool(redis)?, &redis.key_prefix, config.bus.buffer))
+            }
         };
 
         let names: BTreeSet<&str> = config.venues.pools.iter().map(|p| p.venue()).collect();
         let mut venues: Vec<Arc<dyn Venue>> = Vec::new();
         for name in names {
             let venue =
-                SimulatedVenue::from_config(name, &config.venues, &tokens, sqlite.clone()).map_err(AppError::Config)?;
+                SimulatedVenue::from_config(name, &config.venues, &tokens, ledger.clone()).map_err(AppError::Config)?;
             venues.push(Arc::new(venue));
         }
 
@@ -221,9 +265,19 @@ pub async fn run(config: Config, role: Role, shutdown: impl Future<Output = ()>)
         Role::Worker => true,
     };
     if with_worker {
-        let recovered = engine.recover().await?;
-        if recovered > 0 {
-            tracing::info!(recovered, "re-enqueued unfinished orders");
+        match engine.recover().await {
+            Ok(0) => {}
+            Ok(recovered) => tracing::info!(recovered, "re-enqueued unfinished orders"),
+            // The reconciler tries again when the queue is back.
+            Err(e) => tracing::warn!(error = %e, "could not re-enqueue unfinished orders at start"),
+        }
+        if config.reconciler.enabled {
+            tasks.spawn(reconcile(
+                engine.store.clone(),
+                engine.queue.clone(),
+                config.reconciler.interval.0,
+                token.clone(),
+            ));
         }
         let worker = Worker {
             pipeline: engine.pipeline.clone(),
@@ -233,6 +287,10 @@ pub async fn run(config: Config, role: Role, shutdown: impl Future<Output = ()>)
             lease: config.worker.lease.0,
         };
         tasks.spawn(worker.run(token.clone(), grace));
+        if role == Role::Worker {
+            // The machine-readable readiness line of a worker-only process.
+            println!("swapline worker started");
+        }
     }
 
     if let Role::Serve { .. } = role {

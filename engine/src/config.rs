@@ -54,6 +54,12 @@ pub struct Config {
     pub queue: QueueConfig,
     /// The event bus.
     pub bus: BusConfig,
+    /// PostgreSQL (when `store.backend = "postgres"`).
+    pub postgres: PostgresConfig,
+    /// Redis (when the queue or the bus is `redis`).
+    pub redis: RedisConfig,
+    /// The sweep that re-enqueues unfinished orders the queue lost.
+    pub reconciler: ReconcilerConfig,
     /// The strategy plugin sandbox.
     pub plugins: PluginsConfig,
     /// Pipelines by order type; `market` is required.
@@ -182,6 +188,8 @@ pub struct RetryConfig {
 pub enum StoreBackend {
     /// A SQLite file in `data_dir` (WAL mode).
     Sqlite,
+    /// PostgreSQL, shared by every node.
+    Postgres,
 }
 
 /// The order store.
@@ -217,6 +225,8 @@ pub enum SqliteSync {
 pub enum QueueBackend {
     /// In-process; jobs are rebuilt from the store on restart.
     Memory,
+    /// A Redis Stream shared by every node.
+    Redis,
 }
 
 /// The job queue.
@@ -233,6 +243,8 @@ pub struct QueueConfig {
 pub enum BusBackend {
     /// In-process.
     Memory,
+    /// Redis pub/sub, shared by every node.
+    Redis,
 }
 
 /// The event bus.
@@ -243,6 +255,49 @@ pub struct BusConfig {
     pub backend: BusBackend,
     /// Events buffered between the bus and the WebSocket hub.
     pub buffer: usize,
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub url: String,
+    /// Schema holding Swapline's tables (created by the migrations); lets
+    /// several deployments or tests share one database.
+    pub schema: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Time to open a connection.
+    pub connect_timeout: Dur,
+    /// Time to wait for a free pooled connection before answering 503.
+    pub pool_wait_timeout: Dur,
+    /// Server-side cap on one statement.
+    pub statement_timeout: Dur,
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Connection URL, e.g. `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Prefix of every key and channel; isolates deployments and tests.
+    pub key_prefix: String,
+    /// Connections in each pool (the queue's and the publisher's).
+    pub pool_size: usize,
+    /// Time to wait for a free pooled connection.
+    pub pool_wait_timeout: Dur,
+}
+
+/// The reconciler.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerConfig {
+    /// Run the sweep in worker processes.
+    pub enabled: bool,
+    /// Time between sweeps.
+    pub interval: Dur,
 }
 
 /// Sandbox limits of strategy plugins.
@@ -603,6 +658,21 @@ impl Config {
             "worker.lease: must be greater than 0".into(),
         );
         check(self.bus.buffer >= 1, "bus.buffer: must be at least 1".into());
+        let schema = &self.postgres.schema;
+        check(
+            !schema.is_empty()
+                && schema.len() <= 63
+                && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !schema.starts_with(|c: char| c.is_ascii_digit()),
+            format!("postgres.schema: {schema:?} must be a lowercase identifier (a-z, 0-9, _)"),
+        );
+        check(self.postgres.pool_size >= 1, "postgres.pool_size: must be at least 1".into());
+        check(self.redis.pool_size >= 1, "redis.pool_size: must be at least 1".into());
+        check(
+            !self.redis.key_prefix.is_empty() && !self.redis.key_prefix.contains(char::is_whitespace),
+            "redis.key_prefix: must be non-empty without spaces".into(),
+        );
+        check(!self.reconciler.interval.0.is_zero(), "reconciler.interval: must be greater than 0".into());
         if let Err(e) = crate::pipeline::Backoff::from_config(&self.retry) {
             problems.push(format!("retry: {e}"));
         }

@@ -1,6 +1,6 @@
 //! Every bad request gets its status and code, and creates nothing.
 
-use crate::harness::Engine;
+use crate::harness::{Backend, Engine};
 use bytes::Bytes;
 use serde_json::Value;
 use swapline::client;
@@ -18,9 +18,8 @@ async fn post_raw(engine: &Engine, content_type: &str, body: &str) -> (u16, Valu
     (response.status.as_u16(), response.json())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_requests_get_their_status_and_code_and_create_nothing() {
-    let engine = Engine::start("");
+async fn bad_requests_get_their_status_and_code_and_create_nothing(backend: Backend) {
+    let engine = Engine::start_on(backend, "");
     let json = "application/json";
     let too_big = format!(
         r#"{{"tokenIn":"SOL","tokenOut":"USDC","amount":1,"pad":"{}"}}"#,
@@ -175,9 +174,8 @@ async fn bad_requests_get_their_status_and_code_and_create_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unknown_routes_methods_and_orders_are_refused() {
-    let engine = Engine::start("");
+async fn unknown_routes_methods_and_orders_are_refused(backend: Backend) {
+    let engine = Engine::start_on(backend, "");
     let unknown = "3f1c1f4e-8f5c-4a8e-9a3e-3b1f2f9d8c7a";
     let upgrade: &[(&str, &str)] = &[
         ("upgrade", "websocket"),
@@ -241,3 +239,8 @@ async fn unknown_routes_methods_and_orders_are_refused() {
         }
     }
 }
+
+crate::on_both_backends!(
+    bad_requests_get_their_status_and_code_and_create_nothing,
+    unknown_routes_methods_and_orders_are_refused,
+);

@@ -1,47 +1,254 @@
 //! Starting the real binary and checking what it says.
+//!
+//! Every test gets its own data directory, and on the production backends
+//! its own Redis key prefix and PostgreSQL schema, removed when the test
+//! ends; tests run in parallel and leave nothing behind.
 
 use serde_json::Value;
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 use swapline::client::{self, Message, Socket};
 
-/// Settings every test starts from: the `bench` profile (zero latency, no
-/// faults, no rate limit) on a free port.
-const BASE: &str = r#"
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Which backends a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, in-memory queue and bus.
+    Embedded,
+    /// PostgreSQL, Redis queue and bus.
+    Production,
+}
+
+/// Runs each listed `async fn(Backend)` as two tests, one per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Embedded).await
+                }
+            )*
+        }
+        mod production {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Production).await
+                }
+            )*
+        }
+    };
+}
+
+/// What the nodes of one test share: a directory, and on the production
+/// backends a Redis prefix and a PostgreSQL schema (dropped at the end).
+pub struct Shared {
+    pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    pub name: String,
+    pub postgres_url: String,
+}
+
+impl Shared {
+    pub fn new(backend: Backend) -> Arc<Shared> {
+        Self::with_postgres(backend, POSTGRES.into())
+    }
+
+    /// As `new`, with the engine reaching PostgreSQL at `postgres_url`.
+    pub fn with_postgres(backend: Backend, postgres_url: String) -> Arc<Shared> {
+        if backend == Backend::Production {
+            require("Redis", "127.0.0.1:6379", "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no");
+            require("PostgreSQL", "127.0.0.1:5432", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start");
+        }
+        let name = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        Arc::new(Shared {
+            dir: tempfile::tempdir().expect("temp dir"),
+            backend,
+            name,
+            postgres_url,
+        })
+    }
+
+    /// The config files of a node: what every node of this test reads, then
+    /// `extra` (merged after it by `--config`).
+    fn config(&self, extra: &str) -> [PathBuf; 2] {
+        let backend = match self.backend {
+            Backend::Embedded => String::new(),
+            Backend::Production => format!(
+                r#"
+[store]
+backend = "postgres"
+
+[queue]
+backend = "redis"
+
+[bus]
+backend = "redis"
+
+[postgres]
+url = "{}"
+schema = "{name}"
+connect_timeout = "1s"
+pool_wait_timeout = "1s"
+statement_timeout = "2s"
+
+[redis]
+url = "{REDIS}"
+key_prefix = "{name}"
+
+[reconciler]
+interval = "1s"
+"#,
+                self.postgres_url,
+                name = self.name
+            ),
+        };
+        let text = format!(
+            r#"data_dir = {data:?}
+
 [server]
 bind = "127.0.0.1:0"
 shutdown_grace = "5s"
-"#;
 
-/// A running engine; killed when dropped.
+[worker]
+lease = "2s"
+{backend}
+"#,
+            data = self.dir.path().join("data").display().to_string()
+        );
+        let base = self.dir.path().join("base.toml");
+        std::fs::write(&base, text).expect("writing the test config");
+        let overlay = self.dir.path().join(format!("node-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&overlay, extra).expect("writing the test config");
+        [base, overlay]
+    }
+
+    /// Rows in the venue's execution ledger for an order.
+    pub async fn executions(&self, order_id: &str) -> i64 {
+        match self.backend {
+            Backend::Embedded => {
+                let db = rusqlite::Connection::open(self.dir.path().join("data/swapline.db")).unwrap();
+                db.query_row("SELECT COUNT(*) FROM executions WHERE order_id = ?1", [order_id], |row| row.get(0))
+                    .unwrap()
+            }
+            Backend::Production => {
+                let client = self.postgres().await;
+                let id: uuid::Uuid = order_id.parse().unwrap();
+                client
+                    .query_one("SELECT COUNT(*) FROM executions WHERE order_id = $1", &[&id])
+                    .await
+                    .unwrap()
+                    .get(0)
+            }
+        }
+    }
+
+    /// A client on this test's schema.
+    pub async fn postgres(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("{POSTGRES}?options=-c%20search_path%3D{}", self.name),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connecting to PostgreSQL");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Deletes every Redis key of this test, as if Redis restarted empty.
+    pub async fn flush_redis(&self) -> usize {
+        let client = deadpool_redis::redis::Client::open(REDIS).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
+            .arg(format!("{}:*", self.name))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = deadpool_redis::redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+        }
+        keys.len()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if self.backend != Backend::Production {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: clean up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                if let Ok((client, connection)) = tokio_postgres::connect(POSTGRES, tokio_postgres::NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).await;
+                }
+                if let Ok(client) = deadpool_redis::redis::Client::open(REDIS)
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
+                        .arg(format!("{name}:*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> = deadpool_redis::redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn require(service: &str, addr: &str, start: &str) {
+    if std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)).is_err() {
+        panic!("{service} is not reachable on {addr}; these tests need it. Start it with: {start}");
+    }
+}
+
+/// A running node; killed when dropped.
 pub struct Engine {
     child: Option<Child>,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+    pub shared: Arc<Shared>,
+    config: [PathBuf; 2],
+    role: &'static str,
+    log: PathBuf,
     pub url: String,
 }
 
 impl Engine {
-    /// Starts the engine with `extra` TOML merged over the bench profile.
+    /// An all-in-one node (`serve`, worker on) on the embedded backends.
     pub fn start(extra: &str) -> Engine {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("test.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\n{BASE}\n{extra}",
-                dir.path().join("data").display().to_string()
-            ),
-        )
-        .expect("writing the test config");
+        Self::start_on(Backend::Embedded, extra)
+    }
+
+    /// An all-in-one node on `backend`.
+    pub fn start_on(backend: Backend, extra: &str) -> Engine {
+        Self::node(Shared::new(backend), "serve", extra)
+    }
+
+    /// A node of a shared deployment: role `serve` or `worker`.
+    pub fn node(shared: Arc<Shared>, role: &'static str, extra: &str) -> Engine {
+        let config = shared.config(extra);
+        let log = shared.dir.path().join(format!("{role}-{}.log", uuid::Uuid::new_v4().simple()));
         let mut engine = Engine {
             child: None,
-            dir,
+            shared,
             config,
+            role,
+            log,
             url: String::new(),
         };
         engine.spawn();
@@ -52,13 +259,15 @@ impl Engine {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("engine.log"))
+            .open(&self.log)
             .expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_swapline"))
             .args(["--profile", "bench", "--config"])
-            .arg(&self.config)
-            .arg("serve")
-            .current_dir(self.dir.path())
+            .arg(&self.config[0])
+            .arg("--config")
+            .arg(&self.config[1])
+            .arg(self.role)
+            .current_dir(self.shared.dir.path())
             .env_remove("SWAPLINE_PROFILE")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -71,6 +280,8 @@ impl Engine {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("swapline listening on ") {
                     let _ = tx.send(url.to_owned());
+                } else if line == "swapline worker started" {
+                    let _ = tx.send(String::new());
                 }
             }
         });
@@ -78,20 +289,15 @@ impl Engine {
             Ok(url) => self.url = url,
             Err(_) => {
                 let _ = child.kill();
-                panic!("swapline did not start; its log:\n{}", self.log());
+                panic!("swapline {} did not start; its log:\n{}", self.role, self.log());
             }
         }
         self.child = Some(child);
     }
 
-    /// The engine's log so far.
+    /// The node's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
-    }
-
-    /// The data directory (SQLite file).
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL, no goodbye.
@@ -113,7 +319,7 @@ impl Engine {
         child.wait().expect("reaping")
     }
 
-    /// Starts again on the same data directory (on a new port).
+    /// Starts again with the same config and data (on a new port).
     pub fn restart(&mut self) {
         self.kill_9();
         self.spawn();
@@ -121,9 +327,7 @@ impl Engine {
 
     /// Posts an order; panics unless 201. Returns the order id.
     pub async fn order(&self, body: Value) -> String {
-        let response = client::post_json(&self.url, "/api/orders/execute", &body)
-            .await
-            .unwrap();
+        let response = client::post_json(&self.url, "/api/orders/execute", &body).await.unwrap();
         assert_eq!(response.status, 201, "{}", String::from_utf8_lossy(&response.body));
         response.json()["orderId"].as_str().unwrap().to_owned()
     }
@@ -137,7 +341,7 @@ impl Engine {
         client::connect(&self.url, &path).await.unwrap()
     }
 
-    /// Waits for an order's terminal state by reading its whole stream.
+    /// Reads an order's whole stream, to its close.
     pub async fn follow(&self, id: &str) -> Stream {
         let mut socket = self.watch(id, None).await;
         read_stream(&mut socket).await
@@ -216,12 +420,7 @@ impl Schema {
             .iter_errors(value)
             .map(|e| format!("{}: {e}", e.instance_path().as_str()))
             .collect();
-        assert!(
-            errors.is_empty(),
-            "{value} breaks {}:\n{}",
-            self.name,
-            errors.join("\n")
-        );
+        assert!(errors.is_empty(), "{value} breaks {}:\n{}", self.name, errors.join("\n"));
     }
 }
 
@@ -243,10 +442,5 @@ pub fn sol_usdc(amount: f64) -> Value {
 /// Asserts `seq` runs 1, 2, 3… with no gap or duplicate.
 pub fn assert_gapless(stream: &Stream) {
     let expected: Vec<u64> = (1..=stream.events.len() as u64).collect();
-    assert_eq!(
-        stream.seqs(),
-        expected,
-        "seq must be gapless from 1: {:?}",
-        stream.types()
-    );
+    assert_eq!(stream.seqs(), expected, "seq must be gapless from 1: {:?}", stream.types());
 }

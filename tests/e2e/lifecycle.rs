@@ -1,6 +1,6 @@
 //! The order lifecycle as a client sees it: REST and WebSocket.
 
-use crate::harness::{Engine, assert_gapless, read_stream, schema, sol_usdc};
+use crate::harness::{Backend, Engine, assert_gapless, read_stream, schema, sol_usdc};
 use std::time::Duration;
 use swapline::{
     client,
@@ -15,9 +15,8 @@ execute_latency_min = "400ms"
 execute_latency_max = "400ms"
 "#;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn one_order_streams_its_full_lifecycle_matching_the_schemas() {
-    let engine = Engine::start(SLOW_VENUES);
+async fn one_order_streams_its_full_lifecycle_matching_the_schemas(backend: Backend) {
+    let engine = Engine::start_on(backend, SLOW_VENUES);
     let response = client::post_json(&engine.url, "/api/orders/execute", &sol_usdc(10.0))
         .await
         .unwrap();
@@ -91,9 +90,8 @@ async fn one_order_streams_its_full_lifecycle_matching_the_schemas() {
     assert!(list["nextCursor"].is_null());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn late_client_after_confirmed_gets_full_replay_then_close_1000() {
-    let engine = Engine::start("");
+async fn late_client_after_confirmed_gets_full_replay_then_close_1000(backend: Backend) {
+    let engine = Engine::start_on(backend, "");
     let id = engine.order(sol_usdc(1.0)).await;
     let first = engine.follow(&id).await;
     assert_eq!(first.types().last(), Some(&"confirmed"));
@@ -105,9 +103,8 @@ async fn late_client_after_confirmed_gets_full_replay_then_close_1000() {
     assert_eq!(late.close, 1000);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn since_replays_only_later_events() {
-    let engine = Engine::start("");
+async fn since_replays_only_later_events(backend: Backend) {
+    let engine = Engine::start_on(backend, "");
     let id = engine.order(sol_usdc(1.0)).await;
     let full = engine.follow(&id).await;
     let mut socket = engine.watch(&id, Some(4)).await;
@@ -136,9 +133,8 @@ async fn since_replays_only_later_events() {
     assert_eq!(bad.json()["error"]["code"], "invalid_since");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn three_clients_on_one_order_get_identical_sequences() {
-    let engine = Engine::start(SLOW_VENUES);
+async fn three_clients_on_one_order_get_identical_sequences(backend: Backend) {
+    let engine = Engine::start_on(backend, SLOW_VENUES);
     let id = engine.order(sol_usdc(2.0)).await;
     let mut sockets = Vec::new();
     for _ in 0..3 {
@@ -156,9 +152,8 @@ async fn three_clients_on_one_order_get_identical_sequences() {
     assert_eq!(streams[0].types().last(), Some(&"confirmed"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn client_joining_mid_order_misses_nothing() {
-    let engine = Engine::start(SLOW_VENUES);
+async fn client_joining_mid_order_misses_nothing(backend: Backend) {
+    let engine = Engine::start_on(backend, SLOW_VENUES);
     let id = engine.order(sol_usdc(1.0)).await;
     // Join once the order is under way: part history, part live.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -168,9 +163,8 @@ async fn client_joining_mid_order_misses_nothing() {
     assert_eq!(stream.types().last(), Some(&"confirmed"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hundred_concurrent_orders_all_finish_with_gapless_seq() {
-    let engine = Engine::start("");
+async fn hundred_concurrent_orders_all_finish_with_gapless_seq(backend: Backend) {
+    let engine = Engine::start_on(backend, "");
     let report = run_orders(OrdersOptions {
         url: engine.url.clone(),
         count: 100,
@@ -189,9 +183,8 @@ async fn hundred_concurrent_orders_all_finish_with_gapless_seq() {
     assert_eq!(health["queue"]["active"], 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn health_reports_websocket_clients_and_queue() {
-    let engine = Engine::start(SLOW_VENUES);
+async fn health_reports_websocket_clients_and_queue(backend: Backend) {
+    let engine = Engine::start_on(backend, SLOW_VENUES);
     let id = engine.order(sol_usdc(1.0)).await;
     let mut socket = engine.watch(&id, None).await;
     // Wait for the greetings so the hub has registered the client.
@@ -207,9 +200,8 @@ async fn health_reports_websocket_clients_and_queue() {
     read_stream(&mut socket).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
-    let mut engine = Engine::start(
+async fn sigterm_closes_sockets_with_1001_and_exits_cleanly(backend: Backend) {
+    let mut engine = Engine::start_on(backend, 
         r#"
 [venues]
 execute_latency_min = "3s"
@@ -235,3 +227,14 @@ execute_latency_max = "3s"
     let stream = reader.await.unwrap();
     assert_eq!(stream.close, 1001);
 }
+
+crate::on_both_backends!(
+    one_order_streams_its_full_lifecycle_matching_the_schemas,
+    late_client_after_confirmed_gets_full_replay_then_close_1000,
+    since_replays_only_later_events,
+    three_clients_on_one_order_get_identical_sequences,
+    client_joining_mid_order_misses_nothing,
+    hundred_concurrent_orders_all_finish_with_gapless_seq,
+    health_reports_websocket_clients_and_queue,
+    sigterm_closes_sockets_with_1001_and_exits_cleanly,
+);

@@ -1,12 +1,11 @@
 //! Nothing acknowledged is lost when the process dies, and nothing swaps
 //! twice.
 
-use crate::harness::{Engine, assert_gapless, read_stream, sol_usdc};
+use crate::harness::{Backend, Engine, assert_gapless, read_stream, sol_usdc};
 use swapline::client::Message;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killed_mid_order_finishes_exactly_once_after_restart() {
-    let mut engine = Engine::start(
+async fn killed_mid_order_finishes_exactly_once_after_restart(backend: Backend) {
+    let mut engine = Engine::start_on(backend, 
         r#"
 [venues]
 execute_latency_min = "1500ms"
@@ -41,18 +40,12 @@ execute_latency_max = "1500ms"
         .collect();
     assert_eq!(submitted, [1, 1], "the interrupted attempt resumes as itself");
 
-    let db = rusqlite::Connection::open(engine.data_dir().join("swapline.db")).unwrap();
-    let swaps: i64 = db
-        .query_row("SELECT COUNT(*) FROM executions WHERE order_id = ?1", [&id], |row| {
-            row.get(0)
-        })
-        .unwrap();
+    let swaps = engine.shared.executions(&id).await;
     assert_eq!(swaps, 1, "the venue executed the order exactly once");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn orders_accepted_before_a_crash_are_run_after_restart() {
-    let mut engine = Engine::start(
+async fn orders_accepted_before_a_crash_are_run_after_restart(backend: Backend) {
+    let mut engine = Engine::start_on(backend, 
         r#"
 [worker]
 concurrency = 1
@@ -74,3 +67,8 @@ execute_latency_max = "300ms"
         assert_eq!(stream.types().last(), Some(&"confirmed"), "{id}");
     }
 }
+
+crate::on_both_backends!(
+    killed_mid_order_finishes_exactly_once_after_restart,
+    orders_accepted_before_a_crash_are_run_after_restart,
+);

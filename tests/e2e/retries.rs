@@ -1,7 +1,7 @@
 //! Transient failures are retried with backoff; exhausted retries fail the
 //! order for good.
 
-use crate::harness::{Engine, assert_gapless, sol_usdc};
+use crate::harness::{Backend, Engine, assert_gapless, sol_usdc};
 
 fn failing_first(attempts: u32) -> String {
     format!(
@@ -19,9 +19,8 @@ transient_first_attempts = {attempts}
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn transient_failure_emits_execution_failed_and_retry_pending_then_confirms() {
-    let engine = Engine::start(&failing_first(1));
+async fn transient_failure_emits_execution_failed_and_retry_pending_then_confirms(backend: Backend) {
+    let engine = Engine::start_on(backend, &failing_first(1));
     let id = engine.order(sol_usdc(1.0)).await;
     let stream = engine.follow(&id).await;
     assert_gapless(&stream);
@@ -55,9 +54,8 @@ async fn transient_failure_emits_execution_failed_and_retry_pending_then_confirm
     assert_eq!(stream.close, 1000);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn exhausted_retries_fail_with_final_true() {
-    let engine = Engine::start(&failing_first(5));
+async fn exhausted_retries_fail_with_final_true(backend: Backend) {
+    let engine = Engine::start_on(backend, &failing_first(5));
     let id = engine.order(sol_usdc(1.0)).await;
     let stream = engine.follow(&id).await;
     assert_gapless(&stream);
@@ -82,3 +80,8 @@ async fn exhausted_retries_fail_with_final_true() {
     assert_eq!(order["attempts"], 3);
     assert_eq!(order["lastError"]["code"], "venue_unavailable");
 }
+
+crate::on_both_backends!(
+    transient_failure_emits_execution_failed_and_retry_pending_then_confirms,
+    exhausted_retries_fail_with_final_true,
+);

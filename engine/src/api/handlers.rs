@@ -198,14 +198,28 @@ async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Re
     if let Err(e) = state.bus.publish(&Published::new(&event)).await {
         tracing::warn!(order_id = %order.id, error = %e, "publish failed");
     }
-    state
-        .queue
-        .enqueue(Job {
-            id: order.job_id.clone(),
-            order_id: order.id,
-        })
-        .await
-        .map_err(|e| ApiError::unavailable("queue_unavailable", e))?;
+    let job = Job {
+        id: order.job_id.clone(),
+        order_id: order.id,
+    };
+    if let Err(e) = state.queue.enqueue(job).await {
+        // The client hears 503 and will retry: this order must not run too.
+        let failed = NewEvent {
+            message: "Order failed: the queue was unavailable".into(),
+            progress: progress::FAILED,
+            data: EventData::Failed {
+                error: format!("queue unavailable: {e}"),
+                code: "queue_unavailable".into(),
+                is_final: true,
+                total_attempts: 0,
+            },
+            patch: OrderPatch::default(),
+        };
+        if let Err(store_error) = state.store.append_event(order.id, failed).await {
+            tracing::error!(order_id = %order.id, error = %store_error, "could not mark an unqueued order failed");
+        }
+        return Err(ApiError::unavailable("queue_unavailable", e));
+    }
     let created = Created {
         success: true,
         order_id: order.id.to_string(),

@@ -165,6 +165,14 @@ async fn stream(
                 }
             },
             event = membership.events.recv() => match event {
+                Some(event) if event.is_resync() => {
+                    // The bus may have dropped events: the store has them all.
+                    match replay(writer, state, order, &mut last, u64::MAX).await? {
+                        Replay::Terminal => return Ok((close::NORMAL, "order finished".into())),
+                        Replay::Open => {}
+                        Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
+                    }
+                }
                 Some(event) => {
                     if event.seq <= last {
                         continue;

@@ -1,19 +1,24 @@
 //! The `Bus` seam: events published after commit, delivered to every node
 //! that subscribed to their order. A node has one stream of incoming events
 //! (taken once, by its WebSocket hub) and subscribes per order.
-//! Implementations: [`memory`] (in-process). Imports `domain` only.
+//! Implementations: [`memory`] (in-process) and [`redis`] (pub/sub).
+//! Imports `domain` only.
 
 pub mod memory;
+pub mod redis;
 
 use crate::domain::{Event, OrderId};
 use async_trait::async_trait;
 use bytes::Bytes;
 pub use memory::MemoryBus;
+pub use redis::RedisBus;
 use std::{future::Future, pin::Pin};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-/// An event as it travels: its identity plus its JSON, serialised once.
+/// An event as it travels: its identity plus its JSON, serialised once. A
+/// `seq` of 0 is a resync marker: the bus may have lost events of the order,
+/// so its watchers re-read the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     /// The order.
@@ -27,6 +32,21 @@ pub struct Published {
 }
 
 impl Published {
+    /// A resync marker for an order.
+    pub fn resync(order_id: OrderId) -> Self {
+        Published {
+            order_id,
+            seq: 0,
+            terminal: false,
+            payload: Bytes::new(),
+        }
+    }
+
+    /// Whether this is a resync marker rather than an event.
+    pub fn is_resync(&self) -> bool {
+        self.seq == 0
+    }
+
     /// Serialises an event.
     pub fn new(event: &Event) -> Self {
         Published {

@@ -7,6 +7,7 @@
 //! route's signatures, which the venue deduplicates: an order never swaps
 //! twice. Imports `domain`, `config` and the seams' traits; never `api`.
 
+mod reconcile;
 mod retry;
 mod worker;
 
@@ -22,6 +23,7 @@ use crate::{
     store::{NewEvent, Store, StoreError},
     venues::{LegOrder, Venue, VenueError},
 };
+pub use reconcile::reconcile;
 pub use retry::{Backoff, RetryPolicy, random_unit};
 use sha2::{Digest, Sha512};
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -95,6 +97,11 @@ impl Pipeline {
             retry: RetryPolicy::from_config(&config.retry)?,
             requote_after: config.retry.requote_after.0,
         })
+    }
+
+    /// The store this pipeline records into.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Stores an event with its patch, logs it, then publishes it.

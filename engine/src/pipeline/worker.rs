@@ -4,11 +4,18 @@
 
 use super::{Outcome, Pipeline};
 use crate::queue::{Lease, Queue, RateLimit};
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-/// Runs jobs from a queue through a pipeline.
+/// Runs jobs from a queue through a pipeline. While the store is down it
+/// stops claiming, and resumes when a ping answers.
 pub struct Worker {
     /// The pipeline.
     pub pipeline: Arc<Pipeline>,
@@ -30,6 +37,7 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let tracker = TaskTracker::new();
+        let store_down = Arc::new(AtomicBool::new(false));
         let recovery = tokio::spawn(recover_stalled(self.queue.clone(), self.lease, shutdown.clone()));
         tracing::info!(concurrency = self.concurrency, "worker started");
         loop {
@@ -38,6 +46,23 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             };
+            // Claiming while the store is down would only bounce jobs.
+            if store_down.load(Ordering::Relaxed) {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    up = self.pipeline.store().ping() => match up {
+                        Ok(()) => {
+                            tracing::info!("store reachable again; claiming jobs");
+                            store_down.store(false, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    },
+                }
+            }
             let claimed = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -54,9 +79,11 @@ impl Worker {
             };
             let (pipeline, queue, limit, lease_len) =
                 (self.pipeline.clone(), self.queue.clone(), self.rate_limit.clone(), self.lease);
-            let shutdown = shutdown.clone();
+            let (shutdown, store_down) = (shutdown.clone(), store_down.clone());
             tracker.spawn(async move {
-                run_job(pipeline, queue, limit, lease, lease_len, shutdown).await;
+                if !run_job(pipeline, queue, limit, lease, lease_len, shutdown).await {
+                    store_down.store(true, Ordering::Relaxed);
+                }
                 drop(slot);
             });
         }
@@ -79,7 +106,7 @@ async fn run_job(
     lease: Lease,
     lease_len: Duration,
     shutdown: CancellationToken,
-) {
+) -> bool {
     // The heartbeat starts before the rate-limit wait, so a long wait never
     // lets the lease lapse and the job run twice.
     let heartbeat = {
@@ -99,7 +126,7 @@ async fn run_job(
             heartbeat.abort();
             // Not started: hand it back for the next run.
             let _ = queue.retry_after(&lease, Duration::ZERO).await;
-            return;
+            return true;
         }
         limited = limit.acquire() => if let Err(e) = limited {
             tracing::warn!(error = %e, "rate limit unavailable; running the job anyway");
@@ -107,6 +134,7 @@ async fn run_job(
     }
     let outcome = pipeline.process(&lease.job).await;
     heartbeat.abort();
+    let store_ok = !matches!(&outcome, Err(e) if e.is_transient());
     let settled = match outcome {
         Ok(Outcome::Finished) => queue.ack(&lease).await,
         Ok(Outcome::RetryAfter(delay)) => queue.retry_after(&lease, delay).await,
@@ -118,6 +146,7 @@ async fn run_job(
     if let Err(e) = settled {
         tracing::warn!(job = %lease.job.id, error = %e, "could not settle the job");
     }
+    store_ok
 }
 
 async fn recover_stalled(queue: Arc<dyn Queue>, lease: Duration, shutdown: CancellationToken) {

@@ -24,7 +24,7 @@ struct State {
     waiting: VecDeque<Job>,
     delayed: BinaryHeap<Reverse<(Instant, u64, JobKey)>>,
     delayed_jobs: HashMap<u64, Job>,
-    active: HashMap<String, (Job, u64, Instant)>,
+    active: HashMap<String, (Job, String, Instant)>,
     orders: HashSet<OrderId>,
     next: u64,
 }
@@ -90,10 +90,10 @@ impl Queue for MemoryQueue {
                 state.promote_due(now);
                 if let Some(job) = state.waiting.pop_front() {
                     state.next += 1;
-                    let token = state.next;
+                    let token = state.next.to_string();
                     state
                         .active
-                        .insert(job.id.clone(), (job.clone(), token, now + self.lease));
+                        .insert(job.id.clone(), (job.clone(), token.clone(), now + self.lease));
                     // More may be ready: let another claimer look.
                     if !state.waiting.is_empty() {
                         self.ready.notify_one();

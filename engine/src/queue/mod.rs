@@ -1,12 +1,15 @@
 //! The `Queue` seam: jobs to run, claimed with a lease, retried at a time,
 //! and the engine-wide claim rate limit. Implementations: [`memory`]
-//! (in-process). Imports `domain` only.
+//! (in-process) and [`redis`] (a Stream with a consumer group). Imports
+//! `domain` only.
 
 pub mod memory;
+pub mod redis;
 
 use crate::domain::OrderId;
 use async_trait::async_trait;
 pub use memory::{MemoryQueue, MemoryRateLimit};
+pub use redis::{RedisQueue, RedisRateLimit};
 use serde::Serialize;
 use std::time::Duration;
 use thiserror::Error;
@@ -25,8 +28,9 @@ pub struct Job {
 pub struct Lease {
     /// The job.
     pub job: Job,
-    /// Distinguishes this claim from later claims of the same job.
-    pub token: u64,
+    /// Distinguishes this claim from later claims of the same job (the
+    /// stream entry id with Redis).
+    pub token: String,
 }
 
 /// Queue depth by state.

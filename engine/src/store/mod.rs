@@ -1,12 +1,15 @@
 //! The `Store` seam: orders and their numbered events, the source of truth.
 //! A status change and its event commit in one transaction, which is also
-//! where `seq` is assigned. Implementations: [`sqlite`] (embedded).
-//! Imports `domain` and the venue ledger types only.
+//! where `seq` is assigned. Implementations: [`sqlite`] (embedded) and
+//! [`postgres`] (production). Imports `domain`, `config` and the venue ledger
+//! types only.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{Event, EventData, NewOrder, Order, OrderId, OrderPatch, Status};
 use async_trait::async_trait;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use thiserror::Error;
 

@@ -1,0 +1,437 @@
+//! The production store: PostgreSQL through a deadpool pool. Every write is
+//! one transaction; an event's `seq` comes from the order row it locks.
+//! Pool size, timeouts and `statement_timeout` come from `[postgres]`.
+
+use super::{ListQuery, NewEvent, OrderPage, Store, StoreError};
+use crate::{
+    config::PostgresConfig,
+    domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
+    venues::{Execution, ExecutionLedger, LedgerError, Outcome},
+};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use std::time::SystemTime;
+use tokio_postgres::{NoTls, Row, types::Json};
+use uuid::Uuid;
+
+/// Migrations: (version, name, SQL); the versions match SQLite's.
+const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "orders", include_str!("migrations/postgres/0001_orders.sql"))];
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// PostgreSQL-backed [`Store`] and [`ExecutionLedger`].
+pub struct PostgresStore {
+    pool: Pool,
+    schema: String,
+}
+
+impl PostgresStore {
+    /// Builds the pool (connections open lazily, so a database that is down
+    /// at start is reported by the first call, not here).
+    pub fn connect(config: &PostgresConfig) -> Result<Self, StoreError> {
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("postgres.url: {e}")))?;
+        pg.connect_timeout(config.connect_timeout.0);
+        pg.options(format!(
+            "-c search_path={} -c statement_timeout={}",
+            config.schema,
+            config.statement_timeout.0.as_millis()
+        ));
+        pg.application_name("swapline");
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(config.pool_wait_timeout.0))
+            .create_timeout(Some(config.connect_timeout.0))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(unavailable)?;
+        Ok(PostgresStore {
+            pool,
+            schema: config.schema.clone(),
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    /// (connections open, idle) for health reporting.
+    pub fn pool_status(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("domain types serialise")
+}
+
+fn parse<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, StoreError> {
+    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+const ORDER_COLUMNS: &str = "id, job_id, order_type, token_in, token_out, amount_in::text, slippage_bps, status,
+    last_kind, last_seq, quotes, quoted_at, route, strategy, attempts, last_error, tx_hash, dex, amount_out::text,
+    executed_price, created_at, updated_at, created_seq";
+
+fn order_from_row(row: &Row) -> Result<Order, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("order column {what}"));
+    let get = |i: usize| -> Result<String, StoreError> { row.try_get::<_, String>(i).map_err(|_| corrupt("text")) };
+    let units = |text: Option<String>, what: &str| -> Result<Option<u128>, StoreError> {
+        text.map(|t| t.parse::<u128>().map_err(|_| corrupt(what))).transpose()
+    };
+    let value = |i: usize| -> Result<Option<Value>, StoreError> { row.try_get(i).map_err(unavailable) };
+    Ok(Order {
+        id: OrderId(row.try_get::<_, Uuid>(0).map_err(unavailable)?),
+        job_id: get(1)?,
+        order_type: match get(2)?.as_str() {
+            "market" => OrderType::Market,
+            _ => return Err(corrupt("order_type")),
+        },
+        token_in: get(3)?,
+        token_out: get(4)?,
+        amount_in: units(Some(get(5)?), "amount_in")?.unwrap_or_default(),
+        slippage_bps: row.try_get::<_, i32>(6).map_err(unavailable)? as u32,
+        status: Status::parse(&get(7)?).ok_or_else(|| corrupt("status"))?,
+        last_kind: EventKind::parse(&get(8)?).ok_or_else(|| corrupt("last_kind"))?,
+        last_seq: row.try_get::<_, i64>(9).map_err(unavailable)? as u64,
+        quotes: parse(value(10)?.unwrap_or(Value::Array(vec![])), "quotes")?,
+        quoted_at: row
+            .try_get::<_, Option<SystemTime>>(11)
+            .map_err(unavailable)?
+            .map(Timestamp),
+        route: value(12)?.map(|v| parse(v, "route")).transpose()?,
+        strategy: value(13)?.map(|v| parse(v, "strategy")).transpose()?,
+        attempts: row.try_get::<_, i32>(14).map_err(unavailable)? as u32,
+        last_error: value(15)?.map(|v| parse(v, "last_error")).transpose()?,
+        tx_hash: row.try_get(16).map_err(unavailable)?,
+        dex: row.try_get(17).map_err(unavailable)?,
+        amount_out: units(row.try_get(18).map_err(unavailable)?, "amount_out")?,
+        executed_price: row.try_get(19).map_err(unavailable)?,
+        created_at: Timestamp(row.try_get(20).map_err(unavailable)?),
+        updated_at: Timestamp(row.try_get(21).map_err(unavailable)?),
+        created_seq: row.try_get(22).map_err(unavailable)?,
+    })
+}
+
+async fn append(tx: &tokio_postgres::Transaction<'_>, id: OrderId, new: &NewEvent) -> Result<Event, StoreError> {
+    let row = tx
+        .query_opt("SELECT last_seq, status FROM orders WHERE id = $1 FOR UPDATE", &[&id.0])
+        .await
+        .map_err(unavailable)?
+        .ok_or(StoreError::NotFound(id))?;
+    let (last_seq, status): (i64, String) = (row.get(0), row.get(1));
+    if Status::parse(&status).is_some_and(Status::is_terminal) {
+        return Err(StoreError::Finished(id));
+    }
+    let kind = new.data.kind();
+    let event = Event {
+        order_id: id,
+        seq: last_seq as u64 + 1,
+        timestamp: Timestamp::now(),
+        message: new.message.clone(),
+        progress: new.progress,
+        data: new.data.clone(),
+    };
+    let at = event.timestamp.0;
+    tx.execute(
+        "INSERT INTO order_events (order_id, seq, kind, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        &[&id.0, &(event.seq as i64), &kind.as_str(), &json(&event), &at],
+    )
+    .await
+    .map_err(unavailable)?;
+    let patch = &new.patch;
+    let (quotes, quoted_at) = match &patch.quotes {
+        Some((quotes, at)) => (Some(json(quotes)), Some(at.0)),
+        None => (None, None),
+    };
+    tx.execute(
+        "UPDATE orders SET
+            last_seq = $2, last_kind = $3, updated_at = $4,
+            status = COALESCE($5, status),
+            quotes = COALESCE($6, quotes), quoted_at = COALESCE($7, quoted_at),
+            route = COALESCE($8, route), strategy = COALESCE($9, strategy),
+            attempts = COALESCE($10, attempts), last_error = COALESCE($11, last_error),
+            tx_hash = COALESCE($12, tx_hash), dex = COALESCE($13, dex),
+            amount_out = COALESCE(CAST($14::text AS NUMERIC), amount_out),
+            executed_price = COALESCE($15, executed_price)
+         WHERE id = $1",
+        &[
+            &id.0,
+            &(event.seq as i64),
+            &kind.as_str(),
+            &at,
+            &kind.status().map(Status::as_str),
+            &quotes,
+            &quoted_at,
+            &patch.route.as_ref().map(json),
+            &patch.strategy.as_ref().map(json),
+            &patch.attempts.map(|a| a as i32),
+            &patch.last_error.as_ref().map(json),
+            &patch.tx_hash,
+            &patch.dex,
+            &patch.amount_out.map(|v| v.to_string()),
+            &patch.executed_price,
+        ],
+    )
+    .await
+    .map_err(unavailable)?;
+    Ok(event)
+}
+
+fn execution_from_row(row: &Row) -> Result<Execution, StoreError> {
+    let amount: String = row.get(3);
+    let outcome: Value = row.get(4);
+    Ok(Execution {
+        signature: row.get(0),
+        order_id: OrderId(row.get(1)),
+        venue: row.get(2),
+        amount_in: amount
+            .parse()
+            .map_err(|_| StoreError::Corrupt("execution amount".into()))?,
+        outcome: parse::<Outcome>(outcome, "execution outcome")?,
+    })
+}
+
+const EXECUTION_COLUMNS: &str = "signature, order_id, venue, amount_in::text, outcome";
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // One migrator at a time across every node.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('swapline-migrate'))", &[])
+            .await
+            .map_err(unavailable)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+             CREATE TABLE IF NOT EXISTS \"{schema}\".schema_migrations (
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            schema = self.schema
+        ))
+        .await
+        .map_err(unavailable)?;
+        let applied: Vec<i32> = tx
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut now = Vec::new();
+        for (version, name, sql) in MIGRATIONS {
+            if applied.contains(&(*version as i32)) {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| unavailable(format!("migration {version} ({name}): {e}")))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&(*version as i32), name],
+            )
+            .await
+            .map_err(unavailable)?;
+            now.push(*version);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(now)
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<u32>, StoreError> {
+        let client = self.client().await?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        let applied: Vec<i32> = if exists {
+            client
+                .query("SELECT version FROM schema_migrations", &[])
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(MIGRATIONS
+            .iter()
+            .map(|(v, _, _)| *v)
+            .filter(|v| !applied.contains(&(*v as i32)))
+            .collect())
+    }
+
+    async fn create_order(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let now = SystemTime::now();
+        tx.execute(
+            "INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
+                                 status, last_kind, last_seq, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, CAST($6::text AS NUMERIC), $7, 'pending', 'pending', 0, $8, $8)",
+            &[
+                &order.id.0,
+                &order.job_id,
+                &order.order_type.as_str(),
+                &order.token_in,
+                &order.token_out,
+                &order.amount_in.to_string(),
+                &(order.slippage_bps as i32),
+                &now,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+        let event = append(&tx, order.id, &first).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(event)
+    }
+
+    async fn append_event(&self, id: OrderId, event: NewEvent) -> Result<Event, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let event = append(&tx, id, &event).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(event)
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .await
+            .map_err(unavailable)?;
+        client
+            .query_opt(&statement, &[&id.0])
+            .await
+            .map_err(unavailable)?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    async fn events(&self, id: OrderId, after: u64) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT body FROM order_events WHERE order_id = $1 AND seq > $2 ORDER BY seq")
+            .await
+            .map_err(unavailable)?;
+        client
+            .query(&statement, &[&id.0, &(after as i64)])
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|row| parse(row.get::<_, Value>(0), "event"))
+            .collect()
+    }
+
+    async fn list_orders(&self, query: &ListQuery) -> Result<OrderPage, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders
+                 WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR created_seq < $2)
+                 ORDER BY created_seq DESC LIMIT $3"
+            ))
+            .await
+            .map_err(unavailable)?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &query.status.map(Status::as_str),
+                    &query.cursor,
+                    &(i64::from(query.limit) + 1),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if orders.len() > query.limit as usize {
+            orders.truncate(query.limit as usize);
+            orders.last().map(|o| o.created_seq)
+        } else {
+            None
+        };
+        Ok(OrderPage { orders, next_cursor })
+    }
+
+    async fn unfinished_orders(&self) -> Result<Vec<OrderId>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT id FROM orders WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_seq",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| OrderId(row.get(0)))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl ExecutionLedger for PostgresStore {
+    async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError> {
+        let client = self.client().await.map_err(|e| LedgerError(e.to_string()))?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE signature = $1"),
+                &[&signature],
+            )
+            .await
+            .map_err(|e| LedgerError(e.to_string()))?;
+        row.as_ref()
+            .map(execution_from_row)
+            .transpose()
+            .map_err(|e| LedgerError(e.to_string()))
+    }
+
+    async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
+        let client = self.client().await.map_err(|e| LedgerError(e.to_string()))?;
+        client
+            .execute(
+                "INSERT INTO executions (signature, order_id, venue, amount_in, outcome, created_at)
+                 VALUES ($1, $2, $3, CAST($4::text AS NUMERIC), $5, now())
+                 ON CONFLICT (signature) DO NOTHING",
+                &[
+                    &execution.signature,
+                    &execution.order_id.0,
+                    &execution.venue,
+                    &execution.amount_in.to_string(),
+                    &Json(&execution.outcome),
+                ],
+            )
+            .await
+            .map_err(|e| LedgerError(e.to_string()))?;
+        self.lookup(&execution.signature)
+            .await?
+            .ok_or_else(|| LedgerError("execution vanished".into()))
+    }
+}
