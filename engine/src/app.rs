@@ -69,9 +69,12 @@ pub struct Engine {
     pipeline: Arc<Pipeline>,
 }
 
+/// A store and the execution ledger it also keeps.
+pub type StoreAndLedger = (Arc<dyn Store>, Arc<dyn ExecutionLedger>);
+
 /// Opens the store named by the configuration; the same object keeps the
 /// venues' execution ledger.
-pub fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn ExecutionLedger>), AppError> {
+pub fn open_store(config: &Config) -> Result<StoreAndLedger, AppError> {
     match config.store.backend {
         StoreBackend::Sqlite => {
             let store = Arc::new(SqliteStore::open(
@@ -155,7 +158,12 @@ impl Engine {
             BusBackend::Redis => {
                 let client = deadpool_redis::redis::Client::open(redis.url.as_str())
                     .map_err(|e| AppError::Config(format!("redis.url: {e}")))?;
-                Arc::new(RedisBus::new(client, redis_pool(redis)?, &redis.key_prefix, config.bus.buffer))
+                Arc::new(RedisBus::new(
+                    client,
+                    redis_pool(redis)?,
+                    &redis.key_prefix,
+                    config.bus.buffer,
+                ))
             }
         };
 

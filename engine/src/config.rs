@@ -630,7 +630,10 @@ impl Config {
         );
         let url = &self.server.public_url;
         check(
-            url.is_empty() || ["http://", "https://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)),
+            url.is_empty()
+                || ["http://", "https://", "ws://", "wss://"]
+                    .iter()
+                    .any(|s| url.starts_with(s)),
             format!("server.public_url: {url:?} must start with http://, https://, ws:// or wss://"),
         );
         check(
@@ -662,17 +665,25 @@ impl Config {
         check(
             !schema.is_empty()
                 && schema.len() <= 63
-                && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                 && !schema.starts_with(|c: char| c.is_ascii_digit()),
             format!("postgres.schema: {schema:?} must be a lowercase identifier (a-z, 0-9, _)"),
         );
-        check(self.postgres.pool_size >= 1, "postgres.pool_size: must be at least 1".into());
+        check(
+            self.postgres.pool_size >= 1,
+            "postgres.pool_size: must be at least 1".into(),
+        );
         check(self.redis.pool_size >= 1, "redis.pool_size: must be at least 1".into());
         check(
             !self.redis.key_prefix.is_empty() && !self.redis.key_prefix.contains(char::is_whitespace),
             "redis.key_prefix: must be non-empty without spaces".into(),
         );
-        check(!self.reconciler.interval.0.is_zero(), "reconciler.interval: must be greater than 0".into());
+        check(
+            !self.reconciler.interval.0.is_zero(),
+            "reconciler.interval: must be greater than 0".into(),
+        );
         if let Err(e) = crate::pipeline::Backoff::from_config(&self.retry) {
             problems.push(format!("retry: {e}"));
         }

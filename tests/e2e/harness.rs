@@ -66,8 +66,16 @@ impl Shared {
     /// As `new`, with the engine reaching PostgreSQL at `postgres_url`.
     pub fn with_postgres(backend: Backend, postgres_url: String) -> Arc<Shared> {
         if backend == Backend::Production {
-            require("Redis", "127.0.0.1:6379", "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no");
-            require("PostgreSQL", "127.0.0.1:5432", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start");
+            require(
+                "Redis",
+                "127.0.0.1:6379",
+                "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no",
+            );
+            require(
+                "PostgreSQL",
+                "127.0.0.1:5432",
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            );
         }
         let name = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         Arc::new(Shared {
@@ -97,9 +105,6 @@ backend = "redis"
 [postgres]
 url = "{}"
 schema = "{name}"
-connect_timeout = "1s"
-pool_wait_timeout = "1s"
-statement_timeout = "2s"
 
 [redis]
 url = "{REDIS}"
@@ -127,7 +132,10 @@ lease = "2s"
         );
         let base = self.dir.path().join("base.toml");
         std::fs::write(&base, text).expect("writing the test config");
-        let overlay = self.dir.path().join(format!("node-{}.toml", uuid::Uuid::new_v4().simple()));
+        let overlay = self
+            .dir
+            .path()
+            .join(format!("node-{}.toml", uuid::Uuid::new_v4().simple()));
         std::fs::write(&overlay, extra).expect("writing the test config");
         [base, overlay]
     }
@@ -137,8 +145,12 @@ lease = "2s"
         match self.backend {
             Backend::Embedded => {
                 let db = rusqlite::Connection::open(self.dir.path().join("data/swapline.db")).unwrap();
-                db.query_row("SELECT COUNT(*) FROM executions WHERE order_id = ?1", [order_id], |row| row.get(0))
-                    .unwrap()
+                db.query_row(
+                    "SELECT COUNT(*) FROM executions WHERE order_id = ?1",
+                    [order_id],
+                    |row| row.get(0),
+                )
+                .unwrap()
             }
             Backend::Production => {
                 let client = self.postgres().await;
@@ -174,7 +186,11 @@ lease = "2s"
             .await
             .unwrap();
         if !keys.is_empty() {
-            let _: () = deadpool_redis::redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+            let _: () = deadpool_redis::redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
         }
         keys.len()
     }
@@ -188,11 +204,16 @@ impl Drop for Shared {
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee: clean up on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async move {
                 if let Ok((client, connection)) = tokio_postgres::connect(POSTGRES, tokio_postgres::NoTls).await {
                     tokio::spawn(connection);
-                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).await;
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .await;
                 }
                 if let Ok(client) = deadpool_redis::redis::Client::open(REDIS)
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
@@ -203,7 +224,10 @@ impl Drop for Shared {
                         .await
                         .unwrap_or_default();
                     if !keys.is_empty() {
-                        let _: Result<(), _> = deadpool_redis::redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+                        let _: Result<(), _> = deadpool_redis::redis::cmd("DEL")
+                            .arg(&keys)
+                            .query_async(&mut conn)
+                            .await;
                     }
                 }
             });
@@ -242,7 +266,10 @@ impl Engine {
     /// A node of a shared deployment: role `serve` or `worker`.
     pub fn node(shared: Arc<Shared>, role: &'static str, extra: &str) -> Engine {
         let config = shared.config(extra);
-        let log = shared.dir.path().join(format!("{role}-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = shared
+            .dir
+            .path()
+            .join(format!("{role}-{}.log", uuid::Uuid::new_v4().simple()));
         let mut engine = Engine {
             child: None,
             shared,
@@ -327,7 +354,9 @@ impl Engine {
 
     /// Posts an order; panics unless 201. Returns the order id.
     pub async fn order(&self, body: Value) -> String {
-        let response = client::post_json(&self.url, "/api/orders/execute", &body).await.unwrap();
+        let response = client::post_json(&self.url, "/api/orders/execute", &body)
+            .await
+            .unwrap();
         assert_eq!(response.status, 201, "{}", String::from_utf8_lossy(&response.body));
         response.json()["orderId"].as_str().unwrap().to_owned()
     }
@@ -420,7 +449,12 @@ impl Schema {
             .iter_errors(value)
             .map(|e| format!("{}: {e}", e.instance_path().as_str()))
             .collect();
-        assert!(errors.is_empty(), "{value} breaks {}:\n{}", self.name, errors.join("\n"));
+        assert!(
+            errors.is_empty(),
+            "{value} breaks {}:\n{}",
+            self.name,
+            errors.join("\n")
+        );
     }
 }
 
@@ -442,5 +476,10 @@ pub fn sol_usdc(amount: f64) -> Value {
 /// Asserts `seq` runs 1, 2, 3… with no gap or duplicate.
 pub fn assert_gapless(stream: &Stream) {
     let expected: Vec<u64> = (1..=stream.events.len() as u64).collect();
-    assert_eq!(stream.seqs(), expected, "seq must be gapless from 1: {:?}", stream.types());
+    assert_eq!(
+        stream.seqs(),
+        expected,
+        "seq must be gapless from 1: {:?}",
+        stream.types()
+    );
 }

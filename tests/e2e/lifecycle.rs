@@ -114,7 +114,10 @@ async fn since_replays_only_later_events(backend: Backend) {
     let mut socket = engine.watch(&id, Some(full.events.len() as u64)).await;
     let nothing_new = read_stream(&mut socket).await;
     assert!(nothing_new.events.is_empty());
-    assert_eq!(nothing_new.close, 1000, "a finished order closes even when nothing is replayed");
+    assert_eq!(
+        nothing_new.close, 1000,
+        "a finished order closes even when nothing is replayed"
+    );
     let bad = client::request(
         &engine.url,
         "GET",
@@ -201,7 +204,8 @@ async fn health_reports_websocket_clients_and_queue(backend: Backend) {
 }
 
 async fn sigterm_closes_sockets_with_1001_and_exits_cleanly(backend: Backend) {
-    let mut engine = Engine::start_on(backend, 
+    let mut engine = Engine::start_on(
+        backend,
         r#"
 [venues]
 execute_latency_min = "3s"

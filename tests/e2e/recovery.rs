@@ -5,7 +5,8 @@ use crate::harness::{Backend, Engine, assert_gapless, read_stream, sol_usdc};
 use swapline::client::Message;
 
 async fn killed_mid_order_finishes_exactly_once_after_restart(backend: Backend) {
-    let mut engine = Engine::start_on(backend, 
+    let mut engine = Engine::start_on(
+        backend,
         r#"
 [venues]
 execute_latency_min = "1500ms"
@@ -45,7 +46,8 @@ execute_latency_max = "1500ms"
 }
 
 async fn orders_accepted_before_a_crash_are_run_after_restart(backend: Backend) {
-    let mut engine = Engine::start_on(backend, 
+    let mut engine = Engine::start_on(
+        backend,
         r#"
 [worker]
 concurrency = 1

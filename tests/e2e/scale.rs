@@ -37,7 +37,9 @@ async fn a_client_on_node_b_sees_every_event_of_orders_posted_to_node_a() {
     for id in ids.clone() {
         let url = b.url.clone();
         watching.spawn(async move {
-            let mut socket = client::connect(&url, &format!("/api/orders/status/{id}")).await.unwrap();
+            let mut socket = client::connect(&url, &format!("/api/orders/status/{id}"))
+                .await
+                .unwrap();
             read_stream(&mut socket).await
         });
     }
@@ -76,7 +78,12 @@ async fn a_worker_killed_mid_submission_is_replaced_and_the_swap_happens_once() 
 
     let rest = read_stream(&mut socket).await;
     let types = rest.types();
-    assert_eq!(types.last(), Some(&"confirmed"), "{types:?}\n{}", workers[1 - busy].log());
+    assert_eq!(
+        types.last(),
+        Some(&"confirmed"),
+        "{types:?}\n{}",
+        workers[1 - busy].log()
+    );
     assert_eq!(types.iter().filter(|t| **t == "confirmed").count(), 1);
     let full = api.follow(&id).await;
     assert_gapless(&full);
@@ -104,7 +111,10 @@ async fn orders_in_flight_survive_redis_losing_everything() {
     let unfinished: i64 = shared
         .postgres()
         .await
-        .query_one("SELECT COUNT(*) FROM orders WHERE status NOT IN ('confirmed', 'failed')", &[])
+        .query_one(
+            "SELECT COUNT(*) FROM orders WHERE status NOT IN ('confirmed', 'failed')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -128,13 +138,19 @@ impl Relay {
         let accepting = up.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
                 if !accepting.load(Ordering::SeqCst) {
                     continue; // dropped: the database "is down"
                 }
                 let mut cuts = cuts.clone();
+                // Only cuts after this connection opened concern it.
+                cuts.borrow_and_update();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cuts.changed() => {}
@@ -162,7 +178,9 @@ async fn a_postgres_outage_answers_503_and_every_accepted_order_finishes() {
         Backend::Production,
         format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port),
     );
-    let engine = Engine::node(shared.clone(), "serve", &venues("100ms"));
+    // Fail fast while the database is away.
+    let timeouts = "[postgres]\nconnect_timeout = \"1s\"\npool_wait_timeout = \"1s\"\nstatement_timeout = \"2s\"\n";
+    let engine = Engine::node(shared.clone(), "serve", &format!("{}{timeouts}", venues("100ms")));
     let mut accepted = Vec::new();
     let mut refused = 0;
     for round in 0..40 {
@@ -172,7 +190,9 @@ async fn a_postgres_outage_answers_503_and_every_accepted_order_finishes() {
         if round == 25 {
             relay.up();
         }
-        let response = client::post_json(&engine.url, "/api/orders/execute", &sol_usdc(0.1)).await.unwrap();
+        let response = client::post_json(&engine.url, "/api/orders/execute", &sol_usdc(0.1))
+            .await
+            .unwrap();
         match response.status.as_u16() {
             201 => accepted.push(response.json()["orderId"].as_str().unwrap().to_owned()),
             503 => {
@@ -218,10 +238,7 @@ async fn a_thousand_orders_through_two_workers_each_execute_once() {
     assert_eq!(report.confirmed, 1000, "{report}");
     let db = shared.postgres().await;
     let row = db
-        .query_one(
-            "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM executions",
-            &[],
-        )
+        .query_one("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM executions", &[])
         .await
         .unwrap();
     let (executions, orders): (i64, i64) = (row.get(0), row.get(1));

@@ -77,8 +77,12 @@ impl Worker {
                     continue;
                 }
             };
-            let (pipeline, queue, limit, lease_len) =
-                (self.pipeline.clone(), self.queue.clone(), self.rate_limit.clone(), self.lease);
+            let (pipeline, queue, limit, lease_len) = (
+                self.pipeline.clone(),
+                self.queue.clone(),
+                self.rate_limit.clone(),
+                self.lease,
+            );
             let (shutdown, store_down) = (shutdown.clone(), store_down.clone());
             tracker.spawn(async move {
                 if !run_job(pipeline, queue, limit, lease, lease_len, shutdown).await {

@@ -86,7 +86,13 @@ impl RedisQueue {
         }
     }
 
-    async fn settle(&self, script: &Script, lease: &Lease, extra_key: Option<String>, args: &[String]) -> Result<(), QueueError> {
+    async fn settle(
+        &self,
+        script: &Script,
+        lease: &Lease,
+        extra_key: Option<String>,
+        args: &[String],
+    ) -> Result<(), QueueError> {
         let mut conn = self.conn().await?;
         let mut invocation = script.key(self.key("jobs"));
         if let Some(key) = extra_key {
@@ -139,7 +145,9 @@ impl Queue for RedisQueue {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            let block = deadline.saturating_duration_since(tokio::time::Instant::now()).min(BLOCK);
+            let block = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(BLOCK);
             let options = StreamReadOptions::default()
                 .group(GROUP, &self.consumer)
                 .count(1)
@@ -155,7 +163,9 @@ impl Queue for RedisQueue {
                 }
                 Err(e) => return Err(unavailable(e)),
             };
-            let entry = reply.and_then(|r| r.keys.into_iter().next()).and_then(|k| k.ids.into_iter().next());
+            let entry = reply
+                .and_then(|r| r.keys.into_iter().next())
+                .and_then(|k| k.ids.into_iter().next());
             if let Some(entry) = entry {
                 let (Some(id), Some(order)) = (field(&entry.map, "job"), field(&entry.map, "order")) else {
                     tracing::warn!(entry = entry.id, "dropping a malformed job entry");
@@ -171,7 +181,9 @@ impl Queue for RedisQueue {
                         .await;
                     continue;
                 };
-                let order_id = order.parse().map_err(|e| unavailable(format!("job {id}: order id {order}: {e}")))?;
+                let order_id = order
+                    .parse()
+                    .map_err(|e| unavailable(format!("job {id}: order id {order}: {e}")))?;
                 return Ok(Some(Lease {
                     job: Job { id, order_id },
                     token: entry.id,
