@@ -220,9 +220,12 @@ async fn a_postgres_outage_answers_503_and_every_accepted_order_finishes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_orders_through_two_workers_each_execute_once() {
     let shared = Shared::new(Backend::Production);
-    let api = Engine::node(shared.clone(), "serve", API);
-    let _w1 = Engine::node(shared.clone(), "worker", "");
-    let _w2 = Engine::node(shared.clone(), "worker", "");
+    // Correctness under load, not latency: generous pool waits keep a busy CI
+    // machine from turning slowness into 503s.
+    let patient = "[postgres]\npool_wait_timeout = \"15s\"\n\n[redis]\npool_wait_timeout = \"15s\"\n";
+    let api = Engine::node(shared.clone(), "serve", &format!("{API}{patient}"));
+    let _w1 = Engine::node(shared.clone(), "worker", patient);
+    let _w2 = Engine::node(shared.clone(), "worker", patient);
     let report = run_orders(OrdersOptions {
         url: api.url.clone(),
         count: 1000,

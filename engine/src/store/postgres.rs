@@ -127,69 +127,80 @@ fn order_from_row(row: &Row) -> Result<Order, StoreError> {
     })
 }
 
-async fn append(tx: &tokio_postgres::Transaction<'_>, id: OrderId, new: &NewEvent) -> Result<Event, StoreError> {
-    let row = tx
-        .query_opt("SELECT last_seq, status FROM orders WHERE id = $1 FOR UPDATE", &[&id.0])
-        .await
-        .map_err(unavailable)?
-        .ok_or(StoreError::NotFound(id))?;
-    let (last_seq, status): (i64, String) = (row.get(0), row.get(1));
-    if Status::parse(&status).is_some_and(Status::is_terminal) {
-        return Err(StoreError::Finished(id));
-    }
+/// Appends an event in one statement (one round trip): lock the order row,
+/// insert the event with the next seq, apply the patch; a finished or missing
+/// order inserts nothing.
+const APPEND: &str = "
+WITH locked AS (
+    SELECT id, last_seq, status FROM orders WHERE id = $1 FOR UPDATE
+), inserted AS (
+    INSERT INTO order_events (order_id, seq, kind, body, created_at)
+    SELECT id, last_seq + 1, $2, jsonb_set($3::jsonb, '{seq}', to_jsonb(last_seq + 1)), $4
+    FROM locked WHERE status NOT IN ('confirmed', 'failed')
+    RETURNING seq
+), updated AS (
+    UPDATE orders SET
+        last_seq = inserted.seq, last_kind = $2, updated_at = $4,
+        status = COALESCE($5, orders.status),
+        quotes = COALESCE($6, orders.quotes), quoted_at = COALESCE($7, orders.quoted_at),
+        route = COALESCE($8, orders.route), strategy = COALESCE($9, orders.strategy),
+        attempts = COALESCE($10, orders.attempts), last_error = COALESCE($11, orders.last_error),
+        tx_hash = COALESCE($12, orders.tx_hash), dex = COALESCE($13, orders.dex),
+        amount_out = COALESCE(CAST($14::text AS NUMERIC), orders.amount_out),
+        executed_price = COALESCE($15, orders.executed_price)
+    FROM inserted WHERE orders.id = $1
+    RETURNING orders.last_seq
+)
+SELECT (SELECT status FROM locked), (SELECT last_seq FROM updated)";
+
+async fn append(client: &deadpool_postgres::Object, id: OrderId, new: &NewEvent) -> Result<Event, StoreError> {
     let kind = new.data.kind();
-    let event = Event {
+    let mut event = Event {
         order_id: id,
-        seq: last_seq as u64 + 1,
+        seq: 0,
         timestamp: Timestamp::now(),
         message: new.message.clone(),
         progress: new.progress,
         data: new.data.clone(),
     };
     let at = event.timestamp.0;
-    tx.execute(
-        "INSERT INTO order_events (order_id, seq, kind, body, created_at) VALUES ($1, $2, $3, $4, $5)",
-        &[&id.0, &(event.seq as i64), &kind.as_str(), &json(&event), &at],
-    )
-    .await
-    .map_err(unavailable)?;
     let patch = &new.patch;
     let (quotes, quoted_at) = match &patch.quotes {
         Some((quotes, at)) => (Some(json(quotes)), Some(at.0)),
         None => (None, None),
     };
-    tx.execute(
-        "UPDATE orders SET
-            last_seq = $2, last_kind = $3, updated_at = $4,
-            status = COALESCE($5, status),
-            quotes = COALESCE($6, quotes), quoted_at = COALESCE($7, quoted_at),
-            route = COALESCE($8, route), strategy = COALESCE($9, strategy),
-            attempts = COALESCE($10, attempts), last_error = COALESCE($11, last_error),
-            tx_hash = COALESCE($12, tx_hash), dex = COALESCE($13, dex),
-            amount_out = COALESCE(CAST($14::text AS NUMERIC), amount_out),
-            executed_price = COALESCE($15, executed_price)
-         WHERE id = $1",
-        &[
-            &id.0,
-            &(event.seq as i64),
-            &kind.as_str(),
-            &at,
-            &kind.status().map(Status::as_str),
-            &quotes,
-            &quoted_at,
-            &patch.route.as_ref().map(json),
-            &patch.strategy.as_ref().map(json),
-            &patch.attempts.map(|a| a as i32),
-            &patch.last_error.as_ref().map(json),
-            &patch.tx_hash,
-            &patch.dex,
-            &patch.amount_out.map(|v| v.to_string()),
-            &patch.executed_price,
-        ],
-    )
-    .await
-    .map_err(unavailable)?;
-    Ok(event)
+    let statement = client.prepare_cached(APPEND).await.map_err(unavailable)?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &id.0,
+                &kind.as_str(),
+                &json(&event),
+                &at,
+                &kind.status().map(Status::as_str),
+                &quotes,
+                &quoted_at,
+                &patch.route.as_ref().map(json),
+                &patch.strategy.as_ref().map(json),
+                &patch.attempts.map(|a| a as i32),
+                &patch.last_error.as_ref().map(json),
+                &patch.tx_hash,
+                &patch.dex,
+                &patch.amount_out.map(|v| v.to_string()),
+                &patch.executed_price,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+    match (row.get::<_, Option<String>>(0), row.get::<_, Option<i64>>(1)) {
+        (None, _) => Err(StoreError::NotFound(id)),
+        (Some(_), None) => Err(StoreError::Finished(id)),
+        (Some(_), Some(seq)) => {
+            event.seq = seq as u64;
+            Ok(event)
+        }
+    }
 }
 
 fn execution_from_row(row: &Row) -> Result<Execution, StoreError> {
@@ -278,37 +289,55 @@ impl Store for PostgresStore {
     }
 
     async fn create_order(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        let now = SystemTime::now();
-        tx.execute(
-            "INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
-                                 status, last_kind, last_seq, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, CAST($6::text AS NUMERIC), $7, 'pending', 'pending', 0, $8, $8)",
-            &[
-                &order.id.0,
-                &order.job_id,
-                &order.order_type.as_str(),
-                &order.token_in,
-                &order.token_out,
-                &order.amount_in.to_string(),
-                &(order.slippage_bps as i32),
-                &now,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
-        let event = append(&tx, order.id, &first).await?;
-        tx.commit().await.map_err(unavailable)?;
+        let client = self.client().await?;
+        let event = Event {
+            order_id: order.id,
+            seq: 1,
+            timestamp: Timestamp::now(),
+            message: first.message,
+            progress: first.progress,
+            data: first.data,
+        };
+        let kind = event.data.kind();
+        // One statement: the order and its first event commit together.
+        let statement = client
+            .prepare_cached(
+                "WITH created AS (
+                     INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
+                                         status, last_kind, last_seq, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, CAST($6::text AS NUMERIC), $7, $8, $9, 1, $10, $10)
+                     RETURNING id
+                 )
+                 INSERT INTO order_events (order_id, seq, kind, body, created_at)
+                 SELECT id, 1, $9, $11, $10 FROM created",
+            )
+            .await
+            .map_err(unavailable)?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &order.id.0,
+                    &order.job_id,
+                    &order.order_type.as_str(),
+                    &order.token_in,
+                    &order.token_out,
+                    &order.amount_in.to_string(),
+                    &(order.slippage_bps as i32),
+                    &kind.status().unwrap_or(Status::Pending).as_str(),
+                    &kind.as_str(),
+                    &event.timestamp.0,
+                    &json(&event),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
         Ok(event)
     }
 
     async fn append_event(&self, id: OrderId, event: NewEvent) -> Result<Event, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        let event = append(&tx, id, &event).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(event)
+        let client = self.client().await?;
+        append(&client, id, &event).await
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
