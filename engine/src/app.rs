@@ -7,10 +7,12 @@ use crate::{
     bus::{Bus, MemoryBus, RedisBus},
     config::{BusBackend, Config, QueueBackend, RedisConfig, StoreBackend},
     domain::TokenRegistry,
+    monitor::Monitor,
     pipeline::{Pipeline, Stage, Worker, reconcile},
     plugins::{self, PluginError, PluginHost, Strategy},
     queue::{Job, MemoryQueue, MemoryRateLimit, Queue, RateLimit, RedisQueue, RedisRateLimit},
     store::{PostgresStore, SqliteStore, Store, StoreError},
+    telemetry,
     venues::{ExecutionLedger, SimulatedVenue, Venue},
 };
 use std::{
@@ -186,6 +188,7 @@ impl Engine {
                 sha256 = strategy.id().sha256,
                 "strategy loaded"
             );
+            telemetry::event::plugin_loaded(&plugin, &PluginError::REASONS);
             stages.insert(
                 name.clone(),
                 Stage {
@@ -262,11 +265,34 @@ pub async fn run(config: Config, role: Role, shutdown: impl Future<Output = ()>)
                 .into(),
         ));
     }
+    if config.metrics.enabled {
+        telemetry::metrics();
+    }
     let engine = Engine::build(config).await?;
     let config = engine.config.clone();
     let grace = config.server.shutdown_grace.0;
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
+
+    let monitor = Monitor {
+        store: engine.store.clone(),
+        queue: engine.queue.clone(),
+        interval: config.monitor.interval.0,
+        stuck_after: config.monitor.stuck_after.0,
+    };
+    tasks.spawn(monitor.run(token.clone()));
+    if config.metrics.enabled && !config.metrics.listen.is_empty() {
+        let addr: SocketAddr = config
+            .metrics
+            .listen
+            .parse()
+            .map_err(|e| AppError::Config(format!("metrics.listen: {e}")))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|error| AppError::Bind { addr, error })?;
+        tracing::info!(%addr, "metrics listening");
+        tasks.spawn(api::serve_metrics(listener, token.clone()));
+    }
 
     let with_worker = match role {
         Role::Serve { with_worker } => with_worker,
@@ -331,6 +357,7 @@ pub async fn run(config: Config, role: Role, shutdown: impl Future<Output = ()>)
                 ping_interval: config.websocket.ping_interval.0,
                 ping_timeout: config.websocket.ping_timeout.0,
                 client_buffer: config.websocket.client_buffer,
+                metrics: config.metrics.enabled,
             },
             shutdown: token.clone(),
             sessions: TaskTracker::new(),

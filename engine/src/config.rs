@@ -68,6 +68,31 @@ pub struct Config {
     pub venues: VenuesConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// The periodic sampler behind gauges and the stuck-order check.
+    pub monitor: MonitorConfig,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (on the API port, and on `listen` when set).
+    pub enabled: bool,
+    /// A separate address for `/metrics`, e.g. `127.0.0.1:9101`, for worker
+    /// processes (which have no API port); empty: none.
+    pub listen: String,
+}
+
+/// The monitor.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Time between samples.
+    pub interval: Dur,
+    /// An unfinished order with no new event for this long counts as stuck.
+    pub stuck_after: Dur,
 }
 
 /// HTTP server settings.
@@ -683,6 +708,21 @@ impl Config {
         check(
             !self.reconciler.interval.0.is_zero(),
             "reconciler.interval: must be greater than 0".into(),
+        );
+        check(
+            self.metrics.listen.is_empty() || self.metrics.listen.parse::<SocketAddr>().is_ok(),
+            format!(
+                "metrics.listen: {:?} must be empty or an address such as 127.0.0.1:9101",
+                self.metrics.listen
+            ),
+        );
+        check(
+            !self.monitor.interval.0.is_zero(),
+            "monitor.interval: must be greater than 0".into(),
+        );
+        check(
+            !self.monitor.stuck_after.0.is_zero(),
+            "monitor.stuck_after: must be greater than 0".into(),
         );
         if let Err(e) = crate::pipeline::Backoff::from_config(&self.retry) {
             problems.push(format!("retry: {e}"));

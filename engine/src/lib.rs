@@ -16,7 +16,9 @@
 //! - [`plugins`]: the wasmtime host for strategy plugins.
 //! - [`queue`], [`store`], [`bus`]: seams, each a trait plus implementations.
 //! - [`schemas`]: the JSON Schemas in `schemas/`, generated from the types.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging setup, metric names and typed metric events.
+//! - [`monitor`]: the periodic sampler behind the queue, stuck-order and pool
+//!   gauges.
 //! - [`client`], [`loadtest`]: a small HTTP/WebSocket client and the
 //!   `swapline loadtest` tool built on it (also used by the e2e tests).
 //!
@@ -31,6 +33,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod loadtest;
+pub mod monitor;
 pub mod pipeline;
 pub mod plugins;
 pub mod queue;

@@ -1,11 +1,15 @@
-//! Logging setup: human-readable lines in `dev`, JSON in `production`.
-//! Every order state change is one line carrying `order_id` (see
-//! `pipeline::Pipeline::emit`).
+//! Logging setup and the metrics, in one place: every metric name with its
+//! unit lives in [`names`] (mirrored by `ops/metrics.md`), and each typed
+//! event below records its metric and, where it matters, its log line, so
+//! the two cannot drift. Order ids go to logs, never to metric labels.
 
 use crate::config::{LogConfig, LogFormat};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::{sync::OnceLock, time::Duration};
 use tracing_subscriber::{EnvFilter, fmt};
 
-/// Installs the global subscriber; `RUST_LOG` overrides `log.level`.
+/// Installs the global log subscriber; `RUST_LOG` overrides `log.level`.
 /// Calling it twice is harmless (the second call does nothing).
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
@@ -16,4 +20,335 @@ pub fn init(config: &LogConfig) {
         LogFormat::Pretty => builder.compact().try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Every metric name, with its unit in the name.
+pub mod names {
+    /// Gauge, `state`: jobs by queue state.
+    pub const QUEUE_DEPTH: &str = "swapline_queue_depth";
+    /// Gauge: age of the oldest waiting job.
+    pub const QUEUE_OLDEST_WAITING: &str = "swapline_queue_oldest_waiting_seconds";
+    /// Counter: jobs claimed.
+    pub const QUEUE_CLAIMS: &str = "swapline_queue_claims_total";
+    /// Counter: jobs acknowledged.
+    pub const QUEUE_ACKS: &str = "swapline_queue_acks_total";
+    /// Counter: jobs put back with a delay.
+    pub const QUEUE_RETRIES: &str = "swapline_queue_retries_total";
+    /// Counter: stalled jobs handed back.
+    pub const QUEUE_RECOVERED: &str = "swapline_queue_recovered_total";
+    /// Counter: claims that waited for the rate limit.
+    pub const RATE_LIMIT_WAITS: &str = "swapline_rate_limit_waits_total";
+    /// Counter: orders accepted.
+    pub const ORDERS_CREATED: &str = "swapline_orders_created_total";
+    /// Counter, `status`, `dex`: orders finished.
+    pub const ORDERS_FINISHED: &str = "swapline_orders_finished_total";
+    /// Histogram, `status`: creation to terminal event.
+    pub const ORDER_DURATION: &str = "swapline_order_duration_seconds";
+    /// Histogram, `stage`: time per pipeline stage.
+    pub const STAGE_DURATION: &str = "swapline_stage_duration_seconds";
+    /// Histogram: submission attempts per finished order.
+    pub const ORDER_ATTEMPTS: &str = "swapline_order_attempts";
+    /// Gauge: unfinished orders without progress for `monitor.stuck_after`.
+    pub const ORDERS_STUCK: &str = "swapline_orders_stuck";
+    /// Gauge: time since the last event of the longest-stuck order.
+    pub const ORDERS_STUCK_OLDEST: &str = "swapline_orders_stuck_oldest_seconds";
+    /// Gauge: open WebSockets.
+    pub const WS_CONNECTIONS: &str = "swapline_ws_connections";
+    /// Gauge: orders with a local WebSocket client.
+    pub const WS_ORDERS_WATCHED: &str = "swapline_ws_orders_watched";
+    /// Counter: WebSocket messages sent.
+    pub const WS_MESSAGES: &str = "swapline_ws_messages_sent_total";
+    /// Counter: WebSocket payload bytes sent.
+    pub const WS_BYTES: &str = "swapline_ws_bytes_sent_total";
+    /// Counter: events replayed from the store.
+    pub const WS_REPLAYED: &str = "swapline_ws_replayed_events_total";
+    /// Counter: slow clients closed with 1013.
+    pub const WS_SLOW_CLOSES: &str = "swapline_ws_slow_consumer_closes_total";
+    /// Counter: clients closed for missing pongs.
+    pub const WS_PING_TIMEOUTS: &str = "swapline_ws_ping_timeouts_total";
+    /// Counter, `route`, `status`: HTTP requests.
+    pub const HTTP_REQUESTS: &str = "swapline_http_requests_total";
+    /// Histogram, `route`: HTTP latency.
+    pub const HTTP_DURATION: &str = "swapline_http_request_duration_seconds";
+    /// Histogram, `plugin`: one strategy call.
+    pub const PLUGIN_DURATION: &str = "swapline_plugin_call_duration_seconds";
+    /// Counter, `plugin`: fuel consumed.
+    pub const PLUGIN_FUEL: &str = "swapline_plugin_fuel_consumed_total";
+    /// Counter, `plugin`, `reason`: failed strategy calls.
+    pub const PLUGIN_FAILURES: &str = "swapline_plugin_failures_total";
+    /// Counter, `result`: strategy hot reloads.
+    pub const PLUGIN_RELOADS: &str = "swapline_plugin_reloads_total";
+    /// Gauge, `pool`: connections open.
+    pub const POOL_CONNECTIONS: &str = "swapline_pool_connections";
+    /// Gauge, `pool`: connections idle.
+    pub const POOL_IDLE: &str = "swapline_pool_idle";
+    /// Gauge, `pool`: callers waiting for a connection.
+    pub const POOL_WAITING: &str = "swapline_pool_waiting";
+    /// Counter, `backend`: failed backend calls.
+    pub const BACKEND_ERRORS: &str = "swapline_backend_errors_total";
+    /// Gauge: worker loops running here.
+    pub const WORKERS: &str = "swapline_workers";
+}
+
+use names::*;
+
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const COUNTS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 10.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// A connection pool's state, as adapters report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStatus {
+    /// Connections open.
+    pub connections: usize,
+    /// Of those, idle.
+    pub idle: usize,
+    /// Callers waiting for one.
+    pub waiting: usize,
+}
+
+/// Installs the Prometheus recorder once per process and describes every
+/// metric; returns the handle that renders `/metrics`.
+pub fn metrics() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(SECONDS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(ORDER_ATTEMPTS.into()),
+                    COUNTS,
+                )
+            })
+            .expect("bucket lists are not empty");
+        let handle = match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (tests): render from a private one.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        };
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by state.");
+    describe_gauge!(
+        QUEUE_OLDEST_WAITING,
+        metrics::Unit::Seconds,
+        "Age of the oldest waiting job."
+    );
+    describe_counter!(QUEUE_CLAIMS, "Jobs claimed by this worker.");
+    describe_counter!(QUEUE_ACKS, "Jobs acknowledged by this worker.");
+    describe_counter!(QUEUE_RETRIES, "Jobs put back with a delay.");
+    describe_counter!(QUEUE_RECOVERED, "Stalled jobs handed back to the queue.");
+    describe_counter!(RATE_LIMIT_WAITS, "Claims that waited for the rate limit.");
+    describe_counter!(ORDERS_CREATED, "Orders accepted.");
+    describe_counter!(ORDERS_FINISHED, "Orders that reached a terminal state.");
+    describe_histogram!(
+        ORDER_DURATION,
+        metrics::Unit::Seconds,
+        "Order creation to terminal event."
+    );
+    describe_histogram!(STAGE_DURATION, metrics::Unit::Seconds, "Time per pipeline stage.");
+    describe_histogram!(ORDER_ATTEMPTS, "Submission attempts per finished order.");
+    describe_gauge!(
+        ORDERS_STUCK,
+        "Unfinished orders without progress for monitor.stuck_after."
+    );
+    describe_gauge!(
+        ORDERS_STUCK_OLDEST,
+        metrics::Unit::Seconds,
+        "Time since the last event of the longest-stuck order."
+    );
+    describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
+    describe_gauge!(WS_ORDERS_WATCHED, "Orders with at least one local WebSocket client.");
+    describe_counter!(WS_MESSAGES, "WebSocket messages sent.");
+    describe_counter!(WS_BYTES, metrics::Unit::Bytes, "WebSocket payload bytes sent.");
+    describe_counter!(WS_REPLAYED, "Events replayed from the store.");
+    describe_counter!(WS_SLOW_CLOSES, "Clients closed with 1013 for falling behind.");
+    describe_counter!(WS_PING_TIMEOUTS, "Clients closed for not answering pings.");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status.");
+    describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request latency.");
+    describe_histogram!(
+        PLUGIN_DURATION,
+        metrics::Unit::Seconds,
+        "One strategy call through the wasm host."
+    );
+    describe_counter!(PLUGIN_FUEL, "Fuel consumed by strategies.");
+    describe_counter!(PLUGIN_FAILURES, "Failed strategy calls by reason.");
+    describe_counter!(PLUGIN_RELOADS, "Strategy hot reloads by result.");
+    describe_gauge!(POOL_CONNECTIONS, "Connections open in a pool.");
+    describe_gauge!(POOL_IDLE, "Idle connections in a pool.");
+    describe_gauge!(POOL_WAITING, "Callers waiting for a pooled connection.");
+    describe_counter!(BACKEND_ERRORS, "Failed backend calls.");
+    describe_gauge!(WORKERS, "Worker loops running in this process.");
+    // Counters start at zero so dashboards and alerts see the series at once.
+    for name in [
+        QUEUE_CLAIMS,
+        QUEUE_ACKS,
+        QUEUE_RETRIES,
+        QUEUE_RECOVERED,
+        RATE_LIMIT_WAITS,
+        ORDERS_CREATED,
+        WS_MESSAGES,
+        WS_BYTES,
+        WS_REPLAYED,
+        WS_SLOW_CLOSES,
+        WS_PING_TIMEOUTS,
+    ] {
+        counter!(name).absolute(0);
+    }
+    for result in ["ok", "refused"] {
+        counter!(PLUGIN_RELOADS, "result" => result).absolute(0);
+    }
+    for backend in ["store", "queue", "bus"] {
+        counter!(BACKEND_ERRORS, "backend" => backend).absolute(0);
+    }
+    for name in [
+        ORDERS_STUCK,
+        ORDERS_STUCK_OLDEST,
+        WS_CONNECTIONS,
+        WS_ORDERS_WATCHED,
+        QUEUE_OLDEST_WAITING,
+        WORKERS,
+    ] {
+        gauge!(name).set(0.0);
+    }
+}
+
+/// Typed events: each records its metrics (and logs where useful).
+pub mod event {
+    use super::*;
+
+    /// An HTTP request was answered.
+    pub fn http_request(route: &'static str, status: u16, took: Duration) {
+        counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+        histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
+    }
+
+    /// An order was accepted.
+    pub fn order_created() {
+        counter!(ORDERS_CREATED).increment(1);
+    }
+
+    /// An order reached `confirmed` or `failed`.
+    pub fn order_finished(status: &'static str, dex: &str, took: Duration, attempts: u32) {
+        counter!(ORDERS_FINISHED, "status" => status, "dex" => dex.to_owned()).increment(1);
+        histogram!(ORDER_DURATION, "status" => status).record(took.as_secs_f64());
+        histogram!(ORDER_ATTEMPTS).record(f64::from(attempts));
+    }
+
+    /// A pipeline stage took this long.
+    pub fn stage(stage: &'static str, took: Duration) {
+        histogram!(STAGE_DURATION, "stage" => stage).record(took.as_secs_f64());
+    }
+
+    /// Queue operations of this worker.
+    pub fn job_claimed() {
+        counter!(QUEUE_CLAIMS).increment(1);
+    }
+    /// A job was acknowledged.
+    pub fn job_acked() {
+        counter!(QUEUE_ACKS).increment(1);
+    }
+    /// A job was put back with a delay.
+    pub fn job_retried() {
+        counter!(QUEUE_RETRIES).increment(1);
+    }
+    /// Stalled jobs were handed back.
+    pub fn jobs_recovered(n: usize) {
+        counter!(QUEUE_RECOVERED).increment(n as u64);
+    }
+    /// A claim waited for the rate limit.
+    pub fn rate_limited() {
+        counter!(RATE_LIMIT_WAITS).increment(1);
+    }
+    /// A worker loop started (+1) or stopped (−1).
+    pub fn worker_running(delta: f64) {
+        gauge!(WORKERS).increment(delta);
+    }
+
+    /// A backend call failed.
+    pub fn backend_error(backend: &'static str) {
+        counter!(BACKEND_ERRORS, "backend" => backend).increment(1);
+    }
+
+    /// A WebSocket opened (+1) or closed (−1).
+    pub fn ws_connection(delta: f64) {
+        gauge!(WS_CONNECTIONS).increment(delta);
+    }
+    /// Orders watched on this node.
+    pub fn ws_orders_watched(n: usize) {
+        gauge!(WS_ORDERS_WATCHED).set(n as f64);
+    }
+    /// A WebSocket message went out.
+    pub fn ws_sent(bytes: usize, replayed: bool) {
+        counter!(WS_MESSAGES).increment(1);
+        counter!(WS_BYTES).increment(bytes as u64);
+        if replayed {
+            counter!(WS_REPLAYED).increment(1);
+        }
+    }
+    /// A slow client was closed.
+    pub fn ws_slow_close() {
+        counter!(WS_SLOW_CLOSES).increment(1);
+    }
+    /// A client missed its pong.
+    pub fn ws_ping_timeout() {
+        counter!(WS_PING_TIMEOUTS).increment(1);
+    }
+
+    /// A strategy call finished; `failure` is the `plugin_error` reason.
+    pub fn plugin_call(plugin: &str, took: Duration, fuel: Option<u64>, failure: Option<&'static str>) {
+        histogram!(PLUGIN_DURATION, "plugin" => plugin.to_owned()).record(took.as_secs_f64());
+        if let Some(fuel) = fuel {
+            counter!(PLUGIN_FUEL, "plugin" => plugin.to_owned()).increment(fuel);
+        }
+        if let Some(reason) = failure {
+            counter!(PLUGIN_FAILURES, "plugin" => plugin.to_owned(), "reason" => reason).increment(1);
+        }
+    }
+    /// A strategy was loaded: its series start at zero.
+    pub fn plugin_loaded(plugin: &str, reasons: &[&'static str]) {
+        counter!(PLUGIN_FUEL, "plugin" => plugin.to_owned()).increment(0);
+        for reason in reasons {
+            counter!(PLUGIN_FAILURES, "plugin" => plugin.to_owned(), "reason" => *reason).increment(0);
+        }
+    }
+
+    /// A hot reload was applied or refused.
+    pub fn plugin_reload(ok: bool) {
+        counter!(PLUGIN_RELOADS, "result" => if ok { "ok" } else { "refused" }).increment(1);
+    }
+
+    /// Sampled queue state.
+    pub fn queue_sampled(waiting: u64, active: u64, delayed: u64, oldest: Option<Duration>) {
+        gauge!(QUEUE_DEPTH, "state" => "waiting").set(waiting as f64);
+        gauge!(QUEUE_DEPTH, "state" => "active").set(active as f64);
+        gauge!(QUEUE_DEPTH, "state" => "delayed").set(delayed as f64);
+        gauge!(QUEUE_OLDEST_WAITING).set(oldest.map_or(0.0, |d| d.as_secs_f64()));
+    }
+
+    /// Sampled stuck orders.
+    pub fn stuck_sampled(count: u64, oldest: Option<Duration>) {
+        gauge!(ORDERS_STUCK).set(count as f64);
+        gauge!(ORDERS_STUCK_OLDEST).set(oldest.map_or(0.0, |d| d.as_secs_f64()));
+        if count > 0 {
+            tracing::warn!(
+                stuck = count,
+                oldest_seconds = oldest.map_or(0, |d| d.as_secs()),
+                "orders without progress"
+            );
+        }
+    }
+
+    /// Sampled pool state.
+    pub fn pool_sampled(pool: &'static str, connections: usize, idle: usize, waiting: usize) {
+        gauge!(POOL_CONNECTIONS, "pool" => pool).set(connections as f64);
+        gauge!(POOL_IDLE, "pool" => pool).set(idle as f64);
+        gauge!(POOL_WAITING, "pool" => pool).set(waiting as f64);
+    }
 }

@@ -6,6 +6,8 @@ mod harness;
 
 mod bad_input;
 mod lifecycle;
+mod metrics;
+mod ops;
 mod recovery;
 mod retries;
 mod sandbox;

@@ -14,6 +14,7 @@ use crate::{
     },
     queue::Job,
     store::{ListQuery, NewEvent},
+    telemetry::{self, event},
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
@@ -25,7 +26,10 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> 
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let route = route_name(&segments);
     let result = match (segments.as_slice(), &method) {
+        (["metrics"], &Method::GET) if state.settings.metrics => Ok(metrics_response()),
         (["health"], &Method::GET) => health(&state).await,
         (["ready"], &Method::GET) => ready(&state).await,
         (["api", "orders", "execute"], &Method::POST) => create_order(&state, request).await,
@@ -35,7 +39,9 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> 
             order_status(&state, request, &id).await
         }
         (["api", "orders", id, "events"], &Method::GET) => order_events(&state, &request, id).await,
-        (["health"], _) | (["ready"], _) | (["api", "orders"], _) => Err(not_allowed(&method, "GET")),
+        (["health"], _) | (["ready"], _) | (["api", "orders"], _) | (["metrics"], _) => {
+            Err(not_allowed(&method, "GET"))
+        }
         (["api", "orders", "execute"], _) => Err(not_allowed(&method, "POST")),
         (["api", "orders", "status", _], _) | (["api", "orders", _, "events"], _) => Err(not_allowed(&method, "GET")),
         _ => Err(ApiError::no_route(&path)),
@@ -52,7 +58,31 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> 
         response
     });
     tracing::debug!(%method, path, status = response.status().as_u16(), "request");
+    event::http_request(route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The route template of a path, for metric labels (never an order id).
+fn route_name(segments: &[&str]) -> &'static str {
+    match segments {
+        ["health"] => "/health",
+        ["ready"] => "/ready",
+        ["metrics"] => "/metrics",
+        ["api", "orders", "execute"] => "/api/orders/execute",
+        ["api", "orders"] => "/api/orders",
+        ["api", "orders", "status", _] => "/api/orders/status/{id}",
+        ["api", "orders", _, "events"] => "/api/orders/{id}/events",
+        _ => "other",
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) fn metrics_response() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Full::new(bytes::Bytes::from(telemetry::metrics().render())))
+        .expect("static response parts are valid")
 }
 
 /// 405; the allowed method travels in `field` until the handler sets `Allow`.
@@ -193,9 +223,14 @@ async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Re
         .store
         .create_order(&order, pending_event(state, &order))
         .await
-        .map_err(|e| ApiError::unavailable("store_unavailable", e))?;
+        .map_err(|e| {
+            event::backend_error("store");
+            ApiError::unavailable("store_unavailable", e)
+        })?;
     tracing::info!(order_id = %order.id, seq = event.seq, event = "pending", "order accepted");
+    event::order_created();
     if let Err(e) = state.bus.publish(&Published::new(&event)).await {
+        event::backend_error("bus");
         tracing::warn!(order_id = %order.id, error = %e, "publish failed");
     }
     let job = Job {
@@ -203,6 +238,7 @@ async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Re
         order_id: order.id,
     };
     if let Err(e) = state.queue.enqueue(job).await {
+        event::backend_error("queue");
         // The client hears 503 and will retry: this order must not run too.
         let failed = NewEvent {
             message: "Order failed: the queue was unavailable".into(),

@@ -7,6 +7,7 @@
 use crate::{
     bus::{Bus, BusError, Published},
     domain::OrderId,
+    telemetry::{self, event},
 };
 use std::{
     collections::HashMap,
@@ -89,7 +90,9 @@ impl Hub {
                 }
             });
             topic.clients.push((id, sender));
-            topic.ready.clone()
+            let ready = topic.ready.clone();
+            event::ws_orders_watched(topics.len());
+            ready
         };
         let membership = Membership {
             hub: self.clone(),
@@ -112,6 +115,7 @@ impl Hub {
             if topic.clients.is_empty() {
                 topics.remove(&order);
                 self.bus.unsubscribe(order);
+                event::ws_orders_watched(topics.len());
             }
         }
     }
@@ -136,6 +140,7 @@ impl Hub {
             if topic.clients.is_empty() {
                 topics.remove(&event.order_id);
                 self.bus.unsubscribe(event.order_id);
+                telemetry::event::ws_orders_watched(topics.len());
             }
         }
     }

@@ -38,6 +38,8 @@ pub struct ApiSettings {
     pub ping_timeout: Duration,
     /// Events buffered per WebSocket client.
     pub client_buffer: usize,
+    /// Serve `/metrics`.
+    pub metrics: bool,
 }
 
 /// Everything handlers share.
@@ -60,6 +62,33 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// WebSocket sessions, awaited on shutdown.
     pub sessions: TaskTracker,
+}
+
+/// Serves only `GET /metrics` on `listener` until `shutdown` (for workers,
+/// which have no API port).
+pub async fn serve_metrics(listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+        };
+        tokio::spawn(async move {
+            let service = service_fn(|request: Request<Incoming>| async move {
+                let response = if request.uri().path() == "/metrics" {
+                    handlers::metrics_response()
+                } else {
+                    ApiError::no_route(request.uri().path()).into_response()
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// Serves HTTP on `listener` until `state.shutdown`, then drains: open

@@ -14,6 +14,7 @@ use super::{
 use crate::{
     bus::Published,
     domain::{OrderId, Timestamp},
+    telemetry::event,
 };
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite};
 use hyper::upgrade::Upgraded;
@@ -47,6 +48,12 @@ enum Control {
 
 /// Runs a session to its end.
 pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, order: OrderId, since: u64) {
+    event::ws_connection(1.0);
+    run_session(ws, state, order, since).await;
+    event::ws_connection(-1.0);
+}
+
+async fn run_session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, order: OrderId, since: u64) {
     let (mut reader, mut writer) = ws.split(tokio::io::split);
     reader.set_auto_close(false);
     reader.set_auto_pong(false);
@@ -97,7 +104,15 @@ pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
 }
 
 async fn send(writer: &mut Writer, payload: &[u8]) -> Result<(), WebSocketError> {
-    writer.write_frame(Frame::text(Payload::Borrowed(payload))).await
+    writer.write_frame(Frame::text(Payload::Borrowed(payload))).await?;
+    event::ws_sent(payload.len(), false);
+    Ok(())
+}
+
+async fn send_replayed(writer: &mut Writer, payload: &[u8]) -> Result<(), WebSocketError> {
+    writer.write_frame(Frame::text(Payload::Borrowed(payload))).await?;
+    event::ws_sent(payload.len(), true);
+    Ok(())
 }
 
 /// Streams until the session should close; returns the close code and reason
@@ -192,11 +207,13 @@ async fn stream(
                     }
                 }
                 None => {
+                    event::ws_slow_close();
                     tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
                     return Ok((close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?since={last}")));
                 }
             },
             _ = sleep_until(pong_due.unwrap_or(far)) => {
+                event::ws_ping_timeout();
                 return Ok((close::GOING_AWAY, "ping timeout".into()));
             }
             _ = pinger.tick() => {
@@ -229,7 +246,7 @@ async fn replay(
     };
     for event in history.iter().filter(|e| e.seq < before) {
         let published = Published::new(event);
-        send(writer, &published.payload).await?;
+        send_replayed(writer, &published.payload).await?;
         *last = event.seq;
         if published.terminal {
             return Ok(Replay::Terminal);

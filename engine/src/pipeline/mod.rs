@@ -21,6 +21,7 @@ use crate::{
     plugins::{PluginError, Strategy, validate::validate},
     queue::Job,
     store::{NewEvent, Store, StoreError},
+    telemetry,
     venues::{LegOrder, Venue, VenueError},
 };
 pub use reconcile::reconcile;
@@ -28,7 +29,7 @@ pub use retry::{Backoff, RetryPolicy, random_unit};
 use sha2::{Digest, Sha512};
 use std::{collections::HashMap, sync::Arc, time::Duration};
 use swapline_abi::{OrderInfo, RouteInput, Units, VenueQuote};
-use tokio::task::JoinSet;
+use tokio::{task::JoinSet, time::Instant};
 pub use worker::Worker;
 
 /// What the worker does with a job after `process`.
@@ -127,6 +128,7 @@ impl Pipeline {
             .await?;
         tracing::info!(order_id = %id, seq = event.seq, event = event.data.kind().as_str(), progress, "{}", event.message);
         if let Err(e) = self.bus.publish(&Published::new(&event)).await {
+            telemetry::event::backend_error("bus");
             // The event is stored: clients recover it from history.
             tracing::warn!(order_id = %id, seq = event.seq, error = %e, "publish failed");
         }
@@ -163,6 +165,7 @@ impl Pipeline {
             patch,
         )
         .await?;
+        telemetry::event::order_finished("failed", "", order.created_at.elapsed(), attempts);
         Ok(Outcome::Finished)
     }
 
@@ -226,6 +229,7 @@ impl Pipeline {
     }
 
     async fn quotes(&self, order: &Order, stage: &Stage) -> Vec<VenueQuote> {
+        let started = Instant::now();
         let mut tasks = JoinSet::new();
         for venue in self
             .venues
@@ -254,6 +258,7 @@ impl Pipeline {
         }
         // Venue order, not arrival order: strategies see a stable input.
         quotes.sort_by_key(|q| self.venues.iter().position(|v| v.name() == q.venue));
+        telemetry::event::stage("quote", started.elapsed());
         quotes
     }
 
@@ -325,11 +330,15 @@ impl Pipeline {
             quotes,
             params: stage.params.clone(),
         };
-        let checked = match stage.strategy.route(&input).await {
-            Ok(decision) => match validate(&input, &decision) {
-                Ok(checked) => (checked, decision.reason),
-                Err(e) => return Ok(Err(Failure::plugin(e))),
-            },
+        let started = Instant::now();
+        let answer = stage.strategy.route(&input).await;
+        let took = started.elapsed();
+        let checked = answer.and_then(|decision| validate(&input, &decision).map(|checked| (checked, decision.reason)));
+        let plugin = &stage.strategy.id().name;
+        telemetry::event::plugin_call(plugin, took, None, checked.as_ref().err().map(PluginError::reason));
+        telemetry::event::stage("route", took);
+        let checked = match checked {
+            Ok(checked) => checked,
             Err(e) => return Ok(Err(Failure::plugin(e))),
         };
         let version = order.route.as_ref().map_or(1, |r| r.version + 1);
@@ -410,6 +419,7 @@ impl Pipeline {
         )
         .await?;
 
+        let started = Instant::now();
         for index in 0..route.legs.len() {
             if route.legs[index].filled_out.is_some() {
                 continue;
@@ -448,10 +458,12 @@ impl Pipeline {
             }
         }
 
+        telemetry::event::stage("submit", started.elapsed());
         let amount_out: u128 = route.legs.iter().filter_map(|l| l.filled_out).map(|u| u.0).sum();
         let (din, dout) = (self.decimals(&order.token_in), self.decimals(&order.token_out));
         let price = format_price(order.amount_in, din, amount_out, dout);
         let dex = route.dex();
+        let dex_label = dex.clone();
         let tx_hash = route.legs[0].signature.clone();
         self.emit(
             order.id,
@@ -473,6 +485,7 @@ impl Pipeline {
             },
         )
         .await?;
+        telemetry::event::order_finished("confirmed", &dex_label, order.created_at.elapsed(), attempt);
         Ok(Outcome::Finished)
     }
 

@@ -4,6 +4,7 @@
 
 use super::{Outcome, Pipeline};
 use crate::queue::{Lease, Queue, RateLimit};
+use crate::telemetry::event;
 use std::{
     sync::{
         Arc,
@@ -40,6 +41,7 @@ impl Worker {
         let store_down = Arc::new(AtomicBool::new(false));
         let recovery = tokio::spawn(recover_stalled(self.queue.clone(), self.lease, shutdown.clone()));
         tracing::info!(concurrency = self.concurrency, "worker started");
+        event::worker_running(1.0);
         loop {
             let slot = tokio::select! {
                 biased;
@@ -69,9 +71,13 @@ impl Worker {
                 claimed = self.queue.claim(CLAIM_WAIT) => claimed,
             };
             let lease = match claimed {
-                Ok(Some(lease)) => lease,
+                Ok(Some(lease)) => {
+                    event::job_claimed();
+                    lease
+                }
                 Ok(None) => continue,
                 Err(e) => {
+                    event::backend_error("queue");
                     tracing::warn!(error = %e, "claim failed; retrying in 1s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -99,6 +105,7 @@ impl Worker {
                 "shutdown grace ran out; unfinished orders resume at the next start"
             );
         }
+        event::worker_running(-1.0);
         tracing::info!("worker stopped");
     }
 }
@@ -132,17 +139,27 @@ async fn run_job(
             let _ = queue.retry_after(&lease, Duration::ZERO).await;
             return true;
         }
-        limited = limit.acquire() => if let Err(e) = limited {
-            tracing::warn!(error = %e, "rate limit unavailable; running the job anyway");
+        limited = timed(limit.acquire()) => match limited {
+            (Err(e), _) => tracing::warn!(error = %e, "rate limit unavailable; running the job anyway"),
+            (Ok(()), waited) if waited > Duration::from_millis(1) => event::rate_limited(),
+            (Ok(()), _) => {}
         },
     }
     let outcome = pipeline.process(&lease.job).await;
     heartbeat.abort();
     let store_ok = !matches!(&outcome, Err(e) if e.is_transient());
     let settled = match outcome {
-        Ok(Outcome::Finished) => queue.ack(&lease).await,
-        Ok(Outcome::RetryAfter(delay)) => queue.retry_after(&lease, delay).await,
+        Ok(Outcome::Finished) => {
+            event::job_acked();
+            queue.ack(&lease).await
+        }
+        Ok(Outcome::RetryAfter(delay)) => {
+            event::job_retried();
+            queue.retry_after(&lease, delay).await
+        }
         Err(e) => {
+            event::backend_error("store");
+            event::job_retried();
             tracing::warn!(order_id = %lease.job.order_id, error = %e, "store error; the job runs again in 1s");
             queue.retry_after(&lease, Duration::from_secs(1)).await
         }
@@ -153,6 +170,13 @@ async fn run_job(
     store_ok
 }
 
+/// Runs a future and measures it.
+async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = tokio::time::Instant::now();
+    let output = future.await;
+    (output, started.elapsed())
+}
+
 async fn recover_stalled(queue: Arc<dyn Queue>, lease: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(lease / 2);
     loop {
@@ -160,7 +184,10 @@ async fn recover_stalled(queue: Arc<dyn Queue>, lease: Duration, shutdown: Cance
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => match queue.recover_stalled().await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(recovered = n, "re-queued jobs whose lease lapsed"),
+                Ok(n) => {
+                    event::jobs_recovered(n);
+                    tracing::warn!(recovered = n, "re-queued jobs whose lease lapsed");
+                }
                 Err(e) => tracing::warn!(error = %e, "stalled-job recovery failed"),
             },
         }

@@ -62,6 +62,18 @@ impl PluginError {
     /// The stable code an order fails with.
     pub const CODE: &'static str = "plugin_error";
 
+    /// Every reason, as metric labels.
+    pub const REASONS: [&'static str; 8] = [
+        "load",
+        "timeout",
+        "memory_limit",
+        "trap",
+        "invalid_output",
+        "output_too_large",
+        "strategy_error",
+        "invalid_route",
+    ];
+
     /// The specific reason, e.g. `timeout`.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -21,7 +21,7 @@ pub struct MemoryQueue {
 
 #[derive(Default)]
 struct State {
-    waiting: VecDeque<Job>,
+    waiting: VecDeque<(Job, Instant)>,
     delayed: BinaryHeap<Reverse<(Instant, u64, JobKey)>>,
     delayed_jobs: HashMap<u64, Job>,
     active: HashMap<String, (Job, String, Instant)>,
@@ -54,7 +54,7 @@ impl State {
             }
             self.delayed.pop();
             if let Some(job) = self.delayed_jobs.remove(&key) {
-                self.waiting.push_back(job);
+                self.waiting.push_back((job, now));
             }
         }
     }
@@ -72,7 +72,7 @@ impl Queue for MemoryQueue {
             if !state.orders.insert(job.order_id) {
                 return Ok(());
             }
-            state.waiting.push_back(job);
+            state.waiting.push_back((job, Instant::now()));
         }
         self.ready.notify_one();
         Ok(())
@@ -88,7 +88,7 @@ impl Queue for MemoryQueue {
                 let mut state = self.lock();
                 let now = Instant::now();
                 state.promote_due(now);
-                if let Some(job) = state.waiting.pop_front() {
+                if let Some((job, _)) = state.waiting.pop_front() {
                     state.next += 1;
                     let token = state.next.to_string();
                     state
@@ -166,7 +166,7 @@ impl Queue for MemoryQueue {
                 .collect();
             for id in &stalled {
                 if let Some((job, _, _)) = state.active.remove(id) {
-                    state.waiting.push_back(job);
+                    state.waiting.push_back((job, now));
                 }
             }
             stalled.len()
@@ -183,6 +183,7 @@ impl Queue for MemoryQueue {
             waiting: state.waiting.len() as u64,
             active: state.active.len() as u64,
             delayed: state.delayed_jobs.len() as u64,
+            oldest_waiting: state.waiting.front().map(|(_, since)| since.elapsed()),
         })
     }
 }
@@ -266,7 +267,8 @@ mod tests {
             Depth {
                 waiting: 0,
                 active: 0,
-                delayed: 1
+                delayed: 1,
+                oldest_waiting: None,
             }
         );
         assert!(queue.claim(Duration::from_secs(1)).await.unwrap().is_none());

@@ -7,6 +7,7 @@ pub mod memory;
 pub mod redis;
 
 use crate::domain::OrderId;
+use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 pub use memory::{MemoryQueue, MemoryRateLimit};
 pub use redis::{RedisQueue, RedisRateLimit};
@@ -42,6 +43,9 @@ pub struct Depth {
     pub active: u64,
     /// Waiting for their retry time.
     pub delayed: u64,
+    /// Age of the oldest job waiting to be claimed.
+    #[serde(skip)]
+    pub oldest_waiting: Option<Duration>,
 }
 
 /// Queue failures.
@@ -78,6 +82,11 @@ pub trait Queue: Send + Sync {
 
     /// Depth by state.
     async fn depth(&self) -> Result<Depth, QueueError>;
+
+    /// The connection pool, for metrics (`None`: no pool).
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
 }
 
 /// The engine-wide limit on claims per minute.

@@ -9,6 +9,7 @@
 //! per order that has a job), `p:rate` (the shared token bucket).
 
 use super::{Depth, Job, Lease, Queue, QueueError, RateLimit};
+use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 use deadpool_redis::{
     Pool,
@@ -263,11 +264,56 @@ impl Queue for RedisQueue {
             },
             _ => 0,
         };
+        let waiting = len.saturating_sub(active);
+        let oldest_waiting = if waiting == 0 {
+            None
+        } else {
+            self.oldest_waiting(&mut conn).await
+        };
         Ok(Depth {
-            waiting: len.saturating_sub(active),
+            waiting,
             active,
             delayed,
+            oldest_waiting,
         })
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let status = self.pool.status();
+        Some(PoolStatus {
+            connections: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        })
+    }
+}
+
+impl RedisQueue {
+    /// Age of the first entry the group has not delivered yet: entry ids
+    /// start with their creation time in milliseconds.
+    async fn oldest_waiting(&self, conn: &mut deadpool_redis::Connection) -> Option<Duration> {
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(self.key("jobs"))
+            .query_async(conn)
+            .await
+            .ok()?;
+        let delivered = groups.iter().find(|g| field(g, "name").as_deref() == Some(GROUP))?;
+        let after = field(delivered, "last-delivered-id")?;
+        let next: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.key("jobs"))
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await
+            .ok()?;
+        let millis: u64 = next.ids.first()?.id.split('-').next()?.parse().ok()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(now.saturating_sub(Duration::from_millis(millis)))
     }
 }
 

@@ -8,9 +8,11 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{Event, EventData, NewOrder, Order, OrderId, OrderPatch, Status};
+use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+use std::time::Duration;
 use thiserror::Error;
 
 /// Store failures, classified once.
@@ -100,4 +102,13 @@ pub trait Store: Send + Sync {
 
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Unfinished orders whose last event is older than `older_than`: how
+    /// many, and how long ago the oldest of them last moved.
+    async fn stuck_orders(&self, older_than: Duration) -> Result<(u64, Option<Duration>), StoreError>;
+
+    /// The connection pool, for metrics (`None`: no pool).
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
 }

@@ -3,6 +3,7 @@
 //! Pool size, timeouts and `statement_timeout` come from `[postgres]`.
 
 use super::{ListQuery, NewEvent, OrderPage, Store, StoreError};
+use crate::telemetry::PoolStatus;
 use crate::{
     config::PostgresConfig,
     domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
@@ -66,12 +67,6 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(unavailable)
-    }
-
-    /// (connections open, idle) for health reporting.
-    pub fn pool_status(&self) -> (usize, usize) {
-        let status = self.pool.status();
-        (status.size, status.available)
     }
 }
 
@@ -413,6 +408,34 @@ impl Store for PostgresStore {
             .iter()
             .map(|row| OrderId(row.get(0)))
             .collect())
+    }
+
+    async fn stuck_orders(&self, older_than: Duration) -> Result<(u64, Option<Duration>), StoreError> {
+        let cutoff = SystemTime::now() - older_than;
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT COUNT(*), MIN(updated_at) FROM orders
+                 WHERE status NOT IN ('confirmed', 'failed') AND updated_at < $1",
+                &[&cutoff],
+            )
+            .await
+            .map_err(unavailable)?;
+        let oldest: Option<SystemTime> = row.get(1);
+        Ok((
+            row.get::<_, i64>(0) as u64,
+            oldest.map(|t| SystemTime::now().duration_since(t).unwrap_or_default()),
+        ))
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let status = self.pool.status();
+        Some(PoolStatus {
+            connections: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

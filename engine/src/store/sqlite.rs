@@ -599,6 +599,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn stuck_orders(&self, older_than: Duration) -> Result<(u64, Option<Duration>), StoreError> {
+        let cutoff = Timestamp(std::time::SystemTime::now() - older_than).to_string();
+        self.read(move |conn| {
+            let (count, oldest): (i64, Option<String>) = conn
+                .query_row(
+                    "SELECT COUNT(*), MIN(updated_at) FROM orders
+                     WHERE status NOT IN ('confirmed', 'failed') AND updated_at < ?1",
+                    [cutoff],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(unavailable)?;
+            let oldest = oldest.as_deref().and_then(Timestamp::parse).map(|t| t.elapsed());
+            Ok((count as u64, oldest))
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await

@@ -1,0 +1,62 @@
+//! The monitor: a periodic task in every process that samples what no
+//! single request sees — queue depth and the oldest waiting job, stuck orders
+//! (from the store, so across all nodes), pool usage — into gauges, and runs
+//! the metrics recorder's upkeep.
+
+use crate::{
+    queue::Queue,
+    store::Store,
+    telemetry::{self, event},
+};
+use std::{sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// What to sample and how often.
+pub struct Monitor {
+    /// Source of truth for stuck orders.
+    pub store: Arc<dyn Store>,
+    /// Queue to sample.
+    pub queue: Arc<dyn Queue>,
+    /// Time between samples.
+    pub interval: Duration,
+    /// An unfinished order with no event for this long is stuck.
+    pub stuck_after: Duration,
+}
+
+impl Monitor {
+    /// Samples until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.sample().await,
+            }
+        }
+    }
+
+    /// One round of sampling.
+    pub async fn sample(&self) {
+        telemetry::metrics().run_upkeep();
+        match self.queue.depth().await {
+            Ok(depth) => event::queue_sampled(depth.waiting, depth.active, depth.delayed, depth.oldest_waiting),
+            Err(e) => {
+                event::backend_error("queue");
+                tracing::debug!(error = %e, "monitor: queue depth unavailable");
+            }
+        }
+        match self.store.stuck_orders(self.stuck_after).await {
+            Ok((count, oldest)) => event::stuck_sampled(count, oldest),
+            Err(e) => {
+                event::backend_error("store");
+                tracing::debug!(error = %e, "monitor: store unavailable");
+            }
+        }
+        if let Some(pool) = self.store.pool_status() {
+            event::pool_sampled("postgres", pool.connections, pool.idle, pool.waiting);
+        }
+        if let Some(pool) = self.queue.pool_status() {
+            event::pool_sampled("redis", pool.connections, pool.idle, pool.waiting);
+        }
+    }
+}
