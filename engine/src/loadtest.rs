@@ -1,7 +1,9 @@
-//! `swapline loadtest orders`: posts orders at a fixed offered rate (open
+//! `swapline loadtest`: `orders` posts orders at a fixed offered rate (open
 //! loop: latency counts from each order's scheduled start, so a slow server
 //! cannot hide its queueing), follows each over its WebSocket, and checks
-//! the event stream (gapless `seq` from 1, one terminal event, close 1000).
+//! the event stream (gapless `seq` from 1, one terminal event, close 1000);
+//! `fanout` spreads many WebSocket clients over a few orders and checks that
+//! every client saw every event.
 
 use crate::{
     client::{self, Message},
@@ -155,8 +157,8 @@ struct Trace {
     error: Option<String>,
 }
 
-/// Runs the orders load test.
-pub async fn run_orders(options: OrdersOptions) -> OrdersReport {
+/// Runs the orders load test, ticking `bar` per finished order.
+pub async fn run_orders(options: OrdersOptions, bar: indicatif::ProgressBar) -> OrdersReport {
     let options = Arc::new(options);
     let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let started = Instant::now();
@@ -192,6 +194,7 @@ pub async fn run_orders(options: OrdersOptions) -> OrdersReport {
     let (mut post, mut terminal, mut delivery) = (Vec::new(), Vec::new(), Vec::new());
     let mut last_finish = started;
     while let Some(joined) = tasks.join_next().await {
+        bar.inc(1);
         let trace = joined.unwrap_or_else(|e| Trace {
             error: Some(format!("task: {e}")),
             ..Trace::default()
@@ -215,6 +218,7 @@ pub async fn run_orders(options: OrdersOptions) -> OrdersReport {
             *report.errors.entry(error).or_default() += 1;
         }
     }
+    bar.finish_and_clear();
     report.elapsed_seconds = last_finish.duration_since(started).as_secs_f64();
     report.orders_per_second = if report.elapsed_seconds > 0.0 {
         (report.confirmed + report.failed) as f64 / report.elapsed_seconds
@@ -318,5 +322,250 @@ mod tests {
         assert_eq!((p.count, p.p50, p.p90, p.p99, p.max), (100, 50.0, 90.0, 99.0, 100.0));
         assert_eq!(Percentiles::of(vec![]), Percentiles::default());
         assert_eq!(Percentiles::of(vec![7.0]).p99, 7.0);
+    }
+}
+
+/// What `swapline loadtest fanout` does.
+#[derive(Debug, Clone)]
+pub struct FanoutOptions {
+    /// Base URL.
+    pub url: String,
+    /// WebSocket clients.
+    pub clients: usize,
+    /// Orders the clients spread over (1: everyone on one order).
+    pub orders: usize,
+    /// Connections opened at once while connecting.
+    pub connect_concurrency: usize,
+    /// Amount per order, whole tokens.
+    pub amount: String,
+    /// Give up on a client after this long.
+    pub timeout: Duration,
+}
+
+/// The outcome of a fan-out run.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutReport {
+    /// Clients attempted.
+    pub clients: usize,
+    /// Orders watched.
+    pub orders: usize,
+    /// TCP connect + upgrade + `subscribed` greeting.
+    pub connect_ms: Percentiles,
+    /// Server timestamp to arrival, for events that arrived live.
+    pub event_delivery_ms: Percentiles,
+    /// Messages received by all clients.
+    pub messages: usize,
+    /// Messages per second over the run.
+    pub messages_per_second: f64,
+    /// Wall time from the first connect to the last close, s.
+    pub elapsed_seconds: f64,
+    /// Clients whose stream had a gap, a duplicate, no terminal event or a
+    /// close other than 1000.
+    pub clients_missing_events: usize,
+    /// Tool-side errors by kind.
+    pub errors: BTreeMap<String, usize>,
+}
+
+impl FanoutReport {
+    /// Every client saw every event of its order and a clean close.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.clients_missing_events == 0
+    }
+}
+
+impl fmt::Display for FanoutReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = |p: &Percentiles| {
+            format!(
+                "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                p.p50, p.p90, p.p99, p.max
+            )
+        };
+        writeln!(f, "clients:           {} over {} orders", self.clients, self.orders)?;
+        writeln!(f, "connect:           {}", p(&self.connect_ms))?;
+        writeln!(
+            f,
+            "event delivery:    {} ({} live events)",
+            p(&self.event_delivery_ms),
+            self.event_delivery_ms.count
+        )?;
+        writeln!(
+            f,
+            "messages:          {} ({:.0}/s over {:.2} s)",
+            self.messages, self.messages_per_second, self.elapsed_seconds
+        )?;
+        writeln!(f, "missing events:    {} clients", self.clients_missing_events)?;
+        if self.errors.is_empty() {
+            write!(f, "errors:            none")
+        } else {
+            write!(f, "errors:            {:?}", self.errors)
+        }
+    }
+}
+
+struct Watch {
+    connect_ms: Option<f64>,
+    delivery_ms: Vec<f64>,
+    messages: usize,
+    complete: bool,
+    error: Option<String>,
+}
+
+/// A progress bar on stderr (hidden when `quiet`).
+pub fn progress(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Runs the fan-out test: `orders` orders, `clients` sockets spread over them.
+pub async fn run_fanout(options: FanoutOptions, bar: indicatif::ProgressBar) -> FanoutReport {
+    let mut report = FanoutReport {
+        clients: options.clients,
+        orders: options.orders.max(1),
+        ..FanoutReport::default()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..report.orders {
+        let body = json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": options.amount});
+        match client::post_json(&options.url, "/api/orders/execute", &body).await {
+            Ok(r) if r.status.as_u16() == 201 => {
+                ids.push(r.json()["orderId"].as_str().unwrap_or_default().to_owned());
+            }
+            Ok(r) => {
+                *report
+                    .errors
+                    .entry(format!("post: HTTP {}", r.status.as_u16()))
+                    .or_default() += 1
+            }
+            Err(e) => {
+                *report
+                    .errors
+                    .entry(format!("post: {}", kind_of(&e.to_string())))
+                    .or_default() += 1
+            }
+        }
+    }
+    if ids.is_empty() {
+        return report;
+    }
+    let started = Instant::now();
+    let connecting = Arc::new(Semaphore::new(options.connect_concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..options.clients {
+        let (url, id, connecting, timeout) = (
+            options.url.clone(),
+            ids[index % ids.len()].clone(),
+            connecting.clone(),
+            options.timeout,
+        );
+        tasks.spawn(async move {
+            match tokio::time::timeout(timeout, watch(&url, &id, connecting)).await {
+                Ok(watch) => watch,
+                Err(_) => Watch {
+                    connect_ms: None,
+                    delivery_ms: Vec::new(),
+                    messages: 0,
+                    complete: false,
+                    error: Some("timeout".into()),
+                },
+            }
+        });
+    }
+    let (mut connect, mut delivery) = (Vec::new(), Vec::new());
+    while let Some(joined) = tasks.join_next().await {
+        bar.inc(1);
+        let Ok(watch) = joined else {
+            *report.errors.entry("task".into()).or_default() += 1;
+            continue;
+        };
+        connect.extend(watch.connect_ms);
+        delivery.extend(watch.delivery_ms);
+        report.messages += watch.messages;
+        if !watch.complete {
+            report.clients_missing_events += 1;
+        }
+        if let Some(error) = watch.error {
+            *report.errors.entry(error).or_default() += 1;
+        }
+    }
+    bar.finish_and_clear();
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    report.messages_per_second = report.messages as f64 / report.elapsed_seconds.max(f64::EPSILON);
+    report.connect_ms = Percentiles::of(connect);
+    report.event_delivery_ms = Percentiles::of(delivery);
+    report
+}
+
+async fn watch(url: &str, id: &str, connecting: Arc<Semaphore>) -> Watch {
+    let mut watch = Watch {
+        connect_ms: None,
+        delivery_ms: Vec::new(),
+        messages: 0,
+        complete: false,
+        error: None,
+    };
+    let slot = connecting.acquire_owned().await.expect("never closed");
+    let started = Instant::now();
+    let mut socket = match client::connect(url, &format!("/api/orders/status/{id}")).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            watch.error = Some(format!("connect: {}", kind_of(&e.to_string())));
+            return watch;
+        }
+    };
+    let mut subscribed_at = None;
+    let mut expected = 1;
+    let mut sequence_ok = true;
+    let mut terminal = false;
+    let mut slot = Some(slot);
+    loop {
+        match socket.next().await {
+            Ok(Message::Text(text)) => {
+                let arrived = SystemTime::now();
+                watch.messages += 1;
+                let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let Some(seq) = value["seq"].as_u64() else {
+                    if value["type"] == "subscribed" {
+                        watch.connect_ms = Some(ms(started.elapsed()));
+                        subscribed_at = Some(arrived);
+                        // Connected: let the next client start.
+                        slot.take();
+                    }
+                    continue;
+                };
+                sequence_ok &= seq == expected && !terminal;
+                expected = seq + 1;
+                terminal |= matches!(value["type"].as_str(), Some("confirmed" | "failed"));
+                if let (Some(at), Some(joined)) =
+                    (value["timestamp"].as_str().and_then(Timestamp::parse), subscribed_at)
+                    && at.0 >= joined
+                {
+                    watch
+                        .delivery_ms
+                        .push(ms(arrived.duration_since(at.0).unwrap_or_default()));
+                }
+            }
+            Ok(Message::Close(code, _)) => {
+                watch.complete = sequence_ok && terminal && code == 1000;
+                if code != 1000 {
+                    watch.error = Some(format!("closed with {code}"));
+                }
+                return watch;
+            }
+            Err(e) => {
+                watch.error = Some(format!("websocket: {}", kind_of(&e.to_string())));
+                return watch;
+            }
+        }
     }
 }

@@ -84,6 +84,31 @@ enum LoadtestKind {
         #[arg(long)]
         json: bool,
     },
+    /// Open many WebSockets over a few orders and check every client saw
+    /// every event (run the engine with non-zero venue latency).
+    Fanout {
+        /// Engine base URL (loopback by default).
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// WebSocket clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Orders the clients spread over (1: all on one order).
+        #[arg(long, default_value_t = 1)]
+        orders: usize,
+        /// Connections opened at once.
+        #[arg(long, default_value_t = 256)]
+        connect_concurrency: usize,
+        /// Amount per order, whole tokens.
+        #[arg(long, default_value = "0.1")]
+        amount: String,
+        /// Give up on a client after this long.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,35 +199,66 @@ async fn main() -> Result<()> {
 }
 
 async fn loadtest(kind: &LoadtestKind) -> Result<()> {
-    let LoadtestKind::Orders {
-        url,
-        count,
-        rate,
-        concurrency,
-        token_in,
-        token_out,
-        amount,
-        timeout,
-        json,
-    } = kind;
-    let report = swapline::loadtest::run_orders(swapline::loadtest::OrdersOptions {
-        url: url.clone(),
-        count: *count,
-        rate: *rate,
-        concurrency: *concurrency,
-        token_in: token_in.clone(),
-        token_out: token_out.clone(),
-        amount: amount.clone(),
-        timeout: *timeout,
-    })
-    .await;
-    if *json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{report}");
-    }
-    if !report.is_clean() {
-        bail!("the run saw errors, sequence problems or unfinished orders");
+    use swapline::loadtest::{FanoutOptions, OrdersOptions, progress, run_fanout, run_orders};
+    let (clean, text) = match kind {
+        LoadtestKind::Orders {
+            url,
+            count,
+            rate,
+            concurrency,
+            token_in,
+            token_out,
+            amount,
+            timeout,
+            json,
+        } => {
+            let options = OrdersOptions {
+                url: url.clone(),
+                count: *count,
+                rate: *rate,
+                concurrency: *concurrency,
+                token_in: token_in.clone(),
+                token_out: token_out.clone(),
+                amount: amount.clone(),
+                timeout: *timeout,
+            };
+            let report = run_orders(options, progress(*count, "orders", *json)).await;
+            let text = if *json {
+                serde_json::to_string_pretty(&report)?
+            } else {
+                report.to_string()
+            };
+            (report.is_clean(), text)
+        }
+        LoadtestKind::Fanout {
+            url,
+            clients,
+            orders,
+            connect_concurrency,
+            amount,
+            timeout,
+            json,
+        } => {
+            let options = FanoutOptions {
+                url: url.clone(),
+                clients: *clients,
+                orders: *orders,
+                connect_concurrency: *connect_concurrency,
+                amount: amount.clone(),
+                timeout: *timeout,
+            };
+            let report = run_fanout(options, progress(*clients, "clients", *json)).await;
+            let text = if *json {
+                serde_json::to_string_pretty(&report)?
+            } else {
+                report.to_string()
+            };
+            (report.is_clean(), text)
+        }
+    };
+    println!("{text}");
+    if !clean {
+        bail!("the run saw errors, missing events or unfinished orders");
     }
     Ok(())
 }

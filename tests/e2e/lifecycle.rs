@@ -168,16 +168,19 @@ async fn client_joining_mid_order_misses_nothing(backend: Backend) {
 
 async fn hundred_concurrent_orders_all_finish_with_gapless_seq(backend: Backend) {
     let engine = Engine::start_on(backend, "");
-    let report = run_orders(OrdersOptions {
-        url: engine.url.clone(),
-        count: 100,
-        rate: None,
-        concurrency: 100,
-        token_in: "SOL".into(),
-        token_out: "USDC".into(),
-        amount: "0.5".into(),
-        timeout: Duration::from_secs(60),
-    })
+    let report = run_orders(
+        OrdersOptions {
+            url: engine.url.clone(),
+            count: 100,
+            rate: None,
+            concurrency: 100,
+            token_in: "SOL".into(),
+            token_out: "USDC".into(),
+            amount: "0.5".into(),
+            timeout: Duration::from_secs(60),
+        },
+        indicatif::ProgressBar::hidden(),
+    )
     .await;
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.confirmed, 100, "{report}");
@@ -242,3 +245,55 @@ crate::on_both_backends!(
     health_reports_websocket_clients_and_queue,
     sigterm_closes_sockets_with_1001_and_exits_cleanly,
 );
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fanout_tool_sees_every_event_on_every_client_at_small_scale() {
+    let engine = Engine::start(
+        r#"
+[venues]
+execute_latency_min = "1500ms"
+execute_latency_max = "1500ms"
+"#,
+    );
+    let report = swapline::loadtest::run_fanout(
+        swapline::loadtest::FanoutOptions {
+            url: engine.url.clone(),
+            clients: 500,
+            orders: 5,
+            connect_concurrency: 64,
+            amount: "0.1".into(),
+            timeout: Duration::from_secs(60),
+        },
+        indicatif::ProgressBar::hidden(),
+    )
+    .await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.clients, 500);
+    assert!(report.event_delivery_ms.count > 0, "some events arrived live: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_tool_runs_clean_at_a_fixed_rate() {
+    let engine = Engine::start("");
+    let report = run_orders(
+        OrdersOptions {
+            url: engine.url.clone(),
+            count: 200,
+            rate: Some(200.0),
+            concurrency: 64,
+            token_in: "SOL".into(),
+            token_out: "USDC".into(),
+            amount: "0.2".into(),
+            timeout: Duration::from_secs(60),
+        },
+        indicatif::ProgressBar::hidden(),
+    )
+    .await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.confirmed, 200, "{report}");
+    assert_eq!(
+        report.events,
+        200 * 7,
+        "seven events per order, none missing or repeated"
+    );
+}

@@ -226,16 +226,19 @@ async fn a_thousand_orders_through_two_workers_each_execute_once() {
     let api = Engine::node(shared.clone(), "serve", &format!("{API}{patient}"));
     let _w1 = Engine::node(shared.clone(), "worker", patient);
     let _w2 = Engine::node(shared.clone(), "worker", patient);
-    let report = run_orders(OrdersOptions {
-        url: api.url.clone(),
-        count: 1000,
-        rate: None,
-        concurrency: 64,
-        token_in: "SOL".into(),
-        token_out: "USDC".into(),
-        amount: "0.1".into(),
-        timeout: Duration::from_secs(120),
-    })
+    let report = run_orders(
+        OrdersOptions {
+            url: api.url.clone(),
+            count: 1000,
+            rate: None,
+            concurrency: 64,
+            token_in: "SOL".into(),
+            token_out: "USDC".into(),
+            amount: "0.1".into(),
+            timeout: Duration::from_secs(120),
+        },
+        indicatif::ProgressBar::hidden(),
+    )
     .await;
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.confirmed, 1000, "{report}");
