@@ -575,7 +575,10 @@ impl Config {
         );
         let url = &self.server.public_url;
         check(
-            url.is_empty() || ["http://", "https://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)),
+            url.is_empty()
+                || ["http://", "https://", "ws://", "wss://"]
+                    .iter()
+                    .any(|s| url.starts_with(s)),
             format!("server.public_url: {url:?} must start with http://, https://, ws:// or wss://"),
         );
         check(

@@ -117,7 +117,10 @@ async fn since_replays_only_later_events() {
     let mut socket = engine.watch(&id, Some(full.events.len() as u64)).await;
     let nothing_new = read_stream(&mut socket).await;
     assert!(nothing_new.events.is_empty());
-    assert_eq!(nothing_new.close, 1000, "a finished order closes even when nothing is replayed");
+    assert_eq!(
+        nothing_new.close, 1000,
+        "a finished order closes even when nothing is replayed"
+    );
     let bad = client::request(
         &engine.url,
         "GET",

@@ -8,6 +8,7 @@
 //! twice. Imports `domain`, `config` and the seams' traits; never `api`.
 
 mod retry;
+mod stats;
 mod worker;
 
 use crate::{
@@ -24,6 +25,7 @@ use crate::{
 };
 pub use retry::{Backoff, RetryPolicy, random_unit};
 use sha2::{Digest, Sha512};
+pub use stats::VenueTracker;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 use swapline_abi::{OrderInfo, RouteInput, Units, VenueQuote};
 use tokio::task::JoinSet;
@@ -59,6 +61,7 @@ pub struct Pipeline {
     tokens: Arc<TokenRegistry>,
     retry: RetryPolicy,
     requote_after: Duration,
+    tracker: VenueTracker,
 }
 
 /// An order-ending failure: code and words.
@@ -94,6 +97,7 @@ impl Pipeline {
             tokens,
             retry: RetryPolicy::from_config(&config.retry)?,
             requote_after: config.retry.requote_after.0,
+            tracker: VenueTracker::new(),
         })
     }
 
@@ -229,8 +233,11 @@ impl Pipeline {
             let (token_in, token_out, amount) = (order.token_in.clone(), order.token_out.clone(), order.amount_in);
             tasks.spawn(async move {
                 let name = venue.name().to_owned();
+                let started = std::time::Instant::now();
                 match tokio::time::timeout(timeout, venue.quote(&token_in, &token_out, amount)).await {
-                    Ok(result) => result.map_err(|e| (name, e.to_string())),
+                    Ok(result) => result
+                        .map(|quote| (quote, started.elapsed()))
+                        .map_err(|e| (name, e.to_string())),
                     Err(_) => Err((name, "quote timed out".into())),
                 }
             });
@@ -238,8 +245,12 @@ impl Pipeline {
         let mut quotes = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok(Ok(quote)) => quotes.push(quote),
+                Ok(Ok((quote, latency))) => {
+                    self.tracker.quote_answered(&quote.venue, latency);
+                    quotes.push(quote);
+                }
                 Ok(Err((venue, error))) => {
+                    self.tracker.quote_failed(&venue);
                     tracing::warn!(order_id = %order.id, venue, error, "no quote")
                 }
                 Err(e) => tracing::warn!(order_id = %order.id, error = %e, "quote task failed"),
@@ -247,6 +258,9 @@ impl Pipeline {
         }
         // Venue order, not arrival order: strategies see a stable input.
         quotes.sort_by_key(|q| self.venues.iter().position(|v| v.name() == q.venue));
+        for quote in &mut quotes {
+            quote.stats = self.tracker.stats(&quote.venue);
+        }
         quotes
     }
 
@@ -431,6 +445,7 @@ impl Pipeline {
                     message: format!("{} did not answer within {:?}", leg.dex, stage.execute_timeout),
                 }),
             };
+            self.tracker.executed(&leg.dex, result.is_ok());
             match result {
                 Ok(fill) => route.legs[index].filled_out = Some(Units(fill.amount_out)),
                 Err(error) => {

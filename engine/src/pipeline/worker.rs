@@ -52,8 +52,12 @@ impl Worker {
                     continue;
                 }
             };
-            let (pipeline, queue, limit, lease_len) =
-                (self.pipeline.clone(), self.queue.clone(), self.rate_limit.clone(), self.lease);
+            let (pipeline, queue, limit, lease_len) = (
+                self.pipeline.clone(),
+                self.queue.clone(),
+                self.rate_limit.clone(),
+                self.lease,
+            );
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
                 run_job(pipeline, queue, limit, lease, lease_len, shutdown).await;

@@ -341,6 +341,7 @@ mod tests {
                 reserve_out: Units(1_000_000),
                 fee_bps: 25,
             },
+            stats: None,
         };
         RouteInput {
             order: OrderInfo {
@@ -384,6 +385,39 @@ mod tests {
         let decision = strategy.route(&input()).await.unwrap();
         assert_eq!(decision.legs[0].venue, "meteora");
         assert_eq!(decision.legs[0].amount_in, Units(1_000));
+    }
+
+    async fn builtin(name: &str) -> WasmStrategy {
+        let (name, bytes) = super::super::resolve(name).unwrap();
+        PluginHost::new(limits()).unwrap().load(&name, &bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn split_builtin_divides_a_large_order_across_pools() {
+        let mut input = input();
+        // 200k into 1M-deep pools: price impact makes two legs pay.
+        input.order.amount_in = Units(200_000);
+        let decision = builtin("split").await.route(&input).await.unwrap();
+        let checked = super::super::validate::validate(&input, &decision).unwrap();
+        assert_eq!(checked.len(), 2, "{decision:?}");
+        let split_out: u128 = checked.iter().map(|l| l.expected_out).sum();
+        let single = input.quotes[0].pool.swap(200_000).unwrap().amount_out;
+        assert!(split_out > single, "{split_out} vs {single}");
+    }
+
+    #[tokio::test]
+    async fn reliability_weighted_builtin_avoids_a_failing_venue() {
+        let mut input = input();
+        // meteora quotes more but failed half its recent attempts.
+        input.quotes[1].stats = Some(swapline_abi::VenueStats {
+            recent_latency_ms: 3,
+            failure_rate: 0.5,
+            samples: 40,
+        });
+        let strategy = builtin("reliability-weighted").await;
+        assert_eq!(strategy.route(&input).await.unwrap().legs[0].venue, "raydium");
+        input.quotes[1].stats = None;
+        assert_eq!(strategy.route(&input).await.unwrap().legs[0].venue, "meteora");
     }
 
     #[tokio::test]

@@ -42,6 +42,7 @@ mod tests {
                 reserve_out: Units(1_000),
                 fee_bps: 25,
             },
+            stats: None,
         }
     }
 
