@@ -8,7 +8,7 @@ use crate::{
     config::{BusBackend, Config, QueueBackend, StoreBackend},
     domain::TokenRegistry,
     pipeline::{Pipeline, Stage, Worker},
-    plugins::{self, PluginError, PluginHost, Strategy},
+    plugins::{Chain, PluginError, PluginHost, Strategy},
     queue::{Job, MemoryQueue, MemoryRateLimit, Queue, RateLimit},
     store::{SqliteStore, Store, StoreError},
     venues::{SimulatedVenue, Venue},
@@ -35,6 +35,10 @@ pub enum AppError {
     /// A strategy plugin failed to load.
     #[error("strategy plugin: {0}")]
     Plugin(#[from] PluginError),
+    /// Pipelines' strategies could not be loaded: every problem, each naming
+    /// its pipeline.
+    #[error("strategy plugins:\n  - {}", .0.join("\n  - "))]
+    Strategies(Vec<String>),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -77,6 +81,56 @@ pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, AppError> {
             config.store.sqlite_synchronous,
             config.store.busy_timeout.0,
         )?)),
+    }
+}
+
+/// The plugin host the configuration describes (with the on-disk module
+/// cache under `data_dir` when `plugins.cache_compiled`).
+pub fn plugin_host(config: &Config) -> Result<PluginHost, AppError> {
+    let cache = config
+        .plugins
+        .cache_compiled
+        .then(|| config.data_dir.join("plugin-cache"));
+    Ok(PluginHost::new(config.plugins.clone(), cache)?)
+}
+
+/// Loads every pipeline's strategies (checking params against their
+/// schemas) into stages. Reports every problem, each naming its pipeline.
+pub fn build_stages(config: &Config, host: &PluginHost) -> Result<HashMap<String, Stage>, AppError> {
+    let mut stages = HashMap::new();
+    let mut problems = Vec::new();
+    for (name, pipeline) in &config.pipelines {
+        let mut links: Vec<Arc<dyn Strategy>> = Vec::new();
+        for setting in &pipeline.strategy.0 {
+            match host.load_setting(setting) {
+                Ok(strategy) => links.push(Arc::new(strategy)),
+                Err(e) => problems.push(format!("pipelines.{name}.strategy: {e}")),
+            }
+        }
+        if links.len() != pipeline.strategy.0.len() {
+            continue;
+        }
+        match Chain::new(links, pipeline.params.clone()) {
+            Ok(chain) => {
+                for id in chain.strategies() {
+                    tracing::info!(pipeline = name, plugin = id.name, sha256 = id.sha256, "strategy loaded");
+                }
+                stages.insert(
+                    name.clone(),
+                    Stage {
+                        chain,
+                        quote_timeout: pipeline.quote_timeout.0,
+                        execute_timeout: pipeline.execute_timeout.0,
+                    },
+                );
+            }
+            Err(bad) => problems.extend(bad.into_iter().map(|p| format!("pipelines.{name}.{p}"))),
+        }
+    }
+    if problems.is_empty() {
+        Ok(stages)
+    } else {
+        Err(AppError::Strategies(problems))
     }
 }
 
@@ -123,27 +177,8 @@ impl Engine {
             venues.push(Arc::new(venue));
         }
 
-        let host = PluginHost::new(config.plugins.clone())?;
-        let mut stages = HashMap::new();
-        for (name, pipeline) in &config.pipelines {
-            let (plugin, bytes) = plugins::resolve(&pipeline.strategy)?;
-            let strategy: Arc<dyn Strategy> = Arc::new(host.load(&plugin, &bytes)?);
-            tracing::info!(
-                pipeline = name,
-                plugin,
-                sha256 = strategy.id().sha256,
-                "strategy loaded"
-            );
-            stages.insert(
-                name.clone(),
-                Stage {
-                    strategy,
-                    params: pipeline.params.clone(),
-                    quote_timeout: pipeline.quote_timeout.0,
-                    execute_timeout: pipeline.execute_timeout.0,
-                },
-            );
-        }
+        let host = plugin_host(&config)?;
+        let stages = build_stages(&config, &host)?;
         let pipeline = Pipeline::new(
             &config,
             store.clone(),

@@ -48,6 +48,49 @@ impl Engine {
         engine
     }
 
+    /// Runs the engine with `extra` TOML and expects it to refuse to start:
+    /// returns what it wrote to stderr.
+    pub fn refused(extra: &str) -> String {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("test.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n{BASE}\n{extra}",
+                dir.path().join("data").display().to_string()
+            ),
+        )
+        .expect("writing the test config");
+        let output = Command::new(env!("CARGO_BIN_EXE_swapline"))
+            .args(["--profile", "bench", "--config"])
+            .arg(&config)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("SWAPLINE_PROFILE")
+            .output()
+            .expect("running swapline");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "swapline started: {stdout}");
+        assert!(!stdout.contains("swapline listening"), "swapline listened: {stdout}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// The order as `GET /api/orders/status/{id}` shows it.
+    pub async fn status(&self, id: &str) -> Value {
+        let response = client::get(&self.url, &format!("/api/orders/status/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        response.json()
+    }
+
+    /// Asserts `/health` answers 200 with status ok.
+    pub async fn assert_healthy(&self) {
+        let health = client::get(&self.url, "/health").await.unwrap();
+        assert_eq!(health.status, 200);
+        assert_eq!(health.json()["status"], "ok");
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -9,3 +9,4 @@ mod lifecycle;
 mod recovery;
 mod retries;
 mod sandbox;
+mod strategies;

@@ -1,7 +1,6 @@
 //! A hostile strategy fails the order it routes, never the engine.
 
 use crate::harness::{Engine, assert_gapless, sol_usdc};
-use swapline::client;
 
 /// A module that satisfies ABI v1 and then loops forever in `route`.
 const SPINNER: &str = r#"(module
@@ -38,9 +37,7 @@ strategy = {:?}
     );
     assert_eq!(failed["final"], true);
 
-    let health = client::get(&engine.url, "/health").await.unwrap();
-    assert_eq!(health.status, 200);
-    assert_eq!(health.json()["status"], "ok");
+    engine.assert_healthy().await;
     // The worker slot is free again: the next order is routed too.
     let again = engine.order(sol_usdc(1.0)).await;
     assert_eq!(

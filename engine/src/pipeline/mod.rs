@@ -18,7 +18,7 @@ use crate::{
         ErrorInfo, Event, EventData, EventKind, Order, OrderId, OrderPatch, QuoteView, Route, RouteLeg, Timestamp,
         TokenRegistry, format_price, format_units, progress,
     },
-    plugins::{PluginError, Strategy, validate::validate},
+    plugins::{Chain, ChainFailed, PluginError},
     queue::Job,
     store::{NewEvent, Store, StoreError},
     venues::{LegOrder, Venue, VenueError},
@@ -26,7 +26,11 @@ use crate::{
 pub use retry::{Backoff, RetryPolicy, random_unit};
 use sha2::{Digest, Sha512};
 pub use stats::VenueTracker;
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 use swapline_abi::{OrderInfo, RouteInput, Units, VenueQuote};
 use tokio::task::JoinSet;
 pub use worker::Worker;
@@ -40,12 +44,11 @@ pub enum Outcome {
     RetryAfter(Duration),
 }
 
-/// Per-order-type settings and strategy.
+/// Per-order-type settings and strategy. An order holds its stage for the
+/// whole run, so a reload never changes the strategy under an order.
 pub struct Stage {
-    /// Routing strategy.
-    pub strategy: Arc<dyn Strategy>,
-    /// Handed to the strategy.
-    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Routing strategies (a fallback chain) and their params.
+    pub chain: Chain,
     /// Per-venue quote timeout.
     pub quote_timeout: Duration,
     /// Per-leg execution timeout.
@@ -57,7 +60,7 @@ pub struct Pipeline {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     venues: Vec<Arc<dyn Venue>>,
-    stages: HashMap<String, Stage>,
+    stages: RwLock<HashMap<String, Arc<Stage>>>,
     tokens: Arc<TokenRegistry>,
     retry: RetryPolicy,
     requote_after: Duration,
@@ -71,7 +74,7 @@ struct Failure {
 }
 
 impl Failure {
-    fn plugin(error: PluginError) -> Self {
+    fn plugin(error: ChainFailed) -> Self {
         Failure {
             code: PluginError::CODE.into(),
             message: format!("{}: {error}", PluginError::CODE),
@@ -93,12 +96,28 @@ impl Pipeline {
             store,
             bus,
             venues,
-            stages,
+            stages: RwLock::new(stages.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
             tokens,
             retry: RetryPolicy::from_config(&config.retry)?,
             requote_after: config.retry.requote_after.0,
             tracker: VenueTracker::new(),
         })
+    }
+
+    /// Swaps in new stages (a reload). Orders already running keep the
+    /// stage they started with.
+    pub fn replace_stages(&self, stages: HashMap<String, Stage>) {
+        let stages = stages.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        *self.stages.write().unwrap_or_else(|e| e.into_inner()) = stages;
+    }
+
+    /// The current stage of an order type.
+    pub fn stage(&self, order_type: &str) -> Option<Arc<Stage>> {
+        self.stages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(order_type)
+            .cloned()
     }
 
     /// Stores an event with its patch, logs it, then publishes it.
@@ -183,7 +202,7 @@ impl Pipeline {
     }
 
     async fn run(&self, order: &Order) -> Result<Outcome, StoreError> {
-        let Some(stage) = self.stages.get(order.order_type.as_str()) else {
+        let Some(stage) = self.stage(order.order_type.as_str()) else {
             let failure = Failure {
                 code: "no_pipeline".into(),
                 message: format!("no pipeline for order type {}", order.order_type.as_str()),
@@ -214,12 +233,12 @@ impl Pipeline {
         let route = match &order.route {
             // Signatures of a route with an executed leg must not change.
             Some(route) if resuming || route.any_filled() || !stale => route.clone(),
-            _ => match self.route(order, stage).await? {
+            _ => match self.route(order, &stage).await? {
                 Ok(route) => route,
                 Err(failure) => return self.fail(order, failure, order.attempts, None).await,
             },
         };
-        self.submit(order, stage, route, attempt).await
+        self.submit(order, &stage, route, attempt).await
     }
 
     async fn quotes(&self, order: &Order, stage: &Stage) -> Vec<VenueQuote> {
@@ -330,21 +349,32 @@ impl Pipeline {
                 slippage_bps: order.slippage_bps,
             },
             quotes,
-            params: stage.params.clone(),
+            params: Default::default(),
         };
-        let checked = match stage.strategy.route(&input).await {
-            Ok(decision) => match validate(&input, &decision) {
-                Ok(checked) => (checked, decision.reason),
-                Err(e) => return Ok(Err(Failure::plugin(e))),
-            },
+        let routed = match stage.chain.route(input).await {
+            Ok(routed) => routed,
             Err(e) => return Ok(Err(Failure::plugin(e))),
         };
         let version = order.route.as_ref().map_or(1, |r| r.version + 1);
+        let reason = match routed.failed.as_slice() {
+            [] => routed.reason,
+            failed => {
+                let earlier: Vec<String> = failed
+                    .iter()
+                    .map(|(id, e)| format!("{} failed: {e}", id.name))
+                    .collect();
+                Some(format!(
+                    "{} (fallback after {})",
+                    routed.reason.unwrap_or_else(|| routed.by.name.clone()),
+                    earlier.join("; ")
+                ))
+            }
+        };
         let route = Route {
             version,
-            reason: checked.1,
-            legs: checked
-                .0
+            reason,
+            legs: routed
+                .legs
                 .into_iter()
                 .enumerate()
                 .map(|(index, leg)| RouteLeg {
@@ -358,7 +388,7 @@ impl Pipeline {
                 .collect(),
         };
         let dex = route.dex();
-        let strategy = stage.strategy.id().clone();
+        let strategy = routed.by;
         self.emit(
             order.id,
             progress::ROUTED,
