@@ -115,3 +115,24 @@ fn a_sidecar_schema_checks_params_of_a_module_file() {
     assert!(stderr.contains("pipelines.market.params.depth"), "{stderr}");
     assert!(stderr.contains("trapper's params schema"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_modules_are_cached_under_the_data_dir_across_restarts() {
+    let mut engine = Engine::start("");
+    let cache = engine.data_dir().join("plugin-cache");
+    let entries = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = entries();
+    assert_eq!(before.len(), 1, "best-price compiled once: {before:?}");
+    assert!(before[0].ends_with(".cwasm"));
+    engine.restart();
+    assert_eq!(entries(), before, "the restart reused the entry");
+    let id = engine.order(sol_usdc(1.0)).await;
+    assert_eq!(engine.follow(&id).await.events.last().unwrap()["type"], "confirmed");
+}
