@@ -246,7 +246,7 @@ pub struct BusConfig {
 }
 
 /// Sandbox limits of strategy plugins.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Fuel (≈ wasm instructions) per routing call.
@@ -271,6 +271,10 @@ pub struct PluginsConfig {
     /// Instance slots of the pooling allocator (calls running at once, all
     /// pipelines together); 0 allocates each instance on demand instead.
     pub pooled_instances: u32,
+    /// How often config and plugin files are checked for changes, which
+    /// reload the pipelines' strategies; `0s` turns the watcher off (SIGHUP
+    /// still reloads).
+    pub watch_interval: Dur,
 }
 
 /// One pipeline (per order type).
@@ -581,6 +585,25 @@ impl Sources {
             figment = figment.merge(Env::prefixed("SWAPLINE_").split("__").ignore(&["profile"]));
         }
         Ok(figment)
+    }
+
+    /// The configuration files this would read from disk (for the reload
+    /// watcher); built-in copies are not files.
+    pub fn files_on_disk(&self) -> Vec<PathBuf> {
+        let dir = self
+            .config_dir
+            .clone()
+            .or_else(|| Some(PathBuf::from("configs")).filter(|d| d.join("default.toml").is_file()));
+        let mut files: Vec<PathBuf> = dir
+            .into_iter()
+            .flat_map(|dir| {
+                let profile = (!self.profile.is_empty()).then(|| dir.join(format!("{}.toml", self.profile)));
+                std::iter::once(dir.join("default.toml")).chain(profile)
+            })
+            .filter(|path| path.is_file())
+            .collect();
+        files.extend(self.files.iter().cloned());
+        files
     }
 
     /// Loads, extracts and validates.

@@ -94,14 +94,17 @@ enum ConfigAction {
     Check,
 }
 
-fn load(cli: &Cli) -> Result<Config> {
-    let sources = Sources {
+fn sources(cli: &Cli) -> Sources {
+    Sources {
         profile: cli.profile.clone(),
         config_dir: cli.config_dir.clone(),
         files: cli.config.clone(),
         env: true,
-    };
-    sources.load().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    sources(cli).load().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 async fn shutdown_signal() {
@@ -162,11 +165,11 @@ async fn main() -> Result<()> {
             let role = Role::Serve {
                 with_worker: *with_worker || config.worker.enabled,
             };
-            app::run(config, role, shutdown_signal()).await?;
+            app::run_with_reload(config, role, shutdown_signal(), Some(sources(&cli))).await?;
         }
         Command::Worker => {
             telemetry::init(&config.log);
-            app::run(config, Role::Worker, shutdown_signal()).await?;
+            app::run_with_reload(config, Role::Worker, shutdown_signal(), Some(sources(&cli))).await?;
         }
         Command::Loadtest { .. } => unreachable!("handled before loading the configuration"),
     }

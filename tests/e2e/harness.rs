@@ -132,6 +132,41 @@ impl Engine {
         std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
     }
 
+    /// Rewrites the test config with `extra` (the same base settings).
+    pub fn rewrite_config(&self, extra: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "data_dir = {:?}\n{BASE}\n{extra}",
+                self.data_dir().display().to_string()
+            ),
+        )
+        .expect("rewriting the test config");
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+
+    /// Waits (at most 30 s) until the log contains `needle` `count` times.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.log().matches(needle).count() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} not logged {count} times within 30 s; the log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The data directory (SQLite file).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -7,6 +7,7 @@ mod harness;
 mod bad_input;
 mod lifecycle;
 mod recovery;
+mod reload;
 mod retries;
 mod sandbox;
 mod strategies;

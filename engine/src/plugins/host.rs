@@ -510,6 +510,7 @@ mod tests {
             compile_timeout: Dur(Duration::from_secs(30)),
             cache_compiled: false,
             pooled_instances: 16,
+            watch_interval: Dur(Duration::ZERO),
         }
     }
 

@@ -4,13 +4,15 @@
 //! run per call in a fresh instance under fuel, an epoch deadline and a
 //! memory cap. Its answer is checked by [`validate`] before anything acts on
 //! it; a pipeline's strategies form a fallback [`Chain`]. `cache` keeps
-//! compiled modules in memory and on disk. Imports `config`, `domain` and
-//! the ABI only.
+//! compiled modules in memory and on disk; [`watch`] notices changed config
+//! and plugin files for hot reload. Imports `config`, `domain` and the ABI
+//! only.
 
 mod cache;
 pub mod chain;
 mod host;
 pub mod validate;
+pub mod watch;
 
 use crate::domain::StrategyRef;
 use async_trait::async_trait;
@@ -151,6 +153,16 @@ pub fn resolve(setting: &str) -> Result<Resolved, PluginError> {
         "unknown strategy {setting:?}: built-in strategies are {}; or give a path to a .wasm file",
         builtin_names().join(", ")
     )))
+}
+
+/// The files a set of strategy settings reads: module files and their
+/// sidecar schemas (built-ins read none).
+pub fn files_of<'a>(settings: impl IntoIterator<Item = &'a str>) -> Vec<PathBuf> {
+    settings
+        .into_iter()
+        .filter(|s| !builtin_names().contains(s) && (s.ends_with(".wasm") || s.contains('/')))
+        .flat_map(|s| [PathBuf::from(s), sidecar_path(Path::new(s))])
+        .collect()
 }
 
 /// The sidecar params schema of a module file: `x.wasm` → `x.schema.json`.
