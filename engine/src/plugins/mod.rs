@@ -5,11 +5,12 @@
 //! memory cap. Its answer is checked by [`validate`] before anything acts on
 //! it; a pipeline's strategies form a fallback [`Chain`]. `cache` keeps
 //! compiled modules in memory and on disk; [`watch`] notices changed config
-//! and plugin files for hot reload. Imports `config`, `domain` and the ABI
+//! and plugin files for hot reload; [`cli`] backs `swapline plugins`. Imports `config`, `domain` and the ABI
 //! only.
 
 mod cache;
 pub mod chain;
+pub mod cli;
 mod host;
 pub mod validate;
 pub mod watch;
