@@ -263,6 +263,9 @@ pub struct PluginsConfig {
     pub log_lines_per_call: u32,
     /// `swapline.log` line length cap, bytes.
     pub log_line_max_bytes: u32,
+    /// `swapline.log` lines kept per second per module, across all its
+    /// calls; more are dropped. 0: no limit beyond the per-call one.
+    pub log_lines_per_second: u32,
     /// Longest a module may take to compile; a slower one is refused.
     pub compile_timeout: Dur,
     /// Keep compiled modules under `<data_dir>/plugin-cache/` so a restart

@@ -13,7 +13,9 @@
 //! - [`api`]: the hyper server: routes, handlers, errors, WebSocket hub.
 //! - [`pipeline`]: the worker: stages, retry policy, error classes.
 //! - [`venues`]: the `Venue` seam and the simulated DEX pools.
-//! - [`plugins`]: the wasmtime host for strategy plugins.
+//! - [`plugins`]: the wasmtime host for strategy plugins: limits, the
+//!   compiled-module cache, answer validation, fallback chains, file watch
+//!   for hot reload, and the `swapline plugins` reports.
 //! - [`queue`], [`store`], [`bus`]: seams, each a trait plus implementations.
 //! - [`schemas`]: the JSON Schemas in `schemas/`, generated from the types.
 //! - [`telemetry`]: logging setup.

@@ -39,10 +39,43 @@ pub struct PluginHost {
     cache: Arc<ModuleCache>,
 }
 
+/// `swapline.log` lines a module may write per second, across all its calls:
+/// a counter per one-second window (a window starts at its first line).
+struct LogRate {
+    per_second: u32,
+    window: std::sync::Mutex<(Instant, u32)>,
+}
+
+impl LogRate {
+    fn new(per_second: u32) -> Self {
+        LogRate {
+            per_second,
+            window: std::sync::Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Takes one line from this second's budget; `false` when it is spent.
+    fn take(&self) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0.elapsed() >= Duration::from_secs(1) {
+            *window = (Instant::now(), 0);
+        }
+        if window.1 >= self.per_second {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+}
+
 struct HostState {
     name: String,
     memory_cap: usize,
     memory_hit: bool,
+    log_rate: Arc<LogRate>,
     logs_left: u32,
     log_line_max: usize,
     logs: Vec<String>,
@@ -72,7 +105,8 @@ pub struct CallReport {
     pub elapsed: Duration,
     /// `swapline.log` lines kept (each cut to `plugins.log_line_max_bytes`).
     pub logs: Vec<String>,
-    /// `swapline.log` calls dropped past `plugins.log_lines_per_call`.
+    /// `swapline.log` calls dropped past `plugins.log_lines_per_call` or
+    /// `plugins.log_lines_per_second`.
     pub logs_dropped: u32,
 }
 
@@ -160,6 +194,7 @@ impl PluginHost {
             pre,
             limits: self.limits.clone(),
             params_schema: None,
+            log_rate: Arc::new(LogRate::new(self.limits.log_lines_per_second)),
         };
         let version = strategy.abi_version()?;
         if version != ABI_VERSION {
@@ -215,9 +250,10 @@ fn check_exports(name: &str, module: &Module) -> Result<(), PluginError> {
 }
 
 /// `swapline.log(level, ptr, len)`: at most `plugins.log_lines_per_call`
-/// lines per call, each cut to `plugins.log_line_max_bytes`.
+/// lines per call and `plugins.log_lines_per_second` per module, each cut to
+/// `plugins.log_line_max_bytes`.
 fn host_log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) {
-    if caller.data().logs_left == 0 {
+    if caller.data().logs_left == 0 || !caller.data().log_rate.take() {
         caller.data_mut().logs_dropped += 1;
         return;
     }
@@ -250,6 +286,7 @@ pub struct WasmStrategy {
     pre: InstancePre<HostState>,
     limits: Arc<PluginsConfig>,
     params_schema: Option<Arc<serde_json::Value>>,
+    log_rate: Arc<LogRate>,
 }
 
 impl WasmStrategy {
@@ -260,6 +297,7 @@ impl WasmStrategy {
                 name: self.id.name.clone(),
                 memory_cap: self.limits.memory_limit_bytes as usize,
                 memory_hit: false,
+                log_rate: self.log_rate.clone(),
                 logs_left: self.limits.log_lines_per_call,
                 log_line_max: self.limits.log_line_max_bytes as usize,
                 logs: Vec::new(),
@@ -428,6 +466,14 @@ impl WasmStrategy {
         self.read_packed(store, memory, packed)
     }
 
+    /// Creates and drops one instance: what every call pays before `alloc`
+    /// and `route` run (the benchmark measures it alone).
+    pub fn instantiate(&self) -> Result<(), PluginError> {
+        let mut store = self.store()?;
+        self.pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
+        Ok(())
+    }
+
     /// One call without the report.
     pub fn call_raw(&self, input: &[u8]) -> Result<Vec<u8>, PluginError> {
         self.call(input).0
@@ -507,6 +553,7 @@ mod tests {
             max_output_bytes: 1 << 20,
             log_lines_per_call: 5,
             log_line_max_bytes: 256,
+            log_lines_per_second: 0,
             compile_timeout: Dur(Duration::from_secs(30)),
             cache_compiled: false,
             pooled_instances: 16,
@@ -686,6 +733,29 @@ mod tests {
                 .all(|line| line.len() == 256 && line.bytes().all(|b| b == b'x'))
         );
         assert!(report.fuel_used > 0);
+    }
+
+    #[test]
+    fn log_lines_are_rate_limited_across_calls() {
+        let extra = r#"(import "swapline" "log" (func $log (param i32 i32 i32)))
+                       (data (i32.const 4096) "line")"#;
+        let body = "(call $log (i32.const 1) (i32.const 4096) (i32.const 4))
+                    (call $log (i32.const 1) (i32.const 4096) (i32.const 4))
+                    unreachable";
+        let mut limits = limits();
+        limits.log_lines_per_second = 3;
+        let host = PluginHost::new(limits, None).unwrap();
+        let strategy = host.load("chatty", &wat_plugin(body, extra)).unwrap();
+        let first = strategy.call(b"{}").1;
+        assert_eq!((first.logs.len(), first.logs_dropped), (2, 0));
+        let second = strategy.call(b"{}").1;
+        let third = strategy.call(b"{}").1;
+        // Within one second the module gets 3 lines in all; a window that
+        // rolled over in between grants at most 3 more.
+        let kept = first.logs.len() + second.logs.len() + third.logs.len();
+        assert!((3..=6).contains(&kept), "{kept} lines kept");
+        assert_eq!(second.logs.len() + second.logs_dropped as usize, 2);
+        assert_eq!(kept + (second.logs_dropped + third.logs_dropped) as usize, 6);
     }
 
     #[tokio::test]
