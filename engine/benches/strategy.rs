@@ -33,8 +33,9 @@ fn limits(pooled_instances: u32) -> PluginsConfig {
 
 /// `venues` quotes for a 20,000 SOL order (large enough for `split` to
 /// split), alternating constant-product and 101-bin pools (the default
-/// config's shape, ~5.5 KB of JSON each) of different depths; with
-/// `bins = false`, constant-product pools only (~0.3 KB each).
+/// config's shape) of different depths, the bins trimmed to those the order
+/// reaches as the pipeline does; with `bins = false`, constant-product pools
+/// only.
 fn input(venues: usize, bins: bool) -> RouteInput {
     let amount = 20_000_000_000_000u128;
     let quotes = (0..venues)
@@ -59,6 +60,8 @@ fn input(venues: usize, bins: bool) -> RouteInput {
                     max_fee_bps: 200,
                 }
             };
+            // As the pipeline sends it: only the bins the order can reach.
+            let pool = pool.reachable(amount);
             let swap = pool.swap(amount).expect("the pools fill the order");
             VenueQuote {
                 venue: format!("venue{i}"),

@@ -279,6 +279,9 @@ impl Pipeline {
         quotes.sort_by_key(|q| self.venues.iter().position(|v| v.name() == q.venue));
         for quote in &mut quotes {
             quote.stats = self.tracker.stats(&quote.venue);
+            // Bins this order cannot reach change no leg's outcome: leaving
+            // them out keeps the strategy's input (and its JSON parse) small.
+            quote.pool = quote.pool.reachable(order.amount_in);
         }
         quotes
     }
