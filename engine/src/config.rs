@@ -272,7 +272,8 @@ pub struct PluginsConfig {
     /// does not compile again (they are always cached in memory).
     pub cache_compiled: bool,
     /// Instance slots of the pooling allocator (calls running at once, all
-    /// pipelines together); 0 allocates each instance on demand instead.
+    /// pipelines together; more than `worker.concurrency`); 0 allocates each
+    /// instance on demand instead.
     pub pooled_instances: u32,
     /// How often config and plugin files are checked for changes, which
     /// reload the pipelines' strategies; `0s` turns the watcher off (SIGHUP
@@ -759,6 +760,14 @@ impl Config {
             !self.plugins.compile_timeout.0.is_zero(),
             "plugins.compile_timeout: must be greater than 0".into(),
         );
+        check(
+            self.plugins.pooled_instances == 0 || self.plugins.pooled_instances as usize > self.worker.concurrency,
+            format!(
+                "plugins.pooled_instances: {} must be 0 (on demand) or more than worker.concurrency ({}), \
+                 or routing calls could find no free instance slot",
+                self.plugins.pooled_instances, self.worker.concurrency
+            ),
+        );
         match self.token_registry() {
             Err(e) => check(false, format!("tokens: {e}")),
             Ok(tokens) => {
@@ -978,6 +987,17 @@ mod tests {
         std::fs::write(&extra, "[pipelines.market]\nstrategy = []\n").unwrap();
         let message = s.load().unwrap_err().to_string();
         assert!(message.contains("pipelines.market.strategy"), "{message}");
+    }
+
+    #[test]
+    fn too_few_instance_slots_for_the_worker_are_refused() {
+        let mut config = sources("dev").load().unwrap();
+        config.worker.concurrency = 16;
+        config.plugins.pooled_instances = 16;
+        let problems = config.validate().unwrap_err();
+        assert!(problems[0].starts_with("plugins.pooled_instances: 16"), "{problems:?}");
+        config.plugins.pooled_instances = 0;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

@@ -68,8 +68,9 @@ async fn split_routes_a_large_order_over_both_venues() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn reliability_weighted_routes_orders() {
+async fn reliability_weighted_routes_by_the_stats_the_pipeline_passes() {
     let engine = Engine::start("[pipelines.market]\nstrategy = \"reliability-weighted\"\n");
+    let mut reasons = Vec::new();
     for _ in 0..2 {
         let id = engine.order(sol_usdc(1.0)).await;
         let stream = engine.follow(&id).await;
@@ -79,8 +80,14 @@ async fn reliability_weighted_routes_orders() {
             "{:?}",
             stream.events
         );
-        assert_eq!(engine.status(&id).await["strategy"]["name"], "reliability-weighted");
+        let order = engine.status(&id).await;
+        assert_eq!(order["strategy"]["name"], "reliability-weighted");
+        reasons.push(order["route"]["reason"].as_str().unwrap().to_owned());
     }
+    // The first order saw quote latencies only; the second also the first
+    // order's successful execution on the same venue.
+    assert!(reasons[0].contains("0.0% failed of 0,"), "{reasons:?}");
+    assert!(reasons[1].contains("0.0% failed of 1,"), "{reasons:?}");
 }
 
 #[test]
