@@ -179,8 +179,13 @@ fn check_params(
             } else {
                 format!("params.{path}")
             };
+            // Unknown keys were reported above, once, with what each
+            // strategy takes.
             let duplicate_unknown = links.iter().all(|l| l.params_schema().is_some())
-                && error.to_string().contains("Additional properties");
+                && matches!(
+                    error.kind(),
+                    jsonschema::error::ValidationErrorKind::AdditionalProperties { .. }
+                );
             if !duplicate_unknown {
                 problems.push(format!("{key}: {error} ({}'s params schema)", link.id().name));
             }
