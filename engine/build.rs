@@ -7,7 +7,7 @@
 use std::{env, fs, path::PathBuf, process::Command};
 
 /// Crates under `plugins/` that are strategies, embedded by name.
-const BUILTIN: &[&str] = &["best-price"];
+const BUILTIN: &[&str] = &["best-price", "split", "reliability-weighted"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -5,11 +5,11 @@
 use crate::{
     api::{self, ApiSettings, ApiState, Hub},
     bus::{Bus, MemoryBus, RedisBus},
-    config::{BusBackend, Config, QueueBackend, RedisConfig, StoreBackend},
+    config::{BusBackend, Config, QueueBackend, RedisConfig, Sources, StoreBackend},
     domain::TokenRegistry,
     monitor::Monitor,
     pipeline::{Pipeline, Stage, Worker, reconcile},
-    plugins::{self, PluginError, PluginHost, Strategy},
+    plugins::{self, Chain, PluginError, PluginHost, Strategy, watch::FileWatch},
     queue::{Job, MemoryQueue, MemoryRateLimit, Queue, RateLimit, RedisQueue, RedisRateLimit},
     store::{PostgresStore, SqliteStore, Store, StoreError},
     telemetry,
@@ -37,6 +37,10 @@ pub enum AppError {
     /// A strategy plugin failed to load.
     #[error("strategy plugin: {0}")]
     Plugin(#[from] PluginError),
+    /// Pipelines' strategies could not be loaded: every problem, each naming
+    /// its pipeline.
+    #[error("strategy plugins:\n  - {}", .0.join("\n  - "))]
+    Strategies(Vec<String>),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -69,6 +73,7 @@ pub struct Engine {
     tokens: Arc<TokenRegistry>,
     venues: Vec<Arc<dyn Venue>>,
     pipeline: Arc<Pipeline>,
+    host: PluginHost,
 }
 
 /// A store and the execution ledger it also keeps.
@@ -89,6 +94,156 @@ pub fn open_store(config: &Config) -> Result<StoreAndLedger, AppError> {
         StoreBackend::Postgres => {
             let store = Arc::new(PostgresStore::connect(&config.postgres)?);
             Ok((store.clone(), store))
+        }
+    }
+}
+
+/// The plugin host the configuration describes (with the on-disk module
+/// cache under `data_dir` when `plugins.cache_compiled`).
+pub fn plugin_host(config: &Config) -> Result<PluginHost, AppError> {
+    let cache = config
+        .plugins
+        .cache_compiled
+        .then(|| config.data_dir.join("plugin-cache"));
+    Ok(PluginHost::new(config.plugins.clone(), cache)?)
+}
+
+/// Loads every pipeline's strategies (checking params against their
+/// schemas) into stages. Reports every problem, each naming its pipeline.
+pub fn build_stages(config: &Config, host: &PluginHost) -> Result<HashMap<String, Stage>, AppError> {
+    let mut stages = HashMap::new();
+    let mut problems = Vec::new();
+    for (name, pipeline) in &config.pipelines {
+        let mut links: Vec<Arc<dyn Strategy>> = Vec::new();
+        for setting in &pipeline.strategy.0 {
+            match host.load_setting(setting) {
+                Ok(strategy) => links.push(Arc::new(strategy)),
+                Err(e) => problems.push(format!("pipelines.{name}.strategy: {e}")),
+            }
+        }
+        if links.len() != pipeline.strategy.0.len() {
+            continue;
+        }
+        match Chain::new(links, pipeline.params.clone()) {
+            Ok(chain) => {
+                for id in chain.strategies() {
+                    tracing::info!(pipeline = name, plugin = id.name, sha256 = id.sha256, "strategy loaded");
+                    telemetry::event::plugin_loaded(&id.name, &PluginError::REASONS);
+                }
+                stages.insert(
+                    name.clone(),
+                    Stage {
+                        chain,
+                        quote_timeout: pipeline.quote_timeout.0,
+                        execute_timeout: pipeline.execute_timeout.0,
+                    },
+                );
+            }
+            Err(bad) => problems.extend(bad.into_iter().map(|p| format!("pipelines.{name}.{p}"))),
+        }
+    }
+    if problems.is_empty() {
+        Ok(stages)
+    } else {
+        Err(AppError::Strategies(problems))
+    }
+}
+
+/// Reloads every pipeline's strategies from `sources`. Everything is
+/// loaded and checked first; on any problem nothing changes and the error
+/// says why. Orders already running keep the stage they started with.
+/// Other changed keys wait for a restart (a changed `[plugins]` is logged).
+pub fn reload(sources: &Sources, host: &PluginHost, pipeline: &Pipeline) -> Result<Config, AppError> {
+    let config = sources.load().map_err(|e| AppError::Config(e.to_string()))?;
+    let stages = build_stages(&config, host)?;
+    if &config.plugins != host.limits() {
+        tracing::warn!("[plugins] settings changed; they apply at the next restart");
+    }
+    let loaded: Vec<String> = stages
+        .iter()
+        .map(|(name, stage)| {
+            let chain: Vec<String> = stage
+                .chain
+                .strategies()
+                .map(|id| format!("{}@{}", id.name, &id.sha256[..12]))
+                .collect();
+            format!("{name}: {}", chain.join(" → "))
+        })
+        .collect();
+    pipeline.replace_stages(stages);
+    tracing::info!(pipelines = %loaded.join("; "), "strategies reloaded");
+    Ok(config)
+}
+
+/// The files whose change triggers a reload: the config files on disk and
+/// every module file (with its sidecar schema) the pipelines name.
+fn watched_files(sources: &Sources, config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files = sources.files_on_disk();
+    files.extend(plugins::files_of(
+        config
+            .pipelines
+            .values()
+            .flat_map(|p| p.strategy.0.iter().map(String::as_str)),
+    ));
+    files
+}
+
+/// Reloads on SIGHUP and when a watched file changes (debounced), until
+/// `shutdown`. A refused reload is logged with its reason; the previous
+/// strategies keep serving.
+async fn reload_loop(
+    sources: Sources,
+    host: PluginHost,
+    pipeline: Arc<Pipeline>,
+    config: Config,
+    shutdown: CancellationToken,
+) {
+    let interval = config.plugins.watch_interval.0;
+    let mut watch = FileWatch::new(watched_files(&sources, &config));
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler; reload by file change only");
+            None
+        }
+    };
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<Option<()>>();
+        let trigger = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = signalled => "SIGHUP".to_owned(),
+            _ = tokio::time::sleep(interval), if !interval.is_zero() => {
+                if watch.changed().is_empty() {
+                    continue;
+                }
+                let changed = watch.settle(interval).await;
+                let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                format!("changed {}", names.join(", "))
+            }
+        };
+        tracing::info!(trigger, "reloading strategies");
+        let (sources, host, pipeline) = (sources.clone(), host.clone(), pipeline.clone());
+        // Loading compiles modules: keep it off the async workers.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = reload(&sources, &host, &pipeline);
+            (result, sources)
+        })
+        .await;
+        match outcome {
+            Ok((Ok(config), sources)) => watch = FileWatch::new(watched_files(&sources, &config)),
+            Ok((Err(e), _)) => {
+                tracing::error!(trigger, reason = %e, "reload refused; the previous strategies keep serving")
+            }
+            Err(e) => tracing::error!(trigger, error = %e, "reload task failed; the previous strategies keep serving"),
         }
     }
 }
@@ -177,28 +332,8 @@ impl Engine {
             venues.push(Arc::new(venue));
         }
 
-        let host = PluginHost::new(config.plugins.clone())?;
-        let mut stages = HashMap::new();
-        for (name, pipeline) in &config.pipelines {
-            let (plugin, bytes) = plugins::resolve(&pipeline.strategy)?;
-            let strategy: Arc<dyn Strategy> = Arc::new(host.load(&plugin, &bytes)?);
-            tracing::info!(
-                pipeline = name,
-                plugin,
-                sha256 = strategy.id().sha256,
-                "strategy loaded"
-            );
-            telemetry::event::plugin_loaded(&plugin, &PluginError::REASONS);
-            stages.insert(
-                name.clone(),
-                Stage {
-                    strategy,
-                    params: pipeline.params.clone(),
-                    quote_timeout: pipeline.quote_timeout.0,
-                    execute_timeout: pipeline.execute_timeout.0,
-                },
-            );
-        }
+        let host = plugin_host(&config)?;
+        let stages = build_stages(&config, &host)?;
         let pipeline = Pipeline::new(
             &config,
             store.clone(),
@@ -217,6 +352,7 @@ impl Engine {
             tokens,
             venues,
             pipeline: Arc::new(pipeline),
+            host,
         })
     }
 
@@ -251,6 +387,17 @@ impl Engine {
 
 /// Runs the engine in `role` until `shutdown` resolves, then drains.
 pub async fn run(config: Config, role: Role, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    run_with_reload(config, role, shutdown, None).await
+}
+
+/// [`run`], and with `reload` (where `config` came from) the pipelines'
+/// strategies reload on SIGHUP and when a config or plugin file changes.
+pub async fn run_with_reload(
+    config: Config,
+    role: Role,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<Sources>,
+) -> Result<(), AppError> {
     if role == (Role::Serve { with_worker: false }) && config.queue.backend == QueueBackend::Memory {
         return Err(AppError::Config(
             "worker.enabled is false, but queue.backend is \"memory\": nothing else can run the orders this \
@@ -310,6 +457,15 @@ pub async fn run(config: Config, role: Role, shutdown: impl Future<Output = ()>)
                 engine.store.clone(),
                 engine.queue.clone(),
                 config.reconciler.interval.0,
+                token.clone(),
+            ));
+        }
+        if let Some(sources) = reload {
+            tasks.spawn(reload_loop(
+                sources,
+                engine.host.clone(),
+                engine.pipeline.clone(),
+                config.clone(),
                 token.clone(),
             ));
         }

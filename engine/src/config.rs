@@ -326,7 +326,7 @@ pub struct ReconcilerConfig {
 }
 
 /// Sandbox limits of strategy plugins.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Fuel (≈ wasm instructions) per routing call.
@@ -343,16 +343,35 @@ pub struct PluginsConfig {
     pub log_lines_per_call: u32,
     /// `swapline.log` line length cap, bytes.
     pub log_line_max_bytes: u32,
+    /// `swapline.log` lines kept per second per module, across all its
+    /// calls; more are dropped. 0: no limit beyond the per-call one.
+    pub log_lines_per_second: u32,
+    /// Longest a module may take to compile; a slower one is refused.
+    pub compile_timeout: Dur,
+    /// Keep compiled modules under `<data_dir>/plugin-cache/` so a restart
+    /// does not compile again (they are always cached in memory).
+    pub cache_compiled: bool,
+    /// Instance slots of the pooling allocator (calls running at once, all
+    /// pipelines together; more than `worker.concurrency`); 0 allocates each
+    /// instance on demand instead.
+    pub pooled_instances: u32,
+    /// How often config and plugin files are checked for changes, which
+    /// reload the pipelines' strategies; `0s` turns the watcher off (SIGHUP
+    /// still reloads).
+    pub watch_interval: Dur,
 }
 
 /// One pipeline (per order type).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Routing strategy: a built-in name (`best-price`) or a path to a
-    /// `.wasm` module.
-    pub strategy: String,
-    /// Parameters handed to the strategy as `params`.
+    /// Routing strategy: a built-in name (`best-price`, `split`,
+    /// `reliability-weighted`) or a path to a `.wasm` module; or a fallback
+    /// chain of them, e.g. `["split", "best-price"]`, tried in order until one
+    /// answers with a valid route.
+    pub strategy: StrategyChain,
+    /// Parameters handed to the strategy as `params`, checked at load
+    /// against the schema each strategy declares.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub params: serde_json::Map<String, serde_json::Value>,
@@ -360,6 +379,61 @@ pub struct PipelineConfig {
     pub quote_timeout: Dur,
     /// Per-leg execution timeout (a timeout is a transient failure).
     pub execute_timeout: Dur,
+}
+
+/// One strategy or a fallback chain: `"split"` or `["split", "best-price"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrategyChain(pub Vec<String>);
+
+/// Longest fallback chain accepted.
+pub const MAX_CHAIN: usize = 8;
+
+impl Serialize for StrategyChain {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => serializer.serialize_str(one),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StrategyChain {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = StrategyChain;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a strategy name or path, or an array of them")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<StrategyChain, E> {
+                Ok(StrategyChain(vec![text.to_owned()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrategyChain, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(StrategyChain(names))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for StrategyChain {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StrategyChain".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A strategy (built-in name or path to a .wasm module), or a fallback chain of them tried in order.",
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_CHAIN}
+            ]
+        })
+    }
 }
 
 /// The simulated venues.
@@ -597,6 +671,25 @@ impl Sources {
         Ok(figment)
     }
 
+    /// The configuration files this would read from disk (for the reload
+    /// watcher); built-in copies are not files.
+    pub fn files_on_disk(&self) -> Vec<PathBuf> {
+        let dir = self
+            .config_dir
+            .clone()
+            .or_else(|| Some(PathBuf::from("configs")).filter(|d| d.join("default.toml").is_file()));
+        let mut files: Vec<PathBuf> = dir
+            .into_iter()
+            .flat_map(|dir| {
+                let profile = (!self.profile.is_empty()).then(|| dir.join(format!("{}.toml", self.profile)));
+                std::iter::once(dir.join("default.toml")).chain(profile)
+            })
+            .filter(|path| path.is_file())
+            .collect();
+        files.extend(self.files.iter().cloned());
+        files
+    }
+
     /// Loads, extracts and validates.
     pub fn load(&self) -> Result<Config, ConfigError> {
         let config: Config = self
@@ -771,11 +864,28 @@ impl Config {
             "pipelines.market: missing; every order type needs a pipeline".into(),
         );
         for (name, pipeline) in &self.pipelines {
+            let chain = &pipeline.strategy.0;
             check(
-                !pipeline.strategy.trim().is_empty(),
-                format!("pipelines.{name}.strategy: must name a plugin"),
+                !chain.is_empty() && chain.iter().all(|s| !s.trim().is_empty()),
+                format!("pipelines.{name}.strategy: must name a plugin (or a non-empty list of them)"),
+            );
+            check(
+                chain.len() <= MAX_CHAIN,
+                format!("pipelines.{name}.strategy: at most {MAX_CHAIN} strategies in a chain"),
             );
         }
+        check(
+            !self.plugins.compile_timeout.0.is_zero(),
+            "plugins.compile_timeout: must be greater than 0".into(),
+        );
+        check(
+            self.plugins.pooled_instances == 0 || self.plugins.pooled_instances as usize > self.worker.concurrency,
+            format!(
+                "plugins.pooled_instances: {} must be 0 (on demand) or more than worker.concurrency ({}), \
+                 or routing calls could find no free instance slot",
+                self.plugins.pooled_instances, self.worker.concurrency
+            ),
+        );
         match self.token_registry() {
             Err(e) => check(false, format!("tokens: {e}")),
             Ok(tokens) => {
@@ -971,6 +1081,41 @@ mod tests {
                 "{key} missing from {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn strategy_is_a_name_or_a_fallback_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = dir.path().join("chain.toml");
+        std::fs::write(&extra, "[pipelines.market]\nstrategy = [\"split\", \"best-price\"]\n").unwrap();
+        let mut s = sources("dev");
+        s.files.push(extra.clone());
+        let config = s.load().unwrap();
+        assert_eq!(config.pipelines["market"].strategy.0, ["split", "best-price"]);
+        assert_eq!(schema_errors(&config), Vec::<String>::new());
+
+        let one = sources("dev").load().unwrap();
+        assert_eq!(one.pipelines["market"].strategy.0, ["best-price"]);
+        let shown = toml::to_string(&one).unwrap();
+        assert!(
+            shown.contains("strategy = \"best-price\""),
+            "a single strategy stays a string"
+        );
+
+        std::fs::write(&extra, "[pipelines.market]\nstrategy = []\n").unwrap();
+        let message = s.load().unwrap_err().to_string();
+        assert!(message.contains("pipelines.market.strategy"), "{message}");
+    }
+
+    #[test]
+    fn too_few_instance_slots_for_the_worker_are_refused() {
+        let mut config = sources("dev").load().unwrap();
+        config.worker.concurrency = 16;
+        config.plugins.pooled_instances = 16;
+        let problems = config.validate().unwrap_err();
+        assert!(problems[0].starts_with("plugins.pooled_instances: 16"), "{problems:?}");
+        config.plugins.pooled_instances = 0;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

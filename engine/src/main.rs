@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Inspect, check and try strategy plugins.
+    Plugins {
+        #[command(subcommand)]
+        action: PluginsAction,
+    },
     /// Load-test a running engine.
     Loadtest {
         #[command(subcommand)]
@@ -112,6 +117,29 @@ enum LoadtestKind {
 }
 
 #[derive(Subcommand, Debug)]
+enum PluginsAction {
+    /// Every built-in strategy and every module the pipelines name: source,
+    /// sha256, ABI version, exports.
+    List,
+    /// Load a module (or built-in name) under the configured limits: ABI,
+    /// imports, exports, params schema, then a dry run on a sample input.
+    Check {
+        /// A .wasm file (binary or WAT text) or a built-in name.
+        file: String,
+    },
+    /// Route one input with a module: prints the decision, the host's
+    /// verdict, fuel used and time.
+    Test {
+        /// A .wasm file (binary or WAT text) or a built-in name.
+        file: String,
+        /// A RouteInput as JSON (schemas/plugin-input.schema.json); default:
+        /// the sample input of `plugins check`.
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ConfigAction {
     /// Print the effective configuration as TOML.
     Show,
@@ -119,14 +147,17 @@ enum ConfigAction {
     Check,
 }
 
-fn load(cli: &Cli) -> Result<Config> {
-    let sources = Sources {
+fn sources(cli: &Cli) -> Sources {
+    Sources {
         profile: cli.profile.clone(),
         config_dir: cli.config_dir.clone(),
         files: cli.config.clone(),
         env: true,
-    };
-    sources.load().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    sources(cli).load().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 async fn shutdown_signal() {
@@ -173,6 +204,7 @@ async fn main() -> Result<()> {
             }
             println!("configuration OK (profile {})", cli.profile);
         }
+        Command::Plugins { action } => plugins(&config, action)?,
         Command::Migrate => {
             telemetry::init(&config.log);
             let applied = app::migrate(&config).await?;
@@ -187,13 +219,49 @@ async fn main() -> Result<()> {
             let role = Role::Serve {
                 with_worker: *with_worker || config.worker.enabled,
             };
-            app::run(config, role, shutdown_signal()).await?;
+            app::run_with_reload(config, role, shutdown_signal(), Some(sources(&cli))).await?;
         }
         Command::Worker => {
             telemetry::init(&config.log);
-            app::run(config, Role::Worker, shutdown_signal()).await?;
+            app::run_with_reload(config, Role::Worker, shutdown_signal(), Some(sources(&cli))).await?;
         }
         Command::Loadtest { .. } => unreachable!("handled before loading the configuration"),
+    }
+    Ok(())
+}
+
+fn plugins(config: &Config, action: &PluginsAction) -> Result<()> {
+    use swapline::plugins::{PluginHost, cli};
+    // Inspection never writes the on-disk module cache.
+    let host = PluginHost::new(config.plugins.clone(), None)?;
+    match action {
+        PluginsAction::List => {
+            for plugin in cli::list(config, &host)? {
+                println!("{plugin}\n");
+            }
+        }
+        PluginsAction::Check { file } => {
+            let report = cli::check(&host, file)?;
+            println!("{report}");
+            if !report.dry_run.passed() {
+                bail!("the dry run did not produce a route the host accepts");
+            }
+        }
+        PluginsAction::Test { file, input } => {
+            let input = match input {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text).with_context(|| format!("{} is not a RouteInput", path.display()))?
+                }
+                None => cli::sample_input(),
+            };
+            let strategy = host.load_setting(file)?;
+            let report = cli::test(&strategy, &input);
+            print!("{report}");
+            if !report.passed() {
+                bail!("no route the host accepts");
+            }
+        }
     }
     Ok(())
 }

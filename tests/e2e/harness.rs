@@ -282,6 +282,43 @@ impl Engine {
         engine
     }
 
+    /// Runs the engine with `extra` TOML and expects it to refuse to start:
+    /// returns what it wrote to stderr.
+    pub fn refused(extra: &str) -> String {
+        let shared = Shared::new(Backend::Embedded);
+        let [base, overlay] = shared.config(extra);
+        let output = Command::new(env!("CARGO_BIN_EXE_swapline"))
+            .args(["--profile", "bench", "--config"])
+            .arg(&base)
+            .arg("--config")
+            .arg(&overlay)
+            .arg("serve")
+            .current_dir(shared.dir.path())
+            .env_remove("SWAPLINE_PROFILE")
+            .output()
+            .expect("running swapline");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "swapline started: {stdout}");
+        assert!(!stdout.contains("swapline listening"), "swapline listened: {stdout}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// The order as `GET /api/orders/status/{id}` shows it.
+    pub async fn status(&self, id: &str) -> Value {
+        let response = client::get(&self.url, &format!("/api/orders/status/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        response.json()
+    }
+
+    /// Asserts `/health` answers 200 with status ok.
+    pub async fn assert_healthy(&self) {
+        let health = client::get(&self.url, "/health").await.unwrap();
+        assert_eq!(health.status, 200);
+        assert_eq!(health.json()["status"], "ok");
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -325,6 +362,40 @@ impl Engine {
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Rewrites this node's own config file with `extra` (the shared base
+    /// settings stay).
+    pub fn rewrite_config(&self, extra: &str) {
+        std::fs::write(&self.config[1], extra).expect("rewriting the test config");
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+
+    /// Waits (at most 30 s) until the log contains `needle` `count` times.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.log().matches(needle).count() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} not logged {count} times within 30 s; the log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The data directory (SQLite file, plugin cache).
+    pub fn data_dir(&self) -> PathBuf {
+        self.shared.dir.path().join("data")
     }
 
     /// SIGKILL, no goodbye.

@@ -5,10 +5,13 @@
 mod harness;
 
 mod bad_input;
+mod cli;
 mod lifecycle;
 mod metrics;
 mod ops;
 mod recovery;
+mod reload;
 mod retries;
 mod sandbox;
 mod scale;
+mod strategies;

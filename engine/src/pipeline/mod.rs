@@ -9,6 +9,7 @@
 
 mod reconcile;
 mod retry;
+mod stats;
 mod worker;
 
 use crate::{
@@ -18,7 +19,7 @@ use crate::{
         ErrorInfo, Event, EventData, EventKind, Order, OrderId, OrderPatch, QuoteView, Route, RouteLeg, Timestamp,
         TokenRegistry, format_price, format_units, progress,
     },
-    plugins::{PluginError, Strategy, validate::validate},
+    plugins::{Chain, ChainFailed, PluginError},
     queue::Job,
     store::{NewEvent, Store, StoreError},
     telemetry,
@@ -27,7 +28,12 @@ use crate::{
 pub use reconcile::reconcile;
 pub use retry::{Backoff, RetryPolicy, random_unit};
 use sha2::{Digest, Sha512};
-use std::{collections::HashMap, sync::Arc, time::Duration};
+pub use stats::VenueTracker;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 use swapline_abi::{OrderInfo, RouteInput, Units, VenueQuote};
 use tokio::{task::JoinSet, time::Instant};
 pub use worker::Worker;
@@ -41,12 +47,11 @@ pub enum Outcome {
     RetryAfter(Duration),
 }
 
-/// Per-order-type settings and strategy.
+/// Per-order-type settings and strategy. An order holds its stage for the
+/// whole run, so a reload never changes the strategy under an order.
 pub struct Stage {
-    /// Routing strategy.
-    pub strategy: Arc<dyn Strategy>,
-    /// Handed to the strategy.
-    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Routing strategies (a fallback chain) and their params.
+    pub chain: Chain,
     /// Per-venue quote timeout.
     pub quote_timeout: Duration,
     /// Per-leg execution timeout.
@@ -58,10 +63,11 @@ pub struct Pipeline {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     venues: Vec<Arc<dyn Venue>>,
-    stages: HashMap<String, Stage>,
+    stages: RwLock<HashMap<String, Arc<Stage>>>,
     tokens: Arc<TokenRegistry>,
     retry: RetryPolicy,
     requote_after: Duration,
+    tracker: VenueTracker,
 }
 
 /// An order-ending failure: code and words.
@@ -71,7 +77,7 @@ struct Failure {
 }
 
 impl Failure {
-    fn plugin(error: PluginError) -> Self {
+    fn plugin(error: ChainFailed) -> Self {
         Failure {
             code: PluginError::CODE.into(),
             message: format!("{}: {error}", PluginError::CODE),
@@ -93,16 +99,33 @@ impl Pipeline {
             store,
             bus,
             venues,
-            stages,
+            stages: RwLock::new(stages.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
             tokens,
             retry: RetryPolicy::from_config(&config.retry)?,
             requote_after: config.retry.requote_after.0,
+            tracker: VenueTracker::new(),
         })
     }
 
     /// The store this pipeline records into.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Swaps in new stages (a reload). Orders already running keep the
+    /// stage they started with.
+    pub fn replace_stages(&self, stages: HashMap<String, Stage>) {
+        let stages = stages.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        *self.stages.write().unwrap_or_else(|e| e.into_inner()) = stages;
+    }
+
+    /// The current stage of an order type.
+    pub fn stage(&self, order_type: &str) -> Option<Arc<Stage>> {
+        self.stages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(order_type)
+            .cloned()
     }
 
     /// Stores an event with its patch, logs it, then publishes it.
@@ -189,7 +212,7 @@ impl Pipeline {
     }
 
     async fn run(&self, order: &Order) -> Result<Outcome, StoreError> {
-        let Some(stage) = self.stages.get(order.order_type.as_str()) else {
+        let Some(stage) = self.stage(order.order_type.as_str()) else {
             let failure = Failure {
                 code: "no_pipeline".into(),
                 message: format!("no pipeline for order type {}", order.order_type.as_str()),
@@ -220,12 +243,12 @@ impl Pipeline {
         let route = match &order.route {
             // Signatures of a route with an executed leg must not change.
             Some(route) if resuming || route.any_filled() || !stale => route.clone(),
-            _ => match self.route(order, stage).await? {
+            _ => match self.route(order, &stage).await? {
                 Ok(route) => route,
                 Err(failure) => return self.fail(order, failure, order.attempts, None).await,
             },
         };
-        self.submit(order, stage, route, attempt).await
+        self.submit(order, &stage, route, attempt).await
     }
 
     async fn quotes(&self, order: &Order, stage: &Stage) -> Vec<VenueQuote> {
@@ -240,8 +263,11 @@ impl Pipeline {
             let (token_in, token_out, amount) = (order.token_in.clone(), order.token_out.clone(), order.amount_in);
             tasks.spawn(async move {
                 let name = venue.name().to_owned();
+                let started = std::time::Instant::now();
                 match tokio::time::timeout(timeout, venue.quote(&token_in, &token_out, amount)).await {
-                    Ok(result) => result.map_err(|e| (name, e.to_string())),
+                    Ok(result) => result
+                        .map(|quote| (quote, started.elapsed()))
+                        .map_err(|e| (name, e.to_string())),
                     Err(_) => Err((name, "quote timed out".into())),
                 }
             });
@@ -249,8 +275,12 @@ impl Pipeline {
         let mut quotes = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok(Ok(quote)) => quotes.push(quote),
+                Ok(Ok((quote, latency))) => {
+                    self.tracker.quote_answered(&quote.venue, latency);
+                    quotes.push(quote);
+                }
                 Ok(Err((venue, error))) => {
+                    self.tracker.quote_failed(&venue);
                     tracing::warn!(order_id = %order.id, venue, error, "no quote")
                 }
                 Err(e) => tracing::warn!(order_id = %order.id, error = %e, "quote task failed"),
@@ -258,6 +288,12 @@ impl Pipeline {
         }
         // Venue order, not arrival order: strategies see a stable input.
         quotes.sort_by_key(|q| self.venues.iter().position(|v| v.name() == q.venue));
+        for quote in &mut quotes {
+            quote.stats = self.tracker.stats(&quote.venue);
+            // Bins this order cannot reach change no leg's outcome: leaving
+            // them out keeps the strategy's input (and its JSON parse) small.
+            quote.pool = quote.pool.reachable(order.amount_in);
+        }
         telemetry::event::stage("quote", started.elapsed());
         quotes
     }
@@ -328,25 +364,35 @@ impl Pipeline {
                 slippage_bps: order.slippage_bps,
             },
             quotes,
-            params: stage.params.clone(),
+            params: Default::default(),
         };
         let started = Instant::now();
-        let answer = stage.strategy.route(&input).await;
-        let took = started.elapsed();
-        let checked = answer.and_then(|decision| validate(&input, &decision).map(|checked| (checked, decision.reason)));
-        let plugin = &stage.strategy.id().name;
-        telemetry::event::plugin_call(plugin, took, None, checked.as_ref().err().map(PluginError::reason));
-        telemetry::event::stage("route", took);
-        let checked = match checked {
-            Ok(checked) => checked,
+        let routed = stage.chain.route(input).await;
+        telemetry::event::stage("route", started.elapsed());
+        let routed = match routed {
+            Ok(routed) => routed,
             Err(e) => return Ok(Err(Failure::plugin(e))),
         };
         let version = order.route.as_ref().map_or(1, |r| r.version + 1);
+        let reason = match routed.failed.as_slice() {
+            [] => routed.reason,
+            failed => {
+                let earlier: Vec<String> = failed
+                    .iter()
+                    .map(|(id, e)| format!("{} failed: {e}", id.name))
+                    .collect();
+                Some(format!(
+                    "{} (fallback after {})",
+                    routed.reason.unwrap_or_else(|| routed.by.name.clone()),
+                    earlier.join("; ")
+                ))
+            }
+        };
         let route = Route {
             version,
-            reason: checked.1,
-            legs: checked
-                .0
+            reason,
+            legs: routed
+                .legs
                 .into_iter()
                 .enumerate()
                 .map(|(index, leg)| RouteLeg {
@@ -360,7 +406,7 @@ impl Pipeline {
                 .collect(),
         };
         let dex = route.dex();
-        let strategy = stage.strategy.id().clone();
+        let strategy = routed.by;
         self.emit(
             order.id,
             progress::ROUTED,
@@ -448,6 +494,7 @@ impl Pipeline {
                     message: format!("{} did not answer within {:?}", leg.dex, stage.execute_timeout),
                 }),
             };
+            self.tracker.executed(&leg.dex, result.is_ok());
             match result {
                 Ok(fill) => route.legs[index].filled_out = Some(Units(fill.amount_out)),
                 Err(error) => {

@@ -3,35 +3,83 @@
 //! Memory ownership per ABI v1: the host writes the input into a buffer the
 //! guest allocated with `alloc`; the guest's answer stays in guest memory and
 //! the host copies it out; the instance (and all its memory) is dropped after
-//! the call, so nothing leaks between orders.
+//! the call, so nothing leaks between orders. Instances come from a pooling
+//! allocator (`plugins.pooled_instances` slots) so that a fresh instance per
+//! call costs microseconds.
 
-use super::{PluginError, Strategy, sha256_hex};
+use super::{PluginError, Strategy, cache::ModuleCache, sha256_hex};
 use crate::{config::PluginsConfig, domain::StrategyRef};
 use async_trait::async_trait;
-use std::{sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 use swapline_abi::{ABI_VERSION, PluginAnswer, RouteDecision, RouteInput};
 use wasmtime::{
-    Caller, Config, Engine, ExternType, InstancePre, Linker, Module, ResourceLimiter, Store, Trap, ValType,
+    Caller, Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, ValType,
 };
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Wasm stack cap: deep recursion traps instead of taking the thread down.
 const MAX_WASM_STACK: usize = 512 * 1024;
+/// Table elements an instance may have.
+const MAX_TABLE_ELEMENTS: usize = 10_000;
+/// The optional export declaring the params' JSON Schema.
+pub const PARAMS_SCHEMA_EXPORT: &str = "swapline_params_schema";
 
-/// Owns the wasmtime engine and the sandbox limits; loads strategies.
+/// Owns the wasmtime engine, the sandbox limits and the compiled-module
+/// cache; loads strategies.
 #[derive(Clone)]
 pub struct PluginHost {
     engine: Engine,
     limits: Arc<PluginsConfig>,
+    cache: Arc<ModuleCache>,
+}
+
+/// `swapline.log` lines a module may write per second, across all its calls:
+/// a counter per one-second window (a window starts at its first line).
+struct LogRate {
+    per_second: u32,
+    window: std::sync::Mutex<(Instant, u32)>,
+}
+
+impl LogRate {
+    fn new(per_second: u32) -> Self {
+        LogRate {
+            per_second,
+            window: std::sync::Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Takes one line from this second's budget; `false` when it is spent.
+    fn take(&self) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0.elapsed() >= Duration::from_secs(1) {
+            *window = (Instant::now(), 0);
+        }
+        if window.1 >= self.per_second {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
 }
 
 struct HostState {
     name: String,
     memory_cap: usize,
     memory_hit: bool,
+    log_rate: Arc<LogRate>,
     logs_left: u32,
     log_line_max: usize,
+    logs: Vec<String>,
+    logs_dropped: u32,
 }
 
 impl ResourceLimiter for HostState {
@@ -44,19 +92,47 @@ impl ResourceLimiter for HostState {
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 10_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
+}
+
+/// What one call cost and said, beside its answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallReport {
+    /// Fuel the call burnt (≈ wasm instructions), instantiation included.
+    pub fuel_used: u64,
+    /// Wall-clock time of the call, instantiation included.
+    pub elapsed: Duration,
+    /// `swapline.log` lines kept (each cut to `plugins.log_line_max_bytes`).
+    pub logs: Vec<String>,
+    /// `swapline.log` calls dropped past `plugins.log_lines_per_call` or
+    /// `plugins.log_lines_per_second`.
+    pub logs_dropped: u32,
 }
 
 impl PluginHost {
     /// Builds the engine and starts the epoch ticker (a thread that lives as
-    /// long as the engine does).
-    pub fn new(limits: PluginsConfig) -> Result<Self, PluginError> {
+    /// long as the engine does). Compiled modules are cached in memory, and
+    /// on disk under `cache_dir` when given.
+    pub fn new(limits: PluginsConfig, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config
             .consume_fuel(true)
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK);
+        if limits.pooled_instances > 0 {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_core_instances(limits.pooled_instances)
+                .total_memories(limits.pooled_instances)
+                .total_tables(limits.pooled_instances)
+                .max_memory_size(limits.memory_limit_bytes as usize)
+                .table_elements(MAX_TABLE_ELEMENTS);
+            // Each slot reserves the cap plus a guard instead of 4 GiB of
+            // address space: explicit bounds checks, a compact pool.
+            config
+                .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+                .memory_reservation(limits.memory_limit_bytes);
+        }
         let engine = Engine::new(&config).map_err(|e| PluginError::Load(format!("wasm engine: {e}")))?;
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -69,14 +145,22 @@ impl PluginHost {
                 }
             })
             .map_err(|e| PluginError::Load(format!("epoch thread: {e}")))?;
+        let cache = Arc::new(ModuleCache::new(&engine, cache_dir));
         Ok(PluginHost {
             engine,
             limits: Arc::new(limits),
+            cache,
         })
     }
 
-    /// Compiles and checks a module: size, imports (only `swapline.log`),
-    /// exports and ABI version.
+    /// The sandbox limits this host applies.
+    pub fn limits(&self) -> &PluginsConfig {
+        &self.limits
+    }
+
+    /// Compiles (or finds in the cache) and checks a module: size, imports
+    /// (only `swapline.log`), exports, ABI version and, when exported, the
+    /// params schema.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<WasmStrategy, PluginError> {
         if bytes.len() as u64 > self.limits.max_module_bytes {
             return Err(PluginError::Load(format!(
@@ -85,7 +169,11 @@ impl PluginHost {
                 self.limits.max_module_bytes
             )));
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| PluginError::Load(format!("{name}: {e}")))?;
+        let sha256 = sha256_hex(bytes);
+        let module = self
+            .cache
+            .get_or_compile(&self.engine, &sha256, bytes, self.limits.compile_timeout.0)
+            .map_err(|e| PluginError::Load(format!("{name}: {e}")))?;
         check_imports(name, &module)?;
         check_exports(name, &module)?;
 
@@ -96,14 +184,17 @@ impl PluginHost {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| PluginError::Load(format!("{name}: {e}")))?;
-        let strategy = WasmStrategy {
+        let mut strategy = WasmStrategy {
             id: StrategyRef {
                 name: name.to_owned(),
-                sha256: sha256_hex(bytes),
+                sha256,
             },
             engine: self.engine.clone(),
+            module,
             pre,
             limits: self.limits.clone(),
+            params_schema: None,
+            log_rate: Arc::new(LogRate::new(self.limits.log_lines_per_second)),
         };
         let version = strategy.abi_version()?;
         if version != ABI_VERSION {
@@ -111,6 +202,7 @@ impl PluginHost {
                 "{name}: swapline_abi_version() returned {version}, this engine speaks {ABI_VERSION}"
             )));
         }
+        strategy.params_schema = strategy.exported_params_schema()?.map(Arc::new);
         Ok(strategy)
     }
 }
@@ -133,10 +225,10 @@ fn check_imports(name: &str, module: &Module) -> Result<(), PluginError> {
 }
 
 fn check_exports(name: &str, module: &Module) -> Result<(), PluginError> {
-    let func = |export: &str, params: &[&str], results: &[&str]| -> Result<(), PluginError> {
-        let shape =
-            |types: &mut dyn Iterator<Item = ValType>| -> Vec<String> { types.map(|t| t.to_string()).collect() };
+    let shape = |types: &mut dyn Iterator<Item = ValType>| -> Vec<String> { types.map(|t| t.to_string()).collect() };
+    let func = |export: &str, params: &[&str], results: &[&str], required: bool| -> Result<(), PluginError> {
         match module.get_export(export) {
+            None if !required => Ok(()),
             Some(ExternType::Func(f)) if shape(&mut f.params()) == params && shape(&mut f.results()) == results => {
                 Ok(())
             }
@@ -147,18 +239,22 @@ fn check_exports(name: &str, module: &Module) -> Result<(), PluginError> {
             ))),
         }
     };
-    func("swapline_abi_version", &[], &["i32"])?;
-    func("alloc", &["i32"], &["i32"])?;
-    func("route", &["i32", "i32"], &["i64"])?;
+    func("swapline_abi_version", &[], &["i32"], true)?;
+    func("alloc", &["i32"], &["i32"], true)?;
+    func("route", &["i32", "i32"], &["i64"], true)?;
+    func(PARAMS_SCHEMA_EXPORT, &[], &["i64"], false)?;
     match module.get_export("memory") {
         Some(ExternType::Memory(_)) => Ok(()),
         _ => Err(PluginError::Load(format!("{name}: must export its `memory`"))),
     }
 }
 
-/// `swapline.log(level, ptr, len)`: rate-limited and size-capped.
+/// `swapline.log(level, ptr, len)`: at most `plugins.log_lines_per_call`
+/// lines per call and `plugins.log_lines_per_second` per module, each cut to
+/// `plugins.log_line_max_bytes`.
 fn host_log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) {
-    if caller.data().logs_left == 0 {
+    if caller.data().logs_left == 0 || !caller.data().log_rate.take() {
+        caller.data_mut().logs_dropped += 1;
         return;
     }
     caller.data_mut().logs_left -= 1;
@@ -171,13 +267,14 @@ fn host_log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) {
     if memory.read(&caller, ptr.max(0) as usize, &mut buffer).is_err() {
         return;
     }
-    let line = String::from_utf8_lossy(&buffer);
+    let line = String::from_utf8_lossy(&buffer).into_owned();
     let plugin = caller.data().name.as_str();
     match level {
         2 => tracing::warn!(plugin, "{line}"),
         1 => tracing::info!(plugin, "{line}"),
         _ => tracing::debug!(plugin, "{line}"),
     }
+    caller.data_mut().logs.push(line);
 }
 
 /// A loaded strategy module.
@@ -185,8 +282,11 @@ fn host_log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) {
 pub struct WasmStrategy {
     id: StrategyRef,
     engine: Engine,
+    module: Module,
     pre: InstancePre<HostState>,
     limits: Arc<PluginsConfig>,
+    params_schema: Option<Arc<serde_json::Value>>,
+    log_rate: Arc<LogRate>,
 }
 
 impl WasmStrategy {
@@ -197,8 +297,11 @@ impl WasmStrategy {
                 name: self.id.name.clone(),
                 memory_cap: self.limits.memory_limit_bytes as usize,
                 memory_hit: false,
+                log_rate: self.log_rate.clone(),
                 logs_left: self.limits.log_lines_per_call,
                 log_line_max: self.limits.log_line_max_bytes as usize,
+                logs: Vec::new(),
+                logs_dropped: 0,
             },
         );
         store.limiter(|state| state);
@@ -230,9 +333,31 @@ impl WasmStrategy {
         }
     }
 
-    fn abi_version(&self) -> Result<i32, PluginError> {
+    /// The module's name and digest.
+    pub fn strategy_ref(&self) -> &StrategyRef {
+        &self.id
+    }
+
+    /// Names of the module's exports.
+    pub fn exports(&self) -> Vec<String> {
+        self.module.exports().map(|e| e.name().to_owned()).collect()
+    }
+
+    /// The module's imports as `module.name`.
+    pub fn imports(&self) -> Vec<String> {
+        self.module
+            .imports()
+            .map(|i| format!("{}.{}", i.module(), i.name()))
+            .collect()
+    }
+
+    /// Calls `swapline_abi_version` in a fresh instance.
+    pub fn abi_version(&self) -> Result<i32, PluginError> {
         let mut store = self.store()?;
-        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
+        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+            let error = self.classify(&store, e);
+            PluginError::Load(format!("{}: instantiation failed: {error}", self.id.name))
+        })?;
         let version = instance
             .get_typed_func::<(), i32>(&mut store, "swapline_abi_version")
             .map_err(|e| PluginError::Load(e.to_string()))?;
@@ -242,41 +367,127 @@ impl WasmStrategy {
         })
     }
 
-    /// One call: fresh instance, input in, answer bytes out.
-    pub fn call_raw(&self, input: &[u8]) -> Result<Vec<u8>, PluginError> {
+    /// Calls `swapline_params_schema` (when exported) in a fresh instance and
+    /// checks that it answers a JSON Schema.
+    fn exported_params_schema(&self) -> Result<Option<serde_json::Value>, PluginError> {
+        if self.module.get_export(PARAMS_SCHEMA_EXPORT).is_none() {
+            return Ok(None);
+        }
+        let name = &self.id.name;
+        let failed = |e: PluginError| PluginError::Load(format!("{name}: {PARAMS_SCHEMA_EXPORT} failed: {e}"));
         let mut store = self.store()?;
-        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| failed(self.classify(&store, e)))?;
         let memory = instance
             .get_memory(&mut store, "memory")
-            .ok_or_else(|| PluginError::Load("no memory export".into()))?;
-        let alloc = instance
-            .get_typed_func::<i32, i32>(&mut store, "alloc")
+            .ok_or_else(|| PluginError::Load(format!("{name}: no memory export")))?;
+        let export = instance
+            .get_typed_func::<(), i64>(&mut store, PARAMS_SCHEMA_EXPORT)
             .map_err(|e| PluginError::Load(e.to_string()))?;
-        let route = instance
-            .get_typed_func::<(i32, i32), i64>(&mut store, "route")
-            .map_err(|e| PluginError::Load(e.to_string()))?;
+        let packed = export
+            .call(&mut store, ())
+            .map_err(|e| failed(self.classify(&store, e)))?;
+        let bytes = self.read_packed(&store, memory, packed).map_err(failed)?;
+        parse_params_schema(&bytes)
+            .map(Some)
+            .map_err(|e| PluginError::Load(format!("{name}: {e}")))
+    }
 
-        let len = i32::try_from(input.len()).map_err(|_| PluginError::InvalidOutput("input too large".into()))?;
-        let ptr = alloc.call(&mut store, len).map_err(|e| self.classify(&store, e))?;
-        memory
-            .write(&mut store, ptr as u32 as usize, input)
-            .map_err(|_| PluginError::InvalidOutput(format!("alloc returned {ptr}, outside guest memory")))?;
-        let packed = route
-            .call(&mut store, (ptr, len))
-            .map_err(|e| self.classify(&store, e))?;
+    /// The JSON Schema the plugin declared for its params, if any.
+    pub fn params_schema(&self) -> Option<&serde_json::Value> {
+        self.params_schema.as_deref()
+    }
 
-        let (out_ptr, out_len) = ((packed as u64 >> 32) as usize, (packed as u64 & 0xFFFF_FFFF) as usize);
-        if out_len as u64 > self.limits.max_output_bytes {
+    /// Uses `schema` (from a sidecar file) unless the module exports one.
+    pub fn with_sidecar_schema(mut self, schema: serde_json::Value) -> Self {
+        if self.params_schema.is_none() {
+            self.params_schema = Some(Arc::new(schema));
+        }
+        self
+    }
+
+    fn read_packed(&self, store: &Store<HostState>, memory: Memory, packed: i64) -> Result<Vec<u8>, PluginError> {
+        let (ptr, len) = ((packed as u64 >> 32) as usize, (packed as u64 & 0xFFFF_FFFF) as usize);
+        if len as u64 > self.limits.max_output_bytes {
             return Err(PluginError::OutputTooLarge(format!(
-                "{out_len} bytes, over plugins.max_output_bytes = {}",
+                "{len} bytes, over plugins.max_output_bytes = {}",
                 self.limits.max_output_bytes
             )));
         }
-        let mut out = vec![0u8; out_len];
-        memory.read(&store, out_ptr, &mut out).map_err(|_| {
-            PluginError::InvalidOutput(format!("answer at {out_ptr}+{out_len} lies outside guest memory"))
-        })?;
+        let mut out = vec![0u8; len];
+        memory
+            .read(store, ptr, &mut out)
+            .map_err(|_| PluginError::InvalidOutput(format!("answer at {ptr}+{len} lies outside guest memory")))?;
         Ok(out)
+    }
+
+    /// One call: fresh instance, input in, answer bytes out, with what the
+    /// call cost. The report is there even when the call failed.
+    pub fn call(&self, input: &[u8]) -> (Result<Vec<u8>, PluginError>, CallReport) {
+        let started = Instant::now();
+        let mut store = match self.store() {
+            Ok(store) => store,
+            Err(e) => return (Err(e), CallReport::default()),
+        };
+        let result = self.call_in(&mut store, input);
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let state = store.data_mut();
+        let report = CallReport {
+            fuel_used: self.limits.fuel.saturating_sub(fuel_left),
+            elapsed: started.elapsed(),
+            logs: std::mem::take(&mut state.logs),
+            logs_dropped: state.logs_dropped,
+        };
+        (result, report)
+    }
+
+    fn call_in(&self, store: &mut Store<HostState>, input: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let instance = self.pre.instantiate(&mut *store).map_err(|e| self.classify(store, e))?;
+        let memory = instance
+            .get_memory(&mut *store, "memory")
+            .ok_or_else(|| PluginError::Load("no memory export".into()))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut *store, "alloc")
+            .map_err(|e| PluginError::Load(e.to_string()))?;
+        let route = instance
+            .get_typed_func::<(i32, i32), i64>(&mut *store, "route")
+            .map_err(|e| PluginError::Load(e.to_string()))?;
+
+        let len = i32::try_from(input.len()).map_err(|_| PluginError::InvalidOutput("input too large".into()))?;
+        let ptr = alloc.call(&mut *store, len).map_err(|e| self.classify(store, e))?;
+        memory
+            .write(&mut *store, ptr as u32 as usize, input)
+            .map_err(|_| PluginError::InvalidOutput(format!("alloc returned {ptr}, outside guest memory")))?;
+        let packed = route
+            .call(&mut *store, (ptr, len))
+            .map_err(|e| self.classify(store, e))?;
+        self.read_packed(store, memory, packed)
+    }
+
+    /// Creates and drops one instance: what every call pays before `alloc`
+    /// and `route` run (the benchmark measures it alone).
+    pub fn instantiate(&self) -> Result<(), PluginError> {
+        let mut store = self.store()?;
+        self.pre.instantiate(&mut store).map_err(|e| self.classify(&store, e))?;
+        Ok(())
+    }
+
+    /// One call without the report.
+    pub fn call_raw(&self, input: &[u8]) -> Result<Vec<u8>, PluginError> {
+        self.call(input).0
+    }
+
+    /// Routes `input` on the calling thread and reports what it cost (the
+    /// `swapline plugins test` path; the engine uses [`Strategy::route`]).
+    pub fn route_blocking(&self, input: &RouteInput) -> (Result<RouteDecision, PluginError>, CallReport) {
+        let bytes = match serde_json::to_vec(input) {
+            Ok(bytes) => bytes,
+            Err(e) => return (Err(PluginError::InvalidOutput(e.to_string())), CallReport::default()),
+        };
+        let (out, report) = self.call(&bytes);
+        (out.and_then(|out| Self::parse_answer(&out)), report)
     }
 
     /// Parses answer bytes into a decision.
@@ -293,10 +504,26 @@ impl WasmStrategy {
     }
 }
 
+/// Parses a declared params schema: JSON, an object, and a schema that
+/// compiles.
+pub fn parse_params_schema(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    let schema: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("params schema is not JSON: {e}"))?;
+    if !schema.is_object() {
+        return Err("params schema must be a JSON object".into());
+    }
+    jsonschema::validator_for(&schema).map_err(|e| format!("params schema does not compile: {e}"))?;
+    Ok(schema)
+}
+
 #[async_trait]
 impl Strategy for WasmStrategy {
     fn id(&self) -> &StrategyRef {
         &self.id
+    }
+
+    fn params_schema(&self) -> Option<&serde_json::Value> {
+        self.params_schema.as_deref()
     }
 
     async fn route(&self, input: &RouteInput) -> Result<RouteDecision, PluginError> {
@@ -326,6 +553,11 @@ mod tests {
             max_output_bytes: 1 << 20,
             log_lines_per_call: 5,
             log_line_max_bytes: 256,
+            log_lines_per_second: 0,
+            compile_timeout: Dur(Duration::from_secs(30)),
+            cache_compiled: false,
+            pooled_instances: 16,
+            watch_interval: Dur(Duration::ZERO),
         }
     }
 
@@ -341,6 +573,7 @@ mod tests {
                 reserve_out: Units(1_000_000),
                 fee_bps: 25,
             },
+            stats: None,
         };
         RouteInput {
             order: OrderInfo {
@@ -371,19 +604,50 @@ mod tests {
     }
 
     async fn run(bytes: &[u8]) -> Result<RouteDecision, PluginError> {
-        let host = PluginHost::new(limits()).unwrap();
+        let host = PluginHost::new(limits(), None).unwrap();
         host.load("test", bytes)?.route(&input()).await
     }
 
     #[tokio::test]
     async fn best_price_builtin_routes_to_the_best_quote() {
-        let (name, bytes) = super::super::resolve("best-price").unwrap();
-        let host = PluginHost::new(limits()).unwrap();
-        let strategy = host.load(&name, &bytes).unwrap();
+        let host = PluginHost::new(limits(), None).unwrap();
+        let strategy = host.load_setting("best-price").unwrap();
         assert_eq!(strategy.id().sha256.len(), 64);
         let decision = strategy.route(&input()).await.unwrap();
         assert_eq!(decision.legs[0].venue, "meteora");
         assert_eq!(decision.legs[0].amount_in, Units(1_000));
+    }
+
+    async fn builtin(name: &str) -> WasmStrategy {
+        PluginHost::new(limits(), None).unwrap().load_setting(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn split_builtin_divides_a_large_order_across_pools() {
+        let mut input = input();
+        // 200k into 1M-deep pools: price impact makes two legs pay.
+        input.order.amount_in = Units(200_000);
+        let decision = builtin("split").await.route(&input).await.unwrap();
+        let checked = super::super::validate::validate(&input, &decision).unwrap();
+        assert_eq!(checked.len(), 2, "{decision:?}");
+        let split_out: u128 = checked.iter().map(|l| l.expected_out).sum();
+        let single = input.quotes[0].pool.swap(200_000).unwrap().amount_out;
+        assert!(split_out > single, "{split_out} vs {single}");
+    }
+
+    #[tokio::test]
+    async fn reliability_weighted_builtin_avoids_a_failing_venue() {
+        let mut input = input();
+        // meteora quotes more but failed half its recent attempts.
+        input.quotes[1].stats = Some(swapline_abi::VenueStats {
+            recent_latency_ms: 3,
+            failure_rate: 0.5,
+            samples: 40,
+        });
+        let strategy = builtin("reliability-weighted").await;
+        assert_eq!(strategy.route(&input).await.unwrap().legs[0].venue, "raydium");
+        input.quotes[1].stats = None;
+        assert_eq!(strategy.route(&input).await.unwrap().legs[0].venue, "meteora");
     }
 
     #[tokio::test]
@@ -437,6 +701,120 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.reason(), "output_too_large", "{err}");
+    }
+
+    #[test]
+    fn log_lines_are_capped_per_call_and_cut_to_the_line_limit() {
+        // 300 bytes of 'x' at 4096; route logs the line 8 times, then traps.
+        let extra = r#"(import "swapline" "log" (func $log (param i32 i32 i32)))
+                       (data (i32.const 4096) "x")"#;
+        let body = "(memory.fill (i32.const 4096) (i32.const 120) (i32.const 300))
+                    (local $i i32)
+                    (loop $l (call $log (i32.const 1) (i32.const 4096) (i32.const 300))
+                      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                      (br_if $l (i32.lt_u (local.get $i) (i32.const 8))))
+                    unreachable";
+        // `local` must come first in a function body.
+        let body = body.replacen("(local $i i32)", "", 1);
+        let module = wat_plugin(&body, extra).into_iter().collect::<Vec<u8>>();
+        let module = String::from_utf8(module)
+            .unwrap()
+            .replace("(result i64) (memory.fill", "(result i64) (local $i i32) (memory.fill");
+        let host = PluginHost::new(limits(), None).unwrap();
+        let strategy = host.load("chatty", module.as_bytes()).unwrap();
+        let (result, report) = strategy.call(b"{}");
+        assert_eq!(result.unwrap_err().reason(), "trap");
+        assert_eq!(report.logs.len(), 5, "plugins.log_lines_per_call");
+        assert_eq!(report.logs_dropped, 3);
+        assert!(
+            report
+                .logs
+                .iter()
+                .all(|line| line.len() == 256 && line.bytes().all(|b| b == b'x'))
+        );
+        assert!(report.fuel_used > 0);
+    }
+
+    #[test]
+    fn log_lines_are_rate_limited_across_calls() {
+        let extra = r#"(import "swapline" "log" (func $log (param i32 i32 i32)))
+                       (data (i32.const 4096) "line")"#;
+        let body = "(call $log (i32.const 1) (i32.const 4096) (i32.const 4))
+                    (call $log (i32.const 1) (i32.const 4096) (i32.const 4))
+                    unreachable";
+        let mut limits = limits();
+        limits.log_lines_per_second = 3;
+        let host = PluginHost::new(limits, None).unwrap();
+        let strategy = host.load("chatty", &wat_plugin(body, extra)).unwrap();
+        let first = strategy.call(b"{}").1;
+        assert_eq!((first.logs.len(), first.logs_dropped), (2, 0));
+        let second = strategy.call(b"{}").1;
+        let third = strategy.call(b"{}").1;
+        // Within one second the module gets 3 lines in all; a window that
+        // rolled over in between grants at most 3 more.
+        let kept = first.logs.len() + second.logs.len() + third.logs.len();
+        assert!((3..=6).contains(&kept), "{kept} lines kept");
+        assert_eq!(second.logs.len() + second.logs_dropped as usize, 2);
+        assert_eq!(kept + (second.logs_dropped + third.logs_dropped) as usize, 6);
+    }
+
+    #[tokio::test]
+    async fn no_state_survives_between_calls() {
+        // Counts calls in a global and answers {"error":{"code":"calls_N",…}}
+        // with N written into the answer: a fresh instance always says 1.
+        let extra = r#"(global $calls (mut i32) (i32.const 0))
+                       (data (i32.const 2048) "{\"error\":{\"code\":\"calls_0\",\"message\":\"counted\"}}")"#;
+        let body = "(global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+                    (i32.store8 (i32.const 2072) (i32.add (i32.const 48) (global.get $calls)))
+                    i64.const 0x0000080000000030";
+        let host = PluginHost::new(limits(), None).unwrap();
+        let strategy = host.load("counter", &wat_plugin(body, extra)).unwrap();
+        for _ in 0..3 {
+            match strategy.route(&input()).await {
+                Err(PluginError::Declined { code, .. }) => assert_eq!(code, "calls_1"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_exported_params_schema_is_read_at_load_and_a_bad_one_refused() {
+        let host = PluginHost::new(limits(), None).unwrap();
+        let split = host.load_setting("split").unwrap();
+        assert!(split.params_schema().unwrap()["properties"]["steps"].is_object());
+        assert!(split.exports().contains(&PARAMS_SCHEMA_EXPORT.to_owned()));
+
+        let extra = r#"(data (i32.const 2048) "[not json")
+                       (func (export "swapline_params_schema") (result i64) i64.const 0x000008000000000A)"#;
+        let Err(error) = host.load("bad-schema", &wat_plugin("i64.const 0", extra)) else {
+            panic!("a module with a broken params schema loaded");
+        };
+        assert!(error.to_string().contains("params schema is not JSON"), "{error}");
+    }
+
+    #[test]
+    fn a_module_slower_to_compile_than_the_limit_is_refused() {
+        let mut limits = limits();
+        limits.compile_timeout = Dur(Duration::from_micros(1));
+        let functions: String = (0..2_000)
+            .map(|i| format!("(func $f{i} (result i32) i32.const {i} i32.const 1 i32.add)"))
+            .collect();
+        let host = PluginHost::new(limits, None).unwrap();
+        let Err(error) = host.load("slow", &wat_plugin("i64.const 0", &functions)) else {
+            panic!("compiled within a microsecond");
+        };
+        assert!(error.to_string().contains("plugins.compile_timeout"), "{error}");
+    }
+
+    #[test]
+    fn an_oversized_module_is_refused_before_compiling() {
+        let mut limits = limits();
+        limits.max_module_bytes = 64;
+        let host = PluginHost::new(limits, None).unwrap();
+        let Err(error) = host.load("big", &wat_plugin("i64.const 0", "")) else {
+            panic!("loaded");
+        };
+        assert!(error.to_string().contains("plugins.max_module_bytes"), "{error}");
     }
 
     #[test]

@@ -116,6 +116,7 @@ mod tests {
                 reserve_out: Units(1_000_000),
                 fee_bps: 0,
             },
+            stats: None,
         };
         RouteInput {
             order: OrderInfo {

@@ -374,6 +374,7 @@ impl Venue for SimulatedVenue {
             price_impact_bps: swap.price_impact_bps,
             latency_ms: started.elapsed().as_millis() as u64,
             pool: state,
+            stats: None,
         })
     }
 

@@ -79,6 +79,26 @@ pub struct VenueQuote {
     pub latency_ms: u64,
     /// The pool the quote was computed from, oriented `token_in → token_out`.
     pub pool: PoolState,
+    /// The venue's recent record as the host saw it; absent when the host
+    /// keeps none (older engines) or has no sample yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<VenueStats>,
+}
+
+/// A venue's recent record, measured by the host over a sliding window of
+/// its latest quotes and executions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct VenueStats {
+    /// Mean wall-clock time of the venue's recent successful quotes, in
+    /// milliseconds, as the host measured it.
+    pub recent_latency_ms: u64,
+    /// Share of the venue's recent attempts (quotes that failed or timed out,
+    /// and executions) that failed, from 0.0 to 1.0.
+    pub failure_rate: f64,
+    /// How many attempts `failure_rate` is computed over.
+    pub samples: u32,
 }
 
 /// A strategy's decision: how much of the order goes to which venue.
@@ -166,6 +186,27 @@ mod tests {
         let json = serde_json::to_string(&answer).unwrap();
         assert_eq!(json, r#"{"ok":{"legs":[{"venue":"raydium","amountIn":"10"}]}}"#);
         assert_eq!(serde_json::from_str::<PluginAnswer>(&json).unwrap(), answer);
+    }
+
+    #[test]
+    fn input_accepts_unknown_fields_and_missing_stats() {
+        let json = r#"{"order":{"id":"o","tokenIn":"A","tokenOut":"B","amountIn":"5","slippageBps":50,"future":1},
+            "quotes":[{"venue":"v","amountOut":"4","feeBps":0,"priceImpactBps":0,"latencyMs":1,"later":true,
+            "pool":{"kind":"constant_product","reserveIn":"10","reserveOut":"10","feeBps":0}}],"next":[]}"#;
+        let input: RouteInput = serde_json::from_str(json).unwrap();
+        assert_eq!(input.quotes[0].stats, None);
+        assert!(input.params.is_empty());
+    }
+
+    #[test]
+    fn stats_travel_in_camel_case() {
+        let stats = VenueStats {
+            recent_latency_ms: 12,
+            failure_rate: 0.25,
+            samples: 8,
+        };
+        let json = serde_json::to_string(&stats).unwrap();
+        assert_eq!(json, r#"{"recentLatencyMs":12,"failureRate":0.25,"samples":8}"#);
     }
 
     #[test]

@@ -73,6 +73,43 @@ impl PoolState {
         }
     }
 
+    /// The part of the pool a swap of at most `amount_in` can reach: a bins
+    /// pool keeps the bins up to the one where `amount_in` fills (all bins
+    /// when it does not fill). `swap(x)` for every `x ≤ amount_in` is the
+    /// same on the result as on `self`, so the host sends strategies this
+    /// smaller state.
+    pub fn reachable(&self, amount_in: u128) -> PoolState {
+        match self {
+            PoolState::ConstantProduct { .. } => self.clone(),
+            PoolState::Bins {
+                bins,
+                base_fee_bps,
+                variable_fee_bps,
+                max_fee_bps,
+            } => {
+                let mut remaining = amount_in as f64;
+                let mut keep = bins.len();
+                for (index, bin) in bins.iter().enumerate() {
+                    if bin.price <= 0.0 {
+                        continue;
+                    }
+                    let capacity_in = bin.liquidity_out.0 as f64 / bin.price;
+                    if remaining <= capacity_in {
+                        keep = index + 1;
+                        break;
+                    }
+                    remaining -= capacity_in;
+                }
+                PoolState::Bins {
+                    bins: bins[..keep].to_vec(),
+                    base_fee_bps: *base_fee_bps,
+                    variable_fee_bps: *variable_fee_bps,
+                    max_fee_bps: *max_fee_bps,
+                }
+            }
+        }
+    }
+
     /// Swaps `amount_in`; `None` when the pool cannot fill it (empty input,
     /// no liquidity left, arithmetic overflow).
     pub fn swap(&self, amount_in: u128) -> Option<Swap> {
@@ -209,6 +246,33 @@ mod tests {
         assert_eq!(swap.amount_out, 129);
         // Spot 2.0, effective 130/80 = 1.625: impact 1875 bps.
         assert_eq!(swap.price_impact_bps, 1_875);
+    }
+
+    #[test]
+    fn the_reachable_part_of_a_pool_swaps_every_smaller_amount_alike() {
+        let pool = PoolState::Bins {
+            bins: (0..50)
+                .map(|i| Bin {
+                    price: 2.0 - 0.01 * f64::from(i),
+                    liquidity_out: Units(100),
+                })
+                .collect(),
+            base_fee_bps: 10,
+            variable_fee_bps: 5,
+            max_fee_bps: 300,
+        };
+        // 100 in: 50 drains bin 0, 50.25 bin 1, the rest fills in bin 2.
+        let reachable = pool.reachable(120);
+        let PoolState::Bins { bins, .. } = &reachable else {
+            unreachable!()
+        };
+        assert_eq!(bins.len(), 3);
+        for amount in 1..=120 {
+            assert_eq!(reachable.swap(amount), pool.swap(amount), "{amount}");
+        }
+        // More than the pool holds: nothing is cut, the swap still refuses.
+        assert_eq!(pool.reachable(1_000_000), pool);
+        assert_eq!(cpmm(10, 10, 0).reachable(5), cpmm(10, 10, 0));
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub fn best_price(input: RouteInput) -> Result<RouteDecision, StrategyError> {
     })
 }
 
-swapline_sdk::export_strategy!(best_price);
+/// JSON Schema of the params: `best-price` takes none.
+pub const PARAMS_SCHEMA: &str = r#"{"type": "object", "properties": {}, "additionalProperties": false}"#;
+
+swapline_sdk::export_strategy!(best_price, params_schema = PARAMS_SCHEMA);
 
 #[cfg(test)]
 mod tests {
@@ -42,6 +45,7 @@ mod tests {
                 reserve_out: Units(1_000),
                 fee_bps: 25,
             },
+            stats: None,
         }
     }
 

@@ -8,17 +8,40 @@
 //!
 //! fn route(input: RouteInput) -> Result<RouteDecision, StrategyError> { … }
 //! swapline_sdk::export_strategy!(route);
+//! // or, declaring the JSON Schema of `[pipelines.<name>.params]`:
+//! swapline_sdk::export_strategy!(route, params_schema = r#"{"type":"object"}"#);
 //! ```
 //!
 //! The exports exist only when compiling for `wasm32`, so the same crate
 //! builds natively for unit tests of the strategy function.
 #![warn(missing_docs)]
 
+pub use serde_json;
 pub use swapline_abi as abi;
+
+/// The `params` object of a [`RouteInput`](swapline_abi::RouteInput).
+pub type Params = serde_json::Map<String, serde_json::Value>;
 
 /// Everything a strategy usually needs.
 pub mod prelude {
-    pub use swapline_abi::{Leg, OrderInfo, PoolState, RouteDecision, RouteInput, StrategyError, Units, VenueQuote};
+    pub use swapline_abi::{
+        Leg, OrderInfo, PoolState, RouteDecision, RouteInput, StrategyError, Units, VenueQuote, VenueStats,
+    };
+
+    pub use crate::Params;
+}
+
+/// Reads an optional parameter from `input.params`; a value of the wrong
+/// type is an `invalid_params` error naming the key. The host has already
+/// checked the params against the plugin's declared schema, so this is a
+/// second line of defence for plugins run without one.
+pub fn param<T: serde::de::DeserializeOwned>(params: &Params, key: &str) -> Result<Option<T>, StrategyError> {
+    match params.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|e| StrategyError::new("invalid_params", format!("params.{key}: {e}"))),
+    }
 }
 
 use swapline_abi::{PluginAnswer, RouteDecision, RouteInput, StrategyError};
@@ -89,15 +112,37 @@ pub mod __private {
         // SAFETY: guaranteed by the caller (the host, per ABI v1).
         let input = unsafe { std::slice::from_raw_parts(ptr as usize as *const u8, len.max(0) as usize) };
         let out = super::answer(input, strategy);
-        let packed = ((out.as_ptr() as usize as i64) << 32) | out.len() as i64;
+        let packed = pack(out.as_ptr(), out.len());
         std::mem::forget(out);
         packed
+    }
+
+    /// `swapline_params_schema` export body: locates a static string.
+    pub fn static_str(text: &'static str) -> i64 {
+        pack(text.as_ptr(), text.len())
+    }
+
+    fn pack(ptr: *const u8, len: usize) -> i64 {
+        ((ptr as usize as i64) << 32) | len as i64
     }
 }
 
 /// Exports a strategy function as an ABI v1 plugin (on wasm32 only).
+///
+/// With `params_schema = "<JSON Schema>"` the module also exports
+/// `swapline_params_schema() -> i64` (packed pointer and length of that
+/// text), and the host checks each pipeline's `params` against it at load.
 #[macro_export]
 macro_rules! export_strategy {
+    ($strategy:path, params_schema = $schema:expr) => {
+        $crate::export_strategy!($strategy);
+
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn swapline_params_schema() -> i64 {
+            $crate::__private::static_str($schema)
+        }
+    };
     ($strategy:path) => {
         #[cfg(target_arch = "wasm32")]
         #[unsafe(no_mangle)]
@@ -123,6 +168,17 @@ macro_rules! export_strategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn param_reads_typed_values_and_names_the_bad_key() {
+        let params = serde_json::json!({"steps": 10, "name": "x"});
+        let params = params.as_object().unwrap();
+        assert_eq!(param::<u32>(params, "steps").unwrap(), Some(10));
+        assert_eq!(param::<u32>(params, "missing").unwrap(), None);
+        let error = param::<u32>(params, "name").unwrap_err();
+        assert_eq!(error.code, "invalid_params");
+        assert!(error.message.starts_with("params.name"), "{}", error.message);
+    }
 
     #[test]
     fn malformed_input_becomes_an_error_answer() {

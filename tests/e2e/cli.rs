@@ -1,0 +1,68 @@
+//! `swapline plugins …` as a user runs it.
+
+use std::process::{Command, Output};
+
+fn swapline(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_swapline"))
+        .args(["--profile", "bench"])
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("SWAPLINE_PROFILE")
+        .output()
+        .expect("running swapline")
+}
+
+#[test]
+fn plugins_list_shows_builtins_with_digest_abi_and_exports() {
+    let output = swapline(&["plugins", "list"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "best-price",
+        "split",
+        "reliability-weighted",
+        "abi          v1",
+        "swapline_params_schema",
+    ] {
+        assert!(stdout.contains(expected), "{expected} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn plugins_test_routes_an_input_file_and_reports_fuel_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sample.json");
+    let mut sample = swapline::plugins::cli::sample_input();
+    sample.order.amount_in = swapline_abi::Units(2_000_000_000);
+    std::fs::write(&input, serde_json::to_vec(&sample).unwrap()).unwrap();
+    let output = swapline(&["plugins", "test", "best-price", "--input", input.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("\"amountIn\": \"2000000000\""), "{stdout}");
+    assert!(stdout.contains("host check passed"), "{stdout}");
+    assert!(stdout.contains("fuel used"), "{stdout}");
+    assert!(stdout.contains("time"), "{stdout}");
+}
+
+#[test]
+fn plugins_check_refuses_a_module_importing_wasi() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wasi.wasm");
+    std::fs::write(
+        &path,
+        "(module (import \"wasi_snapshot_preview1\" \"fd_write\" (func)))",
+    )
+    .unwrap();
+    let output = swapline(&["plugins", "check", path.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("import wasi_snapshot_preview1.fd_write is not allowed"),
+        "{stderr}"
+    );
+}
