@@ -239,11 +239,18 @@ async fn reload_loop(
         })
         .await;
         match outcome {
-            Ok((Ok(config), sources)) => watch = FileWatch::new(watched_files(&sources, &config)),
+            Ok((Ok(config), sources)) => {
+                telemetry::event::plugin_reload(true);
+                watch = FileWatch::new(watched_files(&sources, &config));
+            }
             Ok((Err(e), _)) => {
+                telemetry::event::plugin_reload(false);
                 tracing::error!(trigger, reason = %e, "reload refused; the previous strategies keep serving")
             }
-            Err(e) => tracing::error!(trigger, error = %e, "reload task failed; the previous strategies keep serving"),
+            Err(e) => {
+                telemetry::event::plugin_reload(false);
+                tracing::error!(trigger, error = %e, "reload task failed; the previous strategies keep serving")
+            }
         }
     }
 }

@@ -311,6 +311,11 @@ pub mod event {
             counter!(PLUGIN_FAILURES, "plugin" => plugin.to_owned(), "reason" => reason).increment(1);
         }
     }
+    /// Fuel one strategy call burnt.
+    pub fn plugin_fuel(plugin: &str, fuel: u64) {
+        counter!(PLUGIN_FUEL, "plugin" => plugin.to_owned()).increment(fuel);
+    }
+
     /// A strategy was loaded: its series start at zero.
     pub fn plugin_loaded(plugin: &str, reasons: &[&'static str]) {
         counter!(PLUGIN_FUEL, "plugin" => plugin.to_owned()).increment(0);

@@ -531,10 +531,11 @@ impl Strategy for WasmStrategy {
         let this = self.clone();
         // A hostile guest may spin until its deadline: keep it off the async
         // worker threads.
-        let out = tokio::task::spawn_blocking(move || this.call_raw(&bytes))
+        let (out, report) = tokio::task::spawn_blocking(move || this.call(&bytes))
             .await
-            .map_err(|e| PluginError::Trap(format!("host task: {e}")))??;
-        Self::parse_answer(&out)
+            .map_err(|e| PluginError::Trap(format!("host task: {e}")))?;
+        crate::telemetry::event::plugin_fuel(&self.id.name, report.fuel_used);
+        Self::parse_answer(&out?)
     }
 }
 
