@@ -112,3 +112,19 @@ pub trait Store: Send + Sync {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_backend_has_the_same_migration_versions() {
+        let versions = |list: &[(u32, &str, &str)]| {
+            list.iter()
+                .map(|(v, name, _)| (*v, name.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            versions(super::sqlite::MIGRATIONS),
+            versions(super::postgres::MIGRATIONS)
+        );
+    }
+}

@@ -18,7 +18,14 @@ use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
 /// Migrations: (version, name, SQL); the versions match SQLite's.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "orders", include_str!("migrations/postgres/0001_orders.sql"))];
+pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "orders", include_str!("migrations/postgres/0001_orders.sql")),
+    (
+        2,
+        "unfinished_index",
+        include_str!("migrations/postgres/0002_unfinished_index.sql"),
+    ),
+];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())

@@ -25,7 +25,14 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 /// Migrations: (version, name, SQL). The same versions exist for every backend.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "orders", include_str!("migrations/sqlite/0001_orders.sql"))];
+pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "orders", include_str!("migrations/sqlite/0001_orders.sql")),
+    (
+        2,
+        "unfinished_index",
+        include_str!("migrations/sqlite/0002_unfinished_index.sql"),
+    ),
+];
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
 const READERS: usize = 4;
@@ -648,8 +655,8 @@ mod tests {
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db"), SqliteSync::Normal, Duration::from_secs(5)).unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap(), vec![1]);
-        assert_eq!(store.migrate().await.unwrap(), vec![1]);
+        assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2]);
+        assert_eq!(store.migrate().await.unwrap(), vec![1, 2]);
         assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
         (dir, store)
     }
