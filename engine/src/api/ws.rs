@@ -154,13 +154,16 @@ async fn stream(
         Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
     }
     // `?since` at or past the terminal event replays nothing, yet the order
-    // is finished all the same.
-    match state.store.order(order).await {
-        Ok(Some(current)) if current.status.is_terminal() && last >= current.last_seq => {
-            return Ok((close::NORMAL, "order finished".into()));
+    // may be finished all the same. (When something was replayed and none of
+    // it was terminal, the order is still running: no need to ask.)
+    if last == since {
+        match state.store.order(order).await {
+            Ok(Some(current)) if current.status.is_terminal() && last >= current.last_seq => {
+                return Ok((close::NORMAL, "order finished".into()));
+            }
+            Ok(_) => {}
+            Err(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
         }
-        Ok(_) => {}
-        Err(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
     }
 
     let ping_interval = state.settings.ping_interval;
