@@ -39,9 +39,8 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> 
             order_status(&state, request, &id).await
         }
         (["api", "orders", id, "events"], &Method::GET) => order_events(&state, &request, id).await,
-        (["health"], _) | (["ready"], _) | (["api", "orders"], _) | (["metrics"], _) => {
-            Err(not_allowed(&method, "GET"))
-        }
+        (["health"], _) | (["ready"], _) | (["api", "orders"], _) => Err(not_allowed(&method, "GET")),
+        (["metrics"], _) if state.settings.metrics => Err(not_allowed(&method, "GET")),
         (["api", "orders", "execute"], _) => Err(not_allowed(&method, "POST")),
         (["api", "orders", "status", _], _) | (["api", "orders", _, "events"], _) => Err(not_allowed(&method, "GET")),
         _ => Err(ApiError::no_route(&path)),
