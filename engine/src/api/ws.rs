@@ -103,15 +103,10 @@ async fn run_session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
     reading.abort();
 }
 
-async fn send(writer: &mut Writer, payload: &[u8]) -> Result<(), WebSocketError> {
+/// Sends one text message; `replayed` marks events read from the store.
+async fn send(writer: &mut Writer, payload: &[u8], replayed: bool) -> Result<(), WebSocketError> {
     writer.write_frame(Frame::text(Payload::Borrowed(payload))).await?;
-    event::ws_sent(payload.len(), false);
-    Ok(())
-}
-
-async fn send_replayed(writer: &mut Writer, payload: &[u8]) -> Result<(), WebSocketError> {
-    writer.write_frame(Frame::text(Payload::Borrowed(payload))).await?;
-    event::ws_sent(payload.len(), true);
+    event::ws_sent(payload.len(), replayed);
     Ok(())
 }
 
@@ -140,10 +135,11 @@ async fn stream(
     send(
         writer,
         &greeting(GreetingKind::Connection, "Connected to order status stream".into()),
+        false,
     )
     .await?;
     let subscribed = format!("Subscribed to real-time updates for order {order}");
-    send(writer, &greeting(GreetingKind::Subscribed, subscribed)).await?;
+    send(writer, &greeting(GreetingKind::Subscribed, subscribed), false).await?;
 
     // Joined first, history second: any event committed after this read is
     // already queued in `membership.events`; duplicates are dropped by seq.
@@ -203,7 +199,7 @@ async fn stream(
                             Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
                         }
                     }
-                    send(writer, &event.payload).await?;
+                    send(writer, &event.payload, false).await?;
                     last = event.seq;
                     if event.terminal {
                         return Ok((close::NORMAL, "order finished".into()));
@@ -249,7 +245,7 @@ async fn replay(
     };
     for event in history.iter().filter(|e| e.seq < before) {
         let published = Published::new(event);
-        send_replayed(writer, &published.payload).await?;
+        send(writer, &published.payload, true).await?;
         *last = event.seq;
         if published.terminal {
             return Ok(Replay::Terminal);
