@@ -3,11 +3,21 @@
 //!
 //! The nested cargo uses its own target directory (`<workspace>/target/plugins`),
 //! so it never waits on the lock the outer build holds.
+//!
+//! rustup adds a `rust-toolchain.toml`'s `targets` only when it installs the
+//! toolchain; a machine that already had the pinned toolchain lacks the wasm
+//! target. So before building, this script looks for the target in the
+//! compiler's sysroot and, when it is missing, runs
+//! `rustup target add wasm32-unknown-unknown --toolchain <pinned>` itself;
+//! without rustup it stops with one sentence saying what to install.
 
 use std::{env, fs, path::PathBuf, process::Command};
 
 /// Crates under `plugins/` that are strategies, embedded by name.
 const BUILTIN: &[&str] = &["best-price", "split", "reliability-weighted"];
+
+/// The target the strategy plugins are built for (ARCHITECTURE.md, plugin ABI v1).
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -29,6 +39,8 @@ fn main() {
             workspace.join("plugins").join(name).display()
         );
     }
+
+    ensure_wasm_target(&workspace);
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
@@ -58,8 +70,7 @@ fn main() {
     let status = command.status().expect("failed to run cargo for the wasm plugins");
     assert!(
         status.success(),
-        "building the strategy plugins for wasm32-unknown-unknown failed; is the target installed? \
-         (`rustup target add wasm32-unknown-unknown`, or let rust-toolchain.toml do it)"
+        "building the strategy plugins for {WASM_TARGET} failed (the cargo output above says why)"
     );
 
     let mut table = String::from("/// Strategy plugins built from `plugins/` and embedded: (name, module bytes).\n");
@@ -76,4 +87,53 @@ fn main() {
     }
     table.push_str("];\n");
     fs::write(out_dir.join("builtin_plugins.rs"), table).expect("writing builtin_plugins.rs");
+}
+
+/// Makes sure the compiler that builds the plugins has the wasm standard
+/// library, adding it with rustup when it is missing.
+fn ensure_wasm_target(workspace: &std::path::Path) {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let has_target = || {
+        Command::new(&rustc)
+            .args(["--print", "sysroot"])
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            .is_some_and(|sysroot| sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib").is_dir())
+    };
+    if has_target() {
+        return;
+    }
+    // rustup's proxy tells the processes it starts which toolchain it chose;
+    // without it, the pin in rust-toolchain.toml is the one cargo would use.
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok().or_else(|| pinned_channel(workspace));
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", WASM_TARGET]);
+    if let Some(toolchain) = &toolchain {
+        rustup.args(["--toolchain", toolchain]);
+    }
+    println!("cargo:warning=adding the {WASM_TARGET} target with rustup (first build on this toolchain)");
+    match rustup.status() {
+        Ok(status) if status.success() && has_target() => {}
+        Ok(_) => panic!(
+            "the Rust target {WASM_TARGET} is missing and `rustup target add {WASM_TARGET}{}` failed; \
+             run it by hand and build again",
+            toolchain.map(|t| format!(" --toolchain {t}")).unwrap_or_default()
+        ),
+        Err(_) => panic!(
+            "the Rust target {WASM_TARGET} is missing and rustup is not installed: install the \
+             {WASM_TARGET} standard library for this compiler (with rustup: \
+             `rustup target add {WASM_TARGET}`) and build again"
+        ),
+    }
+}
+
+/// The `channel` that `rust-toolchain.toml` pins, if it can be read.
+fn pinned_channel(workspace: &std::path::Path) -> Option<String> {
+    let text = fs::read_to_string(workspace.join("rust-toolchain.toml")).ok()?;
+    text.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("channel")?.trim_start().strip_prefix('=')?;
+        Some(value.trim().trim_matches('"').to_string())
+    })
 }
