@@ -9,8 +9,8 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::{hint::black_box, time::Duration};
 use swapline::{
-    config::{Dur, PluginsConfig},
-    plugins::{PluginHost, resolve},
+    domain::Dur,
+    plugins::{PluginHost, PluginsConfig, resolve},
 };
 use swapline_abi::{Bin, OrderInfo, PoolState, RouteInput, Units, VenueQuote};
 

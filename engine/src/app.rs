@@ -2,18 +2,22 @@
 //! only module that names concrete adapters (SQLite or PostgreSQL, memory or
 //! Redis queue and bus, simulated venues, the wasm host).
 
+pub use crate::config::Role;
 use crate::{
     api::{self, ApiSettings, ApiState, Hub},
-    bus::{Bus, MemoryBus, RedisBus},
-    config::{BusBackend, Config, QueueBackend, RedisConfig, Sources, StoreBackend},
-    domain::TokenRegistry,
+    bus::{Bus, BusBackend, MemoryBus, RedisBus},
+    config::{Config, ConfigError, Sources, validate_for},
+    domain::{TokenError, TokenRegistry},
     monitor::Monitor,
-    pipeline::{Pipeline, Stage, Worker, reconcile},
+    pipeline::{
+        Intake, InvalidBackoff, Pipeline, PipelineSettings, Recorder, RequeueError, RetryPolicy, Stage, Worker,
+        reconcile, requeue_unfinished,
+    },
     plugins::{self, Chain, PluginError, PluginHost, Strategy, watch::FileWatch},
-    queue::{Job, MemoryQueue, MemoryRateLimit, Queue, RateLimit, RedisQueue, RedisRateLimit},
-    store::{PostgresStore, SqliteStore, Store, StoreError},
+    queue::{MemoryQueue, MemoryRateLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisQueue, RedisRateLimit},
+    store::{PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
     telemetry,
-    venues::{ExecutionLedger, SimulatedVenue, Venue},
+    venues::{ExecutionLedger, PoolError, SimulatedVenue, Venue},
 };
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -28,9 +32,22 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 /// Why the engine could not start or run.
 #[derive(Debug, Error)]
 pub enum AppError {
-    /// The configuration cannot be assembled into an engine.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// The configuration breaks rules: every problem, each with its key
+    /// (the same list `swapline config check` prints).
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+    /// The configuration could not be loaded (a reload).
+    #[error(transparent)]
+    Load(#[from] ConfigError),
+    /// The store has migrations to apply and `store.migrate_on_start` is off.
+    #[error("store migrations {0:?} are not applied and store.migrate_on_start is false; run `swapline migrate`")]
+    PendingMigrations(Vec<u32>),
+    /// `redis.url` is not a Redis URL.
+    #[error("redis.url: {0}")]
+    RedisUrl(String),
+    /// Unfinished orders could not be re-enqueued.
+    #[error(transparent)]
+    Requeue(#[from] RequeueError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,16 +68,22 @@ pub enum AppError {
     },
 }
 
-/// What a process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The API, plus an in-process worker when `with_worker`.
-    Serve {
-        /// Run a worker too.
-        with_worker: bool,
-    },
-    /// A worker only.
-    Worker,
+impl From<TokenError> for AppError {
+    fn from(e: TokenError) -> Self {
+        AppError::Invalid(vec![format!("tokens: {e}")])
+    }
+}
+
+impl From<PoolError> for AppError {
+    fn from(e: PoolError) -> Self {
+        AppError::Invalid(vec![format!("venues.pools: {e}")])
+    }
+}
+
+impl From<InvalidBackoff> for AppError {
+    fn from(e: InvalidBackoff) -> Self {
+        AppError::Invalid(vec![format!("retry: {e}")])
+    }
 }
 
 /// The assembled engine.
@@ -76,8 +99,20 @@ pub struct Engine {
     host: PluginHost,
 }
 
-/// A store and the execution ledger it also keeps.
-pub type StoreAndLedger = (Arc<dyn Store>, Arc<dyn ExecutionLedger>);
+/// A store and the execution ledger it also keeps (one object, two seams).
+#[derive(Clone)]
+pub struct StoreAndLedger {
+    /// Orders and events.
+    pub store: Arc<dyn Store>,
+    /// The venues' record of executed signatures.
+    pub ledger: Arc<dyn ExecutionLedger>,
+}
+
+impl std::fmt::Debug for StoreAndLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreAndLedger").finish_non_exhaustive()
+    }
+}
 
 /// Opens the store named by the configuration; the same object keeps the
 /// venues' execution ledger.
@@ -89,11 +124,17 @@ pub fn open_store(config: &Config) -> Result<StoreAndLedger, AppError> {
                 config.store.sqlite_synchronous,
                 config.store.busy_timeout.0,
             )?);
-            Ok((store.clone(), store))
+            Ok(StoreAndLedger {
+                store: store.clone(),
+                ledger: store,
+            })
         }
         StoreBackend::Postgres => {
             let store = Arc::new(PostgresStore::connect(&config.postgres)?);
-            Ok((store.clone(), store))
+            Ok(StoreAndLedger {
+                store: store.clone(),
+                ledger: store,
+            })
         }
     }
 }
@@ -154,7 +195,7 @@ pub fn build_stages(config: &Config, host: &PluginHost) -> Result<HashMap<String
 /// says why. Orders already running keep the stage they started with.
 /// Other changed keys wait for a restart (a changed `[plugins]` is logged).
 pub fn reload(sources: &Sources, host: &PluginHost, pipeline: &Pipeline) -> Result<Config, AppError> {
-    let config = sources.load().map_err(|e| AppError::Config(e.to_string()))?;
+    let config = sources.load()?;
     let stages = build_stages(&config, host)?;
     if &config.plugins != host.limits() {
         tracing::warn!("[plugins] settings changed; they apply at the next restart");
@@ -257,7 +298,7 @@ async fn reload_loop(
 
 /// Applies pending migrations; returns the versions applied.
 pub async fn migrate(config: &Config) -> Result<Vec<u32>, AppError> {
-    Ok(open_store(config)?.0.migrate().await?)
+    Ok(open_store(config)?.store.migrate().await?)
 }
 
 fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
@@ -269,7 +310,7 @@ fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
     settings.pool = Some(pool);
     settings
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| AppError::Config(format!("redis.url: {e}")))
+        .map_err(|e| AppError::RedisUrl(e.to_string()))
 }
 
 /// A name for this process in the Redis consumer group.
@@ -280,10 +321,11 @@ fn consumer_name() -> String {
 }
 
 impl Engine {
-    /// Builds every part; migrates when `store.migrate_on_start`.
+    /// Builds every part; migrates when `store.migrate_on_start`. The
+    /// configuration must have passed [`crate::config::validate`].
     pub async fn build(config: Config) -> Result<Self, AppError> {
-        let tokens = Arc::new(config.token_registry().map_err(AppError::Config)?);
-        let (store, ledger) = open_store(&config)?;
+        let tokens = Arc::new(config.token_registry()?);
+        let StoreAndLedger { store, ledger } = open_store(&config)?;
         if config.store.migrate_on_start {
             let applied = store.migrate().await?;
             if !applied.is_empty() {
@@ -292,9 +334,7 @@ impl Engine {
         } else {
             let pending = store.pending_migrations().await?;
             if !pending.is_empty() {
-                return Err(AppError::Config(format!(
-                    "store migrations {pending:?} are not applied and store.migrate_on_start is false; run `swapline migrate`"
-                )));
+                return Err(AppError::PendingMigrations(pending));
             }
         }
 
@@ -321,7 +361,7 @@ impl Engine {
             BusBackend::Memory => Arc::new(MemoryBus::new(config.bus.buffer)),
             BusBackend::Redis => {
                 let client = deadpool_redis::redis::Client::open(redis.url.as_str())
-                    .map_err(|e| AppError::Config(format!("redis.url: {e}")))?;
+                    .map_err(|e| AppError::RedisUrl(e.to_string()))?;
                 Arc::new(RedisBus::new(
                     client,
                     redis_pool(redis)?,
@@ -334,22 +374,18 @@ impl Engine {
         let names: BTreeSet<&str> = config.venues.pools.iter().map(|p| p.venue()).collect();
         let mut venues: Vec<Arc<dyn Venue>> = Vec::new();
         for name in names {
-            let venue =
-                SimulatedVenue::from_config(name, &config.venues, &tokens, ledger.clone()).map_err(AppError::Config)?;
+            let venue = SimulatedVenue::from_config(name, &config.venues, &tokens, ledger.clone())?;
             venues.push(Arc::new(venue));
         }
 
         let host = plugin_host(&config)?;
         let stages = build_stages(&config, &host)?;
-        let pipeline = Pipeline::new(
-            &config,
-            store.clone(),
-            bus.clone(),
-            venues.clone(),
-            stages,
-            tokens.clone(),
-        )
-        .map_err(AppError::Config)?;
+        let settings = PipelineSettings {
+            retry: RetryPolicy::from_config(&config.retry)?,
+            requote_after: config.retry.requote_after.0,
+        };
+        let recorder = Recorder::new(store.clone(), bus.clone());
+        let pipeline = Pipeline::new(settings, recorder, venues.clone(), stages, tokens.clone());
         Ok(Engine {
             config,
             store,
@@ -366,17 +402,7 @@ impl Engine {
     /// Re-enqueues every unfinished order: nothing acknowledged is lost
     /// across a restart. Returns how many.
     pub async fn recover(&self) -> Result<usize, AppError> {
-        let unfinished = self.store.unfinished_orders().await?;
-        for order_id in &unfinished {
-            let job = Job {
-                id: format!("recovered-{order_id}"),
-                order_id: *order_id,
-            };
-            if let Err(e) = self.queue.enqueue(job).await {
-                return Err(AppError::Config(format!("re-enqueueing {order_id}: {e}")));
-            }
-        }
-        Ok(unfinished.len())
+        Ok(requeue_unfinished(self.store.as_ref(), self.queue.as_ref(), "recovered").await?)
     }
 
     fn pairs(&self) -> HashSet<(String, String)> {
@@ -405,20 +431,8 @@ pub async fn run_with_reload(
     shutdown: impl Future<Output = ()>,
     reload: Option<Sources>,
 ) -> Result<(), AppError> {
-    if role == (Role::Serve { with_worker: false }) && config.queue.backend == QueueBackend::Memory {
-        return Err(AppError::Config(
-            "worker.enabled is false, but queue.backend is \"memory\": nothing else can run the orders this \
-             node accepts; enable the worker (or pass --with-worker)"
-                .into(),
-        ));
-    }
-    if role == Role::Worker && config.queue.backend == QueueBackend::Memory {
-        return Err(AppError::Config(
-            "`swapline worker` needs a queue shared between processes, but queue.backend is \"memory\", \
-             which lives inside one process; run `swapline serve` (its in-process worker is on by default)"
-                .into(),
-        ));
-    }
+    // The same check `swapline config check` runs, so both refuse alike.
+    validate_for(&config, role).map_err(AppError::Invalid)?;
     if config.metrics.enabled {
         telemetry::metrics();
     }
@@ -440,7 +454,7 @@ pub async fn run_with_reload(
             .metrics
             .listen
             .parse()
-            .map_err(|e| AppError::Config(format!("metrics.listen: {e}")))?;
+            .map_err(|e| AppError::Invalid(vec![format!("metrics.listen: {e}")]))?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|error| AppError::Bind { addr, error })?;
@@ -505,17 +519,25 @@ pub async fn run_with_reload(
         if let Some(stream) = engine.bus.take_stream() {
             tokio::spawn(hub.clone().run(stream));
         }
+        let default_slippage_bps = config
+            .orders
+            .default_slippage_bps("orders")
+            .map_err(|problem| AppError::Invalid(vec![problem]))?;
+        let intake = Intake::new(
+            Recorder::new(engine.store.clone(), engine.bus.clone()),
+            engine.queue.clone(),
+            engine.tokens.clone(),
+            engine.pairs(),
+            default_slippage_bps,
+        );
         let state = Arc::new(ApiState {
             store: engine.store.clone(),
-            queue: engine.queue.clone(),
-            bus: engine.bus.clone(),
+            intake,
             hub,
             tokens: engine.tokens.clone(),
-            pairs: engine.pairs(),
             settings: ApiSettings {
                 public_url: config.server.public_url.clone(),
                 body_limit: config.server.body_limit_bytes,
-                default_slippage_bps: config.default_slippage_bps(),
                 max_page_size: config.orders.max_page_size,
                 ping_interval: config.websocket.ping_interval.0,
                 ping_timeout: config.websocket.ping_timeout.0,

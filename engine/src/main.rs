@@ -143,8 +143,26 @@ enum PluginsAction {
 enum ConfigAction {
     /// Print the effective configuration as TOML.
     Show,
-    /// Validate the configuration (types, rules and the JSON Schema).
-    Check,
+    /// Validate the configuration (types, rules and the JSON Schema) for
+    /// the role a process would run: it refuses exactly what start-up
+    /// refuses.
+    Check {
+        /// The command the configuration is for.
+        #[arg(long, value_enum, default_value_t = CheckRole::Serve)]
+        role: CheckRole,
+        /// As `serve --with-worker`.
+        #[arg(long)]
+        with_worker: bool,
+    },
+}
+
+/// The commands `config check` can check for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum CheckRole {
+    /// `swapline serve`.
+    Serve,
+    /// `swapline worker`.
+    Worker,
 }
 
 fn sources(cli: &Cli) -> Sources {
@@ -193,8 +211,17 @@ async fn main() -> Result<()> {
             );
         }
         Command::Config {
-            action: ConfigAction::Check,
+            action: ConfigAction::Check { role, with_worker },
         } => {
+            let role = match role {
+                CheckRole::Serve => Role::Serve {
+                    with_worker: *with_worker || config.worker.enabled,
+                },
+                CheckRole::Worker => Role::Worker,
+            };
+            if let Err(problems) = swapline::config::validate_for(&config, role) {
+                bail!("{}", app::AppError::Invalid(problems));
+            }
             let errors = swapline::config::schema_errors(&config);
             if !errors.is_empty() {
                 bail!(
@@ -236,7 +263,7 @@ fn plugins(config: &Config, action: &PluginsAction) -> Result<()> {
     let host = PluginHost::new(config.plugins.clone(), None)?;
     match action {
         PluginsAction::List => {
-            for plugin in cli::list(config, &host)? {
+            for plugin in cli::list(&config.pipelines, &host)? {
                 println!("{plugin}\n");
             }
         }

@@ -3,13 +3,40 @@
 //! (from the store, so across all nodes), pool usage — into gauges, and runs
 //! the metrics recorder's upkeep.
 
+use crate::domain::Dur;
 use crate::{
     queue::Queue,
     store::Store,
     telemetry::{self, event},
 };
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
+
+/// The monitor.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Time between samples.
+    pub interval: Dur,
+    /// An unfinished order with no new event for this long counts as stuck.
+    pub stuck_after: Dur,
+}
+
+impl MonitorConfig {
+    /// Rule problems, each starting with `key` (the section's path).
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.interval.0.is_zero() {
+            problems.push(format!("{key}.interval: must be greater than 0"));
+        }
+        if self.stuck_after.0.is_zero() {
+            problems.push(format!("{key}.stuck_after: must be greater than 0"));
+        }
+        problems
+    }
+}
 
 /// What to sample and how often.
 pub struct Monitor {

@@ -3,11 +3,58 @@
 //! event below records its metric and, where it matters, its log line, so
 //! the two cannot drift. Order ids go to logs, never to metric labels.
 
-use crate::config::{LogConfig, LogFormat};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::{sync::OnceLock, time::Duration};
 use tracing_subscriber::{EnvFilter, fmt};
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for collectors.
+    pub format: LogFormat,
+    /// Filter in `tracing` syntax, e.g. `info,swapline=debug`; `RUST_LOG`
+    /// wins when set.
+    pub level: String,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (on the API port, and on `listen` when set).
+    pub enabled: bool,
+    /// A separate address for `/metrics`, e.g. `127.0.0.1:9101`, for worker
+    /// processes (which have no API port); empty: none.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// Rule problems, each starting with `key` (the section's path).
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "{key}.listen: {:?} must be empty or an address such as 127.0.0.1:9101",
+                self.listen
+            ));
+        }
+        problems
+    }
+}
 
 /// Installs the global log subscriber; `RUST_LOG` overrides `log.level`.
 /// Calling it twice is harmless (the second call does nothing).

@@ -75,14 +75,14 @@ impl ApiError {
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        let status = if e.code == "unsupported_pair" {
+        let status = if e.code.is_unprocessable() {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::BAD_REQUEST
         };
         ApiError {
             status,
-            code: e.code,
+            code: e.code.as_str(),
             message: e.message,
             field: e.field,
         }

@@ -8,12 +8,9 @@ use super::{
     ws,
 };
 use crate::{
-    bus::Published,
-    domain::{
-        EventData, NewOrder, Order, OrderId, OrderPatch, Status, Timestamp, format_units, progress, validate_request,
-    },
-    queue::Job,
-    store::{ListQuery, NewEvent},
+    domain::{Order, OrderId, Status, Timestamp},
+    pipeline::SubmitError,
+    store::ListQuery,
     telemetry::{self, event},
 };
 use http_body_util::{BodyExt, Full, Limited};
@@ -123,7 +120,7 @@ async fn health(state: &ApiState) -> Result<Response<Body>, ApiError> {
         Ok(()) => json!({"status": "ok"}),
         Err(e) => json!({"status": "down", "error": e.to_string()}),
     };
-    let queue = match state.queue.depth().await {
+    let queue = match state.intake.queue_depth().await {
         Ok(depth) => {
             json!({"status": "ok", "waiting": depth.waiting, "active": depth.active, "delayed": depth.delayed})
         }
@@ -144,7 +141,7 @@ async fn health(state: &ApiState) -> Result<Response<Body>, ApiError> {
 
 async fn ready(state: &ApiState) -> Result<Response<Body>, ApiError> {
     let problem = match state.store.pending_migrations().await {
-        Ok(pending) if pending.is_empty() => match state.queue.depth().await {
+        Ok(pending) if pending.is_empty() => match state.intake.queue_depth().await {
             Ok(_) => None,
             Err(e) => Some(e.to_string()),
         },
@@ -215,71 +212,21 @@ async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Re
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    let order = validate_request(&body, &state.tokens, state.settings.default_slippage_bps, |a, b| {
-        state.pairs.contains(&(a.to_owned(), b.to_owned()))
+    let order = state.intake.order_from(&body)?;
+    let accepted = state.intake.submit(order).await.map_err(|e| match e {
+        SubmitError::Invalid(e) => ApiError::from(e),
+        SubmitError::Store(e) => ApiError::unavailable("store_unavailable", e),
+        SubmitError::Queue(e) => ApiError::unavailable("queue_unavailable", e),
     })?;
-    let event = state
-        .store
-        .create_order(&order, pending_event(state, &order))
-        .await
-        .map_err(|e| {
-            event::backend_error("store");
-            ApiError::unavailable("store_unavailable", e)
-        })?;
-    tracing::info!(order_id = %order.id, seq = event.seq, event = "pending", "order accepted");
-    event::order_created();
-    if let Err(e) = state.bus.publish(&Published::new(&event)).await {
-        event::backend_error("bus");
-        tracing::warn!(order_id = %order.id, error = %e, "publish failed");
-    }
-    let job = Job {
-        id: order.job_id.clone(),
-        order_id: order.id,
-    };
-    if let Err(e) = state.queue.enqueue(job).await {
-        event::backend_error("queue");
-        // The client hears 503 and will retry: this order must not run too.
-        let failed = NewEvent {
-            message: "Order failed: the queue was unavailable".into(),
-            progress: progress::FAILED,
-            data: EventData::Failed {
-                error: format!("queue unavailable: {e}"),
-                code: "queue_unavailable".into(),
-                is_final: true,
-                total_attempts: 0,
-            },
-            patch: OrderPatch::default(),
-        };
-        if let Err(store_error) = state.store.append_event(order.id, failed).await {
-            tracing::error!(order_id = %order.id, error = %store_error, "could not mark an unqueued order failed");
-        }
-        return Err(ApiError::unavailable("queue_unavailable", e));
-    }
     let created = Created {
         success: true,
-        order_id: order.id.to_string(),
-        job_id: order.job_id.clone(),
+        order_id: accepted.order_id.to_string(),
+        job_id: accepted.job_id,
         status: Status::Pending,
         message: "Order created and enqueued for processing".into(),
-        ws_url: format!("{base_url}/api/orders/status/{}", order.id),
+        ws_url: format!("{base_url}/api/orders/status/{}", accepted.order_id),
     };
     Ok(json_response(StatusCode::CREATED, &created))
-}
-
-fn pending_event(state: &ApiState, order: &NewOrder) -> NewEvent {
-    let decimals = state.tokens.get(&order.token_in).map_or(0, |t| t.decimals);
-    let amount = format_units(order.amount_in, decimals);
-    NewEvent {
-        message: format!("Order received: {amount} {} → {}", order.token_in, order.token_out),
-        progress: progress::PENDING,
-        data: EventData::Pending {
-            token_in: order.token_in.clone(),
-            token_out: order.token_out.clone(),
-            amount,
-            slippage: f64::from(order.slippage_bps) / 100.0,
-        },
-        patch: OrderPatch::default(),
-    }
 }
 
 /// `ws://host` from the configured public URL or the request's `Host`.

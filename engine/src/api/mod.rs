@@ -5,6 +5,7 @@
 //! `GET /health`, `GET /ready`. Imports `domain` and the seams' traits;
 //! never an adapter.
 
+pub mod config;
 mod error;
 mod handlers;
 pub mod http;
@@ -12,12 +13,13 @@ pub mod hub;
 pub mod views;
 pub mod ws;
 
-use crate::{bus::Bus, domain::TokenRegistry, queue::Queue, store::Store};
+use crate::{domain::TokenRegistry, pipeline::Intake, store::Store};
+pub use config::{OrdersConfig, ServerConfig, WebSocketConfig};
 pub use error::ApiError;
 pub use hub::Hub;
 use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -28,8 +30,6 @@ pub struct ApiSettings {
     pub public_url: String,
     /// Largest request body, bytes.
     pub body_limit: u64,
-    /// Slippage when a request gives none, basis points.
-    pub default_slippage_bps: u32,
     /// Largest page of `GET /api/orders`.
     pub max_page_size: u32,
     /// WebSocket ping period.
@@ -44,18 +44,14 @@ pub struct ApiSettings {
 
 /// Everything handlers share.
 pub struct ApiState {
-    /// Source of truth.
+    /// Source of truth (reads only: every write goes through `intake`).
     pub store: Arc<dyn Store>,
-    /// Where new orders go.
-    pub queue: Arc<dyn Queue>,
-    /// Where the `pending` event is published.
-    pub bus: Arc<dyn Bus>,
+    /// The order-intake use case (POST).
+    pub intake: Intake,
     /// Local WebSocket fan-out.
     pub hub: Arc<Hub>,
     /// Tradable tokens.
     pub tokens: Arc<TokenRegistry>,
-    /// (token in, token out) pairs some venue trades.
-    pub pairs: HashSet<(String, String)>,
     /// Settings.
     pub settings: ApiSettings,
     /// Cancelled on shutdown; sessions close with 1001.

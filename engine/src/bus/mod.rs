@@ -4,12 +4,14 @@
 //! Implementations: [`memory`] (in-process) and [`redis`] (pub/sub).
 //! Imports `domain` only.
 
+pub mod config;
 pub mod memory;
 pub mod redis;
 
 use crate::domain::{Event, OrderId};
 use async_trait::async_trait;
 use bytes::Bytes;
+pub use config::{BusBackend, BusConfig};
 pub use memory::MemoryBus;
 pub use redis::RedisBus;
 use std::{future::Future, pin::Pin};

@@ -37,11 +37,86 @@ pub enum AmountInput {
     Text(String),
 }
 
+/// What is wrong with a request; each kind has a stable snake_case code
+/// ([`RequestError::as_str`]) that clients match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestError {
+    /// `invalid_body`.
+    InvalidBody,
+    /// `unknown_field`.
+    UnknownField,
+    /// `missing_field`.
+    MissingField,
+    /// `invalid_type`.
+    InvalidType,
+    /// `invalid_amount`.
+    InvalidAmount,
+    /// `amount_too_large`.
+    AmountTooLarge,
+    /// `invalid_slippage`.
+    InvalidSlippage,
+    /// `unknown_token`.
+    UnknownToken,
+    /// `same_token`.
+    SameToken,
+    /// `unsupported_order_type`.
+    UnsupportedOrderType,
+    /// `unsupported_pair`.
+    UnsupportedPair,
+}
+
+impl RequestError {
+    /// Every kind, in the order the README's error table lists them.
+    pub const ALL: [RequestError; 11] = [
+        RequestError::InvalidBody,
+        RequestError::UnknownField,
+        RequestError::MissingField,
+        RequestError::InvalidType,
+        RequestError::InvalidAmount,
+        RequestError::AmountTooLarge,
+        RequestError::InvalidSlippage,
+        RequestError::UnknownToken,
+        RequestError::SameToken,
+        RequestError::UnsupportedOrderType,
+        RequestError::UnsupportedPair,
+    ];
+
+    /// The stable snake_case code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestError::InvalidBody => "invalid_body",
+            RequestError::UnknownField => "unknown_field",
+            RequestError::MissingField => "missing_field",
+            RequestError::InvalidType => "invalid_type",
+            RequestError::InvalidAmount => "invalid_amount",
+            RequestError::AmountTooLarge => "amount_too_large",
+            RequestError::InvalidSlippage => "invalid_slippage",
+            RequestError::UnknownToken => "unknown_token",
+            RequestError::SameToken => "same_token",
+            RequestError::UnsupportedOrderType => "unsupported_order_type",
+            RequestError::UnsupportedPair => "unsupported_pair",
+        }
+    }
+
+    /// Whether the request is well formed but asks for something no venue
+    /// can do (`unsupported_pair`): HTTP answers 422 rather than 400.
+    pub fn is_unprocessable(self) -> bool {
+        self == RequestError::UnsupportedPair
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A validation problem, naming the offending field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct FieldError {
-    /// Stable snake_case code.
-    pub code: &'static str,
+    /// What is wrong, as a stable code.
+    pub code: RequestError,
     /// Human words.
     pub message: String,
     /// The JSON field at fault.
@@ -49,7 +124,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: RequestError, field: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -69,13 +144,13 @@ pub fn validate_request(
     tradable: impl Fn(&str, &str) -> bool,
 ) -> Result<NewOrder, FieldError> {
     let object = body.as_object().ok_or_else(|| FieldError {
-        code: "invalid_body",
+        code: RequestError::InvalidBody,
         message: "the body must be a JSON object".into(),
         field: None,
     })?;
     if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(FieldError {
-            code: "unknown_field",
+            code: RequestError::UnknownField,
             message: format!("unknown field `{unknown}`; expected one of {}", FIELDS.join(", ")),
             field: Some(unknown.clone()),
         });
@@ -84,14 +159,14 @@ pub fn validate_request(
     let token = |field: &'static str| {
         let value = object
             .get(field)
-            .ok_or_else(|| FieldError::new("missing_field", field, format!("`{field}` is required")))?;
+            .ok_or_else(|| FieldError::new(RequestError::MissingField, field, format!("`{field}` is required")))?;
         let symbol = value
             .as_str()
-            .ok_or_else(|| FieldError::new("invalid_type", field, format!("`{field}` must be a string")))?;
+            .ok_or_else(|| FieldError::new(RequestError::InvalidType, field, format!("`{field}` must be a string")))?;
         tokens.get(symbol).ok_or_else(|| {
             let known: Vec<&str> = tokens.iter().map(|t| t.symbol.as_str()).collect();
             FieldError::new(
-                "unknown_token",
+                RequestError::UnknownToken,
                 field,
                 format!("unknown token {symbol:?}; known tokens: {}", known.join(", ")),
             )
@@ -101,7 +176,7 @@ pub fn validate_request(
     let token_out = token("tokenOut")?;
     if token_in.symbol == token_out.symbol {
         return Err(FieldError::new(
-            "same_token",
+            RequestError::SameToken,
             "tokenOut",
             "`tokenIn` and `tokenOut` must differ",
         ));
@@ -109,13 +184,17 @@ pub fn validate_request(
 
     let amount_text = match object.get("amount") {
         None => {
-            return Err(FieldError::new("missing_field", "amount", "`amount` is required"));
+            return Err(FieldError::new(
+                RequestError::MissingField,
+                "amount",
+                "`amount` is required",
+            ));
         }
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
             return Err(FieldError::new(
-                "invalid_type",
+                RequestError::InvalidType,
                 "amount",
                 "`amount` must be a number or a decimal string",
             ));
@@ -123,15 +202,19 @@ pub fn validate_request(
     };
     let amount_in = parse_units(&amount_text, token_in.decimals).map_err(|e| match e {
         AmountError::Overflow => FieldError::new(
-            "amount_too_large",
+            RequestError::AmountTooLarge,
             "amount",
             format!("`amount` {amount_text} is too large"),
         ),
-        other => FieldError::new("invalid_amount", "amount", format!("`amount` {amount_text:?} {other}")),
+        other => FieldError::new(
+            RequestError::InvalidAmount,
+            "amount",
+            format!("`amount` {amount_text:?} {other}"),
+        ),
     })?;
     if amount_in > token_in.max_amount {
         return Err(FieldError::new(
-            "amount_too_large",
+            RequestError::AmountTooLarge,
             "amount",
             format!(
                 "`amount` exceeds the maximum of {} {}",
@@ -146,7 +229,7 @@ pub fn validate_request(
         Some(Value::Number(n)) => slippage_bps(&n.to_string())?,
         Some(_) => {
             return Err(FieldError::new(
-                "invalid_type",
+                RequestError::InvalidType,
                 "slippage",
                 "`slippage` must be a number",
             ));
@@ -158,7 +241,7 @@ pub fn validate_request(
         Some(Value::String(s)) if s == "market" => OrderType::Market,
         Some(other) => {
             return Err(FieldError::new(
-                "unsupported_order_type",
+                RequestError::UnsupportedOrderType,
                 "orderType",
                 format!("order type {other} is not supported; only \"market\" is"),
             ));
@@ -167,7 +250,7 @@ pub fn validate_request(
 
     if !tradable(&token_in.symbol, &token_out.symbol) {
         return Err(FieldError::new(
-            "unsupported_pair",
+            RequestError::UnsupportedPair,
             "tokenOut",
             format!("no venue trades {} → {}", token_in.symbol, token_out.symbol),
         ));
@@ -186,7 +269,13 @@ pub fn validate_request(
 
 /// Percent with at most two decimals, in (0, 50] → basis points.
 pub fn slippage_bps(text: &str) -> Result<u32, FieldError> {
-    let invalid = |why: &str| FieldError::new("invalid_slippage", "slippage", format!("`slippage` {text} {why}"));
+    let invalid = |why: &str| {
+        FieldError::new(
+            RequestError::InvalidSlippage,
+            "slippage",
+            format!("`slippage` {text} {why}"),
+        )
+    };
     let bps = match parse_units(text, 2) {
         Ok(bps) => bps,
         Err(AmountError::NotPositive) => return Err(invalid("must be greater than 0")),
@@ -355,7 +444,11 @@ mod tests {
         ];
         for (body, code, field) in cases {
             let err = check(body.clone()).unwrap_err();
-            assert_eq!((err.code, err.field.as_deref()), (code, field), "{body} → {err:?}");
+            assert_eq!(
+                (err.code.as_str(), err.field.as_deref()),
+                (code, field),
+                "{body} → {err:?}"
+            );
             assert!(!err.message.is_empty());
         }
     }

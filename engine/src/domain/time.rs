@@ -60,6 +60,48 @@ impl schemars::JsonSchema for Timestamp {
     }
 }
 
+/// A duration written as a string: `"500ms"`, `"2s"`, `"5m"`, `"0s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"500ms\" or \"2s\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Dur, E> {
+                humantime::parse_duration(text)
+                    .map(Dur)
+                    .map_err(|e| E::custom(format!("invalid duration {text:?}: {e}")))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+ ?(ns|us|ms|s|m|h|d) ?)+$",
+            "description": "A duration such as \"500ms\", \"2s\", \"5m\"."
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,22 @@
 //! The token registry: which symbols exist, their mints and decimals.
 
 use crate::domain::amount::{AmountError, parse_units};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A tradable token.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Ticker, e.g. `SOL`.
+    pub symbol: String,
+    /// Mint address.
+    pub mint: String,
+    /// Decimal places of the base unit (SOL: 9, USDC: 6).
+    pub decimals: u8,
+    /// Largest order amount, whole tokens, as a decimal string.
+    pub max_amount: String,
+}
 
 /// A token Swapline can trade.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +31,24 @@ pub struct Token {
     pub max_amount: u128,
 }
 
+/// Why a token list cannot become a registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Two entries share a symbol (any case) or a mint.
+    #[error("token {0} is listed twice")]
+    Duplicate(String),
+    /// `max_amount` does not parse with the token's decimals.
+    #[error("token {symbol}: max_amount {text:?} {error}")]
+    MaxAmount {
+        /// The token.
+        symbol: String,
+        /// The text as configured.
+        text: String,
+        /// Why it does not parse.
+        error: AmountError,
+    },
+}
+
 /// All tokens, looked up by symbol (case-insensitive) or mint.
 #[derive(Debug, Clone, Default)]
 pub struct TokenRegistry {
@@ -23,17 +57,24 @@ pub struct TokenRegistry {
 
 impl TokenRegistry {
     /// Builds the registry; `max_amount` is given in whole tokens.
-    pub fn new(entries: impl IntoIterator<Item = (String, String, u8, String)>) -> Result<Self, String> {
+    ///
+    /// # Errors
+    /// [`TokenError`] for a symbol or mint listed twice, or a `max_amount`
+    /// that is not a decimal with at most the token's decimals.
+    pub fn new(entries: impl IntoIterator<Item = (String, String, u8, String)>) -> Result<Self, TokenError> {
         let mut tokens: Vec<Token> = Vec::new();
         for (symbol, mint, decimals, max_amount) in entries {
             if tokens
                 .iter()
                 .any(|t| t.symbol.eq_ignore_ascii_case(&symbol) || t.mint == mint)
             {
-                return Err(format!("token {symbol} is listed twice"));
+                return Err(TokenError::Duplicate(symbol));
             }
-            let max_amount = parse_units(&max_amount, decimals)
-                .map_err(|e: AmountError| format!("token {symbol}: max_amount {max_amount:?} {e}"))?;
+            let max_amount = parse_units(&max_amount, decimals).map_err(|error| TokenError::MaxAmount {
+                symbol: symbol.clone(),
+                text: max_amount.clone(),
+                error,
+            })?;
             tokens.push(Token {
                 symbol,
                 mint,
@@ -42,6 +83,18 @@ impl TokenRegistry {
             });
         }
         Ok(Self { tokens })
+    }
+
+    /// The registry `[[tokens]]` describes.
+    ///
+    /// # Errors
+    /// As [`TokenRegistry::new`].
+    pub fn from_config(tokens: &[TokenConfig]) -> Result<Self, TokenError> {
+        Self::new(
+            tokens
+                .iter()
+                .map(|t| (t.symbol.clone(), t.mint.clone(), t.decimals, t.max_amount.clone())),
+        )
     }
 
     /// Finds a token by symbol (any case) or mint address.
@@ -76,6 +129,6 @@ mod tests {
             ("sol".into(), "b".into(), 9, "1".into()),
         ])
         .unwrap_err();
-        assert!(err.contains("twice"), "{err}");
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 }

@@ -5,16 +5,17 @@
 //! id, and `process` reads the order to know its next step, so a retried,
 //! recovered or duplicated job does the right thing. A submission reuses the
 //! route's signatures, which the venue deduplicates: an order never swaps
-//! twice. Imports `domain`, `config` and the seams' traits; never `api`.
+//! twice. Imports `domain`, `plugins` (the strategy chain) and the seams'
+//! traits; never `api`, `config` or an adapter.
 
+pub mod intake;
 mod reconcile;
+mod recorder;
 mod retry;
 mod stats;
 mod worker;
 
 use crate::{
-    bus::{Bus, Published},
-    config::Config,
     domain::{
         ErrorInfo, Event, EventData, EventKind, Order, OrderId, OrderPatch, QuoteView, Route, RouteLeg, Timestamp,
         TokenRegistry, format_price, format_units, progress,
@@ -25,8 +26,10 @@ use crate::{
     telemetry,
     venues::{LegOrder, Venue, VenueError},
 };
-pub use reconcile::reconcile;
-pub use retry::{Backoff, RetryPolicy, random_unit};
+pub use intake::{Accepted, Intake, RequeueError, SubmitError, requeue_unfinished};
+pub use reconcile::{ReconcilerConfig, reconcile};
+pub use recorder::Recorder;
+pub use retry::{Backoff, BackoffKind, InvalidBackoff, JitterKind, RetryConfig, RetryPolicy, random_unit};
 use sha2::{Digest, Sha512};
 pub use stats::VenueTracker;
 use std::{
@@ -36,7 +39,7 @@ use std::{
 };
 use swapline_abi::{OrderInfo, RouteInput, Units, VenueQuote};
 use tokio::{task::JoinSet, time::Instant};
-pub use worker::Worker;
+pub use worker::{Worker, WorkerConfig};
 
 /// What the worker does with a job after `process`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +61,19 @@ pub struct Stage {
     pub execute_timeout: Duration,
 }
 
+/// The settings a pipeline runs by, from `[retry]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineSettings {
+    /// Whether and when a failed submission is tried again.
+    pub retry: RetryPolicy,
+    /// Quotes older than this are fetched again before a retry (unless a
+    /// leg of the route already executed).
+    pub requote_after: Duration,
+}
+
 /// Everything a worker needs to run orders.
 pub struct Pipeline {
-    store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
+    recorder: Recorder,
     venues: Vec<Arc<dyn Venue>>,
     stages: RwLock<HashMap<String, Arc<Stage>>>,
     tokens: Arc<TokenRegistry>,
@@ -88,28 +100,26 @@ impl Failure {
 impl Pipeline {
     /// Assembles a pipeline; `stages` by order type (`market`).
     pub fn new(
-        config: &Config,
-        store: Arc<dyn Store>,
-        bus: Arc<dyn Bus>,
+        settings: PipelineSettings,
+        recorder: Recorder,
         venues: Vec<Arc<dyn Venue>>,
         stages: HashMap<String, Stage>,
         tokens: Arc<TokenRegistry>,
-    ) -> Result<Self, String> {
-        Ok(Pipeline {
-            store,
-            bus,
+    ) -> Self {
+        Pipeline {
+            recorder,
             venues,
             stages: RwLock::new(stages.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
             tokens,
-            retry: RetryPolicy::from_config(&config.retry)?,
-            requote_after: config.retry.requote_after.0,
+            retry: settings.retry,
+            requote_after: settings.requote_after,
             tracker: VenueTracker::new(),
-        })
+        }
     }
 
     /// The store this pipeline records into.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        self.recorder.store()
     }
 
     /// Swaps in new stages (a reload). Orders already running keep the
@@ -128,7 +138,7 @@ impl Pipeline {
             .cloned()
     }
 
-    /// Stores an event with its patch, logs it, then publishes it.
+    /// Records an event with its patch (stored, then published).
     async fn emit(
         &self,
         id: OrderId,
@@ -137,25 +147,13 @@ impl Pipeline {
         data: EventData,
         patch: OrderPatch,
     ) -> Result<Event, StoreError> {
-        let event = self
-            .store
-            .append_event(
-                id,
-                NewEvent {
-                    message,
-                    progress,
-                    data,
-                    patch,
-                },
-            )
-            .await?;
-        tracing::info!(order_id = %id, seq = event.seq, event = event.data.kind().as_str(), progress, "{}", event.message);
-        if let Err(e) = self.bus.publish(&Published::new(&event)).await {
-            telemetry::event::backend_error("bus");
-            // The event is stored: clients recover it from history.
-            tracing::warn!(order_id = %id, seq = event.seq, error = %e, "publish failed");
-        }
-        Ok(event)
+        let event = NewEvent {
+            message,
+            progress,
+            data,
+            patch,
+        };
+        self.recorder.record(id, event).await
     }
 
     /// Fails the order for good; `route` records legs that did execute.
@@ -198,7 +196,7 @@ impl Pipeline {
 
     /// Runs an order from wherever the store says it is.
     pub async fn process(&self, job: &Job) -> Result<Outcome, StoreError> {
-        let Some(order) = self.store.order(job.order_id).await? else {
+        let Some(order) = self.store().order(job.order_id).await? else {
             tracing::warn!(order_id = %job.order_id, "job for an unknown order dropped");
             return Ok(Outcome::Finished);
         };
@@ -574,7 +572,7 @@ impl Pipeline {
             },
         )
         .await?;
-        let Some(delay) = self.retry.retry_after(attempt, true, random_unit()) else {
+        let Some(delay) = self.retry.retry_after(attempt, random_unit()) else {
             let failure = Failure {
                 message: format!("{} (after {attempt} attempts)", failure.message),
                 ..failure

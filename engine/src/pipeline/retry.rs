@@ -1,8 +1,69 @@
 //! Retry policy (whether to retry) apart from backoff (how long to wait).
 //! Bad settings are refused when the backoff is built.
 
-use crate::config::{BackoffKind, JitterKind, RetryConfig};
+use crate::domain::Dur;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// Backoff shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackoffKind {
+    /// `initial` every time.
+    Fixed,
+    /// `initial × multiplier^(n−1)`.
+    Exponential,
+    /// `initial × n`.
+    Linear,
+}
+
+/// Jitter applied to a backoff delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JitterKind {
+    /// The delay as computed.
+    None,
+    /// Uniform in [0, delay].
+    Full,
+    /// delay/2 + uniform in [0, delay/2].
+    Equal,
+}
+
+/// Retry policy for transient submission failures.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Submission attempts per order, including the first.
+    pub max_attempts: u32,
+    /// Shape of the delay between attempts.
+    pub backoff: BackoffKind,
+    /// First delay.
+    pub initial: Dur,
+    /// Growth factor for `exponential`.
+    pub multiplier: f64,
+    /// Ceiling of any delay.
+    pub max_delay: Dur,
+    /// Randomisation of the delay.
+    pub jitter: JitterKind,
+    /// Quotes older than this are fetched again before a retry (unless a
+    /// leg of the route already executed).
+    pub requote_after: Dur,
+}
+
+impl RetryConfig {
+    /// Rule problems, each starting with `key` (the section's path).
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = Backoff::from_config(self) {
+            problems.push(format!("{key}: {e}"));
+        }
+        if self.max_attempts < 1 {
+            problems.push(format!("{key}.max_attempts: must be at least 1"));
+        }
+        problems
+    }
+}
 
 /// Computes the delay before the next attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,26 +75,64 @@ pub struct Backoff {
     jitter: JitterKind,
 }
 
+/// Why a backoff cannot be built (tower's `backoff` refuses bad settings in
+/// its constructor the same way).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidBackoff {
+    /// `initial` is zero.
+    #[error("initial: must be greater than 0")]
+    ZeroInitial,
+    /// `initial` is longer than `max_delay`.
+    #[error("initial: must not exceed max_delay")]
+    InitialAboveMax,
+    /// `multiplier` is below 1 or not finite.
+    #[error("multiplier: {0} must be a number ≥ 1")]
+    Multiplier(f64),
+}
+
 impl Backoff {
-    /// From `[retry]`; refuses a zero `initial`, `initial > max_delay`, and a
+    /// A delay schedule.
+    ///
+    /// # Errors
+    /// [`InvalidBackoff`] for a zero `initial`, `initial > max_delay`, or a
     /// `multiplier` below 1 (or not finite).
-    pub fn from_config(config: &RetryConfig) -> Result<Self, String> {
-        if config.initial.0.is_zero() {
-            return Err("initial: must be greater than 0".into());
+    pub fn new(
+        kind: BackoffKind,
+        initial: Duration,
+        multiplier: f64,
+        max_delay: Duration,
+        jitter: JitterKind,
+    ) -> Result<Self, InvalidBackoff> {
+        if initial.is_zero() {
+            return Err(InvalidBackoff::ZeroInitial);
         }
-        if config.initial.0 > config.max_delay.0 {
-            return Err("initial: must not exceed max_delay".into());
+        if initial > max_delay {
+            return Err(InvalidBackoff::InitialAboveMax);
         }
-        if !config.multiplier.is_finite() || config.multiplier < 1.0 {
-            return Err(format!("multiplier: {} must be a number ≥ 1", config.multiplier));
+        if !multiplier.is_finite() || multiplier < 1.0 {
+            return Err(InvalidBackoff::Multiplier(multiplier));
         }
         Ok(Backoff {
-            kind: config.backoff,
-            initial: config.initial.0,
-            multiplier: config.multiplier,
-            max_delay: config.max_delay.0,
-            jitter: config.jitter,
+            kind,
+            initial,
+            multiplier,
+            max_delay,
+            jitter,
         })
+    }
+
+    /// The schedule `[retry]` describes.
+    ///
+    /// # Errors
+    /// As [`Backoff::new`].
+    pub fn from_config(config: &RetryConfig) -> Result<Self, InvalidBackoff> {
+        Backoff::new(
+            config.backoff,
+            config.initial.0,
+            config.multiplier,
+            config.max_delay.0,
+            config.jitter,
+        )
     }
 
     /// The delay after failed attempt `attempt` (from 1), before jitter.
@@ -70,18 +169,22 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// From `[retry]`.
-    pub fn from_config(config: &RetryConfig) -> Result<Self, String> {
+    /// From `[retry]` (validated: `max_attempts` ≥ 1).
+    ///
+    /// # Errors
+    /// As [`Backoff::new`].
+    pub fn from_config(config: &RetryConfig) -> Result<Self, InvalidBackoff> {
         Ok(RetryPolicy {
-            max_attempts: config.max_attempts.max(1),
+            max_attempts: config.max_attempts,
             backoff: Backoff::from_config(config)?,
         })
     }
 
-    /// `Some(delay)` when attempt `attempt` failed with a transient error and
-    /// attempts remain; `None` when the order must fail.
-    pub fn retry_after(&self, attempt: u32, transient: bool, unit: f64) -> Option<Duration> {
-        (transient && attempt < self.max_attempts).then(|| self.backoff.delay(attempt, unit))
+    /// `Some(delay)` when attempt `attempt` failed transiently and attempts
+    /// remain; `None` when the order must fail. (Permanent failures never
+    /// reach the policy.)
+    pub fn retry_after(&self, attempt: u32, unit: f64) -> Option<Duration> {
+        (attempt < self.max_attempts).then(|| self.backoff.delay(attempt, unit))
     }
 
     /// Attempts left after `attempt`.
@@ -98,7 +201,6 @@ pub fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dur;
 
     fn config(kind: BackoffKind, jitter: JitterKind) -> RetryConfig {
         RetryConfig {
@@ -155,10 +257,15 @@ mod tests {
     fn bad_settings_are_refused() {
         let mut c = config(BackoffKind::Exponential, JitterKind::None);
         c.multiplier = 0.5;
-        assert!(Backoff::from_config(&c).unwrap_err().starts_with("multiplier"));
+        assert!(
+            Backoff::from_config(&c)
+                .unwrap_err()
+                .to_string()
+                .starts_with("multiplier")
+        );
         let mut c = config(BackoffKind::Fixed, JitterKind::None);
         c.initial = Dur(Duration::from_secs(10));
-        assert!(Backoff::from_config(&c).unwrap_err().starts_with("initial"));
+        assert!(Backoff::from_config(&c).unwrap_err().to_string().starts_with("initial"));
         c.initial = Dur(Duration::ZERO);
         assert!(Backoff::from_config(&c).is_err());
     }
@@ -166,10 +273,9 @@ mod tests {
     #[test]
     fn policy_retries_transient_failures_until_attempts_run_out() {
         let policy = RetryPolicy::from_config(&config(BackoffKind::Exponential, JitterKind::None)).unwrap();
-        assert_eq!(policy.retry_after(1, true, 0.0), Some(Duration::from_millis(500)));
-        assert_eq!(policy.retry_after(2, true, 0.0), Some(Duration::from_secs(1)));
-        assert_eq!(policy.retry_after(3, true, 0.0), None, "third attempt was the last");
-        assert_eq!(policy.retry_after(1, false, 0.0), None, "permanent errors never retry");
+        assert_eq!(policy.retry_after(1, 0.0), Some(Duration::from_millis(500)));
+        assert_eq!(policy.retry_after(2, 0.0), Some(Duration::from_secs(1)));
+        assert_eq!(policy.retry_after(3, 0.0), None, "third attempt was the last");
         assert_eq!(policy.remaining(1), 2);
     }
 }

@@ -3,8 +3,11 @@
 //! A job waiting for its retry holds no slot.
 
 use super::{Outcome, Pipeline};
+use crate::domain::Dur;
 use crate::queue::{Lease, Queue, RateLimit};
 use crate::telemetry::event;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::{
     sync::{
         Arc,
@@ -14,6 +17,34 @@ use std::{
 };
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// The worker that runs orders.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Whether `swapline serve` also runs a worker in-process.
+    pub enabled: bool,
+    /// Orders processed at once.
+    pub concurrency: usize,
+    /// Orders claimed per minute across the engine; 0 disables the limit.
+    pub rate_limit_per_minute: u32,
+    /// A claimed job not heartbeated for this long is given to another worker.
+    pub lease: Dur,
+}
+
+impl WorkerConfig {
+    /// Rule problems, each starting with `key` (the section's path).
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.concurrency < 1 {
+            problems.push(format!("{key}.concurrency: must be at least 1"));
+        }
+        if self.lease.0.is_zero() {
+            problems.push(format!("{key}.lease: must be greater than 0"));
+        }
+        problems
+    }
+}
 
 /// Runs jobs from a queue through a pipeline. While the store is down it
 /// stops claiming, and resumes when a ping answers.

@@ -1,8 +1,8 @@
 //! What `swapline plugins list | check | test` do, as library functions
 //! returning reports (the binary only prints them).
 
+use super::PipelineConfig;
 use super::{CallReport, PluginError, PluginHost, Source, WasmStrategy, builtin_names, resolve, validate::validate};
-use crate::config::Config;
 use serde::Serialize;
 use std::{collections::BTreeMap, fmt};
 use swapline_abi::{Bin, OrderInfo, PoolState, RouteDecision, RouteInput, Units, VenueQuote};
@@ -65,9 +65,9 @@ fn info(strategy: &WasmStrategy, source: String, pipelines: Vec<String>) -> Resu
 
 /// Every built-in strategy and every module file the configuration's
 /// pipelines name, loaded and checked.
-pub fn list(config: &Config, host: &PluginHost) -> Result<Vec<PluginInfo>, PluginError> {
+pub fn list(pipelines: &BTreeMap<String, PipelineConfig>, host: &PluginHost) -> Result<Vec<PluginInfo>, PluginError> {
     let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (pipeline, settings) in &config.pipelines {
+    for (pipeline, settings) in pipelines {
         for setting in &settings.strategy.0 {
             users.entry(setting.clone()).or_default().push(pipeline.clone());
         }
@@ -257,7 +257,7 @@ pub fn check(host: &PluginHost, setting: &str) -> Result<CheckReport, PluginErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Sources;
+    use crate::config::{Config, Sources};
 
     fn config() -> Config {
         Sources {
@@ -274,7 +274,7 @@ mod tests {
     fn list_shows_every_builtin_with_its_digest_and_users() {
         let config = config();
         let host = PluginHost::new(config.plugins.clone(), None).unwrap();
-        let listed = list(&config, &host).unwrap();
+        let listed = list(&config.pipelines, &host).unwrap();
         let names: Vec<&str> = listed.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["best-price", "split", "reliability-weighted"]);
         assert_eq!(listed[0].pipelines, ["market"]);

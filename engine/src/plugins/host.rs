@@ -8,7 +8,7 @@
 //! call costs microseconds.
 
 use super::{PluginError, Strategy, cache::ModuleCache, sha256_hex};
-use crate::{config::PluginsConfig, domain::StrategyRef};
+use crate::{domain::StrategyRef, plugins::PluginsConfig};
 use async_trait::async_trait;
 use std::{
     path::PathBuf,
@@ -542,7 +542,7 @@ impl Strategy for WasmStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dur;
+    use crate::domain::Dur;
     use swapline_abi::{OrderInfo, PoolState, Units, VenueQuote};
 
     fn limits() -> PluginsConfig {

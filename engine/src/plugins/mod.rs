@@ -11,6 +11,7 @@
 mod cache;
 pub mod chain;
 pub mod cli;
+pub mod config;
 mod host;
 pub mod validate;
 pub mod watch;
@@ -18,6 +19,7 @@ pub mod watch;
 use crate::domain::StrategyRef;
 use async_trait::async_trait;
 pub use chain::{Chain, ChainFailed, Routed};
+pub use config::{MAX_CHAIN, PipelineConfig, PluginsConfig, StrategyChain};
 pub use host::{CallReport, PARAMS_SCHEMA_EXPORT, PluginHost, WasmStrategy, parse_params_schema};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -3,12 +3,14 @@
 //! (in-process) and [`redis`] (a Stream with a consumer group). Imports
 //! `domain` only.
 
+pub mod config;
 pub mod memory;
 pub mod redis;
 
 use crate::domain::OrderId;
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
+pub use config::{QueueBackend, QueueConfig, RedisConfig};
 pub use memory::{MemoryQueue, MemoryRateLimit};
 pub use redis::{RedisQueue, RedisRateLimit};
 use serde::Serialize;

@@ -4,12 +4,14 @@
 //! [`postgres`] (production). Imports `domain`, `config` and the venue ledger
 //! types only.
 
+pub mod config;
 pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{Event, EventData, NewOrder, Order, OrderId, OrderPatch, Status};
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
+pub use config::{PostgresConfig, SqliteSync, StoreBackend, StoreConfig};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use std::time::Duration;

@@ -2,10 +2,9 @@
 //! one transaction; an event's `seq` comes from the order row it locks.
 //! Pool size, timeouts and `statement_timeout` come from `[postgres]`.
 
-use super::{ListQuery, NewEvent, OrderPage, Store, StoreError};
+use super::{ListQuery, NewEvent, OrderPage, PostgresConfig, Store, StoreError};
 use crate::telemetry::PoolStatus;
 use crate::{
-    config::PostgresConfig,
     domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
     venues::{Execution, ExecutionLedger, LedgerError, Outcome},
 };

@@ -5,9 +5,8 @@
 //! failing write never spoils another. Reads use a small pool of read
 //! connections, which WAL lets run beside the writer.
 
-use super::{ListQuery, NewEvent, OrderPage, Store, StoreError};
+use super::{ListQuery, NewEvent, OrderPage, SqliteSync, Store, StoreError};
 use crate::{
-    config::SqliteSync,
     domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
     venues::{Execution, ExecutionLedger, LedgerError, Outcome},
 };

@@ -3,13 +3,15 @@
 //! adapter would implement the same trait. Imports `domain` and the ABI
 //! types only.
 
+pub mod config;
 mod rng;
 pub mod simulated;
 
 use crate::domain::OrderId;
 use async_trait::async_trait;
+pub use config::{FaultsConfig, PoolConfig, VenuesConfig};
 use serde::{Deserialize, Serialize};
-pub use simulated::SimulatedVenue;
+pub use simulated::{PoolError, SimulatedVenue};
 use swapline_abi::VenueQuote;
 use thiserror::Error;
 

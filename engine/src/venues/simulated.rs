@@ -3,11 +3,11 @@
 //! latency and failure injection, and a durable ledger of executed
 //! signatures so a signature never executes twice, even across restarts.
 
-use super::{Execution, ExecutionLedger, Fill, LegOrder, Outcome, Venue, VenueError, rng::Rng};
-use crate::{
-    config::{FaultsConfig, PoolConfig, VenuesConfig},
-    domain::{TokenRegistry, parse_units},
+use super::{
+    Execution, ExecutionLedger, FaultsConfig, Fill, LegOrder, Outcome, PoolConfig, Venue, VenueError, VenuesConfig,
+    rng::Rng,
 };
+use crate::domain::{TokenRegistry, parse_units};
 use async_trait::async_trait;
 use std::{sync::Arc, time::Duration};
 use swapline_abi::{Bin, PoolState, Swap, Units, VenueQuote};
@@ -196,21 +196,53 @@ impl PoolSim {
     }
 }
 
+/// Why a configured pool cannot be simulated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The pool names a token that is not listed.
+    #[error("pool {pool}: unknown token {symbol}")]
+    UnknownToken {
+        /// `venue base/quote`.
+        pool: String,
+        /// The missing symbol.
+        symbol: String,
+    },
+    /// A constant-product reserve does not parse at its token's decimals.
+    #[error("pool {pool}: reserve {text:?} {error}")]
+    Reserve {
+        /// `venue base/quote`.
+        pool: String,
+        /// The reserve as configured.
+        text: String,
+        /// Why it does not parse.
+        error: crate::domain::AmountError,
+    },
+    /// A DLMM pool's price, bin liquidity or bin step is not positive.
+    #[error("pool {0}: price, bin_liquidity and bin_step_bps must be positive")]
+    NotPositive(String),
+}
+
 impl SimulatedVenue {
     /// Builds venue `name` from the pools of `[venues]` that name it.
+    ///
+    /// # Errors
+    /// [`PoolError`] for a pool that `config::validate` would have refused
+    /// (an unknown token, a reserve that does not parse, a non-positive
+    /// DLMM setting).
     pub fn from_config(
         name: &str,
         config: &VenuesConfig,
         tokens: &TokenRegistry,
         ledger: Arc<dyn ExecutionLedger>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PoolError> {
         let mut pools = Vec::new();
         for pool in config.pools.iter().filter(|p| p.venue() == name) {
             let (base, quote) = pool.pair();
             let token = |symbol: &str| {
-                tokens
-                    .get(symbol)
-                    .ok_or_else(|| format!("pool {name} {base}/{quote}: unknown token {symbol}"))
+                tokens.get(symbol).ok_or_else(|| PoolError::UnknownToken {
+                    pool: format!("{name} {base}/{quote}"),
+                    symbol: symbol.to_owned(),
+                })
             };
             let (base_token, quote_token) = (token(base)?, token(quote)?);
             let scale = 10f64.powi(i32::from(quote_token.decimals) - i32::from(base_token.decimals));
@@ -222,8 +254,11 @@ impl SimulatedVenue {
                     ..
                 } => {
                     let units = |text: &str, decimals| {
-                        parse_units(text, decimals)
-                            .map_err(|e| format!("pool {name} {base}/{quote}: reserve {text:?} {e}"))
+                        parse_units(text, decimals).map_err(|error| PoolError::Reserve {
+                            pool: format!("{name} {base}/{quote}"),
+                            text: text.to_owned(),
+                            error,
+                        })
                     };
                     let reserve_base = units(reserve_base, base_token.decimals)?;
                     let reserve_quote = units(reserve_quote, quote_token.decimals)?;
@@ -244,10 +279,8 @@ impl SimulatedVenue {
                     max_fee_bps,
                     ..
                 } => {
-                    if *price <= 0.0 || *bin_liquidity <= 0.0 || *bin_step_bps == 0 {
-                        return Err(format!(
-                            "pool {name} {base}/{quote}: price, bin_liquidity and bin_step_bps must be positive"
-                        ));
+                    if !(*price > 0.0 && *bin_liquidity > 0.0 && *bin_step_bps > 0) {
+                        return Err(PoolError::NotPositive(format!("{name} {base}/{quote}")));
                     }
                     PoolSim::Bins {
                         price: price * scale,
@@ -466,11 +499,7 @@ impl Venue for SimulatedVenue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        config::{Dur, PoolConfig},
-        domain::OrderId,
-        venues::LedgerError,
-    };
+    use crate::{domain::Dur, domain::OrderId, venues::LedgerError, venues::PoolConfig};
     use std::collections::HashMap;
 
     #[derive(Default)]

@@ -1,0 +1,85 @@
+//! Settings of the order store: which backend, SQLite and PostgreSQL. A leaf:
+//! imports nothing of ours but `domain`.
+
+use crate::domain::Dur;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Store backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// A SQLite file in `data_dir` (WAL mode).
+    Sqlite,
+    /// PostgreSQL, shared by every node.
+    Postgres,
+}
+
+/// The order store.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Which store.
+    pub backend: StoreBackend,
+    /// Apply pending migrations when the engine starts.
+    pub migrate_on_start: bool,
+    /// SQLite file; empty: `<data_dir>/swapline.db`.
+    pub sqlite_path: String,
+    /// SQLite `synchronous`: `normal` survives a killed process, `full` also
+    /// a power cut.
+    pub sqlite_synchronous: SqliteSync,
+    /// How long a SQLite call waits on a lock before failing.
+    pub busy_timeout: Dur,
+}
+
+/// SQLite durability levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSync {
+    /// Durable across process crashes.
+    Normal,
+    /// Durable across power loss.
+    Full,
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub url: String,
+    /// Schema holding Swapline's tables (created by the migrations); lets
+    /// several deployments or tests share one database.
+    pub schema: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Time to open a connection.
+    pub connect_timeout: Dur,
+    /// Time to wait for a free pooled connection before answering 503.
+    pub pool_wait_timeout: Dur,
+    /// Server-side cap on one statement.
+    pub statement_timeout: Dur,
+}
+
+impl PostgresConfig {
+    /// Rule problems, each starting with `key` (the section's path).
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let schema = &self.schema;
+        let identifier = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !schema.starts_with(|c: char| c.is_ascii_digit());
+        if !identifier {
+            problems.push(format!(
+                "{key}.schema: {schema:?} must be a lowercase identifier (a-z, 0-9, _)"
+            ));
+        }
+        if self.pool_size < 1 {
+            problems.push(format!("{key}.pool_size: must be at least 1"));
+        }
+        problems
+    }
+}
