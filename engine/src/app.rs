@@ -517,7 +517,7 @@ pub async fn run_with_reload(
         })?;
         let hub = Hub::new(engine.bus.clone());
         if let Some(stream) = engine.bus.take_stream() {
-            tokio::spawn(hub.clone().run(stream));
+            tasks.spawn(hub.clone().run(stream, token.clone()));
         }
         let default_slippage_bps = config
             .orders
@@ -559,4 +559,102 @@ pub async fn run_with_reload(
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{domain::Dur, venues::PoolConfig};
+    use std::time::Duration;
+
+    fn dev(dir: &std::path::Path) -> Config {
+        let mut config = Sources {
+            profile: "dev".into(),
+            config_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs").into()),
+            files: vec![],
+            env: false,
+        }
+        .load()
+        .expect("the dev profile loads");
+        config.data_dir = dir.to_path_buf();
+        config
+    }
+
+    /// Every rule start-up enforces before it builds anything, as a config
+    /// change and the role it is started in.
+    fn refused_at_start() -> Vec<(&'static str, Role, fn(&mut Config))> {
+        let serve = Role::Serve { with_worker: true };
+        vec![
+            ("a worker needs a shared queue", Role::Worker, |_| {}),
+            (
+                "serve without a worker needs a shared queue",
+                Role::Serve { with_worker: false },
+                |_| {},
+            ),
+            ("a DLMM pool with no price", serve, |c| {
+                for pool in &mut c.venues.pools {
+                    if let PoolConfig::Dlmm { price, .. } = pool {
+                        *price = 0.0;
+                    }
+                }
+            }),
+            ("a reserve finer than its token", serve, |c| {
+                for pool in &mut c.venues.pools {
+                    if let PoolConfig::ConstantProduct { reserve_base, .. } = pool {
+                        *reserve_base = "1.0000000000001".into();
+                    }
+                }
+            }),
+            ("a pool of an unlisted token", serve, |c| {
+                c.tokens.retain(|t| t.symbol != "USDT")
+            }),
+            ("a backoff that starts above its ceiling", serve, |c| {
+                c.retry.initial = Dur(Duration::from_secs(60));
+                c.retry.max_delay = Dur(Duration::from_secs(1));
+            }),
+            ("too few instance slots", serve, |c| {
+                c.worker.concurrency = 8;
+                c.plugins.pooled_instances = 8;
+            }),
+            ("a default slippage finer than a basis point", serve, |c| {
+                c.orders.default_slippage = 0.125
+            }),
+            ("a metrics address that is not one", serve, |c| {
+                c.metrics.listen = "localhost".into()
+            }),
+            ("no market pipeline", serve, |c| c.pipelines.clear()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn config_check_refuses_what_start_up_refuses_with_the_same_words() {
+        for (case, role, change) in refused_at_start() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = dev(dir.path());
+            change(&mut config);
+            // `swapline config check` runs exactly this.
+            let problems = validate_for(&config, role).expect_err(case);
+            let checked = AppError::Invalid(problems).to_string();
+            let started = run(config, role, std::future::ready(()))
+                .await
+                .expect_err(case)
+                .to_string();
+            assert_eq!(started, checked, "{case}");
+            assert!(
+                !dir.path().join("swapline.db").exists(),
+                "{case}: start-up refused before touching the store"
+            );
+        }
+    }
+
+    #[test]
+    fn a_valid_configuration_passes_for_the_roles_it_suits() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dev(dir.path());
+        assert_eq!(validate_for(&config, Role::Serve { with_worker: true }), Ok(()));
+        assert!(
+            validate_for(&config, Role::Worker).is_err(),
+            "dev has an in-process queue"
+        );
+    }
 }

@@ -20,23 +20,31 @@ use std::{
 use tokio::sync::Semaphore;
 
 /// What to send.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct OrdersOptions {
-    /// Base URL, e.g. `http://127.0.0.1:3000`.
+    /// Engine base URL (loopback by default).
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
     pub url: String,
     /// Orders to post.
+    #[arg(long, default_value_t = 1000)]
     pub count: usize,
-    /// Offered rate, orders per second; `None`: as fast as `concurrency` allows.
+    /// Offered rate in orders/s (default: as fast as --concurrency allows).
+    #[arg(long)]
     pub rate: Option<f64>,
     /// Orders in flight at most.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Token sold.
+    #[arg(long, default_value = "SOL")]
     pub token_in: String,
     /// Token bought.
+    #[arg(long, default_value = "USDC")]
     pub token_out: String,
     /// Amount per order, whole tokens.
+    #[arg(long, default_value = "0.1")]
     pub amount: String,
     /// Give up on one order after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -326,19 +334,25 @@ mod tests {
 }
 
 /// What `swapline loadtest fanout` does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FanoutOptions {
-    /// Base URL.
+    /// Engine base URL (loopback by default).
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
     pub url: String,
     /// WebSocket clients.
+    #[arg(long, default_value_t = 1000)]
     pub clients: usize,
-    /// Orders the clients spread over (1: everyone on one order).
+    /// Orders the clients spread over (1: all on one order).
+    #[arg(long, default_value_t = 1)]
     pub orders: usize,
-    /// Connections opened at once while connecting.
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
     /// Amount per order, whole tokens.
+    #[arg(long, default_value = "0.1")]
     pub amount: String,
     /// Give up on a client after this long.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use swapline::{
     app::{self, Role},
     config::{Config, Sources},
+    loadtest::{FanoutOptions, OrdersOptions},
     telemetry,
 };
 
@@ -61,30 +62,8 @@ enum Command {
 enum LoadtestKind {
     /// Post orders at a fixed rate and follow each over its WebSocket.
     Orders {
-        /// Engine base URL (loopback by default).
-        #[arg(long, default_value = "http://127.0.0.1:3000")]
-        url: String,
-        /// Orders to post.
-        #[arg(long, default_value_t = 1000)]
-        count: usize,
-        /// Offered rate in orders/s (default: as fast as --concurrency allows).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Orders in flight at most.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Token sold.
-        #[arg(long, default_value = "SOL")]
-        token_in: String,
-        /// Token bought.
-        #[arg(long, default_value = "USDC")]
-        token_out: String,
-        /// Amount per order, whole tokens.
-        #[arg(long, default_value = "0.1")]
-        amount: String,
-        /// Give up on one order after this long.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
+        #[command(flatten)]
+        options: OrdersOptions,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -92,24 +71,8 @@ enum LoadtestKind {
     /// Open many WebSockets over a few orders and check every client saw
     /// every event (run the engine with non-zero venue latency).
     Fanout {
-        /// Engine base URL (loopback by default).
-        #[arg(long, default_value = "http://127.0.0.1:3000")]
-        url: String,
-        /// WebSocket clients.
-        #[arg(long, default_value_t = 1000)]
-        clients: usize,
-        /// Orders the clients spread over (1: all on one order).
-        #[arg(long, default_value_t = 1)]
-        orders: usize,
-        /// Connections opened at once.
-        #[arg(long, default_value_t = 256)]
-        connect_concurrency: usize,
-        /// Amount per order, whole tokens.
-        #[arg(long, default_value = "0.1")]
-        amount: String,
-        /// Give up on a client after this long.
-        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
+        #[command(flatten)]
+        options: FanoutOptions,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -294,30 +257,10 @@ fn plugins(config: &Config, action: &PluginsAction) -> Result<()> {
 }
 
 async fn loadtest(kind: &LoadtestKind) -> Result<()> {
-    use swapline::loadtest::{FanoutOptions, OrdersOptions, progress, run_fanout, run_orders};
+    use swapline::loadtest::{progress, run_fanout, run_orders};
     let (clean, text) = match kind {
-        LoadtestKind::Orders {
-            url,
-            count,
-            rate,
-            concurrency,
-            token_in,
-            token_out,
-            amount,
-            timeout,
-            json,
-        } => {
-            let options = OrdersOptions {
-                url: url.clone(),
-                count: *count,
-                rate: *rate,
-                concurrency: *concurrency,
-                token_in: token_in.clone(),
-                token_out: token_out.clone(),
-                amount: amount.clone(),
-                timeout: *timeout,
-            };
-            let report = run_orders(options, progress(*count, "orders", *json)).await;
+        LoadtestKind::Orders { options, json } => {
+            let report = run_orders(options.clone(), progress(options.count, "orders", *json)).await;
             let text = if *json {
                 serde_json::to_string_pretty(&report)?
             } else {
@@ -325,24 +268,8 @@ async fn loadtest(kind: &LoadtestKind) -> Result<()> {
             };
             (report.is_clean(), text)
         }
-        LoadtestKind::Fanout {
-            url,
-            clients,
-            orders,
-            connect_concurrency,
-            amount,
-            timeout,
-            json,
-        } => {
-            let options = FanoutOptions {
-                url: url.clone(),
-                clients: *clients,
-                orders: *orders,
-                connect_concurrency: *connect_concurrency,
-                amount: amount.clone(),
-                timeout: *timeout,
-            };
-            let report = run_fanout(options, progress(*clients, "clients", *json)).await;
+        LoadtestKind::Fanout { options, json } => {
+            let report = run_fanout(options.clone(), progress(options.clients, "clients", *json)).await;
             let text = if *json {
                 serde_json::to_string_pretty(&report)?
             } else {

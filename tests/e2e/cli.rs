@@ -66,3 +66,43 @@ fn plugins_check_refuses_a_module_importing_wasi() {
         "{stderr}"
     );
 }
+
+/// The problem lines of a refused run (`  - key: …`), in order.
+fn problems(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("- ").map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn config_check_refuses_what_the_worker_and_serve_refuse_with_the_same_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    // A DLMM pool without a price: only start-up used to find it.
+    std::fs::write(
+        &bad,
+        "[[venues.pools]]\nkind = \"dlmm\"\nvenue = \"meteora\"\nbase = \"SOL\"\nquote = \"USDC\"\nprice = 0.0\n\
+         bin_step_bps = 10\nbins_per_side = 5\nbin_liquidity = 100.0\nbase_fee_bps = 20\nvariable_fee_bps = 0\n\
+         max_fee_bps = 100\n",
+    )
+    .unwrap();
+    let config = bad.to_str().unwrap();
+    for (check, start) in [
+        (
+            vec!["config", "check", "--config", config],
+            vec!["serve", "--config", config],
+        ),
+        (vec!["config", "check", "--role", "worker"], vec!["worker"]),
+    ] {
+        let checked = swapline(&check);
+        let started = swapline(&start);
+        assert!(
+            !checked.status.success() && !started.status.success(),
+            "{check:?} / {start:?}"
+        );
+        let words = problems(&checked);
+        assert!(!words.is_empty(), "{}", String::from_utf8_lossy(&checked.stderr));
+        assert_eq!(words, problems(&started), "{check:?} and {start:?} disagree");
+    }
+}

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault.
     pub field: Option<String>,
+    /// The method to name in an `Allow` header (405 answers).
+    pub allow: Option<hyper::Method>,
 }
 
 #[derive(Serialize)]
@@ -41,6 +43,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            allow: None,
         }
     }
 
@@ -69,7 +72,13 @@ impl ApiError {
                 field: self.field.as_deref(),
             },
         };
-        json_response(self.status, &body)
+        let mut response = json_response(self.status, &body);
+        if let Some(allow) = &self.allow {
+            let value =
+                hyper::header::HeaderValue::from_str(allow.as_str()).expect("method names are valid header values");
+            response.headers_mut().insert(hyper::header::ALLOW, value);
+        }
+        response
     }
 }
 
@@ -85,6 +94,7 @@ impl From<FieldError> for ApiError {
             code: e.code.as_str(),
             message: e.message,
             field: e.field,
+            allow: None,
         }
     }
 }

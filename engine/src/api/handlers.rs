@@ -18,58 +18,83 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use serde_json::json;
 use std::sync::Arc;
 
+/// The routes, matched once from the path; the metric label and the
+/// allowed method come from the same match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    Ready,
+    Metrics,
+    Execute,
+    List,
+    Status(&'a str),
+    Events(&'a str),
+    Other,
+}
+
+impl<'a> Route<'a> {
+    fn of(segments: &[&'a str], metrics: bool) -> Self {
+        match *segments {
+            ["health"] => Route::Health,
+            ["ready"] => Route::Ready,
+            ["metrics"] if metrics => Route::Metrics,
+            ["api", "orders", "execute"] => Route::Execute,
+            ["api", "orders"] => Route::List,
+            ["api", "orders", "status", id] => Route::Status(id),
+            ["api", "orders", id, "events"] => Route::Events(id),
+            _ => Route::Other,
+        }
+    }
+
+    /// The route template, for metric labels (never an order id).
+    fn template(self) -> &'static str {
+        match self {
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::Metrics => "/metrics",
+            Route::Execute => "/api/orders/execute",
+            Route::List => "/api/orders",
+            Route::Status(_) => "/api/orders/status/{id}",
+            Route::Events(_) => "/api/orders/{id}/events",
+            Route::Other => "other",
+        }
+    }
+
+    /// The one method the route answers.
+    fn method(self) -> Option<Method> {
+        match self {
+            Route::Execute => Some(Method::POST),
+            Route::Other => None,
+            _ => Some(Method::GET),
+        }
+    }
+}
+
 /// Routes a request.
 pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = request.method().clone();
     let started = std::time::Instant::now();
-    let route = route_name(&segments);
-    let result = match (segments.as_slice(), &method) {
-        (["metrics"], &Method::GET) if state.settings.metrics => Ok(metrics_response()),
-        (["health"], &Method::GET) => health(&state).await,
-        (["ready"], &Method::GET) => ready(&state).await,
-        (["api", "orders", "execute"], &Method::POST) => create_order(&state, request).await,
-        (["api", "orders"], &Method::GET) => list_orders(&state, &request).await,
-        (["api", "orders", "status", id], &Method::GET) => {
-            let id = (*id).to_owned();
+    let route = Route::of(&segments, state.settings.metrics);
+    let result = match (route, route.method()) {
+        (Route::Other, _) => Err(ApiError::no_route(&path)),
+        (_, Some(allowed)) if allowed != method => Err(not_allowed(&method, allowed)),
+        (Route::Metrics, _) => Ok(metrics_response()),
+        (Route::Health, _) => health(&state).await,
+        (Route::Ready, _) => ready(&state).await,
+        (Route::Execute, _) => create_order(&state, request).await,
+        (Route::List, _) => list_orders(&state, &request).await,
+        (Route::Status(id), _) => {
+            let id = id.to_owned();
             order_status(&state, request, &id).await
         }
-        (["api", "orders", id, "events"], &Method::GET) => order_events(&state, &request, id).await,
-        (["health"], _) | (["ready"], _) | (["api", "orders"], _) => Err(not_allowed(&method, "GET")),
-        (["metrics"], _) if state.settings.metrics => Err(not_allowed(&method, "GET")),
-        (["api", "orders", "execute"], _) => Err(not_allowed(&method, "POST")),
-        (["api", "orders", "status", _], _) | (["api", "orders", _, "events"], _) => Err(not_allowed(&method, "GET")),
-        _ => Err(ApiError::no_route(&path)),
+        (Route::Events(id), _) => order_events(&state, &request, id).await,
     };
-    let response = result.unwrap_or_else(|error| {
-        if error.status != StatusCode::METHOD_NOT_ALLOWED {
-            return error.into_response();
-        }
-        let allow = error.field.clone().unwrap_or_default();
-        let mut response = ApiError { field: None, ..error }.into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, allow.parse().expect("method names are valid"));
-        response
-    });
+    let response = result.unwrap_or_else(ApiError::into_response);
     tracing::debug!(%method, path, status = response.status().as_u16(), "request");
-    event::http_request(route, response.status().as_u16(), started.elapsed());
+    event::http_request(route.template(), response.status().as_u16(), started.elapsed());
     response
-}
-
-/// The route template of a path, for metric labels (never an order id).
-fn route_name(segments: &[&str]) -> &'static str {
-    match segments {
-        ["health"] => "/health",
-        ["ready"] => "/ready",
-        ["metrics"] => "/metrics",
-        ["api", "orders", "execute"] => "/api/orders/execute",
-        ["api", "orders"] => "/api/orders",
-        ["api", "orders", "status", _] => "/api/orders/status/{id}",
-        ["api", "orders", _, "events"] => "/api/orders/{id}/events",
-        _ => "other",
-    }
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -81,10 +106,10 @@ pub(super) fn metrics_response() -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-/// 405; the allowed method travels in `field` until the handler sets `Allow`.
-fn not_allowed(method: &Method, allowed: &str) -> ApiError {
+/// 405 with the `Allow` header (RFC 9110, 15.5.6).
+fn not_allowed(method: &Method, allowed: Method) -> ApiError {
     ApiError {
-        field: Some(allowed.to_owned()),
+        allow: Some(allowed.clone()),
         ..ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

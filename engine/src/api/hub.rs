@@ -17,6 +17,7 @@ use std::{
     },
 };
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 type Ready = Option<Result<(), BusError>>;
 
@@ -120,9 +121,16 @@ impl Hub {
         }
     }
 
-    /// Fans out the node's bus stream until it ends.
-    pub async fn run(self: Arc<Self>, mut stream: mpsc::Receiver<Published>) {
-        while let Some(event) = stream.recv().await {
+    /// Fans out the node's bus stream until it ends or `shutdown` fires.
+    pub async fn run(self: Arc<Self>, mut stream: mpsc::Receiver<Published>, shutdown: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = stream.recv() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+            };
             let mut topics = self.topics();
             let Some(topic) = topics.get_mut(&event.order_id) else {
                 continue;
@@ -174,7 +182,7 @@ mod tests {
     async fn fans_out_to_every_client_and_unsubscribes_when_empty() {
         let bus = Arc::new(MemoryBus::new(64));
         let hub = Hub::new(bus.clone());
-        tokio::spawn(hub.clone().run(bus.take_stream().unwrap()));
+        tokio::spawn(hub.clone().run(bus.take_stream().unwrap(), CancellationToken::new()));
         let order = OrderId::new();
         let mut a = hub.join(order, 8).await.unwrap();
         let mut b = hub.join(order, 8).await.unwrap();
@@ -191,7 +199,7 @@ mod tests {
     async fn a_full_client_is_dropped_without_slowing_others() {
         let bus = Arc::new(MemoryBus::new(64));
         let hub = Hub::new(bus.clone());
-        tokio::spawn(hub.clone().run(bus.take_stream().unwrap()));
+        tokio::spawn(hub.clone().run(bus.take_stream().unwrap(), CancellationToken::new()));
         let order = OrderId::new();
         let mut slow = hub.join(order, 1).await.unwrap();
         let mut fast = hub.join(order, 8).await.unwrap();

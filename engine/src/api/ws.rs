@@ -80,7 +80,7 @@ async fn run_session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
     });
 
     let result = stream(&mut writer, &mut controls, &state, order, since).await;
-    let (code, reason) = match result {
+    let end = match result {
         Ok(end) => end,
         Err(e) => {
             tracing::debug!(order_id = %order, error = %e, "WebSocket write failed");
@@ -88,7 +88,7 @@ async fn run_session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
             return;
         }
     };
-    if code != 0 {
+    if let End::Close(code, reason) = end {
         let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
         // Give the client a moment to answer the close, then hang up.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -110,18 +110,36 @@ async fn send(writer: &mut Writer, payload: &[u8], replayed: bool) -> Result<(),
     Ok(())
 }
 
-/// Streams until the session should close; returns the close code and reason
-/// (code 0: the peer is already gone).
+/// How a session ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    /// Send a close frame with this code and reason, then hang up.
+    Close(u16, String),
+    /// The peer closed (or vanished) first: nothing more to send.
+    PeerGone,
+}
+
+impl End {
+    fn finished() -> Self {
+        End::Close(close::NORMAL, "order finished".into())
+    }
+
+    fn store_down(error: impl std::fmt::Display) -> Self {
+        End::Close(close::INTERNAL, format!("store unavailable: {error}"))
+    }
+}
+
+/// Streams until the session should close; returns how it ends.
 async fn stream(
     writer: &mut Writer,
     controls: &mut mpsc::Receiver<Control>,
     state: &Arc<ApiState>,
     order: OrderId,
     since: u64,
-) -> Result<(u16, String), WebSocketError> {
+) -> Result<End, WebSocketError> {
     let mut membership: Membership = match state.hub.join(order, state.settings.client_buffer).await {
         Ok(membership) => membership,
-        Err(e) => return Ok((close::INTERNAL, format!("event bus unavailable: {e}"))),
+        Err(e) => return Ok(End::Close(close::INTERNAL, format!("event bus unavailable: {e}"))),
     };
     let greeting = |kind, message: String| {
         let greeting = Greeting {
@@ -144,10 +162,8 @@ async fn stream(
     // Joined first, history second: any event committed after this read is
     // already queued in `membership.events`; duplicates are dropped by seq.
     let mut last = since;
-    match replay(writer, state, order, &mut last, u64::MAX).await? {
-        Replay::Terminal => return Ok((close::NORMAL, "order finished".into())),
-        Replay::Open => {}
-        Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
+    if let Some(end) = replay(writer, state, order, &mut last, u64::MAX).await? {
+        return Ok(end);
     }
     // `?since` at or past the terminal event replays nothing, yet the order
     // may be finished all the same. (When something was replayed and none of
@@ -155,10 +171,10 @@ async fn stream(
     if last == since {
         match state.store.order(order).await {
             Ok(Some(current)) if current.status.is_terminal() && last >= current.last_seq => {
-                return Ok((close::NORMAL, "order finished".into()));
+                return Ok(End::finished());
             }
             Ok(_) => {}
-            Err(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
+            Err(e) => return Ok(End::store_down(e)),
         }
     }
 
@@ -169,22 +185,20 @@ async fn stream(
     loop {
         tokio::select! {
             biased;
-            _ = state.shutdown.cancelled() => return Ok((close::GOING_AWAY, "server shutting down".into())),
+            _ = state.shutdown.cancelled() => return Ok(End::Close(close::GOING_AWAY, "server shutting down".into())),
             control = controls.recv() => match control {
                 Some(Control::Ping(payload)) => writer.write_frame(Frame::pong(Payload::Owned(payload))).await?,
                 Some(Control::Pong) => pong_due = None,
                 Some(Control::Closed) | None => {
                     let _ = writer.write_frame(Frame::close(close::NORMAL, b"")).await;
-                    return Ok((0, String::new()));
+                    return Ok(End::PeerGone);
                 }
             },
             event = membership.events.recv() => match event {
                 Some(event) if event.is_resync() => {
                     // The bus may have dropped events: the store has them all.
-                    match replay(writer, state, order, &mut last, u64::MAX).await? {
-                        Replay::Terminal => return Ok((close::NORMAL, "order finished".into())),
-                        Replay::Open => {}
-                        Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
+                    if let Some(end) = replay(writer, state, order, &mut last, u64::MAX).await? {
+                        return Ok(end);
                     }
                 }
                 Some(event) => {
@@ -193,27 +207,25 @@ async fn stream(
                     }
                     if event.seq > last + 1 {
                         // The bus lost something: the store has it.
-                        match replay(writer, state, order, &mut last, event.seq).await? {
-                            Replay::Terminal => return Ok((close::NORMAL, "order finished".into())),
-                            Replay::Open => {}
-                            Replay::StoreDown(e) => return Ok((close::INTERNAL, format!("store unavailable: {e}"))),
+                        if let Some(end) = replay(writer, state, order, &mut last, event.seq).await? {
+                            return Ok(end);
                         }
                     }
                     send(writer, &event.payload, false).await?;
                     last = event.seq;
                     if event.terminal {
-                        return Ok((close::NORMAL, "order finished".into()));
+                        return Ok(End::finished());
                     }
                 }
                 None => {
                     event::ws_slow_close();
                     tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
-                    return Ok((close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?since={last}")));
+                    return Ok(End::Close(close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?since={last}")));
                 }
             },
             _ = sleep_until(pong_due.unwrap_or(far)) => {
                 event::ws_ping_timeout();
-                return Ok((close::GOING_AWAY, "ping timeout".into()));
+                return Ok(End::Close(close::GOING_AWAY, "ping timeout".into()));
             }
             _ = pinger.tick() => {
                 writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"swapline"))).await?;
@@ -225,31 +237,27 @@ async fn stream(
     }
 }
 
-enum Replay {
-    Open,
-    Terminal,
-    StoreDown(String),
-}
-
-/// Sends stored events with `last < seq < before`, advancing `last`.
+/// Sends stored events with `last < seq < before`, advancing `last`;
+/// `Some(end)` when the session must end (the terminal event was sent, or
+/// the store is down).
 async fn replay(
     writer: &mut Writer,
     state: &Arc<ApiState>,
     order: OrderId,
     last: &mut u64,
     before: u64,
-) -> Result<Replay, WebSocketError> {
+) -> Result<Option<End>, WebSocketError> {
     let history = match state.store.events(order, *last).await {
         Ok(history) => history,
-        Err(e) => return Ok(Replay::StoreDown(e.to_string())),
+        Err(e) => return Ok(Some(End::store_down(e))),
     };
     for event in history.iter().filter(|e| e.seq < before) {
         let published = Published::new(event);
         send(writer, &published.payload, true).await?;
         *last = event.seq;
         if published.terminal {
-            return Ok(Replay::Terminal);
+            return Ok(Some(End::finished()));
         }
     }
-    Ok(Replay::Open)
+    Ok(None)
 }
