@@ -213,3 +213,216 @@ pub async fn requeue_unfinished(store: &dyn Store, queue: &dyn Queue, label: &st
     }
     Ok(unfinished.len())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The POST use case with the embedded adapters: a temp-dir SQLite
+    //! store, the in-memory queue, and scripted seams for the bus (it
+    //! records what was published) and for a queue that refuses.
+
+    use super::*;
+    use crate::{
+        bus::{Bus, BusError, Published, Subscribed},
+        domain::{EventKind, Status},
+        queue::{Depth, Lease, MemoryQueue},
+        store::{SqliteStore, SqliteSync},
+    };
+    use async_trait::async_trait;
+    use serde_json::json;
+    use std::{sync::Mutex, time::Duration};
+    use tokio::sync::mpsc;
+
+    /// A bus that keeps what was published.
+    #[derive(Default)]
+    struct RecordingBus(Mutex<Vec<Published>>);
+
+    impl RecordingBus {
+        fn published(&self) -> Vec<(u64, bool)> {
+            self.0.lock().unwrap().iter().map(|p| (p.seq, p.terminal)).collect()
+        }
+    }
+
+    #[async_trait]
+    impl Bus for RecordingBus {
+        async fn publish(&self, event: &Published) -> Result<(), BusError> {
+            self.0.lock().unwrap().push(event.clone());
+            Ok(())
+        }
+        fn subscribe(&self, _: OrderId) -> Subscribed {
+            Box::pin(async { Ok(()) })
+        }
+        fn unsubscribe(&self, _: OrderId) {}
+        fn take_stream(&self) -> Option<mpsc::Receiver<Published>> {
+            None
+        }
+    }
+
+    /// A queue whose backend is down.
+    struct DownQueue;
+
+    #[async_trait]
+    impl Queue for DownQueue {
+        async fn enqueue(&self, _: Job) -> Result<(), QueueError> {
+            Err(QueueError::Unavailable("connection refused".into()))
+        }
+        async fn claim(&self, _: Duration) -> Result<Option<Lease>, QueueError> {
+            Err(QueueError::Unavailable("connection refused".into()))
+        }
+        async fn heartbeat(&self, _: &Lease) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn ack(&self, _: &Lease) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn retry_after(&self, _: &Lease, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn recover_stalled(&self) -> Result<usize, QueueError> {
+            Ok(0)
+        }
+        async fn depth(&self) -> Result<Depth, QueueError> {
+            Err(QueueError::Unavailable("connection refused".into()))
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<SqliteStore>,
+        bus: Arc<RecordingBus>,
+        intake: Intake,
+    }
+
+    async fn fixture(queue: Arc<dyn Queue>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SqliteStore::open(&dir.path().join("t.db"), SqliteSync::Normal, Duration::from_secs(5)).unwrap());
+        store.migrate().await.unwrap();
+        let bus = Arc::new(RecordingBus::default());
+        let tokens = TokenRegistry::new([
+            ("SOL".into(), "So1".into(), 9, "10000".into()),
+            ("USDC".into(), "EPj".into(), 6, "2000000".into()),
+        ])
+        .unwrap();
+        let pairs = HashSet::from([("SOL".to_owned(), "USDC".to_owned())]);
+        let recorder = Recorder::new(store.clone(), bus.clone());
+        let intake = Intake::new(recorder, queue, Arc::new(tokens), pairs, 50);
+        Fixture {
+            _dir: dir,
+            store,
+            bus,
+            intake,
+        }
+    }
+
+    fn order(intake: &Intake) -> NewOrder {
+        intake
+            .order_from(&json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"}))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepted_order_is_stored_published_and_queued() {
+        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+        let f = fixture(queue.clone()).await;
+        let order = order(&f.intake);
+        let accepted = f.intake.submit(order.clone()).await.unwrap();
+        assert_eq!(
+            (accepted.order_id, accepted.job_id.as_str()),
+            (order.id, order.job_id.as_str())
+        );
+
+        let stored = f.store.order(order.id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.amount_in, stored.slippage_bps),
+            (Status::Pending, 1_500_000_000, 50)
+        );
+        let events = f.store.events(order.id, 0).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].seq, events[0].data.kind()), (1, EventKind::Pending));
+        assert_eq!(f.bus.published(), [(1, false)]);
+        let lease = queue.claim(Duration::ZERO).await.unwrap().expect("the job is queued");
+        assert_eq!(lease.job.order_id, order.id);
+    }
+
+    #[tokio::test]
+    async fn unqueued_order_is_failed_for_good_and_the_failure_is_published() {
+        let f = fixture(Arc::new(DownQueue)).await;
+        let order = order(&f.intake);
+        let error = f.intake.submit(order.clone()).await.unwrap_err();
+        assert!(
+            matches!(error, SubmitError::Queue(QueueError::Unavailable(_))),
+            "{error}"
+        );
+
+        let stored = f.store.order(order.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.status,
+            Status::Failed,
+            "a client retry must not run this order too"
+        );
+        let last_error = stored.last_error.expect("lastError is set");
+        assert_eq!(last_error.code, "queue_unavailable");
+        let kinds: Vec<_> = f
+            .store
+            .events(order.id, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.data.kind())
+            .collect();
+        assert_eq!(kinds, [EventKind::Pending, EventKind::Failed]);
+        assert_eq!(
+            f.bus.published(),
+            [(1, false), (2, true)],
+            "watchers hear the failure too"
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_are_refused_before_anything_is_stored() {
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        for body in [
+            json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "0.0000000001"}),
+            json!({"tokenIn": "USDC", "tokenOut": "SOL", "amount": "1"}),
+            json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "extra": 1}),
+        ] {
+            assert!(f.intake.order_from(&body).is_err(), "{body}");
+        }
+        assert!(f.bus.published().is_empty());
+        assert_eq!(f.store.unfinished_orders().await.unwrap(), Vec::<OrderId>::new());
+    }
+
+    #[tokio::test]
+    async fn requeue_unfinished_gives_every_unfinished_order_a_labelled_job() {
+        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+        let f = fixture(Arc::new(DownQueue)).await;
+        // One order failed at intake (finished), one stored but never queued.
+        let finished = order(&f.intake);
+        f.intake.submit(finished.clone()).await.unwrap_err();
+        let unfinished = order(&f.intake);
+        f.store
+            .create_order(&unfinished, f.intake.pending_event(&unfinished))
+            .await
+            .unwrap();
+
+        let requeued = requeue_unfinished(f.store.as_ref(), queue.as_ref(), "recovered")
+            .await
+            .unwrap();
+        assert_eq!(requeued, 1);
+        let lease = queue.claim(Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(lease.job.order_id, unfinished.id);
+        assert_eq!(lease.job.id, format!("recovered-{}", unfinished.id));
+        assert!(
+            queue.claim(Duration::ZERO).await.unwrap().is_none(),
+            "the failed order gets no job"
+        );
+
+        let error = requeue_unfinished(f.store.as_ref(), &DownQueue, "reconciled")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RequeueError::Queue { order_id, .. } if order_id == unfinished.id),
+            "{error}"
+        );
+    }
+}
