@@ -11,9 +11,9 @@ use crate::{
     pipeline::{Pipeline, Stage, Worker, reconcile},
     plugins::{self, Chain, PluginError, PluginHost, Strategy, watch::FileWatch},
     queue::{Job, MemoryQueue, MemoryRateLimit, Queue, RateLimit, RedisQueue, RedisRateLimit},
-    store::{PostgresStore, SqliteStore, Store, StoreError},
+    store::{ExecutionLedger, PostgresStore, SqliteStore, Store, StoreError},
     telemetry,
-    venues::{ExecutionLedger, SimulatedVenue, Venue},
+    venues::{SimulatedVenue, Venue},
 };
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

@@ -279,12 +279,7 @@ impl Queue for RedisQueue {
     }
 
     fn pool_status(&self) -> Option<PoolStatus> {
-        let status = self.pool.status();
-        Some(PoolStatus {
-            connections: status.size,
-            idle: status.available,
-            waiting: status.waiting,
-        })
+        Some(PoolStatus::from(("redis", self.pool.status())))
     }
 }
 

@@ -3,7 +3,8 @@
 //! latency and failure injection, and a durable ledger of executed
 //! signatures so a signature never executes twice, even across restarts.
 
-use super::{Execution, ExecutionLedger, Fill, LegOrder, Outcome, Venue, VenueError, rng::Rng};
+use super::{Fill, LegOrder, Venue, VenueError, rng::Rng};
+use crate::store::{Execution, ExecutionLedger, Outcome};
 use crate::{
     config::{FaultsConfig, PoolConfig, VenuesConfig},
     domain::{TokenRegistry, parse_units},
@@ -469,7 +470,7 @@ mod tests {
     use crate::{
         config::{Dur, PoolConfig},
         domain::OrderId,
-        venues::LedgerError,
+        store::LedgerError,
     };
     use std::collections::HashMap;
 
