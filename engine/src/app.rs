@@ -4,7 +4,7 @@
 
 use crate::{
     api::{self, ApiSettings, ApiState, Hub},
-    bus::{Bus, MemoryBus, RedisBus},
+    bus::{self, Bus, MemoryBus, RedisBus},
     config::{BusBackend, Config, QueueBackend, RedisConfig, Sources, StoreBackend},
     domain::TokenRegistry,
     monitor::Monitor,
@@ -70,6 +70,10 @@ pub struct Engine {
     queue: Arc<dyn Queue>,
     rate_limit: Arc<dyn RateLimit>,
     bus: Arc<dyn Bus>,
+    /// This node's stream of bus events, for the hub (taken once).
+    bus_stream: Option<bus::Stream>,
+    /// Stops the bus's background task, once everything has drained.
+    bus_stop: CancellationToken,
     tokens: Arc<TokenRegistry>,
     venues: Vec<Arc<dyn Venue>>,
     pipeline: Arc<Pipeline>,
@@ -317,17 +321,23 @@ impl Engine {
                 Arc::new(MemoryRateLimit::new(config.worker.rate_limit_per_minute)),
             ),
         };
-        let bus: Arc<dyn Bus> = match config.bus.backend {
-            BusBackend::Memory => Arc::new(MemoryBus::new(config.bus.buffer)),
+        let bus_stop = CancellationToken::new();
+        let (bus, bus_stream): (Arc<dyn Bus>, bus::Stream) = match config.bus.backend {
+            BusBackend::Memory => {
+                let (bus, stream) = MemoryBus::new(config.bus.buffer);
+                (Arc::new(bus), stream)
+            }
             BusBackend::Redis => {
                 let client = deadpool_redis::redis::Client::open(redis.url.as_str())
                     .map_err(|e| AppError::Config(format!("redis.url: {e}")))?;
-                Arc::new(RedisBus::new(
+                let (bus, stream) = RedisBus::new(
                     client,
                     redis_pool(redis)?,
                     &redis.key_prefix,
                     config.bus.buffer,
-                ))
+                    bus_stop.clone(),
+                );
+                (Arc::new(bus), stream)
             }
         };
 
@@ -356,6 +366,8 @@ impl Engine {
             queue,
             rate_limit,
             bus,
+            bus_stream: Some(bus_stream),
+            bus_stop,
             tokens,
             venues,
             pipeline: Arc::new(pipeline),
@@ -422,7 +434,7 @@ pub async fn run_with_reload(
     if config.metrics.enabled {
         telemetry::metrics();
     }
-    let engine = Engine::build(config).await?;
+    let mut engine = Engine::build(config).await?;
     let config = engine.config.clone();
     let grace = config.server.shutdown_grace.0;
     let token = CancellationToken::new();
@@ -502,7 +514,7 @@ pub async fn run_with_reload(
             error,
         })?;
         let hub = Hub::new(engine.bus.clone());
-        if let Some(stream) = engine.bus.take_stream() {
+        if let Some(stream) = engine.bus_stream.take() {
             tokio::spawn(hub.clone().run(stream));
         }
         let state = Arc::new(ApiState {
@@ -536,5 +548,6 @@ pub async fn run_with_reload(
     token.cancel();
     tasks.close();
     tasks.wait().await;
+    engine.bus_stop.cancel();
     Ok(())
 }
