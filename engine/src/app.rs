@@ -5,7 +5,7 @@
 pub use crate::config::Role;
 use crate::{
     api::{self, ApiSettings, ApiState, Hub},
-    bus::{Bus, BusBackend, MemoryBus, RedisBus},
+    bus::{self, Bus, BusBackend, MemoryBus, RedisBus},
     config::{Config, ConfigError, Sources, validate_for},
     domain::{TokenError, TokenRegistry},
     monitor::Monitor,
@@ -15,9 +15,9 @@ use crate::{
     },
     plugins::{self, Chain, PluginError, PluginHost, Strategy, watch::FileWatch},
     queue::{MemoryQueue, MemoryRateLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisQueue, RedisRateLimit},
-    store::{PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
+    store::{ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
     telemetry,
-    venues::{ExecutionLedger, PoolError, SimulatedVenue, Venue},
+    venues::{PoolError, SimulatedVenue, Venue},
 };
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -93,6 +93,10 @@ pub struct Engine {
     queue: Arc<dyn Queue>,
     rate_limit: Arc<dyn RateLimit>,
     bus: Arc<dyn Bus>,
+    /// This node's stream of bus events, for the hub (taken once).
+    bus_stream: Option<bus::Stream>,
+    /// Stops the bus's background task, once everything has drained.
+    bus_stop: CancellationToken,
     tokens: Arc<TokenRegistry>,
     venues: Vec<Arc<dyn Venue>>,
     pipeline: Arc<Pipeline>,
@@ -357,17 +361,23 @@ impl Engine {
                 Arc::new(MemoryRateLimit::new(config.worker.rate_limit_per_minute)),
             ),
         };
-        let bus: Arc<dyn Bus> = match config.bus.backend {
-            BusBackend::Memory => Arc::new(MemoryBus::new(config.bus.buffer)),
+        let bus_stop = CancellationToken::new();
+        let (bus, bus_stream): (Arc<dyn Bus>, bus::Stream) = match config.bus.backend {
+            BusBackend::Memory => {
+                let (bus, stream) = MemoryBus::new(config.bus.buffer);
+                (Arc::new(bus), stream)
+            }
             BusBackend::Redis => {
                 let client = deadpool_redis::redis::Client::open(redis.url.as_str())
                     .map_err(|e| AppError::RedisUrl(e.to_string()))?;
-                Arc::new(RedisBus::new(
+                let (bus, stream) = RedisBus::new(
                     client,
                     redis_pool(redis)?,
                     &redis.key_prefix,
                     config.bus.buffer,
-                ))
+                    bus_stop.clone(),
+                );
+                (Arc::new(bus), stream)
             }
         };
 
@@ -392,6 +402,8 @@ impl Engine {
             queue,
             rate_limit,
             bus,
+            bus_stream: Some(bus_stream),
+            bus_stop,
             tokens,
             venues,
             pipeline: Arc::new(pipeline),
@@ -436,7 +448,7 @@ pub async fn run_with_reload(
     if config.metrics.enabled {
         telemetry::metrics();
     }
-    let engine = Engine::build(config).await?;
+    let mut engine = Engine::build(config).await?;
     let config = engine.config.clone();
     let grace = config.server.shutdown_grace.0;
     let token = CancellationToken::new();
@@ -516,7 +528,7 @@ pub async fn run_with_reload(
             error,
         })?;
         let hub = Hub::new(engine.bus.clone());
-        if let Some(stream) = engine.bus.take_stream() {
+        if let Some(stream) = engine.bus_stream.take() {
             tasks.spawn(hub.clone().run(stream, token.clone()));
         }
         let default_slippage_bps = config
@@ -558,6 +570,7 @@ pub async fn run_with_reload(
     token.cancel();
     tasks.close();
     tasks.wait().await;
+    engine.bus_stop.cancel();
     Ok(())
 }
 
@@ -580,9 +593,12 @@ mod tests {
         config
     }
 
+    /// A refused configuration: what is wrong, the role, the change.
+    type Case = (&'static str, Role, fn(&mut Config));
+
     /// Every rule start-up enforces before it builds anything, as a config
     /// change and the role it is started in.
-    fn refused_at_start() -> Vec<(&'static str, Role, fn(&mut Config))> {
+    fn refused_at_start() -> Vec<Case> {
         let serve = Role::Serve { with_worker: true };
         vec![
             ("a worker needs a shared queue", Role::Worker, |_| {}),

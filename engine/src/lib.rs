@@ -47,4 +47,6 @@ pub mod queue;
 pub mod schemas;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod venues;

@@ -79,11 +79,11 @@ impl Monitor {
                 tracing::debug!(error = %e, "monitor: store unavailable");
             }
         }
-        if let Some(pool) = self.store.pool_status() {
-            event::pool_sampled("postgres", pool.connections, pool.idle, pool.waiting);
-        }
-        if let Some(pool) = self.queue.pool_status() {
-            event::pool_sampled("redis", pool.connections, pool.idle, pool.waiting);
+        for pool in [self.store.pool_status(), self.queue.pool_status()]
+            .into_iter()
+            .flatten()
+        {
+            event::pool_sampled(pool.pool, pool.connections, pool.idle, pool.waiting);
         }
     }
 }

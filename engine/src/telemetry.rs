@@ -149,6 +149,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// A connection pool's state, as adapters report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolStatus {
+    /// The pool's name, the `pool` label of the pool gauges (`postgres`,
+    /// `redis`).
+    pub pool: &'static str,
     /// Connections open.
     pub connections: usize,
     /// Of those, idle.

@@ -180,9 +180,10 @@ mod tests {
 
     #[tokio::test]
     async fn fans_out_to_every_client_and_unsubscribes_when_empty() {
-        let bus = Arc::new(MemoryBus::new(64));
+        let (bus, stream) = MemoryBus::new(64);
+        let bus = Arc::new(bus);
         let hub = Hub::new(bus.clone());
-        tokio::spawn(hub.clone().run(bus.take_stream().unwrap(), CancellationToken::new()));
+        tokio::spawn(hub.clone().run(stream, CancellationToken::new()));
         let order = OrderId::new();
         let mut a = hub.join(order, 8).await.unwrap();
         let mut b = hub.join(order, 8).await.unwrap();
@@ -197,9 +198,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_client_is_dropped_without_slowing_others() {
-        let bus = Arc::new(MemoryBus::new(64));
+        let (bus, stream) = MemoryBus::new(64);
+        let bus = Arc::new(bus);
         let hub = Hub::new(bus.clone());
-        tokio::spawn(hub.clone().run(bus.take_stream().unwrap(), CancellationToken::new()));
+        tokio::spawn(hub.clone().run(stream, CancellationToken::new()));
         let order = OrderId::new();
         let mut slow = hub.join(order, 1).await.unwrap();
         let mut fast = hub.join(order, 8).await.unwrap();

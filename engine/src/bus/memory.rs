@@ -1,7 +1,7 @@
 //! In-process bus: publish hands the event to this process's stream when
-//! its order is subscribed.
+//! its order is subscribed. Imports `domain` and its own seam only.
 
-use super::{Bus, BusError, Published, Subscribed};
+use super::{Bus, BusError, Published, Stream, Subscribed};
 use crate::domain::OrderId;
 use async_trait::async_trait;
 use std::{collections::HashSet, sync::Mutex};
@@ -11,18 +11,18 @@ use tokio::sync::mpsc;
 pub struct MemoryBus {
     subscribed: Mutex<HashSet<OrderId>>,
     sender: mpsc::Sender<Published>,
-    stream: Mutex<Option<mpsc::Receiver<Published>>>,
 }
 
 impl MemoryBus {
-    /// A bus buffering up to `buffer` undelivered events.
-    pub fn new(buffer: usize) -> Self {
+    /// A bus buffering up to `buffer` undelivered events, and this
+    /// process's stream of them (the only one).
+    pub fn new(buffer: usize) -> (Self, Stream) {
         let (sender, stream) = mpsc::channel(buffer);
-        MemoryBus {
+        let bus = MemoryBus {
             subscribed: Mutex::new(HashSet::new()),
             sender,
-            stream: Mutex::new(Some(stream)),
-        }
+        };
+        (bus, stream)
     }
 
     fn subscribed(&self) -> std::sync::MutexGuard<'_, HashSet<OrderId>> {
@@ -41,7 +41,7 @@ impl Bus for MemoryBus {
         self.sender
             .send(event.clone())
             .await
-            .map_err(|_| BusError::Unavailable("the hub stopped listening".into()))
+            .map_err(|_| BusError::Stopped("the hub stopped listening".into()))
     }
 
     fn subscribe(&self, order: OrderId) -> Subscribed {
@@ -51,10 +51,6 @@ impl Bus for MemoryBus {
 
     fn unsubscribe(&self, order: OrderId) {
         self.subscribed().remove(&order);
-    }
-
-    fn take_stream(&self) -> Option<mpsc::Receiver<Published>> {
-        self.stream.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -74,9 +70,7 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_only_subscribed_orders() {
-        let bus = MemoryBus::new(16);
-        let mut stream = bus.take_stream().unwrap();
-        assert!(bus.take_stream().is_none());
+        let (bus, mut stream) = MemoryBus::new(16);
         let (watched, other) = (OrderId::new(), OrderId::new());
         bus.subscribe(watched).await.unwrap();
         bus.publish(&event(other, 1)).await.unwrap();

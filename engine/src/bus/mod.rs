@@ -1,8 +1,9 @@
 //! The `Bus` seam: events published after commit, delivered to every node
-//! that subscribed to their order. A node has one stream of incoming events
-//! (taken once, by its WebSocket hub) and subscribes per order.
-//! Implementations: [`memory`] (in-process) and [`redis`] (pub/sub).
-//! Imports `domain` only.
+//! that subscribed to their order. A node has one stream of incoming events,
+//! handed out once by the bus's constructor (to its WebSocket hub), and
+//! subscribes per order. Implementations: [`memory`] (in-process) and
+//! [`redis`] (pub/sub). Imports `domain` only; never `api`, `pipeline` or
+//! another adapter.
 
 pub mod config;
 pub mod memory;
@@ -60,12 +61,23 @@ impl Published {
     }
 }
 
-/// Bus failures.
+/// Bus failures, classified once, by the adapter that saw them.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum BusError {
-    /// The backend is unreachable.
+    /// The backend is unreachable or the subscriber is behind; retry later.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The node's subscriber was stopped (the node is shutting down).
+    #[error("bus stopped: {0}")]
+    Stopped(String),
+}
+
+impl BusError {
+    /// Whether the same call may succeed later: only when the backend was
+    /// unavailable, never once the bus was stopped.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BusError::Unavailable(_))
+    }
 }
 
 /// Resolves once a subscription delivers.
@@ -84,7 +96,19 @@ pub trait Bus: Send + Sync {
 
     /// Stops delivering an order's events to this node.
     fn unsubscribe(&self, order: OrderId);
+}
 
-    /// This node's stream of incoming events; `None` after the first call.
-    fn take_stream(&self) -> Option<mpsc::Receiver<Published>>;
+/// This node's stream of incoming events (subscribed orders' events and
+/// resync markers), returned once, beside the bus, by each constructor.
+pub type Stream = mpsc::Receiver<Published>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unavailable_bus_is_worth_retrying() {
+        assert!(BusError::Unavailable("down".into()).is_transient());
+        assert!(!BusError::Stopped("shutdown".into()).is_transient());
+    }
 }

@@ -1,21 +1,33 @@
-//! The Redis bus: events are published on `<prefix>:order:<id>` and on the
-//! firehose `<prefix>:events`. Each node holds one subscriber connection,
-//! subscribed to exactly the orders its WebSocket clients watch; a command
-//! task applies subscribe/unsubscribe in call order and reconnects (then
-//! resubscribes, and tells every watched order to resync from the store,
-//! since messages published meanwhile are gone).
+//! The Redis bus: events are published on `<prefix>:order:<id>`. Each node
+//! holds one subscriber connection, subscribed to exactly the orders its
+//! WebSocket clients watch; a command task applies subscribe/unsubscribe in
+//! call order and reconnects (then resubscribes, and tells every watched
+//! order to resync from the store, since messages published meanwhile are
+//! gone). The task runs until the shutdown token given to [`RedisBus::new`]
+//! is cancelled or the bus is dropped. Imports `domain` and its own seam
+//! only; never `api`, `pipeline` or another adapter.
 
-use super::{Bus, BusError, Published, Subscribed};
-use crate::domain::OrderId;
+use super::{Bus, BusError, Published, Stream, Subscribed};
+use crate::domain::{EventKind, OrderId};
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_redis::{Pool, redis};
 use futures_util::StreamExt;
-use std::{collections::HashSet, sync::Mutex, time::Duration};
-use tokio::sync::{mpsc, oneshot};
+use std::{collections::HashSet, time::Duration};
+use tokio::sync::{mpsc, mpsc::error::TrySendError, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Subscribe/unsubscribe commands waiting for the subscriber task at most;
+/// past that, `subscribe` answers "unavailable" at once rather than queue
+/// without bound behind a stuck connection.
+const COMMAND_BUFFER: usize = 1024;
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
+}
+
+fn stopped() -> BusError {
+    BusError::Stopped("the subscriber task stopped".into())
 }
 
 enum Command {
@@ -27,23 +39,31 @@ enum Command {
 pub struct RedisBus {
     publisher: Pool,
     prefix: String,
-    commands: mpsc::UnboundedSender<Command>,
-    stream: Mutex<Option<mpsc::Receiver<Published>>>,
+    commands: mpsc::Sender<Command>,
 }
 
 impl RedisBus {
     /// Starts the subscriber task on `client`; publishes through `publisher`
-    /// (a pool of its own, apart from the queue's).
-    pub fn new(client: redis::Client, publisher: Pool, prefix: &str, buffer: usize) -> Self {
-        let (commands, rx) = mpsc::unbounded_channel();
+    /// (a pool of its own, apart from the queue's). Returns the bus and this
+    /// node's stream of incoming events (buffering up to `buffer`). The
+    /// task stops when `shutdown` is cancelled or the bus is dropped; then
+    /// `subscribe` answers [`BusError::Stopped`] and the stream ends.
+    pub fn new(
+        client: redis::Client,
+        publisher: Pool,
+        prefix: &str,
+        buffer: usize,
+        shutdown: CancellationToken,
+    ) -> (Self, Stream) {
+        let (commands, rx) = mpsc::channel(COMMAND_BUFFER);
         let (sender, stream) = mpsc::channel(buffer);
-        tokio::spawn(subscriber(client, prefix.to_owned(), rx, sender));
-        RedisBus {
+        tokio::spawn(subscriber(client, prefix.to_owned(), rx, sender, shutdown));
+        let bus = RedisBus {
             publisher,
             prefix: prefix.to_owned(),
             commands,
-            stream: Mutex::new(Some(stream)),
-        }
+        };
+        (bus, stream)
     }
 }
 
@@ -55,15 +75,9 @@ fn channel(prefix: &str, order: OrderId) -> String {
 impl Bus for RedisBus {
     async fn publish(&self, event: &Published) -> Result<(), BusError> {
         let mut conn = self.publisher.get().await.map_err(unavailable)?;
-        redis::pipe()
-            .cmd("PUBLISH")
+        redis::cmd("PUBLISH")
             .arg(channel(&self.prefix, event.order_id))
             .arg(event.payload.as_ref())
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(format!("{}:events", self.prefix))
-            .arg(event.payload.as_ref())
-            .ignore()
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)
@@ -71,21 +85,23 @@ impl Bus for RedisBus {
 
     fn subscribe(&self, order: OrderId) -> Subscribed {
         let (done, confirmed) = oneshot::channel();
-        let sent = self.commands.send(Command::Subscribe(order, done));
+        // Sent now, not when the future is polled: commands keep call order.
+        let sent = self.commands.try_send(Command::Subscribe(order, done));
         Box::pin(async move {
-            sent.map_err(|_| BusError::Unavailable("the subscriber task stopped".into()))?;
-            confirmed
-                .await
-                .map_err(|_| BusError::Unavailable("the subscriber task stopped".into()))?
+            sent.map_err(|e| match e {
+                TrySendError::Full(_) => unavailable("the subscriber is behind"),
+                TrySendError::Closed(_) => stopped(),
+            })?;
+            confirmed.await.map_err(|_| stopped())?
         })
     }
 
     fn unsubscribe(&self, order: OrderId) {
-        let _ = self.commands.send(Command::Unsubscribe(order));
-    }
-
-    fn take_stream(&self) -> Option<mpsc::Receiver<Published>> {
-        self.stream.lock().unwrap_or_else(|p| p.into_inner()).take()
+        if let Err(TrySendError::Full(_)) = self.commands.try_send(Command::Unsubscribe(order)) {
+            // The subscription lingers until the next reconnect; the hub
+            // drops events of orders nobody watches.
+            tracing::warn!(%order, "Redis subscriber is behind; unsubscribe dropped");
+        }
     }
 }
 
@@ -103,16 +119,29 @@ fn parse(payload: &[u8]) -> Option<Published> {
     Some(Published {
         order_id: head.order_id,
         seq: head.seq,
-        terminal: matches!(head.kind.as_str(), "confirmed" | "failed"),
+        terminal: EventKind::parse(&head.kind).is_some_and(EventKind::is_terminal),
         payload: Bytes::copy_from_slice(payload),
     })
 }
 
-/// Owns the subscriber connection for the life of the process.
+/// Owns the subscriber connection until `shutdown` is cancelled or the bus
+/// (the command sender) is dropped.
 async fn subscriber(
     client: redis::Client,
     prefix: String,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::Receiver<Command>,
+    out: mpsc::Sender<Published>,
+    shutdown: CancellationToken,
+) {
+    shutdown
+        .run_until_cancelled(subscribe_loop(client, prefix, commands, out))
+        .await;
+}
+
+async fn subscribe_loop(
+    client: redis::Client,
+    prefix: String,
+    mut commands: mpsc::Receiver<Command>,
     out: mpsc::Sender<Published>,
 ) {
     let mut watched: HashSet<OrderId> = HashSet::new();
@@ -123,15 +152,18 @@ async fn subscriber(
             Err(e) => {
                 tracing::warn!(error = %e, "Redis subscriber connection failed; retrying");
                 // Refuse subscriptions while down so clients are told.
-                while let Ok(command) = commands.try_recv() {
-                    match command {
-                        Command::Subscribe(order, done) => {
+                loop {
+                    match commands.try_recv() {
+                        Ok(Command::Subscribe(order, done)) => {
                             watched.insert(order);
                             let _ = done.send(Err(unavailable(&e)));
                         }
-                        Command::Unsubscribe(order) => {
+                        Ok(Command::Unsubscribe(order)) => {
                             watched.remove(&order);
                         }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        // The bus is gone: nobody is left to serve.
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
                     }
                 }
                 tokio::time::sleep(backoff).await;
@@ -186,6 +218,37 @@ async fn subscriber(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
+    use tokio::time::timeout;
+
+    fn published(order_id: OrderId, seq: u64, kind: &str) -> Published {
+        let payload = format!(r#"{{"orderId":"{order_id}","seq":{seq},"type":"{kind}"}}"#);
+        parse(payload.as_bytes()).expect("a well-formed event")
+    }
+
+    #[tokio::test]
+    async fn delivers_subscribed_orders_and_stops_with_its_token() {
+        testing::require_redis();
+        let prefix = testing::unique_name();
+        let client = redis::Client::open(testing::REDIS).unwrap();
+        let pool = deadpool_redis::Config::from_url(testing::REDIS)
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .unwrap();
+        let stop = CancellationToken::new();
+        let (bus, mut stream) = RedisBus::new(client, pool, &prefix, 16, stop.clone());
+        let (watched, other) = (OrderId::new(), OrderId::new());
+        bus.subscribe(watched).await.unwrap();
+        bus.publish(&published(other, 1, "routing")).await.unwrap();
+        bus.publish(&published(watched, 2, "failed")).await.unwrap();
+        let got = timeout(Duration::from_secs(5), stream.recv()).await.unwrap().unwrap();
+        assert_eq!((got.order_id, got.seq, got.terminal), (watched, 2, true));
+        stop.cancel();
+        let end = timeout(Duration::from_secs(5), stream.recv()).await.unwrap();
+        assert!(end.is_none(), "the stream ends with the task");
+        let refused = bus.subscribe(other).await.unwrap_err();
+        assert_eq!(refused, stopped());
+        assert!(!refused.is_transient());
+    }
 
     #[test]
     fn parses_the_head_of_an_event() {

@@ -230,7 +230,6 @@ mod tests {
     use async_trait::async_trait;
     use serde_json::json;
     use std::{sync::Mutex, time::Duration};
-    use tokio::sync::mpsc;
 
     /// A bus that keeps what was published.
     #[derive(Default)]
@@ -252,9 +251,6 @@ mod tests {
             Box::pin(async { Ok(()) })
         }
         fn unsubscribe(&self, _: OrderId) {}
-        fn take_stream(&self) -> Option<mpsc::Receiver<Published>> {
-            None
-        }
     }
 
     /// A queue whose backend is down.

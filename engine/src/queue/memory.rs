@@ -1,5 +1,7 @@
 //! In-process queue and rate limit, for the embedded profile. Jobs live in
-//! memory only; the store re-enqueues unfinished orders at start.
+//! memory only; the store re-enqueues unfinished orders at start. Imports
+//! `domain` and its own seam only; never `api`, `pipeline` or another
+//! adapter.
 
 use super::{Depth, Job, Lease, Queue, QueueError, RateLimit};
 use crate::domain::OrderId;
@@ -241,20 +243,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn claims_in_order_and_dedupes_orders() {
-        let queue = MemoryQueue::new(Duration::from_secs(30));
-        let (a, b) = (job(1), job(2));
-        queue.enqueue(a.clone()).await.unwrap();
-        queue.enqueue(a.clone()).await.unwrap();
-        queue.enqueue(b.clone()).await.unwrap();
-        assert_eq!(queue.depth().await.unwrap().waiting, 2);
-        let first = queue.claim(Duration::ZERO).await.unwrap().unwrap();
-        assert_eq!(first.job, a);
-        queue.ack(&first).await.unwrap();
-        assert_eq!(queue.claim(Duration::ZERO).await.unwrap().unwrap().job, b);
-        assert!(queue.claim(Duration::from_millis(10)).await.unwrap().is_none());
+    async fn fresh_queue(lease: Duration) -> ((), std::sync::Arc<MemoryQueue>) {
+        ((), std::sync::Arc::new(MemoryQueue::new(lease)))
     }
+
+    async fn fresh_limit(per_minute: u32) -> ((), std::sync::Arc<MemoryRateLimit>) {
+        ((), std::sync::Arc::new(MemoryRateLimit::new(per_minute)))
+    }
+
+    crate::queue::conformance::queue_contract!(queue: fresh_queue, rate_limit: fresh_limit);
+
+    // The contract runs on real time (Redis keeps its own clock); these
+    // pin the same behaviours exactly, on tokio's paused clock.
 
     #[tokio::test(start_paused = true)]
     async fn retried_job_waits_its_delay_and_frees_the_claim() {

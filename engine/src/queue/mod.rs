@@ -1,9 +1,12 @@
 //! The `Queue` seam: jobs to run, claimed with a lease, retried at a time,
 //! and the engine-wide claim rate limit. Implementations: [`memory`]
 //! (in-process) and [`redis`] (a Stream with a consumer group). Imports
-//! `domain` only.
+//! `domain` and `telemetry::PoolStatus` only; never `api`, `pipeline` or
+//! another adapter.
 
 pub mod config;
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod memory;
 pub mod redis;
 
@@ -50,15 +53,28 @@ pub struct Depth {
     pub oldest_waiting: Option<Duration>,
 }
 
-/// Queue failures.
+/// Queue failures, classified once, by the adapter that saw them.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QueueError {
-    /// The backend is unreachable; retry later.
+    /// The backend is unreachable, timed out or busy; retry later.
     #[error("queue unavailable: {0}")]
     Unavailable(String),
     /// The lease expired and the job went to someone else.
     #[error("lease of job {0} was lost")]
     LeaseLost(String),
+    /// The backend refused the command itself (a wrong key type, a missing
+    /// permission, a script error): the same call will fail again.
+    #[error("queue refused the command: {0}")]
+    Rejected(String),
+}
+
+impl QueueError {
+    /// Whether the same call may succeed later: only when the backend was
+    /// unavailable. A lost lease stays lost; a refused command stays
+    /// refused.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, QueueError::Unavailable(_))
+    }
 }
 
 /// Jobs, durably enough for the backend at hand.
@@ -96,4 +112,16 @@ pub trait Queue: Send + Sync {
 pub trait RateLimit: Send + Sync {
     /// Waits until one more claim is allowed.
     async fn acquire(&self) -> Result<(), QueueError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unavailable_backend_is_worth_retrying() {
+        assert!(QueueError::Unavailable("down".into()).is_transient());
+        assert!(!QueueError::LeaseLost("job".into()).is_transient());
+        assert!(!QueueError::Rejected("WRONGTYPE".into()).is_transient());
+    }
 }

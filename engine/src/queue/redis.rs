@@ -7,6 +7,10 @@
 //! Keys, under the configured prefix `p`: `p:jobs` (stream, group
 //! `workers`), `p:delayed` (sorted set), `p:queued:<order id>` (one marker
 //! per order that has a job), `p:rate` (the shared token bucket).
+//!
+//! Redis failures are classified here, once, by the error's code and kind
+//! ([`classify`]), never by their text. Imports `domain` and
+//! `telemetry::PoolStatus` only; never `api`, `pipeline` or another adapter.
 
 use super::{Depth, Job, Lease, Queue, QueueError, RateLimit};
 use crate::telemetry::PoolStatus;
@@ -35,6 +39,46 @@ static RATE_LIMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
+}
+
+/// Whether Redis answered with the error `code` (`NOGROUP`), also when the
+/// error came from one command of a pipeline.
+fn has_code(e: &redis::RedisError, code: &str) -> bool {
+    e.code() == Some(code)
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, error)| error.code() == code))
+}
+
+/// Whether Redis refused the command itself, so the same call fails again:
+/// a general `ERR` (bad arguments, a failing script), a wrong key type, a
+/// missing group or permission, or a reply of the wrong shape. Everything
+/// else (I/O, timeouts, dropped connections, a server loading or failing
+/// over, `BUSY`, `OOM`) may pass later.
+fn refused(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    match e.kind() {
+        ErrorKind::UnexpectedReturnType | ErrorKind::InvalidClientConfig | ErrorKind::Client => true,
+        ErrorKind::Server(
+            ServerErrorKind::ResponseError
+            | ServerErrorKind::ExecAbort
+            | ServerErrorKind::CrossSlot
+            | ServerErrorKind::NoPerm,
+        ) => true,
+        _ => ["WRONGTYPE", "NOGROUP", "BUSYGROUP", "NOPERM"]
+            .iter()
+            .any(|code| has_code(e, code)),
+    }
+}
+
+/// A Redis failure as a [`QueueError`]: [`QueueError::Rejected`] when Redis
+/// refused the command, else [`QueueError::Unavailable`].
+fn classify(e: redis::RedisError) -> QueueError {
+    if refused(&e) {
+        QueueError::Rejected(e.to_string())
+    } else {
+        QueueError::Unavailable(e.to_string())
+    }
 }
 
 /// The [`Queue`] on Redis Streams.
@@ -82,8 +126,8 @@ impl RedisQueue {
             .await;
         match created {
             Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
-            Err(e) => Err(unavailable(e)),
+            Err(e) if has_code(&e, "BUSYGROUP") => Ok(()),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -103,7 +147,7 @@ impl RedisQueue {
         for arg in args {
             invocation.arg(arg);
         }
-        let done: i64 = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let done: i64 = invocation.invoke_async(&mut conn).await.map_err(classify)?;
         if done == 1 {
             Ok(())
         } else {
@@ -131,7 +175,7 @@ impl Queue for RedisQueue {
             .arg(job.order_id.to_string())
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -145,7 +189,7 @@ impl Queue for RedisQueue {
                 .arg(100)
                 .invoke_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(classify)?;
             let block = deadline
                 .saturating_duration_since(tokio::time::Instant::now())
                 .min(BLOCK);
@@ -157,12 +201,12 @@ impl Queue for RedisQueue {
                 conn.xread_options(&[self.key("jobs")], &[">"], &options).await;
             let reply = match read {
                 Ok(reply) => reply,
-                Err(e) if e.to_string().contains("NOGROUP") => {
+                Err(e) if has_code(&e, "NOGROUP") => {
                     drop(conn);
                     self.ensure_group().await?;
                     continue;
                 }
-                Err(e) => return Err(unavailable(e)),
+                Err(e) => return Err(classify(e)),
             };
             let entry = reply
                 .and_then(|r| r.keys.into_iter().next())
@@ -227,12 +271,12 @@ impl Queue for RedisQueue {
             .await;
         match recovered {
             Ok(n) => Ok(n as usize),
-            Err(e) if e.to_string().contains("NOGROUP") => {
+            Err(e) if has_code(&e, "NOGROUP") => {
                 drop(conn);
                 self.ensure_group().await?;
                 Ok(0)
             }
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -250,13 +294,13 @@ impl Queue for RedisQueue {
             .await
             .or_else(|e| {
                 // No group yet (fresh or flushed Redis): nothing is pending.
-                if e.to_string().contains("NOGROUP") {
+                if has_code(&e, "NOGROUP") {
                     Ok((0, redis::Value::Nil, 0))
                 } else {
                     Err(e)
                 }
             })
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         let active = match pending {
             redis::Value::Array(items) => match items.first() {
                 Some(redis::Value::Int(n)) => *n as u64,
@@ -279,12 +323,7 @@ impl Queue for RedisQueue {
     }
 
     fn pool_status(&self) -> Option<PoolStatus> {
-        let status = self.pool.status();
-        Some(PoolStatus {
-            connections: status.size,
-            idle: status.available,
-            waiting: status.waiting,
-        })
+        Some(PoolStatus::from(("redis", self.pool.status())))
     }
 }
 
@@ -351,12 +390,104 @@ impl RateLimit for RedisRateLimit {
                 .arg(per_ms.to_string())
                 .invoke_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(classify)?;
             drop(conn);
             if wait <= 0 {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{domain::OrderId, queue::conformance::TempPrefix};
+    use std::sync::Arc;
+
+    fn queue_on(prefix: &TempPrefix, lease: Duration) -> RedisQueue {
+        RedisQueue::new(prefix.pool(), &prefix.name, "test-consumer".into(), lease)
+    }
+
+    /// A fresh queue under a prefix of its own, its group created as at
+    /// start-up; the keys go with the guard.
+    async fn fresh_queue(lease: Duration) -> (TempPrefix, Arc<RedisQueue>) {
+        let prefix = TempPrefix::new();
+        let queue = queue_on(&prefix, lease);
+        queue.ensure_group().await.expect("creating the consumer group");
+        (prefix, Arc::new(queue))
+    }
+
+    async fn fresh_limit(per_minute: u32) -> (TempPrefix, Arc<RedisRateLimit>) {
+        let prefix = TempPrefix::new();
+        let limit = RedisRateLimit::new(prefix.pool(), &prefix.name, per_minute);
+        (prefix, Arc::new(limit))
+    }
+
+    crate::queue::conformance::queue_contract!(queue: fresh_queue, rate_limit: fresh_limit);
+
+    fn job() -> Job {
+        Job {
+            id: "job-1".into(),
+            order_id: OrderId::new(),
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_by_code_and_kind() {
+        let nogroup = redis::make_extension_error("NOGROUP".into(), Some("No such key".into()));
+        assert!(has_code(&nogroup, "NOGROUP"));
+        assert!(!has_code(&nogroup, "BUSYGROUP"));
+        assert!(!classify(nogroup).is_transient());
+        let wrongtype = redis::make_extension_error("WRONGTYPE".into(), None);
+        assert!(matches!(classify(wrongtype), QueueError::Rejected(_)));
+        let oom = redis::make_extension_error("OOM".into(), None);
+        assert!(classify(oom).is_transient(), "memory frees up");
+        let dropped = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(classify(dropped), QueueError::Unavailable(_)));
+    }
+
+    #[tokio::test]
+    async fn a_missing_group_is_created_by_the_first_claim_and_recovery() {
+        let prefix = TempPrefix::new();
+        let queue = queue_on(&prefix, Duration::from_secs(30));
+        assert_eq!(queue.recover_stalled().await.unwrap(), 0, "NOGROUP: nothing stalled");
+        let fresh = TempPrefix::new();
+        let queue = queue_on(&fresh, Duration::from_secs(30));
+        let a = job();
+        queue.enqueue(a.clone()).await.unwrap();
+        let lease = queue.claim(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(lease.map(|l| l.job), Some(a));
+        queue
+            .ensure_group()
+            .await
+            .expect("an existing group (BUSYGROUP) is fine");
+    }
+
+    #[tokio::test]
+    async fn a_command_redis_refuses_is_rejected_not_transient() {
+        let prefix = TempPrefix::new();
+        let queue = queue_on(&prefix, Duration::from_secs(30));
+        let mut conn = prefix.pool().get().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{}:jobs", prefix.name))
+            .arg("not a stream")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let error = queue.enqueue(job()).await.unwrap_err();
+        assert!(matches!(error, QueueError::Rejected(_)), "{error:?}");
+        assert!(!error.is_transient());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_unavailable_and_transient() {
+        let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .unwrap();
+        let queue = RedisQueue::new(pool, "unused", "c".into(), Duration::from_secs(1));
+        let error = queue.depth().await.unwrap_err();
+        assert!(error.is_transient(), "{error:?}");
     }
 }

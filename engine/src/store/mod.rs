@@ -1,10 +1,15 @@
 //! The `Store` seam: orders and their numbered events, the source of truth.
 //! A status change and its event commit in one transaction, which is also
 //! where `seq` is assigned. Implementations: [`sqlite`] (embedded) and
-//! [`postgres`] (production). Imports `domain`, `config` and the venue ledger
-//! types only.
+//! [`postgres`] (production); both also keep the [`ledger`] of executed
+//! signatures. Holds what the backends share (page cutting, the unfinished
+//! SQL predicate, the pool status). Imports `domain`, `config` and
+//! `telemetry::PoolStatus` only; never `api`, `pipeline` or `venues`.
 
 pub mod config;
+#[cfg(test)]
+pub(crate) mod conformance;
+pub mod ledger;
 pub mod postgres;
 pub mod sqlite;
 
@@ -12,9 +17,10 @@ use crate::domain::{Event, EventData, NewOrder, Order, OrderId, OrderPatch, Stat
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 pub use config::{PostgresConfig, SqliteSync, StoreBackend, StoreConfig};
+pub use ledger::{Execution, ExecutionLedger, LedgerError, Outcome};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 use thiserror::Error;
 
 /// Store failures, classified once.
@@ -115,8 +121,102 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// Rows a backend fetches for a page of `limit`: one more than the page,
+/// so the extra row tells whether another page follows.
+pub(crate) fn rows_for_page(limit: u32) -> i64 {
+    i64::from(limit) + 1
+}
+
+/// Cuts the rows fetched for a page (at most [`rows_for_page`] of them,
+/// newest first) to `limit` orders; the next cursor is the `created_seq` of
+/// the last order kept, and `None` when no row was left over.
+pub(crate) fn cut_page(mut orders: Vec<Order>, limit: u32) -> OrderPage {
+    let limit = limit as usize;
+    let next_cursor = if orders.len() > limit {
+        orders.truncate(limit);
+        orders.last().map(|o| o.created_seq)
+    } else {
+        None
+    };
+    OrderPage { orders, next_cursor }
+}
+
+/// The SQL predicate "the order is not finished" over the `status` column,
+/// generated from the domain's terminal statuses:
+/// `status NOT IN ('confirmed', 'failed')`. It is textually the predicate of
+/// the `orders_unfinished_updated` partial index (migration 0002), so the
+/// planners can use that index.
+pub(crate) fn unfinished_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let terminal: Vec<String> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!("status NOT IN ({})", terminal.join(", "))
+    });
+    &SQL
+}
+
+/// A deadpool pool's state under the pool's name (`"postgres"`, `"redis"`):
+/// both deadpool-postgres and deadpool-redis report `deadpool::Status`.
+impl From<(&'static str, deadpool_postgres::Status)> for PoolStatus {
+    fn from((pool, status): (&'static str, deadpool_postgres::Status)) -> Self {
+        PoolStatus {
+            pool,
+            connections: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_predicate_names_the_terminal_statuses_like_the_partial_index() {
+        assert_eq!(unfinished_sql(), "status NOT IN ('confirmed', 'failed')");
+        for migration in [sqlite::MIGRATIONS[1].2, postgres::MIGRATIONS[1].2] {
+            assert!(migration.contains(unfinished_sql()), "{migration}");
+        }
+    }
+
+    #[test]
+    fn a_page_keeps_limit_orders_and_points_past_the_last_one() {
+        let order = |created_seq| Order {
+            created_seq,
+            ..conformance::sample_order()
+        };
+        let page = cut_page(vec![order(5), order(4), order(3)], 2);
+        assert_eq!(page.orders.iter().map(|o| o.created_seq).collect::<Vec<_>>(), [5, 4]);
+        assert_eq!(page.next_cursor, Some(4));
+        let last = cut_page(vec![order(2), order(1)], 2);
+        assert_eq!(last.orders.len(), 2);
+        assert_eq!(last.next_cursor, None);
+        assert_eq!(rows_for_page(2), 3);
+    }
+
+    #[test]
+    fn pool_status_carries_its_pool_name() {
+        let status = deadpool_postgres::Status {
+            max_size: 8,
+            size: 3,
+            available: 2,
+            waiting: 1,
+        };
+        assert_eq!(
+            PoolStatus::from(("postgres", status)),
+            PoolStatus {
+                pool: "postgres",
+                connections: 3,
+                idle: 2,
+                waiting: 1
+            }
+        );
+    }
+
     #[test]
     fn every_backend_has_the_same_migration_versions() {
         let versions = |list: &[(u32, &str, &str)]| {

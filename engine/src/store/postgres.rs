@@ -1,18 +1,23 @@
 //! The production store: PostgreSQL through a deadpool pool. Every write is
 //! one transaction; an event's `seq` comes from the order row it locks.
 //! Pool size, timeouts and `statement_timeout` come from `[postgres]`.
+//! Imports `domain`, `config`, `telemetry::PoolStatus` and its own seam
+//! only; never `api`, `pipeline` or `venues`.
 
-use super::{ListQuery, NewEvent, OrderPage, PostgresConfig, Store, StoreError};
-use crate::telemetry::PoolStatus;
-use crate::{
-    domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
-    venues::{Execution, ExecutionLedger, LedgerError, Outcome},
+use super::{
+    Execution, ExecutionLedger, LedgerError, ListQuery, NewEvent, OrderPage, Outcome, PostgresConfig, Store,
+    StoreError, cut_page, rows_for_page, unfinished_sql,
 };
+use crate::domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp};
+use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::LazyLock,
+    time::{Duration, SystemTime},
+};
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
@@ -90,54 +95,59 @@ const ORDER_COLUMNS: &str = "id, job_id, order_type, token_in, token_out, amount
 
 fn order_from_row(row: &Row) -> Result<Order, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("order column {what}"));
-    let get = |i: usize| -> Result<String, StoreError> { row.try_get::<_, String>(i).map_err(|_| corrupt("text")) };
+    let get =
+        |name: &str| -> Result<String, StoreError> { row.try_get::<_, String>(name).map_err(|_| corrupt("text")) };
     let units = |text: Option<String>, what: &str| -> Result<Option<u128>, StoreError> {
         text.map(|t| t.parse::<u128>().map_err(|_| corrupt(what))).transpose()
     };
-    let value = |i: usize| -> Result<Option<Value>, StoreError> { row.try_get(i).map_err(unavailable) };
+    let value = |name: &str| -> Result<Option<Value>, StoreError> { row.try_get(name).map_err(unavailable) };
     Ok(Order {
-        id: OrderId(row.try_get::<_, Uuid>(0).map_err(unavailable)?),
-        job_id: get(1)?,
-        order_type: match get(2)?.as_str() {
+        id: OrderId(row.try_get::<_, Uuid>("id").map_err(unavailable)?),
+        job_id: get("job_id")?,
+        order_type: match get("order_type")?.as_str() {
             "market" => OrderType::Market,
             _ => return Err(corrupt("order_type")),
         },
-        token_in: get(3)?,
-        token_out: get(4)?,
-        amount_in: units(Some(get(5)?), "amount_in")?.unwrap_or_default(),
-        slippage_bps: row.try_get::<_, i32>(6).map_err(unavailable)? as u32,
-        status: Status::parse(&get(7)?).ok_or_else(|| corrupt("status"))?,
-        last_kind: EventKind::parse(&get(8)?).ok_or_else(|| corrupt("last_kind"))?,
-        last_seq: row.try_get::<_, i64>(9).map_err(unavailable)? as u64,
-        quotes: parse(value(10)?.unwrap_or(Value::Array(vec![])), "quotes")?,
+        token_in: get("token_in")?,
+        token_out: get("token_out")?,
+        amount_in: units(Some(get("amount_in")?), "amount_in")?.unwrap_or_default(),
+        slippage_bps: row.try_get::<_, i32>("slippage_bps").map_err(unavailable)? as u32,
+        status: Status::parse(&get("status")?).ok_or_else(|| corrupt("status"))?,
+        last_kind: EventKind::parse(&get("last_kind")?).ok_or_else(|| corrupt("last_kind"))?,
+        last_seq: row.try_get::<_, i64>("last_seq").map_err(unavailable)? as u64,
+        quotes: parse(value("quotes")?.unwrap_or(Value::Array(vec![])), "quotes")?,
         quoted_at: row
-            .try_get::<_, Option<SystemTime>>(11)
+            .try_get::<_, Option<SystemTime>>("quoted_at")
             .map_err(unavailable)?
             .map(Timestamp),
-        route: value(12)?.map(|v| parse(v, "route")).transpose()?,
-        strategy: value(13)?.map(|v| parse(v, "strategy")).transpose()?,
-        attempts: row.try_get::<_, i32>(14).map_err(unavailable)? as u32,
-        last_error: value(15)?.map(|v| parse(v, "last_error")).transpose()?,
-        tx_hash: row.try_get(16).map_err(unavailable)?,
-        dex: row.try_get(17).map_err(unavailable)?,
-        amount_out: units(row.try_get(18).map_err(unavailable)?, "amount_out")?,
-        executed_price: row.try_get(19).map_err(unavailable)?,
-        created_at: Timestamp(row.try_get(20).map_err(unavailable)?),
-        updated_at: Timestamp(row.try_get(21).map_err(unavailable)?),
-        created_seq: row.try_get(22).map_err(unavailable)?,
+        route: value("route")?.map(|v| parse(v, "route")).transpose()?,
+        strategy: value("strategy")?.map(|v| parse(v, "strategy")).transpose()?,
+        attempts: row.try_get::<_, i32>("attempts").map_err(unavailable)? as u32,
+        last_error: value("last_error")?.map(|v| parse(v, "last_error")).transpose()?,
+        tx_hash: row.try_get("tx_hash").map_err(unavailable)?,
+        dex: row.try_get("dex").map_err(unavailable)?,
+        amount_out: units(row.try_get("amount_out").map_err(unavailable)?, "amount_out")?,
+        executed_price: row.try_get("executed_price").map_err(unavailable)?,
+        created_at: Timestamp(row.try_get("created_at").map_err(unavailable)?),
+        updated_at: Timestamp(row.try_get("updated_at").map_err(unavailable)?),
+        created_seq: row.try_get("created_seq").map_err(unavailable)?,
     })
 }
 
 /// Appends an event in one statement (one round trip): lock the order row,
 /// insert the event with the next seq, apply the patch; a finished or missing
-/// order inserts nothing.
-const APPEND: &str = "
+/// order inserts nothing. Answers `status` (NULL: no such order) and `seq`
+/// (NULL: nothing appended).
+fn append_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "
 WITH locked AS (
     SELECT id, last_seq, status FROM orders WHERE id = $1 FOR UPDATE
 ), inserted AS (
     INSERT INTO order_events (order_id, seq, kind, body, created_at)
-    SELECT id, last_seq + 1, $2, jsonb_set($3::jsonb, '{seq}', to_jsonb(last_seq + 1)), $4
-    FROM locked WHERE status NOT IN ('confirmed', 'failed')
+    SELECT id, last_seq + 1, $2, jsonb_set($3::jsonb, '{{seq}}', to_jsonb(last_seq + 1)), $4
+    FROM locked WHERE {unfinished}
     RETURNING seq
 ), updated AS (
     UPDATE orders SET
@@ -152,7 +162,12 @@ WITH locked AS (
     FROM inserted WHERE orders.id = $1
     RETURNING orders.last_seq
 )
-SELECT (SELECT status FROM locked), (SELECT last_seq FROM updated)";
+SELECT (SELECT status FROM locked) AS status, (SELECT last_seq FROM updated) AS seq",
+            unfinished = unfinished_sql()
+        )
+    });
+    &SQL
+}
 
 async fn append(client: &deadpool_postgres::Object, id: OrderId, new: &NewEvent) -> Result<Event, StoreError> {
     let kind = new.data.kind();
@@ -170,7 +185,7 @@ async fn append(client: &deadpool_postgres::Object, id: OrderId, new: &NewEvent)
         Some((quotes, at)) => (Some(json(quotes)), Some(at.0)),
         None => (None, None),
     };
-    let statement = client.prepare_cached(APPEND).await.map_err(unavailable)?;
+    let statement = client.prepare_cached(append_sql()).await.map_err(unavailable)?;
     let row = client
         .query_one(
             &statement,
@@ -194,7 +209,7 @@ async fn append(client: &deadpool_postgres::Object, id: OrderId, new: &NewEvent)
         )
         .await
         .map_err(unavailable)?;
-    match (row.get::<_, Option<String>>(0), row.get::<_, Option<i64>>(1)) {
+    match (row.get::<_, Option<String>>("status"), row.get::<_, Option<i64>>("seq")) {
         (None, _) => Err(StoreError::NotFound(id)),
         (Some(_), None) => Err(StoreError::Finished(id)),
         (Some(_), Some(seq)) => {
@@ -205,12 +220,12 @@ async fn append(client: &deadpool_postgres::Object, id: OrderId, new: &NewEvent)
 }
 
 fn execution_from_row(row: &Row) -> Result<Execution, StoreError> {
-    let amount: String = row.get(3);
-    let outcome: Value = row.get(4);
+    let amount: String = row.get("amount_in");
+    let outcome: Value = row.get("outcome");
     Ok(Execution {
-        signature: row.get(0),
-        order_id: OrderId(row.get(1)),
-        venue: row.get(2),
+        signature: row.get("signature"),
+        order_id: OrderId(row.get("order_id")),
+        venue: row.get("venue"),
         amount_in: amount
             .parse()
             .map_err(|_| StoreError::Corrupt("execution amount".into()))?,
@@ -242,7 +257,7 @@ impl Store for PostgresStore {
             .await
             .map_err(unavailable)?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| r.get("version"))
             .collect();
         let mut now = Vec::new();
         for (version, name, sql) in MIGRATIONS {
@@ -267,17 +282,17 @@ impl Store for PostgresStore {
     async fn pending_migrations(&self) -> Result<Vec<u32>, StoreError> {
         let client = self.client().await?;
         let exists: bool = client
-            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL AS exists", &[])
             .await
             .map_err(unavailable)?
-            .get(0);
+            .get("exists");
         let applied: Vec<i32> = if exists {
             client
                 .query("SELECT version FROM schema_migrations", &[])
                 .await
                 .map_err(unavailable)?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| r.get("version"))
                 .collect()
         } else {
             Vec::new()
@@ -367,7 +382,7 @@ impl Store for PostgresStore {
             .await
             .map_err(unavailable)?
             .into_iter()
-            .map(|row| parse(row.get::<_, Value>(0), "event"))
+            .map(|row| parse(row.get::<_, Value>("body"), "event"))
             .collect()
     }
 
@@ -387,32 +402,26 @@ impl Store for PostgresStore {
                 &[
                     &query.status.map(Status::as_str),
                     &query.cursor,
-                    &(i64::from(query.limit) + 1),
+                    &rows_for_page(query.limit),
                 ],
             )
             .await
             .map_err(unavailable)?;
-        let mut orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if orders.len() > query.limit as usize {
-            orders.truncate(query.limit as usize);
-            orders.last().map(|o| o.created_seq)
-        } else {
-            None
-        };
-        Ok(OrderPage { orders, next_cursor })
+        let orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(cut_page(orders, query.limit))
     }
 
     async fn unfinished_orders(&self) -> Result<Vec<OrderId>, StoreError> {
         let client = self.client().await?;
         Ok(client
             .query(
-                "SELECT id FROM orders WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_seq",
+                &format!("SELECT id FROM orders WHERE {} ORDER BY created_seq", unfinished_sql()),
                 &[],
             )
             .await
             .map_err(unavailable)?
             .iter()
-            .map(|row| OrderId(row.get(0)))
+            .map(|row| OrderId(row.get("id")))
             .collect())
     }
 
@@ -422,26 +431,24 @@ impl Store for PostgresStore {
             .client()
             .await?
             .query_one(
-                "SELECT COUNT(*), MIN(updated_at) FROM orders
-                 WHERE status NOT IN ('confirmed', 'failed') AND updated_at < $1",
+                &format!(
+                    "SELECT COUNT(*) AS stuck, MIN(updated_at) AS oldest FROM orders
+                     WHERE {} AND updated_at < $1",
+                    unfinished_sql()
+                ),
                 &[&cutoff],
             )
             .await
             .map_err(unavailable)?;
-        let oldest: Option<SystemTime> = row.get(1);
+        let oldest: Option<SystemTime> = row.get("oldest");
         Ok((
-            row.get::<_, i64>(0) as u64,
+            row.get::<_, i64>("stuck") as u64,
             oldest.map(|t| SystemTime::now().duration_since(t).unwrap_or_default()),
         ))
     }
 
     fn pool_status(&self) -> Option<PoolStatus> {
-        let status = self.pool.status();
-        Some(PoolStatus {
-            connections: status.size,
-            idle: status.available,
-            waiting: status.waiting,
-        })
+        Some(PoolStatus::from(("postgres", self.pool.status())))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -457,22 +464,19 @@ impl Store for PostgresStore {
 #[async_trait]
 impl ExecutionLedger for PostgresStore {
     async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError> {
-        let client = self.client().await.map_err(|e| LedgerError(e.to_string()))?;
+        let client = self.client().await?;
         let row = client
             .query_opt(
                 &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE signature = $1"),
                 &[&signature],
             )
             .await
-            .map_err(|e| LedgerError(e.to_string()))?;
-        row.as_ref()
-            .map(execution_from_row)
-            .transpose()
-            .map_err(|e| LedgerError(e.to_string()))
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(execution_from_row).transpose()?)
     }
 
     async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
-        let client = self.client().await.map_err(|e| LedgerError(e.to_string()))?;
+        let client = self.client().await?;
         client
             .execute(
                 "INSERT INTO executions (signature, order_id, venue, amount_in, outcome, created_at)
@@ -487,9 +491,34 @@ impl ExecutionLedger for PostgresStore {
                 ],
             )
             .await
-            .map_err(|e| LedgerError(e.to_string()))?;
+            .map_err(unavailable)?;
         self.lookup(&execution.signature)
             .await?
-            .ok_or_else(|| LedgerError("execution vanished".into()))
+            .ok_or_else(|| LedgerError::Store(StoreError::Corrupt("execution vanished".into())))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{domain::Dur, store::conformance::TempSchema};
+    use std::sync::Arc;
+
+    /// A fresh, unmigrated store in a schema of its own, dropped with the
+    /// guard. Fails, naming how to start it, when PostgreSQL is down.
+    async fn fresh() -> (TempSchema, Arc<PostgresStore>) {
+        let schema = TempSchema::new();
+        let store = PostgresStore::connect(&PostgresConfig {
+            url: crate::store::conformance::POSTGRES.into(),
+            schema: schema.name.clone(),
+            pool_size: 8,
+            connect_timeout: Dur(Duration::from_secs(5)),
+            pool_wait_timeout: Dur(Duration::from_secs(10)),
+            statement_timeout: Dur(Duration::from_secs(10)),
+        })
+        .expect("building the PostgreSQL pool");
+        (schema, Arc::new(store))
+    }
+
+    crate::store::conformance::store_contract!(fresh);
 }

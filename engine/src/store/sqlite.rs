@@ -1,15 +1,16 @@
-//! The embedded store: one SQLite file in WAL mode.
+//! The embedded store: one SQLite file in WAL mode. Imports `domain`,
+//! `config` and its own seam only; never `api`, `pipeline` or `venues`.
 //!
 //! Writes go through one writer thread that commits whatever is waiting as a
 //! single transaction (group commit), each write in its own savepoint so one
 //! failing write never spoils another. Reads use a small pool of read
 //! connections, which WAL lets run beside the writer.
 
-use super::{ListQuery, NewEvent, OrderPage, SqliteSync, Store, StoreError};
-use crate::{
-    domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
-    venues::{Execution, ExecutionLedger, LedgerError, Outcome},
+use super::{
+    Execution, ExecutionLedger, LedgerError, ListQuery, NewEvent, OrderPage, Outcome, SqliteSync, Store, StoreError,
+    cut_page, rows_for_page, unfinished_sql,
 };
+use crate::domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::{Serialize, de::DeserializeOwned};
@@ -304,11 +305,11 @@ fn lookup(conn: &Connection, signature: &str) -> Result<Option<Execution>, Store
         [signature],
         |row| {
             Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, String>(4)?,
+                row.get::<_, String>("signature")?,
+                row.get::<_, String>("order_id")?,
+                row.get::<_, String>("venue")?,
+                row.get::<_, i64>("amount_in")?,
+                row.get::<_, String>("outcome")?,
             ))
         },
     )
@@ -336,108 +337,106 @@ const ORDER_COLUMNS: &str = "id, job_id, order_type, token_in, token_out, amount
     last_seq, quotes, quoted_at, route, strategy, attempts, last_error, tx_hash, dex, amount_out, executed_price,
     created_at, updated_at, created_seq";
 
-/// Raw columns of an order row, parsed outside rusqlite's error type.
+/// Raw columns of an order row, read by name and parsed outside
+/// rusqlite's error type (so a bad value is `Corrupt`, not `Unavailable`).
 struct OrderRow {
-    text: [Option<String>; 17],
+    id: Option<String>,
+    job_id: Option<String>,
+    order_type: Option<String>,
+    token_in: Option<String>,
+    token_out: Option<String>,
     amount_in: i64,
     slippage_bps: u32,
+    status: Option<String>,
+    last_kind: Option<String>,
     last_seq: i64,
+    quotes: Option<String>,
+    quoted_at: Option<String>,
+    route: Option<String>,
+    strategy: Option<String>,
     attempts: u32,
+    last_error: Option<String>,
+    tx_hash: Option<String>,
+    dex: Option<String>,
     amount_out: Option<i64>,
+    executed_price: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
     created_seq: i64,
 }
 
 fn read_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
-    let t = |i: usize| row.get::<_, Option<String>>(i);
     Ok(OrderRow {
-        text: [
-            t(0)?,
-            t(1)?,
-            t(2)?,
-            t(3)?,
-            t(4)?,
-            t(7)?,
-            t(8)?,
-            t(10)?,
-            t(11)?,
-            t(12)?,
-            t(13)?,
-            t(15)?,
-            t(16)?,
-            t(17)?,
-            t(19)?,
-            t(20)?,
-            t(21)?,
-        ],
-        amount_in: row.get(5)?,
-        slippage_bps: row.get(6)?,
-        last_seq: row.get(9)?,
-        attempts: row.get(14)?,
-        amount_out: row.get(18)?,
-        created_seq: row.get(22)?,
+        id: row.get("id")?,
+        job_id: row.get("job_id")?,
+        order_type: row.get("order_type")?,
+        token_in: row.get("token_in")?,
+        token_out: row.get("token_out")?,
+        amount_in: row.get("amount_in")?,
+        slippage_bps: row.get("slippage_bps")?,
+        status: row.get("status")?,
+        last_kind: row.get("last_kind")?,
+        last_seq: row.get("last_seq")?,
+        quotes: row.get("quotes")?,
+        quoted_at: row.get("quoted_at")?,
+        route: row.get("route")?,
+        strategy: row.get("strategy")?,
+        attempts: row.get("attempts")?,
+        last_error: row.get("last_error")?,
+        tx_hash: row.get("tx_hash")?,
+        dex: row.get("dex")?,
+        amount_out: row.get("amount_out")?,
+        executed_price: row.get("executed_price")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        created_seq: row.get("created_seq")?,
     })
 }
 
 impl OrderRow {
     fn into_order(self) -> Result<Order, StoreError> {
-        let [
-            id,
-            job_id,
-            order_type,
-            token_in,
-            token_out,
-            status,
-            last_kind,
-            quotes,
-            quoted_at,
-            route,
-            strategy,
-            last_error,
-            tx_hash,
-            dex,
-            executed_price,
-            created_at,
-            updated_at,
-        ] = self.text;
         let corrupt = |what: &str| StoreError::Corrupt(format!("order column {what}"));
         let time = |value: Option<String>, what: &str| {
             value.as_deref().and_then(Timestamp::parse).ok_or_else(|| corrupt(what))
         };
         Ok(Order {
-            id: id
+            id: self
+                .id
                 .as_deref()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| corrupt("id"))?,
-            job_id: job_id.unwrap_or_default(),
-            order_type: match order_type.as_deref() {
+            job_id: self.job_id.unwrap_or_default(),
+            order_type: match self.order_type.as_deref() {
                 Some("market") => OrderType::Market,
                 _ => return Err(corrupt("order_type")),
             },
-            token_in: token_in.ok_or_else(|| corrupt("token_in"))?,
-            token_out: token_out.ok_or_else(|| corrupt("token_out"))?,
+            token_in: self.token_in.ok_or_else(|| corrupt("token_in"))?,
+            token_out: self.token_out.ok_or_else(|| corrupt("token_out"))?,
             amount_in: self.amount_in as u128,
             slippage_bps: self.slippage_bps,
-            status: status
+            status: self
+                .status
                 .as_deref()
                 .and_then(Status::parse)
                 .ok_or_else(|| corrupt("status"))?,
-            last_kind: last_kind
+            last_kind: self
+                .last_kind
                 .as_deref()
                 .and_then(EventKind::parse)
                 .ok_or_else(|| corrupt("last_kind"))?,
             last_seq: self.last_seq as u64,
-            quotes: parse_json(quotes.as_deref().unwrap_or("[]"), "quotes")?,
-            quoted_at: quoted_at.map(|t| time(Some(t), "quoted_at")).transpose()?,
-            route: route.map(|r| parse_json(&r, "route")).transpose()?,
-            strategy: strategy.map(|s| parse_json(&s, "strategy")).transpose()?,
+            quotes: parse_json(self.quotes.as_deref().unwrap_or("[]"), "quotes")?,
+            quoted_at: self.quoted_at.map(|t| time(Some(t), "quoted_at")).transpose()?,
+            route: self.route.map(|r| parse_json(&r, "route")).transpose()?,
+            strategy: self.strategy.map(|s| parse_json(&s, "strategy")).transpose()?,
             attempts: self.attempts,
-            last_error: last_error.map(|e| parse_json(&e, "last_error")).transpose()?,
-            tx_hash,
-            dex,
+            last_error: self.last_error.map(|e| parse_json(&e, "last_error")).transpose()?,
+            tx_hash: self.tx_hash,
+            dex: self.dex,
             amount_out: self.amount_out.map(|v| v as u128),
-            executed_price,
-            created_at: time(created_at, "created_at")?,
-            updated_at: time(updated_at, "updated_at")?,
+            executed_price: self.executed_price,
+            created_at: time(self.created_at, "created_at")?,
+            updated_at: time(self.updated_at, "updated_at")?,
             created_seq: self.created_seq,
         })
     }
@@ -563,24 +562,18 @@ impl Store for SqliteStore {
                     params![
                         query.status.map(Status::as_str),
                         query.cursor,
-                        i64::from(query.limit) + 1
+                        rows_for_page(query.limit)
                     ],
                     read_row,
                 )
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
-            let mut orders = rows
+            let orders = rows
                 .into_iter()
                 .map(OrderRow::into_order)
                 .collect::<Result<Vec<_>, _>>()?;
-            let next_cursor = if orders.len() > query.limit as usize {
-                orders.truncate(query.limit as usize);
-                orders.last().map(|o| o.created_seq)
-            } else {
-                None
-            };
-            Ok(OrderPage { orders, next_cursor })
+            Ok(cut_page(orders, query.limit))
         })
         .await
     }
@@ -588,7 +581,10 @@ impl Store for SqliteStore {
     async fn unfinished_orders(&self) -> Result<Vec<OrderId>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare("SELECT id FROM orders WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_seq")
+                .prepare_cached(&format!(
+                    "SELECT id FROM orders WHERE {} ORDER BY created_seq",
+                    unfinished_sql()
+                ))
                 .map_err(unavailable)?;
             let ids = stmt
                 .query_map([], |row| row.get::<_, String>(0))
@@ -610,8 +606,10 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let (count, oldest): (i64, Option<String>) = conn
                 .query_row(
-                    "SELECT COUNT(*), MIN(updated_at) FROM orders
-                     WHERE status NOT IN ('confirmed', 'failed') AND updated_at < ?1",
+                    &format!(
+                        "SELECT COUNT(*), MIN(updated_at) FROM orders WHERE {} AND updated_at < ?1",
+                        unfinished_sql()
+                    ),
                     [cutoff],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
@@ -632,16 +630,14 @@ impl Store for SqliteStore {
 impl ExecutionLedger for SqliteStore {
     async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError> {
         let signature = signature.to_owned();
-        self.read(move |conn| lookup(conn, &signature))
-            .await
-            .map_err(|e| LedgerError(e.to_string()))
+        Ok(self.read(move |conn| lookup(conn, &signature)).await?)
     }
 
     async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
         match self.write(WriteOp::Record(Box::new(execution))).await {
             Ok(WriteOut::Execution(execution)) => Ok(*execution),
             Ok(WriteOut::Event(_)) => unreachable!("record answers with an execution"),
-            Err(e) => Err(LedgerError(e.to_string())),
+            Err(e) => Err(LedgerError::Store(e)),
         }
     }
 }
@@ -649,183 +645,14 @@ impl ExecutionLedger for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EventData, OrderPatch};
 
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteSync::Normal, Duration::from_secs(5)).unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2]);
-        assert_eq!(store.migrate().await.unwrap(), vec![1, 2]);
-        assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
-        (dir, store)
+    /// A fresh, unmigrated store in a temp dir (removed with the guard).
+    async fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteSync::Normal, Duration::from_secs(5))
+            .expect("opening a SQLite store in a temp dir");
+        (dir, Arc::new(store))
     }
 
-    fn new_order() -> NewOrder {
-        NewOrder {
-            id: OrderId::new(),
-            job_id: "j".into(),
-            order_type: OrderType::Market,
-            token_in: "SOL".into(),
-            token_out: "USDC".into(),
-            amount_in: 10,
-            slippage_bps: 50,
-        }
-    }
-
-    fn event(data: EventData) -> NewEvent {
-        NewEvent {
-            message: "m".into(),
-            progress: 0,
-            data,
-            patch: OrderPatch::default(),
-        }
-    }
-
-    fn pending() -> EventData {
-        EventData::Pending {
-            token_in: "SOL".into(),
-            token_out: "USDC".into(),
-            amount: "10".into(),
-            slippage: 0.5,
-        }
-    }
-
-    #[tokio::test]
-    async fn events_are_numbered_per_order_and_status_follows() {
-        let (_dir, store) = store().await;
-        let order = new_order();
-        assert_eq!(store.create_order(&order, event(pending())).await.unwrap().seq, 1);
-        let routing = EventData::Routing {
-            quotes_fetched: None,
-            quotes: None,
-        };
-        let mut patched = event(routing);
-        patched.patch.attempts = Some(2);
-        assert_eq!(store.append_event(order.id, patched).await.unwrap().seq, 2);
-        let stored = store.order(order.id).await.unwrap().unwrap();
-        assert_eq!(
-            (stored.status, stored.last_seq, stored.attempts),
-            (Status::Routing, 2, 2)
-        );
-        let seqs: Vec<u64> = store.events(order.id, 0).await.unwrap().iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [1, 2]);
-        assert_eq!(store.events(order.id, 1).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn concurrent_appends_stay_gapless() {
-        let (_dir, store) = store().await;
-        let store = Arc::new(store);
-        let order = new_order();
-        store.create_order(&order, event(pending())).await.unwrap();
-        let tasks: Vec<_> = (0..50)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    store
-                        .append_event(
-                            order.id,
-                            event(EventData::RetryPending {
-                                delay: 1,
-                                next_attempt: 2,
-                            }),
-                        )
-                        .await
-                        .unwrap()
-                        .seq
-                })
-            })
-            .collect();
-        let mut seqs = Vec::new();
-        for task in tasks {
-            seqs.push(task.await.unwrap());
-        }
-        seqs.sort();
-        assert_eq!(seqs, (2..=51).collect::<Vec<u64>>());
-    }
-
-    #[tokio::test]
-    async fn finished_orders_refuse_events_and_unknown_orders_are_not_found() {
-        let (_dir, store) = store().await;
-        let order = new_order();
-        store.create_order(&order, event(pending())).await.unwrap();
-        let failed = EventData::Failed {
-            error: "x".into(),
-            code: "x".into(),
-            is_final: true,
-            total_attempts: 0,
-        };
-        store.append_event(order.id, event(failed.clone())).await.unwrap();
-        assert_eq!(
-            store.append_event(order.id, event(failed.clone())).await.unwrap_err(),
-            StoreError::Finished(order.id)
-        );
-        let other = OrderId::new();
-        assert_eq!(
-            store.append_event(other, event(failed)).await.unwrap_err(),
-            StoreError::NotFound(other)
-        );
-        assert!(store.unfinished_orders().await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn pages_run_newest_first_with_a_cursor() {
-        let (_dir, store) = store().await;
-        let mut ids = Vec::new();
-        for _ in 0..5 {
-            let order = new_order();
-            store.create_order(&order, event(pending())).await.unwrap();
-            ids.push(order.id);
-        }
-        let page = store
-            .list_orders(&ListQuery {
-                status: None,
-                limit: 2,
-                cursor: None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(page.orders.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
-        let mut seen = page.orders.len();
-        let mut cursor = page.next_cursor;
-        while let Some(c) = cursor {
-            let page = store
-                .list_orders(&ListQuery {
-                    status: Some(Status::Pending),
-                    limit: 2,
-                    cursor: Some(c),
-                })
-                .await
-                .unwrap();
-            seen += page.orders.len();
-            cursor = page.next_cursor;
-        }
-        assert_eq!(seen, 5);
-        assert_eq!(store.unfinished_orders().await.unwrap(), ids);
-    }
-
-    #[tokio::test]
-    async fn ledger_keeps_the_first_outcome() {
-        let (_dir, store) = store().await;
-        let execution = |amount_out| Execution {
-            signature: "sig".into(),
-            order_id: OrderId::new(),
-            venue: "raydium".into(),
-            amount_in: 5,
-            outcome: Outcome::Filled { amount_out },
-        };
-        assert_eq!(
-            store.record(execution(7)).await.unwrap().outcome,
-            Outcome::Filled { amount_out: 7 }
-        );
-        assert_eq!(
-            store.record(execution(9)).await.unwrap().outcome,
-            Outcome::Filled { amount_out: 7 }
-        );
-        assert_eq!(
-            store.lookup("sig").await.unwrap().unwrap().outcome,
-            Outcome::Filled { amount_out: 7 }
-        );
-        assert!(store.lookup("other").await.unwrap().is_none());
-    }
+    crate::store::conformance::store_contract!(fresh);
 }

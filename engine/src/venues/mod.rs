@@ -1,7 +1,8 @@
 //! The `Venue` seam: quote an amount, execute a leg (idempotent per
 //! signature). The simulated DEX pools live in [`simulated`]; a real chain
-//! adapter would implement the same trait. Imports `domain` and the ABI
-//! types only.
+//! adapter would implement the same trait. Imports `domain`, the ABI types
+//! and the execution ledger seam (`store::ledger`) only; never `api` or
+//! `pipeline`.
 
 pub mod config;
 mod rng;
@@ -107,53 +108,4 @@ pub struct Fill {
     pub signature: String,
     /// Output received, base units.
     pub amount_out: u128,
-}
-
-/// The recorded outcome of a signature, kept durable like chain state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Executed.
-    Filled {
-        /// Output, base units.
-        amount_out: u128,
-    },
-    /// Rejected for good.
-    Rejected {
-        /// Stable code.
-        code: String,
-        /// Human words.
-        message: String,
-    },
-}
-
-/// One executed (or rejected) signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Execution {
-    /// Signature.
-    pub signature: String,
-    /// Order it belongs to.
-    pub order_id: OrderId,
-    /// Venue that executed it.
-    pub venue: String,
-    /// Amount sold, base units.
-    pub amount_in: u128,
-    /// What happened.
-    pub outcome: Outcome,
-}
-
-/// Why the ledger failed.
-#[derive(Debug, Error)]
-#[error("execution ledger: {0}")]
-pub struct LedgerError(pub String);
-
-/// The durable record of executed signatures (implemented by the store).
-#[async_trait]
-pub trait ExecutionLedger: Send + Sync {
-    /// The outcome recorded for a signature, if any.
-    async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError>;
-
-    /// Records an outcome unless the signature already has one; returns the
-    /// outcome that stands (the first).
-    async fn record(&self, execution: Execution) -> Result<Execution, LedgerError>;
 }

@@ -3,11 +3,9 @@
 //! latency and failure injection, and a durable ledger of executed
 //! signatures so a signature never executes twice, even across restarts.
 
-use super::{
-    Execution, ExecutionLedger, FaultsConfig, Fill, LegOrder, Outcome, PoolConfig, Venue, VenueError, VenuesConfig,
-    rng::Rng,
-};
+use super::{FaultsConfig, Fill, LegOrder, PoolConfig, Venue, VenueError, VenuesConfig, rng::Rng};
 use crate::domain::{TokenRegistry, parse_units};
+use crate::store::{Execution, ExecutionLedger, Outcome};
 use async_trait::async_trait;
 use std::{sync::Arc, time::Duration};
 use swapline_abi::{Bin, PoolState, Swap, Units, VenueQuote};
@@ -499,7 +497,11 @@ impl Venue for SimulatedVenue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{domain::Dur, domain::OrderId, venues::LedgerError, venues::PoolConfig};
+    use crate::{
+        domain::{Dur, OrderId},
+        store::LedgerError,
+        venues::PoolConfig,
+    };
     use std::collections::HashMap;
 
     #[derive(Default)]

@@ -1,0 +1,501 @@
+//! The store contract: one set of behaviours every [`Store`] +
+//! [`ExecutionLedger`] backend must show, run against each real backend by
+//! [`store_contract!`] (the shape of apalis's `generic_storage_test!`), so
+//! SQLite and PostgreSQL cannot drift. Test-only; imports `domain` and its
+//! own seam; never `api`, `pipeline` or `venues`.
+
+use super::{Execution, ExecutionLedger, ListQuery, NewEvent, Outcome, Store, StoreError};
+use crate::{
+    domain::{ErrorInfo, EventData, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
+    testing,
+};
+use std::{sync::Arc, time::Duration};
+
+pub(crate) use crate::testing::POSTGRES;
+
+/// What a backend under the contract implements.
+pub(crate) trait Backend: Store + ExecutionLedger + 'static {}
+impl<T: Store + ExecutionLedger + 'static> Backend for T {}
+
+/// Generates one `#[tokio::test]` per contract case in a `store_contract`
+/// module. `$setup` names an `async fn() -> (Guard, Arc<S>)` that yields a
+/// fresh, unmigrated store and a guard that removes it when dropped (also
+/// when the test fails).
+macro_rules! store_contract {
+    ($setup:path) => {
+        $crate::store::conformance::store_contract!(@cases $setup;
+            migrations_apply_once_and_none_stay_pending,
+            created_order_starts_at_seq_one,
+            events_are_numbered_per_order_and_status_follows,
+            append_applies_the_patch_with_the_event,
+            append_to_finished_order_is_refused,
+            unknown_orders_are_not_found,
+            events_after_a_seq_are_the_later_ones_in_order,
+            pages_run_newest_first_with_a_cursor,
+            status_filter_pages_only_that_status,
+            unfinished_orders_are_oldest_first_without_terminal_ones,
+            stuck_orders_are_unfinished_ones_idle_past_the_cutoff,
+            ledger_keeps_the_first_outcome,
+            ledger_keeps_rejections_too,
+            concurrent_appends_stay_gapless,
+            ping_answers,
+        );
+    };
+    (@cases $setup:path; $($case:ident),* $(,)?) => {
+        /// The store contract (`store/conformance.rs`), one test per case.
+        mod store_contract {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (_guard, store) = $setup().await;
+                    $crate::store::conformance::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use store_contract;
+
+/// A PostgreSQL schema of one test, dropped (with everything in it) when
+/// this guard drops. Creating it fails the test, saying how to start
+/// PostgreSQL, when it is not running.
+pub(crate) struct TempSchema {
+    /// The schema's name.
+    pub(crate) name: String,
+}
+
+impl TempSchema {
+    /// A fresh name; the store's migration creates the schema.
+    pub(crate) fn new() -> Self {
+        testing::require_postgres();
+        TempSchema {
+            name: testing::unique_name(),
+        }
+    }
+}
+
+impl Drop for TempSchema {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        testing::clean_up(move || async move {
+            if let Ok((client, connection)) = tokio_postgres::connect(POSTGRES, tokio_postgres::NoTls).await {
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                    .await;
+            }
+        });
+    }
+}
+
+/// An order value (as a backend would read it back), for tests of pure
+/// helpers.
+pub(crate) fn sample_order() -> Order {
+    Order {
+        id: OrderId::new(),
+        job_id: "j".into(),
+        order_type: OrderType::Market,
+        token_in: "SOL".into(),
+        token_out: "USDC".into(),
+        amount_in: 10,
+        slippage_bps: 50,
+        status: Status::Pending,
+        last_kind: EventKind::Pending,
+        last_seq: 1,
+        quotes: Vec::new(),
+        quoted_at: None,
+        route: None,
+        strategy: None,
+        attempts: 0,
+        last_error: None,
+        tx_hash: None,
+        dex: None,
+        amount_out: None,
+        executed_price: None,
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+        created_seq: 1,
+    }
+}
+
+fn new_order() -> NewOrder {
+    NewOrder {
+        id: OrderId::new(),
+        job_id: "j".into(),
+        order_type: OrderType::Market,
+        token_in: "SOL".into(),
+        token_out: "USDC".into(),
+        amount_in: 10,
+        slippage_bps: 50,
+    }
+}
+
+fn event(data: EventData) -> NewEvent {
+    NewEvent {
+        message: "m".into(),
+        progress: 0,
+        data,
+        patch: Default::default(),
+    }
+}
+
+fn pending() -> EventData {
+    EventData::Pending {
+        token_in: "SOL".into(),
+        token_out: "USDC".into(),
+        amount: "10".into(),
+        slippage: 0.5,
+    }
+}
+
+fn routing() -> EventData {
+    EventData::Routing {
+        quotes_fetched: None,
+        quotes: None,
+    }
+}
+
+fn failed() -> EventData {
+    EventData::Failed {
+        error: "x".into(),
+        code: "x".into(),
+        is_final: true,
+        total_attempts: 0,
+    }
+}
+
+fn retry_pending() -> EventData {
+    EventData::RetryPending {
+        delay: 1,
+        next_attempt: 2,
+    }
+}
+
+async fn migrated<S: Backend>(store: &S) {
+    store.migrate().await.expect("migrating a fresh store");
+}
+
+/// Creates an order (with its `pending` event) and returns its id.
+async fn created<S: Backend>(store: &S) -> OrderId {
+    let order = new_order();
+    store
+        .create_order(&order, event(pending()))
+        .await
+        .expect("creating an order");
+    order.id
+}
+
+fn page(status: Option<Status>, limit: u32, cursor: Option<i64>) -> ListQuery {
+    ListQuery { status, limit, cursor }
+}
+
+/// A fresh store has every migration pending; `migrate` applies them once.
+pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(store: Arc<S>) {
+    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 2]);
+    assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+}
+
+/// `create_order` stores the order `pending` with its first event, seq 1.
+pub(crate) async fn created_order_starts_at_seq_one<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let order = new_order();
+    let first = store.create_order(&order, event(pending())).await.unwrap();
+    assert_eq!(
+        (first.order_id, first.seq, first.data.kind()),
+        (order.id, 1, EventKind::Pending)
+    );
+    let stored = store.order(order.id).await.unwrap().expect("the order is stored");
+    assert_eq!(
+        (
+            stored.status,
+            stored.last_kind,
+            stored.last_seq,
+            stored.amount_in,
+            stored.slippage_bps
+        ),
+        (Status::Pending, EventKind::Pending, 1, 10, 50)
+    );
+    assert_eq!((stored.token_in.as_str(), stored.token_out.as_str()), ("SOL", "USDC"));
+    let events = store.events(order.id, 0).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].seq, events[0].data.clone()), (1, pending()));
+}
+
+/// Each append takes the next seq; the order's status follows the event.
+pub(crate) async fn events_are_numbered_per_order_and_status_follows<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let order = new_order();
+    assert_eq!(store.create_order(&order, event(pending())).await.unwrap().seq, 1);
+    let mut patched = event(routing());
+    patched.patch.attempts = Some(2);
+    assert_eq!(store.append_event(order.id, patched).await.unwrap().seq, 2);
+    let stored = store.order(order.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.last_seq, stored.attempts),
+        (Status::Routing, 2, 2)
+    );
+    let seqs: Vec<u64> = store.events(order.id, 0).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!(store.events(order.id, 1).await.unwrap().len(), 1);
+}
+
+/// The patch lands with its event; fields it leaves out keep their values,
+/// and an event kind without a status leaves the status alone.
+pub(crate) async fn append_applies_the_patch_with_the_event<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let id = created(&*store).await;
+    let mut confirmed = event(routing());
+    confirmed.patch.tx_hash = Some("tx".into());
+    confirmed.patch.dex = Some("raydium".into());
+    confirmed.patch.amount_out = Some(u128::from(u64::MAX >> 1));
+    confirmed.patch.executed_price = Some("1.5".into());
+    confirmed.patch.last_error = Some(ErrorInfo {
+        code: "timeout".into(),
+        message: "slow".into(),
+    });
+    store.append_event(id, confirmed).await.unwrap();
+    let retry = store.append_event(id, event(retry_pending())).await.unwrap();
+    assert_eq!(retry.seq, 3);
+    let stored = store.order(id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.last_kind, stored.last_seq),
+        (Status::Routing, EventKind::RetryPending, 3),
+        "retry-pending moves no status"
+    );
+    assert_eq!(stored.tx_hash.as_deref(), Some("tx"));
+    assert_eq!(stored.dex.as_deref(), Some("raydium"));
+    assert_eq!(stored.amount_out, Some(u128::from(u64::MAX >> 1)));
+    assert_eq!(stored.executed_price.as_deref(), Some("1.5"));
+    assert_eq!(stored.last_error.map(|e| e.code).as_deref(), Some("timeout"));
+}
+
+/// Nothing follows `confirmed` or `failed`: the append is refused with
+/// `Finished` and stores nothing.
+pub(crate) async fn append_to_finished_order_is_refused<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let id = created(&*store).await;
+    store.append_event(id, event(failed())).await.unwrap();
+    assert_eq!(
+        store.append_event(id, event(failed())).await.unwrap_err(),
+        StoreError::Finished(id)
+    );
+    assert_eq!(
+        store.append_event(id, event(routing())).await.unwrap_err(),
+        StoreError::Finished(id)
+    );
+    assert_eq!(
+        store.events(id, 0).await.unwrap().len(),
+        2,
+        "the refused events are not stored"
+    );
+    let stored = store.order(id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.last_seq), (Status::Failed, 2));
+    assert!(store.unfinished_orders().await.unwrap().is_empty());
+}
+
+/// An id never created: appends are `NotFound`, reads are empty.
+pub(crate) async fn unknown_orders_are_not_found<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let other = OrderId::new();
+    assert_eq!(
+        store.append_event(other, event(failed())).await.unwrap_err(),
+        StoreError::NotFound(other)
+    );
+    assert!(store.order(other).await.unwrap().is_none());
+    assert!(store.events(other, 0).await.unwrap().is_empty());
+}
+
+/// `events(id, after)` answers exactly the events with `seq > after`, in
+/// order, and only that order's.
+pub(crate) async fn events_after_a_seq_are_the_later_ones_in_order<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let (id, other) = (created(&*store).await, created(&*store).await);
+    for _ in 0..4 {
+        store.append_event(id, event(retry_pending())).await.unwrap();
+    }
+    store.append_event(other, event(routing())).await.unwrap();
+    let seqs = |events: Vec<crate::domain::Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.events(id, 2).await.unwrap()), [3, 4, 5]);
+    assert_eq!(seqs(store.events(id, 0).await.unwrap()), [1, 2, 3, 4, 5]);
+    assert!(store.events(id, 5).await.unwrap().is_empty());
+    assert!(store.events(id, 99).await.unwrap().iter().all(|e| e.order_id == id));
+    assert_eq!(seqs(store.events(other, 0).await.unwrap()), [1, 2]);
+}
+
+/// Pages run newest first; following `next_cursor` visits every order once
+/// and the last page has no cursor.
+pub(crate) async fn pages_run_newest_first_with_a_cursor<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(created(&*store).await);
+    }
+    let first = store.list_orders(&page(None, 2, None)).await.unwrap();
+    assert_eq!(first.orders.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+    let mut seen: Vec<OrderId> = first.orders.iter().map(|o| o.id).collect();
+    let mut cursor = first.next_cursor;
+    while let Some(c) = cursor {
+        let next = store
+            .list_orders(&page(Some(Status::Pending), 2, Some(c)))
+            .await
+            .unwrap();
+        seen.extend(next.orders.iter().map(|o| o.id));
+        cursor = next.next_cursor;
+    }
+    assert_eq!(seen.len(), 5);
+    seen.reverse();
+    assert_eq!(seen, ids, "every order once, newest first");
+    assert_eq!(store.unfinished_orders().await.unwrap(), ids);
+    let exact = store.list_orders(&page(None, 5, None)).await.unwrap();
+    assert_eq!((exact.orders.len(), exact.next_cursor), (5, None));
+}
+
+/// A status filter pages through only the orders in that status.
+pub(crate) async fn status_filter_pages_only_that_status<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(created(&*store).await);
+    }
+    for id in [ids[0], ids[2], ids[3]] {
+        store.append_event(id, event(routing())).await.unwrap();
+    }
+    let routing_page = store.list_orders(&page(Some(Status::Routing), 2, None)).await.unwrap();
+    assert_eq!(
+        routing_page.orders.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [ids[3], ids[2]]
+    );
+    assert!(routing_page.orders.iter().all(|o| o.status == Status::Routing));
+    let rest = store
+        .list_orders(&page(Some(Status::Routing), 2, routing_page.next_cursor))
+        .await
+        .unwrap();
+    assert_eq!(rest.orders.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[0]]);
+    assert_eq!(rest.next_cursor, None);
+    let pending_page = store.list_orders(&page(Some(Status::Pending), 10, None)).await.unwrap();
+    assert_eq!(
+        pending_page.orders.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [ids[4], ids[1]]
+    );
+    let none = store
+        .list_orders(&page(Some(Status::Confirmed), 10, None))
+        .await
+        .unwrap();
+    assert!(none.orders.is_empty() && none.next_cursor.is_none());
+}
+
+/// Unfinished orders come oldest first; confirmed and failed ones do not.
+pub(crate) async fn unfinished_orders_are_oldest_first_without_terminal_ones<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(created(&*store).await);
+    }
+    let confirmed = EventData::Confirmed {
+        tx_hash: "tx".into(),
+        dex: "raydium".into(),
+        amount_out: "9".into(),
+        executed_price: "1".into(),
+    };
+    store.append_event(ids[1], event(confirmed)).await.unwrap();
+    store.append_event(ids[3], event(failed())).await.unwrap();
+    store.append_event(ids[2], event(routing())).await.unwrap();
+    assert_eq!(store.unfinished_orders().await.unwrap(), [ids[0], ids[2]]);
+}
+
+/// Stuck orders: unfinished, and last changed before the cutoff.
+pub(crate) async fn stuck_orders_are_unfinished_ones_idle_past_the_cutoff<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    assert_eq!(store.stuck_orders(Duration::ZERO).await.unwrap(), (0, None));
+    let (idle, finished) = (created(&*store).await, created(&*store).await);
+    store.append_event(finished, event(failed())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let (count, oldest) = store.stuck_orders(Duration::from_millis(20)).await.unwrap();
+    assert_eq!(count, 1, "only the unfinished order is stuck");
+    let oldest = oldest.expect("the age of the oldest stuck order");
+    assert!(
+        oldest >= Duration::from_millis(50) && oldest < Duration::from_secs(30),
+        "{oldest:?}"
+    );
+    assert_eq!(store.stuck_orders(Duration::from_secs(3600)).await.unwrap(), (0, None));
+    store.append_event(idle, event(routing())).await.unwrap();
+    assert_eq!(
+        store.stuck_orders(Duration::from_millis(20)).await.unwrap().0,
+        0,
+        "an event moves the order"
+    );
+}
+
+fn execution(signature: &str, outcome: Outcome) -> Execution {
+    Execution {
+        signature: signature.into(),
+        order_id: OrderId::new(),
+        venue: "raydium".into(),
+        amount_in: 5,
+        outcome,
+    }
+}
+
+/// The first outcome recorded for a signature stands; lookups answer it.
+pub(crate) async fn ledger_keeps_the_first_outcome<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let filled = |amount_out| execution("sig", Outcome::Filled { amount_out });
+    assert_eq!(
+        store.record(filled(7)).await.unwrap().outcome,
+        Outcome::Filled { amount_out: 7 }
+    );
+    assert_eq!(
+        store.record(filled(9)).await.unwrap().outcome,
+        Outcome::Filled { amount_out: 7 }
+    );
+    assert_eq!(
+        store.lookup("sig").await.unwrap().unwrap().outcome,
+        Outcome::Filled { amount_out: 7 }
+    );
+    assert!(store.lookup("other").await.unwrap().is_none());
+}
+
+/// A rejection is an outcome like a fill: recorded once, read back whole.
+pub(crate) async fn ledger_keeps_rejections_too<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let rejected = Outcome::Rejected {
+        code: "slippage_exceeded".into(),
+        message: "below the minimum".into(),
+    };
+    let first = execution("sig-r", rejected.clone());
+    assert_eq!(store.record(first.clone()).await.unwrap(), first);
+    let again = store
+        .record(execution("sig-r", Outcome::Filled { amount_out: 1 }))
+        .await
+        .unwrap();
+    assert_eq!(again, first, "the whole first record stands");
+    assert_eq!(store.lookup("sig-r").await.unwrap(), Some(first));
+}
+
+/// Appends racing on one order get distinct, consecutive seqs.
+pub(crate) async fn concurrent_appends_stay_gapless<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let id = created(&*store).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append_event(id, event(retry_pending())).await.unwrap().seq })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (2..=51).collect::<Vec<u64>>());
+    assert_eq!(store.order(id).await.unwrap().unwrap().last_seq, 51);
+}
+
+/// A reachable store answers `ping`.
+pub(crate) async fn ping_answers<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    store.ping().await.expect("a reachable store answers ping");
+}
