@@ -51,6 +51,14 @@ enum Command {
         #[command(subcommand)]
         action: PluginsAction,
     },
+    /// Write the JSON Schemas of the API, the WebSocket messages, the
+    /// configuration and the plugin ABI (the files of `schemas/`) into a
+    /// directory.
+    Schemas {
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Load-test a running engine.
     Loadtest {
         #[command(subcommand)]
@@ -163,6 +171,11 @@ async fn main() -> Result<()> {
     if let Command::Loadtest { kind } = command {
         return loadtest(kind).await;
     }
+    if let Command::Schemas { out } = command {
+        let written = swapline::schemas::write_all(out).with_context(|| format!("writing into {}", out.display()))?;
+        println!("wrote {} schemas into {}", written.len(), out.display());
+        return Ok(());
+    }
     let config = load(&cli)?;
     match command {
         Command::Config {
@@ -215,7 +228,9 @@ async fn main() -> Result<()> {
             telemetry::init(&config.log);
             app::run_with_reload(config, Role::Worker, shutdown_signal(), Some(sources(&cli))).await?;
         }
-        Command::Loadtest { .. } => unreachable!("handled before loading the configuration"),
+        Command::Loadtest { .. } | Command::Schemas { .. } => {
+            unreachable!("handled before loading the configuration")
+        }
     }
     Ok(())
 }

@@ -17,6 +17,25 @@ fn schema<T: JsonSchema>(id: &str) -> Value {
     schema
 }
 
+/// Writes every schema into `dir` (created if missing), as the files of
+/// `schemas/` are written; returns the file names. `swapline schemas --out
+/// DIR` calls it, so a client can take the schemas of the binary it talks to.
+///
+/// # Errors
+/// The I/O error of the first file that could not be written.
+pub fn write_all(dir: &std::path::Path) -> std::io::Result<Vec<&'static str>> {
+    std::fs::create_dir_all(dir)?;
+    all()
+        .into_iter()
+        .map(|(file, schema)| std::fs::write(dir.join(file), render(&schema)).map(|()| file))
+        .collect()
+}
+
+/// A schema as committed: pretty JSON and a final newline.
+pub fn render(schema: &Value) -> String {
+    serde_json::to_string_pretty(schema).expect("schemas serialise") + "\n"
+}
+
 /// Every schema: (file name under `schemas/`, schema).
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
@@ -61,7 +80,7 @@ mod tests {
         let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
         let mut stale = Vec::new();
         for (file, schema) in all() {
-            let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            let text = render(&schema);
             let path = dir.join(file);
             if update {
                 std::fs::write(&path, &text).unwrap();

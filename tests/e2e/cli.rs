@@ -106,3 +106,24 @@ fn config_check_refuses_what_the_worker_and_serve_refuse_with_the_same_words() {
         assert_eq!(words, problems(&started), "{check:?} and {start:?} disagree");
     }
 }
+
+#[test]
+fn schemas_command_writes_the_committed_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("schemas");
+    let output = swapline(&["schemas", "--out", out.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let committed = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas"));
+    let mut written = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            std::fs::read_to_string(committed.join(name)).unwrap(),
+            "{name:?}"
+        );
+        written += 1;
+    }
+    assert_eq!(written, 9, "every generated schema is written");
+}

@@ -178,22 +178,27 @@ lease = "2s"
 
     /// Deletes every Redis key of this test, as if Redis restarted empty.
     pub async fn flush_redis(&self) -> usize {
-        let client = deadpool_redis::redis::Client::open(REDIS).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
-            .arg(format!("{}:*", self.name))
-            .query_async(&mut conn)
+        delete_redis_keys(&self.name)
             .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = deadpool_redis::redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        keys.len()
+            .expect("deleting the test's Redis keys")
     }
+}
+
+/// Deletes every Redis key under `prefix:`; returns how many there were.
+async fn delete_redis_keys(prefix: &str) -> Result<usize, deadpool_redis::redis::RedisError> {
+    let client = deadpool_redis::redis::Client::open(REDIS)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await?;
+    if !keys.is_empty() {
+        let _: () = deadpool_redis::redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(keys.len())
 }
 
 impl Drop for Shared {
@@ -215,21 +220,7 @@ impl Drop for Shared {
                         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
                         .await;
                 }
-                if let Ok(client) = deadpool_redis::redis::Client::open(REDIS)
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
-                        .arg(format!("{name}:*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> = deadpool_redis::redis::cmd("DEL")
-                            .arg(&keys)
-                            .query_async(&mut conn)
-                            .await;
-                    }
-                }
+                let _ = delete_redis_keys(&name).await;
             });
         })
         .join();

@@ -12,7 +12,7 @@ mod token;
 pub use amount::{AmountError, format_price, format_units, parse_units};
 pub use event::{Event, EventData, EventKind, progress};
 pub use order::{ErrorInfo, NewOrder, Order, OrderId, OrderPatch, OrderType, Status, StrategyRef};
-pub use request::{AmountInput, FieldError, OrderRequest, RequestError, slippage_bps, validate_request};
+pub use request::{AmountInput, FieldError, NewIds, OrderRequest, RequestError, slippage_bps, validate_request};
 pub use route::{QuoteView, Route, RouteLeg};
 pub use time::{Dur, Timestamp};
 pub use token::{Token, TokenConfig, TokenError, TokenRegistry};

@@ -136,12 +136,27 @@ impl FieldError {
 const FIELDS: [&str; 5] = ["tokenIn", "tokenOut", "amount", "slippage", "orderType"];
 const MAX_SLIPPAGE_BPS: u32 = 5_000;
 
-/// Validates a parsed JSON body; `tradable` says whether a pair has a venue.
+/// The ids a new order gets (minted by the caller, so validation stays a
+/// pure function of its inputs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIds {
+    /// The order's id.
+    pub order: OrderId,
+    /// Its job's id on the queue.
+    pub job: String,
+}
+
+/// Validates a parsed JSON body into the order it asks for, with `ids`;
+/// `tradable` says whether a pair has a venue.
+///
+/// # Errors
+/// The first [`FieldError`] found, naming its field.
 pub fn validate_request(
     body: &Value,
     tokens: &TokenRegistry,
     default_slippage_bps: u32,
     tradable: impl Fn(&str, &str) -> bool,
+    ids: NewIds,
 ) -> Result<NewOrder, FieldError> {
     let object = body.as_object().ok_or_else(|| FieldError {
         code: RequestError::InvalidBody,
@@ -257,8 +272,8 @@ pub fn validate_request(
     }
 
     Ok(NewOrder {
-        id: OrderId::new(),
-        job_id: uuid::Uuid::new_v4().to_string(),
+        id: ids.order,
+        job_id: ids.job,
         order_type,
         token_in: token_in.symbol.clone(),
         token_out: token_out.symbol.clone(),
@@ -320,7 +335,32 @@ mod tests {
     }
 
     fn check(body: Value) -> Result<NewOrder, FieldError> {
-        validate_request(&body, &registry(), 50, |a, b| !(a == "BONK" || b == "BONK"))
+        let ids = NewIds {
+            order: OrderId::new(),
+            job: "job-1".into(),
+        };
+        validate_request(&body, &registry(), 50, |a, b| !(a == "BONK" || b == "BONK"), ids)
+    }
+
+    #[test]
+    fn the_accepted_fields_are_the_request_schema_s_properties() {
+        let schema = serde_json::to_value(schemars::schema_for!(OrderRequest)).unwrap();
+        let mut properties: Vec<&str> = schema["properties"]
+            .as_object()
+            .expect("OrderRequest has properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = FIELDS.to_vec();
+        properties.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(fields, properties);
+    }
+
+    #[test]
+    fn the_order_gets_the_ids_it_is_given() {
+        let order = check(json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1"})).unwrap();
+        assert_eq!(order.job_id, "job-1");
     }
 
     #[test]

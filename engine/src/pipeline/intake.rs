@@ -10,7 +10,8 @@
 use super::Recorder;
 use crate::{
     domain::{
-        EventData, FieldError, NewOrder, OrderId, OrderPatch, TokenRegistry, format_units, progress, validate_request,
+        EventData, FieldError, NewIds, NewOrder, OrderId, OrderPatch, TokenRegistry, format_units, progress,
+        validate_request,
     },
     queue::{Job, Queue, QueueError},
     store::{NewEvent, Store, StoreError},
@@ -94,9 +95,12 @@ impl Intake {
     /// # Errors
     /// The first [`FieldError`] of the request (its `code` is stable).
     pub fn order_from(&self, body: &serde_json::Value) -> Result<NewOrder, FieldError> {
-        validate_request(body, &self.tokens, self.default_slippage_bps, |a, b| {
-            self.pairs.contains(&(a.to_owned(), b.to_owned()))
-        })
+        let ids = NewIds {
+            order: OrderId::new(),
+            job: uuid::Uuid::new_v4().to_string(),
+        };
+        let tradable = |a: &str, b: &str| self.pairs.contains(&(a.to_owned(), b.to_owned()));
+        validate_request(body, &self.tokens, self.default_slippage_bps, tradable, ids)
     }
 
     /// Creates the order with its `pending` event, publishes it, enqueues

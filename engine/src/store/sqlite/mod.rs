@@ -10,10 +10,12 @@ use super::{
     Execution, ExecutionLedger, LedgerError, ListQuery, NewEvent, OrderPage, Outcome, SqliteSync, Store, StoreError,
     cut_page, rows_for_page, unfinished_sql,
 };
-use crate::domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp};
+mod rows;
+
+use crate::domain::{Event, NewOrder, Order, OrderId, Status, Timestamp};
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use serde::{Serialize, de::DeserializeOwned};
+use rows::{ORDER_COLUMNS, OrderRow, json, parse_json, read_row, to_i64};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::{
     path::{Path, PathBuf},
     sync::{
@@ -26,11 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Migrations: (version, name, SQL). The same versions exist for every backend.
 pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
-    (1, "orders", include_str!("migrations/sqlite/0001_orders.sql")),
+    (1, "orders", include_str!("../migrations/sqlite/0001_orders.sql")),
     (
         2,
         "unfinished_index",
-        include_str!("migrations/sqlite/0002_unfinished_index.sql"),
+        include_str!("../migrations/sqlite/0002_unfinished_index.sql"),
     ),
 ];
 /// Writes committed together at most.
@@ -185,14 +187,6 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<
     Ok(results)
 }
 
-fn to_i64(value: u128, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} does not fit in 64 bits")))
-}
-
-fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("domain types serialise")
-}
-
 fn create(conn: &Connection, order: &NewOrder, first: &NewEvent) -> Result<Event, StoreError> {
     let now = Timestamp::now().to_string();
     conn.execute(
@@ -327,119 +321,6 @@ fn lookup(conn: &Connection, signature: &str) -> Result<Option<Execution>, Store
         })
     })
     .transpose()
-}
-
-fn parse_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-const ORDER_COLUMNS: &str = "id, job_id, order_type, token_in, token_out, amount_in, slippage_bps, status, last_kind,
-    last_seq, quotes, quoted_at, route, strategy, attempts, last_error, tx_hash, dex, amount_out, executed_price,
-    created_at, updated_at, created_seq";
-
-/// Raw columns of an order row, read by name and parsed outside
-/// rusqlite's error type (so a bad value is `Corrupt`, not `Unavailable`).
-struct OrderRow {
-    id: Option<String>,
-    job_id: Option<String>,
-    order_type: Option<String>,
-    token_in: Option<String>,
-    token_out: Option<String>,
-    amount_in: i64,
-    slippage_bps: u32,
-    status: Option<String>,
-    last_kind: Option<String>,
-    last_seq: i64,
-    quotes: Option<String>,
-    quoted_at: Option<String>,
-    route: Option<String>,
-    strategy: Option<String>,
-    attempts: u32,
-    last_error: Option<String>,
-    tx_hash: Option<String>,
-    dex: Option<String>,
-    amount_out: Option<i64>,
-    executed_price: Option<String>,
-    created_at: Option<String>,
-    updated_at: Option<String>,
-    created_seq: i64,
-}
-
-fn read_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
-    Ok(OrderRow {
-        id: row.get("id")?,
-        job_id: row.get("job_id")?,
-        order_type: row.get("order_type")?,
-        token_in: row.get("token_in")?,
-        token_out: row.get("token_out")?,
-        amount_in: row.get("amount_in")?,
-        slippage_bps: row.get("slippage_bps")?,
-        status: row.get("status")?,
-        last_kind: row.get("last_kind")?,
-        last_seq: row.get("last_seq")?,
-        quotes: row.get("quotes")?,
-        quoted_at: row.get("quoted_at")?,
-        route: row.get("route")?,
-        strategy: row.get("strategy")?,
-        attempts: row.get("attempts")?,
-        last_error: row.get("last_error")?,
-        tx_hash: row.get("tx_hash")?,
-        dex: row.get("dex")?,
-        amount_out: row.get("amount_out")?,
-        executed_price: row.get("executed_price")?,
-        created_at: row.get("created_at")?,
-        updated_at: row.get("updated_at")?,
-        created_seq: row.get("created_seq")?,
-    })
-}
-
-impl OrderRow {
-    fn into_order(self) -> Result<Order, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("order column {what}"));
-        let time = |value: Option<String>, what: &str| {
-            value.as_deref().and_then(Timestamp::parse).ok_or_else(|| corrupt(what))
-        };
-        Ok(Order {
-            id: self
-                .id
-                .as_deref()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| corrupt("id"))?,
-            job_id: self.job_id.unwrap_or_default(),
-            order_type: match self.order_type.as_deref() {
-                Some("market") => OrderType::Market,
-                _ => return Err(corrupt("order_type")),
-            },
-            token_in: self.token_in.ok_or_else(|| corrupt("token_in"))?,
-            token_out: self.token_out.ok_or_else(|| corrupt("token_out"))?,
-            amount_in: self.amount_in as u128,
-            slippage_bps: self.slippage_bps,
-            status: self
-                .status
-                .as_deref()
-                .and_then(Status::parse)
-                .ok_or_else(|| corrupt("status"))?,
-            last_kind: self
-                .last_kind
-                .as_deref()
-                .and_then(EventKind::parse)
-                .ok_or_else(|| corrupt("last_kind"))?,
-            last_seq: self.last_seq as u64,
-            quotes: parse_json(self.quotes.as_deref().unwrap_or("[]"), "quotes")?,
-            quoted_at: self.quoted_at.map(|t| time(Some(t), "quoted_at")).transpose()?,
-            route: self.route.map(|r| parse_json(&r, "route")).transpose()?,
-            strategy: self.strategy.map(|s| parse_json(&s, "strategy")).transpose()?,
-            attempts: self.attempts,
-            last_error: self.last_error.map(|e| parse_json(&e, "last_error")).transpose()?,
-            tx_hash: self.tx_hash,
-            dex: self.dex,
-            amount_out: self.amount_out.map(|v| v as u128),
-            executed_price: self.executed_price,
-            created_at: time(self.created_at, "created_at")?,
-            updated_at: time(self.updated_at, "updated_at")?,
-            created_seq: self.created_seq,
-        })
-    }
 }
 
 fn applied_versions(conn: &Connection) -> Result<Vec<u32>, StoreError> {
