@@ -1,6 +1,8 @@
 //! The composition root: builds the engine from a `Config` and runs it. The
 //! only module that names concrete adapters (SQLite or PostgreSQL, memory or
 //! Redis queue and bus, simulated venues, the wasm host).
+//!
+//! May import: anything (it is the composition root).
 
 pub use crate::config::Role;
 use crate::{

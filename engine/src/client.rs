@@ -1,5 +1,7 @@
 //! A small HTTP/1.1 and WebSocket client, for the load-test tool and the
 //! end-to-end tests: one connection per request, no TLS (loopback tools).
+//!
+//! May import: nothing of ours.
 
 use bytes::Bytes;
 use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload, handshake};

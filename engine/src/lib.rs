@@ -35,6 +35,8 @@
 
 pub mod api;
 pub mod app;
+#[cfg(test)]
+mod architecture;
 pub mod bus;
 pub mod client;
 pub mod config;

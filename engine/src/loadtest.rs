@@ -4,6 +4,8 @@
 //! the event stream (gapless `seq` from 1, one terminal event, close 1000);
 //! `fanout` spreads many WebSocket clients over a few orders and checks that
 //! every client saw every event.
+//!
+//! May import: `client`, `domain`.
 
 use crate::{
     client::{self, Message},

@@ -2,6 +2,8 @@
 //! single request sees — queue depth and the oldest waiting job, stuck orders
 //! (from the store, so across all nodes), pool usage — into gauges, and runs
 //! the metrics recorder's upkeep.
+//!
+//! May import: `domain`, `queue`, `store`, `telemetry`.
 
 use crate::domain::Dur;
 use crate::{

@@ -1,6 +1,8 @@
 //! The JSON Schemas in `schemas/`, generated from the types that produce
 //! the JSON, so documents and code cannot drift: a test fails when a
 //! committed file differs (run it with `UPDATE_SCHEMAS=1` to rewrite them).
+//!
+//! May import: `api`, `config`, `domain`.
 
 use crate::{
     api::views::{Created, EventList, OrderList, OrderResponse, SocketMessage},

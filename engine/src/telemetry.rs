@@ -2,6 +2,8 @@
 //! unit lives in [`names`] (mirrored by `ops/metrics.md`), and each typed
 //! event below records its metric and, where it matters, its log line, so
 //! the two cannot drift. Order ids go to logs, never to metric labels.
+//!
+//! May import: nothing of ours.
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

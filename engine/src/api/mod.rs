@@ -2,8 +2,11 @@
 //!
 //! `POST /api/orders/execute`, `GET /api/orders/status/{id}` (JSON, or a
 //! WebSocket upgrade), `GET /api/orders/{id}/events`, `GET /api/orders`,
-//! `GET /health`, `GET /ready`. Imports `domain` and the seams' traits;
-//! never an adapter.
+//! `GET /health`, `GET /ready`. HTTP only: orders are created through
+//! the intake use case (`pipeline::Intake`), events are read from the store
+//! and heard on the bus; never the queue, `config` or an adapter.
+//!
+//! May import: `domain`, `pipeline`, `store`, `bus`, `telemetry`.
 
 pub mod config;
 mod error;

@@ -2,8 +2,9 @@
 //! that subscribed to their order. A node has one stream of incoming events,
 //! handed out once by the bus's constructor (to its WebSocket hub), and
 //! subscribes per order. Implementations: [`memory`] (in-process) and
-//! [`redis`] (pub/sub). Imports `domain` only; never `api`, `pipeline` or
-//! another adapter.
+//! [`redis`] (pub/sub).
+//!
+//! May import: `domain`, `telemetry`.
 
 pub mod config;
 pub mod memory;

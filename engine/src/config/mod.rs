@@ -9,8 +9,10 @@
 //! `configs/default.toml`; the doc comments become
 //! `schemas/config.schema.json`.
 //!
-//! Import rule: `config` imports the components' config types; no component
-//! imports `config` (it is a leaf aggregate, so there is no circle).
+//! `config` imports the components' config types; no component imports
+//! `config` (it is a leaf aggregate, so there is no circle).
+//!
+//! May import: `api`, `bus`, `domain`, `monitor`, `pipeline`, `plugins`, `queue`, `store`, `telemetry`, `venues`.
 
 pub mod validate;
 

@@ -1,5 +1,9 @@
 //! Pure types and rules of the order lifecycle. No I/O, no async, nothing of
-//! ours imported: every other module may depend on this one.
+//! ours imported (the plugin ABI's value types, `swapline_abi::Units`, are
+//! the one outside crate of ours it uses): every other module may depend on
+//! this one.
+//!
+//! May import: nothing of ours.
 
 mod amount;
 mod event;

@@ -5,8 +5,9 @@
 //! id, and `process` reads the order to know its next step, so a retried,
 //! recovered or duplicated job does the right thing. A submission reuses the
 //! route's signatures, which the venue deduplicates: an order never swaps
-//! twice. Imports `domain`, `plugins` (the strategy chain) and the seams'
-//! traits; never `api`, `config` or an adapter.
+//! twice. Never `api`, `config` or an adapter: only seams.
+//!
+//! May import: `domain`, `bus`, `plugins`, `queue`, `store`, `telemetry`, `venues`.
 
 pub mod intake;
 mod reconcile;

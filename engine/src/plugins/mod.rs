@@ -5,8 +5,9 @@
 //! memory cap. Its answer is checked by [`validate`] before anything acts on
 //! it; a pipeline's strategies form a fallback [`Chain`]. `cache` keeps
 //! compiled modules in memory and on disk; [`watch`] notices changed config
-//! and plugin files for hot reload; [`cli`] backs `swapline plugins`. Imports `config`, `domain` and the ABI
-//! only.
+//! and plugin files for hot reload; [`cli`] backs `swapline plugins`.
+//!
+//! May import: `domain`, `telemetry`.
 
 mod cache;
 pub mod chain;

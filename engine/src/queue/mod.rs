@@ -1,8 +1,8 @@
 //! The `Queue` seam: jobs to run, claimed with a lease, retried at a time,
 //! and the engine-wide claim rate limit. Implementations: [`memory`]
-//! (in-process) and [`redis`] (a Stream with a consumer group). Imports
-//! `domain` and `telemetry::PoolStatus` only; never `api`, `pipeline` or
-//! another adapter.
+//! (in-process) and [`redis`] (a Stream with a consumer group).
+//!
+//! May import: `domain`, `telemetry`.
 
 pub mod config;
 #[cfg(test)]

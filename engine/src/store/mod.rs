@@ -3,8 +3,9 @@
 //! where `seq` is assigned. Implementations: [`sqlite`] (embedded) and
 //! [`postgres`] (production); both also keep the [`ledger`] of executed
 //! signatures. Holds what the backends share (page cutting, the unfinished
-//! SQL predicate, the pool status). Imports `domain`, `config` and
-//! `telemetry::PoolStatus` only; never `api`, `pipeline` or `venues`.
+//! SQL predicate, the pool status).
+//!
+//! May import: `domain`, `telemetry`.
 
 pub mod config;
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The `Venue` seam: quote an amount, execute a leg (idempotent per
 //! signature). The simulated DEX pools live in [`simulated`]; a real chain
-//! adapter would implement the same trait. Imports `domain`, the ABI types
-//! and the execution ledger seam (`store::ledger`) only; never `api` or
-//! `pipeline`.
+//! adapter would implement the same trait.
+//!
+//! May import: `domain`, `store` (the execution ledger seam).
 
 pub mod config;
 mod rng;
