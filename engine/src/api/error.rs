@@ -2,7 +2,7 @@
 //! with the right status.
 
 use super::http::{Body, json_response};
-use crate::domain::FieldError;
+use crate::{domain::FieldError, pipeline::QueueError, store::StoreError};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
@@ -60,6 +60,32 @@ impl ApiError {
             code,
             format!("temporarily unavailable: {error}"),
         )
+    }
+
+    /// A store failure: 503 `store_unavailable` when trying again later may
+    /// succeed ([`StoreError::is_transient`]), else 500 `store_error`.
+    pub fn store(error: StoreError) -> Self {
+        if error.is_transient() {
+            Self::unavailable("store_unavailable", error)
+        } else {
+            Self::internal("store_error", error)
+        }
+    }
+
+    /// A queue failure: 503 `queue_unavailable` when transient
+    /// ([`QueueError::is_transient`]), else 500 `queue_error`.
+    pub fn queue(error: QueueError) -> Self {
+        if error.is_transient() {
+            Self::unavailable("queue_unavailable", error)
+        } else {
+            Self::internal("queue_error", error)
+        }
+    }
+
+    /// 500 for a backend that answered, but not as it should.
+    pub fn internal(code: &'static str, error: impl std::fmt::Display) -> Self {
+        tracing::error!(code, error = %error, "backend error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("internal error: {error}"))
     }
 
     /// The response.

@@ -240,8 +240,8 @@ async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Re
     let order = state.intake.order_from(&body)?;
     let accepted = state.intake.submit(order).await.map_err(|e| match e {
         SubmitError::Invalid(e) => ApiError::from(e),
-        SubmitError::Store(e) => ApiError::unavailable("store_unavailable", e),
-        SubmitError::Queue(e) => ApiError::unavailable("queue_unavailable", e),
+        SubmitError::Store(e) => ApiError::store(e),
+        SubmitError::Queue(e) => ApiError::queue(e),
     })?;
     let created = Created {
         success: true,
@@ -287,7 +287,7 @@ async fn order_status(
         .store
         .order(id)
         .await
-        .map_err(|e| ApiError::unavailable("store_unavailable", e))?
+        .map_err(ApiError::store)?
         .ok_or_else(|| order_not_found(id))?;
     if !upgrade {
         let response = OrderResponse {
@@ -326,11 +326,10 @@ fn since(request: &Request<Incoming>) -> Result<u64, ApiError> {
 async fn order_events(state: &ApiState, request: &Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let since = since(request)?;
-    let unavailable = |e| ApiError::unavailable("store_unavailable", e);
-    if state.store.order(id).await.map_err(unavailable)?.is_none() {
+    if state.store.order(id).await.map_err(ApiError::store)?.is_none() {
         return Err(order_not_found(id));
     }
-    let events = state.store.events(id, since).await.map_err(unavailable)?;
+    let events = state.store.events(id, since).await.map_err(ApiError::store)?;
     Ok(json_response(
         StatusCode::OK,
         &EventList {
@@ -387,7 +386,7 @@ async fn list_orders(state: &ApiState, request: &Request<Incoming>) -> Result<Re
         .store
         .list_orders(&ListQuery { status, limit, cursor })
         .await
-        .map_err(|e| ApiError::unavailable("store_unavailable", e))?;
+        .map_err(ApiError::store)?;
     Ok(json_response(
         StatusCode::OK,
         &OrderList {

@@ -27,6 +27,7 @@ use crate::{
     telemetry,
     venues::{LegOrder, Venue, VenueError},
 };
+pub use crate::queue::QueueError;
 pub use intake::{Accepted, Intake, RequeueError, SubmitError, requeue_unfinished};
 pub use reconcile::{ReconcilerConfig, reconcile};
 pub use recorder::Recorder;
