@@ -105,6 +105,12 @@ pub struct Engine {
     host: PluginHost,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
 /// A store and the execution ledger it also keeps (one object, two seams).
 #[derive(Clone)]
 pub struct StoreAndLedger {

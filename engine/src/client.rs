@@ -131,6 +131,12 @@ pub struct Socket {
     ws: FragmentCollector<TokioIo<Upgraded>>,
 }
 
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").finish_non_exhaustive()
+    }
+}
+
 /// Opens a WebSocket on `path` (e.g. `/api/orders/status/<id>?since=3`).
 pub async fn connect(base: &str, path: &str) -> Result<Socket, ClientError> {
     let host = authority(base).to_owned();

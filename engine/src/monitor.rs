@@ -52,6 +52,12 @@ pub struct Monitor {
     pub stuck_after: Duration,
 }
 
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
 impl Monitor {
     /// Samples until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {

@@ -85,7 +85,11 @@ impl ApiError {
     /// 500 for a backend that answered, but not as it should.
     pub fn internal(code: &'static str, error: impl std::fmt::Display) -> Self {
         tracing::error!(code, error = %error, "backend error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("internal error: {error}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            format!("internal error: {error}"),
+        )
     }
 
     /// The response.

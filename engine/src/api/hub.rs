@@ -28,6 +28,12 @@ pub struct Hub {
     next_id: AtomicU64,
 }
 
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
 struct Topic {
     clients: Vec<(u64, mpsc::Sender<Published>)>,
     ready: watch::Receiver<Ready>,
@@ -40,6 +46,12 @@ pub struct Membership {
     id: u64,
     /// Live events of the order, from the moment of joining.
     pub events: mpsc::Receiver<Published>,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership").finish_non_exhaustive()
+    }
 }
 
 impl Drop for Membership {

@@ -63,6 +63,12 @@ pub struct ApiState {
     pub sessions: TaskTracker,
 }
 
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
 /// Serves only `GET /metrics` on `listener` until `shutdown` (for workers,
 /// which have no API port).
 pub async fn serve_metrics(listener: TcpListener, shutdown: CancellationToken) {

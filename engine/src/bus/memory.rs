@@ -13,6 +13,12 @@ pub struct MemoryBus {
     sender: mpsc::Sender<Published>,
 }
 
+impl std::fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBus").finish_non_exhaustive()
+    }
+}
+
 impl MemoryBus {
     /// A bus buffering up to `buffer` undelivered events, and this
     /// process's stream of them (the only one).

@@ -42,6 +42,12 @@ pub struct RedisBus {
     commands: mpsc::Sender<Command>,
 }
 
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus").finish_non_exhaustive()
+    }
+}
+
 impl RedisBus {
     /// Starts the subscriber task on `client`; publishes through `publisher`
     /// (a pool of its own, apart from the queue's). Returns the bus and this

@@ -16,6 +16,7 @@ mod retry;
 mod stats;
 mod worker;
 
+pub use crate::queue::QueueError;
 use crate::{
     domain::{
         ErrorInfo, Event, EventData, EventKind, Order, OrderId, OrderPatch, QuoteView, Route, RouteLeg, Timestamp,
@@ -27,7 +28,6 @@ use crate::{
     telemetry,
     venues::{LegOrder, Venue, VenueError},
 };
-pub use crate::queue::QueueError;
 pub use intake::{Accepted, Intake, RequeueError, SubmitError, requeue_unfinished};
 pub use reconcile::{ReconcilerConfig, reconcile};
 pub use recorder::Recorder;

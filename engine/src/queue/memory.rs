@@ -21,6 +21,12 @@ pub struct MemoryQueue {
     ready: Notify,
 }
 
+impl std::fmt::Debug for MemoryQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryQueue").finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct State {
     waiting: VecDeque<(Job, Instant)>,
@@ -195,6 +201,12 @@ impl Queue for MemoryQueue {
 pub struct MemoryRateLimit {
     per_minute: u32,
     bucket: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl std::fmt::Debug for MemoryRateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRateLimit").finish_non_exhaustive()
+    }
 }
 
 impl MemoryRateLimit {

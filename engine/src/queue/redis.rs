@@ -89,6 +89,12 @@ pub struct RedisQueue {
     lease: Duration,
 }
 
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue").finish_non_exhaustive()
+    }
+}
+
 impl RedisQueue {
     /// A queue under `prefix`; `consumer` names this process in the group.
     pub fn new(pool: Pool, prefix: &str, consumer: String, lease: Duration) -> Self {
@@ -361,6 +367,12 @@ pub struct RedisRateLimit {
     pool: Pool,
     key: String,
     per_minute: u32,
+}
+
+impl std::fmt::Debug for RedisRateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRateLimit").finish_non_exhaustive()
+    }
 }
 
 impl RedisRateLimit {

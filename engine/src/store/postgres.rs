@@ -41,6 +41,12 @@ pub struct PostgresStore {
     schema: String,
 }
 
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
 impl PostgresStore {
     /// Builds the pool (connections open lazily, so a database that is down
     /// at start is reported by the first call, not here).

@@ -51,6 +51,12 @@ pub struct SimulatedVenue {
     ledger: Arc<dyn ExecutionLedger>,
 }
 
+impl std::fmt::Debug for SimulatedVenue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedVenue").finish_non_exhaustive()
+    }
+}
+
 struct SimPool {
     base: String,
     quote: String,

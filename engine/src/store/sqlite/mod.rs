@@ -48,6 +48,12 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
 }
 
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Options {
     synchronous: SqliteSync,
