@@ -40,6 +40,49 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
+/// Where a session stands in its order's history: the `seq` of the last
+/// event it sent. Pure (no I/O), so the no-gap, no-duplicate rule is tested
+/// apart from framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    last: u64,
+}
+
+/// What to do with a live event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Already sent (from history or an earlier delivery): drop it.
+    Skip,
+    /// The next one: send it.
+    Send,
+    /// Events between the cursor and this one are missing (the bus lost
+    /// them): send the stored ones before `seq` first, then this one.
+    FillGap,
+}
+
+impl Cursor {
+    /// A cursor after `since` (0: nothing sent yet).
+    fn new(since: u64) -> Self {
+        Cursor { last: since }
+    }
+
+    /// The step for a live event numbered `seq`.
+    fn step(self, seq: u64) -> Step {
+        if seq <= self.last {
+            Step::Skip
+        } else if seq == self.last + 1 {
+            Step::Send
+        } else {
+            Step::FillGap
+        }
+    }
+
+    /// Records that event `seq` was sent.
+    fn sent(&mut self, seq: u64) {
+        self.last = seq;
+    }
+}
+
 enum Control {
     Ping(Vec<u8>),
     Pong,
@@ -161,16 +204,16 @@ async fn stream(
 
     // Joined first, history second: any event committed after this read is
     // already queued in `membership.events`; duplicates are dropped by seq.
-    let mut last = since;
-    if let Some(end) = replay(writer, state, order, &mut last, u64::MAX).await? {
+    let mut cursor = Cursor::new(since);
+    if let Some(end) = replay(writer, state, order, &mut cursor, u64::MAX).await? {
         return Ok(end);
     }
     // `?since` at or past the terminal event replays nothing, yet the order
     // may be finished all the same. (When something was replayed and none of
     // it was terminal, the order is still running: no need to ask.)
-    if last == since {
+    if cursor == Cursor::new(since) {
         match state.store.order(order).await {
-            Ok(Some(current)) if current.status.is_terminal() && last >= current.last_seq => {
+            Ok(Some(current)) if current.status.is_terminal() && cursor.last >= current.last_seq => {
                 return Ok(End::finished());
             }
             Ok(_) => {}
@@ -197,28 +240,30 @@ async fn stream(
             event = membership.events.recv() => match event {
                 Some(event) if event.is_resync() => {
                     // The bus may have dropped events: the store has them all.
-                    if let Some(end) = replay(writer, state, order, &mut last, u64::MAX).await? {
+                    if let Some(end) = replay(writer, state, order, &mut cursor, u64::MAX).await? {
                         return Ok(end);
                     }
                 }
                 Some(event) => {
-                    if event.seq <= last {
-                        continue;
-                    }
-                    if event.seq > last + 1 {
-                        // The bus lost something: the store has it.
-                        if let Some(end) = replay(writer, state, order, &mut last, event.seq).await? {
-                            return Ok(end);
+                    match cursor.step(event.seq) {
+                        Step::Skip => continue,
+                        Step::Send => {}
+                        Step::FillGap => {
+                            // The bus lost something: the store has it.
+                            if let Some(end) = replay(writer, state, order, &mut cursor, event.seq).await? {
+                                return Ok(end);
+                            }
                         }
                     }
                     send(writer, &event.payload, false).await?;
-                    last = event.seq;
+                    cursor.sent(event.seq);
                     if event.terminal {
                         return Ok(End::finished());
                     }
                 }
                 None => {
                     event::ws_slow_close();
+                    let last = cursor.last;
                     tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
                     return Ok(End::Close(close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?since={last}")));
                 }
@@ -237,27 +282,59 @@ async fn stream(
     }
 }
 
-/// Sends stored events with `last < seq < before`, advancing `last`;
+/// Sends stored events after the cursor and before `before`, advancing it;
 /// `Some(end)` when the session must end (the terminal event was sent, or
 /// the store is down).
 async fn replay(
     writer: &mut Writer,
     state: &Arc<ApiState>,
     order: OrderId,
-    last: &mut u64,
+    cursor: &mut Cursor,
     before: u64,
 ) -> Result<Option<End>, WebSocketError> {
-    let history = match state.store.events(order, *last).await {
+    let history = match state.store.events(order, cursor.last).await {
         Ok(history) => history,
         Err(e) => return Ok(Some(End::store_down(e))),
     };
     for event in history.iter().filter(|e| e.seq < before) {
         let published = Published::new(event);
         send(writer, &published.payload, true).await?;
-        *last = event.seq;
+        cursor.sent(event.seq);
         if published.terminal {
             return Ok(Some(End::finished()));
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_sends_the_next_event_and_skips_what_was_sent() {
+        let mut cursor = Cursor::new(0);
+        assert_eq!(cursor.step(1), Step::Send);
+        cursor.sent(1);
+        assert_eq!(cursor.step(1), Step::Skip, "a duplicate delivery");
+        assert_eq!(cursor.step(2), Step::Send);
+    }
+
+    #[test]
+    fn cursor_asks_for_the_store_when_the_bus_skipped_events() {
+        let mut cursor = Cursor::new(3);
+        assert_eq!(cursor.step(6), Step::FillGap);
+        cursor.sent(4);
+        cursor.sent(5);
+        assert_eq!(cursor.step(6), Step::Send, "after the gap is filled");
+    }
+
+    #[test]
+    fn cursor_from_since_skips_history_the_client_has() {
+        let cursor = Cursor::new(5);
+        for seq in 1..=5 {
+            assert_eq!(cursor.step(seq), Step::Skip, "seq {seq}");
+        }
+        assert_eq!(cursor.step(6), Step::Send);
+    }
 }
