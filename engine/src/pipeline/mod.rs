@@ -5,7 +5,7 @@
 //! id, and `process` reads the order to know its next step, so a retried,
 //! recovered or duplicated job does the right thing. A submission reuses the
 //! route's signatures, which the venue deduplicates: an order never swaps
-//! twice. Imports `domain`, `plugins` (the strategy chain) and the seams'
+//! twice. Imports `domain`, `strategy` (the strategy chain) and the seams'
 //! traits; never `api`, `config` or an adapter.
 
 pub mod intake;
@@ -20,9 +20,9 @@ use crate::{
         ErrorInfo, Event, EventData, EventKind, Order, OrderId, OrderPatch, QuoteView, Route, RouteLeg, Timestamp,
         TokenRegistry, format_price, format_units, progress,
     },
-    plugins::{Chain, ChainFailed, PluginError},
     queue::Job,
     store::{NewEvent, Store, StoreError},
+    strategy::{Chain, ChainFailed, PluginError},
     telemetry,
     venues::{LegOrder, Venue, VenueError},
 };

@@ -7,8 +7,12 @@
 //! allocator (`plugins.pooled_instances` slots) so that a fresh instance per
 //! call costs microseconds.
 
-use super::{PluginError, Strategy, cache::ModuleCache, sha256_hex};
-use crate::{domain::StrategyRef, plugins::PluginsConfig};
+use super::{Source, cache::ModuleCache, resolve, sha256_hex, sidecar_path};
+use crate::{
+    domain::StrategyRef,
+    plugins::PluginsConfig,
+    strategy::{PluginError, Strategy},
+};
 use async_trait::async_trait;
 use std::{
     path::PathBuf,
@@ -204,6 +208,26 @@ impl PluginHost {
         }
         strategy.params_schema = strategy.exported_params_schema()?.map(Arc::new);
         Ok(strategy)
+    }
+
+    /// Resolves and loads a `strategy` setting; a module file without a
+    /// `swapline_params_schema` export takes its schema from the sidecar
+    /// `<stem>.schema.json` when there is one.
+    pub fn load_setting(&self, setting: &str) -> Result<WasmStrategy, PluginError> {
+        let resolved = resolve(setting)?;
+        let strategy = self.load(&resolved.name, &resolved.bytes)?;
+        let Source::File(path) = &resolved.source else {
+            return Ok(strategy);
+        };
+        let sidecar = sidecar_path(path);
+        if strategy.params_schema().is_some() || !sidecar.is_file() {
+            return Ok(strategy);
+        }
+        let bytes = std::fs::read(&sidecar)
+            .map_err(|e| PluginError::Load(format!("cannot read {}: {e}", sidecar.display())))?;
+        let schema =
+            parse_params_schema(&bytes).map_err(|e| PluginError::Load(format!("{}: {e}", sidecar.display())))?;
+        Ok(strategy.with_sidecar_schema(schema))
     }
 }
 
@@ -629,7 +653,7 @@ mod tests {
         // 200k into 1M-deep pools: price impact makes two legs pay.
         input.order.amount_in = Units(200_000);
         let decision = builtin("split").await.route(&input).await.unwrap();
-        let checked = super::super::validate::validate(&input, &decision).unwrap();
+        let checked = crate::strategy::validate::validate(&input, &decision).unwrap();
         assert_eq!(checked.len(), 2, "{decision:?}");
         let split_out: u128 = checked.iter().map(|l| l.expected_out).sum();
         let single = input.quotes[0].pool.swap(200_000).unwrap().amount_out;

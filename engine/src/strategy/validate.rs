@@ -1,6 +1,7 @@
 //! The host's check of a strategy's answer, before anything acts on it:
 //! known venues, positive legs that sum to the order amount, fillable legs,
-//! and a minimum output no looser than the slippage allows.
+//! and a minimum output no looser than the slippage allows. Imports the ABI
+//! types only; never wasmtime.
 
 use super::PluginError;
 use std::collections::HashSet;
