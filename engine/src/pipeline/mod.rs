@@ -20,6 +20,8 @@ mod retry;
 mod route;
 mod stats;
 mod submit;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use crate::{
