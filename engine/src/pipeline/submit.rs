@@ -41,7 +41,8 @@ impl Pipeline {
             ..OrderPatch::default()
         };
         let message = format!("Submitting transaction (attempt {attempt}/{max})...");
-        self.emit(order.id, submitted_progress, message, submitted, patch).await?;
+        self.emit(order.id, submitted_progress, message, submitted, patch)
+            .await?;
 
         let started = Instant::now();
         for index in 0..route.legs.len() {
@@ -106,7 +107,8 @@ impl Pipeline {
             ..OrderPatch::default()
         };
         let message = "Order successfully executed".to_owned();
-        self.emit(order.id, progress::CONFIRMED, message, confirmed, patch).await?;
+        self.emit(order.id, progress::CONFIRMED, message, confirmed, patch)
+            .await?;
         telemetry::event::order_finished("confirmed", &dex, order.created_at.elapsed(), attempt);
         Ok(Outcome::Finished)
     }

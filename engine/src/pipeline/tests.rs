@@ -111,7 +111,9 @@ fn mock(names: &[&str]) -> (Vec<Arc<dyn Venue>>, Handle) {
 impl ScriptedVenue {
     async fn ask(&self, request: Request) -> Answer {
         let (reply, answer) = oneshot::channel();
-        self.requests.send((request, reply)).expect("the handle outlives the venues");
+        self.requests
+            .send((request, reply))
+            .expect("the handle outlives the venues");
         match answer.await {
             Ok(answer) => answer,
             // The handle dropped the reply: silence.
@@ -287,7 +289,11 @@ impl Strategy for EvenSplit {
             .enumerate()
             .map(|(i, q)| Leg {
                 venue: q.venue.clone(),
-                amount_in: Units(if i as u128 + 1 == n { amount - share * (n - 1) } else { share }),
+                amount_in: Units(if i as u128 + 1 == n {
+                    amount - share * (n - 1)
+                } else {
+                    share
+                }),
                 min_amount_out: None,
             })
             .collect();
@@ -353,8 +359,18 @@ impl Harness {
             requote_after,
         };
         let tokens = TokenRegistry::new([
-            ("SOL".into(), "So11111111111111111111111111111111111111112".into(), 9, "1000000".into()),
-            ("USDC".into(), "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(), 6, "1000000".into()),
+            (
+                "SOL".into(),
+                "So11111111111111111111111111111111111111112".into(),
+                9,
+                "1000000".into(),
+            ),
+            (
+                "USDC".into(),
+                "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(),
+                6,
+                "1000000".into(),
+            ),
         ])
         .unwrap();
         let pipeline = Pipeline::new(settings, self.recorder.clone(), venues, stages(), Arc::new(tokens));
@@ -396,7 +412,12 @@ impl Harness {
     /// `process` with `script`, and settles the job as the worker does.
     /// Returns how long the job was waited for, the outcome and the
     /// venue requests.
-    async fn round(&self, pipeline: &Pipeline, handle: &mut Handle, script: Vec<Step>) -> (Duration, Outcome, Vec<Request>) {
+    async fn round(
+        &self,
+        pipeline: &Pipeline,
+        handle: &mut Handle,
+        script: Vec<Step>,
+    ) -> (Duration, Outcome, Vec<Request>) {
         let asked = Instant::now();
         let lease = self.queue.claim(HOUR).await.unwrap().expect("the job comes back");
         let waited = asked.elapsed();
@@ -479,7 +500,13 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
             max_attempts: 3,
             rounds: vec![vec![quote("raydium"), congested("raydium")], vec![fill("raydium")]],
             outcomes: vec![retry(FIRST_DELAY), Outcome::Finished],
-            kinds: after_routing(&["submitted", "execution-failed", "retry-pending", "submitted", "confirmed"]),
+            kinds: after_routing(&[
+                "submitted",
+                "execution-failed",
+                "retry-pending",
+                "submitted",
+                "confirmed",
+            ]),
             codes: &["congested"],
             attempts: &[1, 2],
             status: Status::Confirmed,
@@ -490,7 +517,13 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
             max_attempts: 3,
             rounds: vec![vec![quote("raydium"), silent("raydium")], vec![fill("raydium")]],
             outcomes: vec![retry(FIRST_DELAY), Outcome::Finished],
-            kinds: after_routing(&["submitted", "execution-failed", "retry-pending", "submitted", "confirmed"]),
+            kinds: after_routing(&[
+                "submitted",
+                "execution-failed",
+                "retry-pending",
+                "submitted",
+                "confirmed",
+            ]),
             codes: &["execute_timeout"],
             attempts: &[1, 2],
             status: Status::Confirmed,
@@ -584,7 +617,12 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
         assert_eq!(order.status, case.status, "{name}");
         assert_eq!(order.attempts, case.attempts.len() as u32, "{name}");
         match (&events.last().unwrap().data, case.failed_suffix) {
-            (EventData::Failed { error, total_attempts, .. }, Some(suffix)) => {
+            (
+                EventData::Failed {
+                    error, total_attempts, ..
+                },
+                Some(suffix),
+            ) => {
                 assert!(error.ends_with(suffix), "{name}: {error}");
                 assert_eq!(*total_attempts, order.attempts, "{name}");
             }
@@ -707,7 +745,11 @@ async fn stale_quotes_reroute_a_retry_unless_a_leg_filled() {
         let failed = first.last().expect("the first attempt executed");
         assert_eq!(retried.0, failed.0, "{name}: the failed leg's venue runs again");
         assert_eq!(retried.2, 2, "{name}: as attempt 2");
-        assert_eq!(retried.1 == failed.1, case.version == 1, "{name}: new signatures iff re-routed");
+        assert_eq!(
+            retried.1 == failed.1,
+            case.version == 1,
+            "{name}: new signatures iff re-routed"
+        );
         let filled_before: Vec<&String> = first[..first.len() - 1].iter().map(|e| &e.0).collect();
         assert!(
             second.iter().all(|e| !filled_before.contains(&&e.0)),
@@ -730,8 +772,18 @@ async fn a_verdict_owed_after_the_last_attempt_is_given_on_resume() {
         message: "the network is congested".into(),
     };
     let cases = [
-        ("the last error stands", Some(congested), "congested", "the network is congested (after 2 attempts)"),
-        ("no error on record", None, "retries_exhausted", "no attempts left (after 2 attempts)"),
+        (
+            "the last error stands",
+            Some(congested),
+            "congested",
+            "the network is congested (after 2 attempts)",
+        ),
+        (
+            "no error on record",
+            None,
+            "retries_exhausted",
+            "no attempts left (after 2 attempts)",
+        ),
     ];
     for (name, last_error, code, message) in cases {
         let h = Harness::new().await;
@@ -748,7 +800,10 @@ async fn a_verdict_owed_after_the_last_attempt_is_given_on_resume() {
             last_error,
             ..OrderPatch::default()
         };
-        h.store.append_event(job.order_id, event(submitted, patch)).await.unwrap();
+        h.store
+            .append_event(job.order_id, event(submitted, patch))
+            .await
+            .unwrap();
         let pending = EventData::RetryPending {
             delay: 1_000,
             next_attempt: 3,
@@ -769,7 +824,11 @@ async fn a_verdict_owed_after_the_last_attempt_is_given_on_resume() {
                 error,
                 total_attempts,
                 ..
-            } => assert_eq!((got.as_str(), error.as_str(), *total_attempts), (code, message, 2), "{name}"),
+            } => assert_eq!(
+                (got.as_str(), error.as_str(), *total_attempts),
+                (code, message, 2),
+                "{name}"
+            ),
             other => panic!("{name}: {other:?}"),
         }
     }
@@ -822,11 +881,18 @@ async fn a_job_for_a_finished_or_unknown_order_is_acked_without_work() {
 
     let (again, requests) = play(&pipeline, &job, &mut handle, vec![]).await;
     assert_eq!((again, requests), (Outcome::Finished, vec![]));
-    assert_eq!(h.events(job.order_id).await.len(), before, "a duplicate job records nothing");
+    assert_eq!(
+        h.events(job.order_id).await.len(),
+        before,
+        "a duplicate job records nothing"
+    );
 
     let unknown = Job {
         id: "lost".into(),
         order_id: OrderId::new(),
     };
-    assert_eq!(play(&pipeline, &unknown, &mut handle, vec![]).await.0, Outcome::Finished);
+    assert_eq!(
+        play(&pipeline, &unknown, &mut handle, vec![]).await.0,
+        Outcome::Finished
+    );
 }

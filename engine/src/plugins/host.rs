@@ -567,7 +567,10 @@ impl Strategy for WasmStrategy {
 mod tests {
     use super::*;
     use crate::domain::Dur;
-    use swapline_abi::{OrderInfo, PoolState, Units, VenueQuote};
+    use swapline_abi::{
+        Units,
+        testing::{QuoteBuilder, RouteInputBuilder},
+    };
 
     fn limits() -> PluginsConfig {
         PluginsConfig {
@@ -586,31 +589,21 @@ mod tests {
         }
     }
 
+    /// 1,000 SOL base units at 50 bps; raydium and meteora quote on
+    /// 1,000,000 / 1,000,000 pools with a 25 bps fee.
     fn input() -> RouteInput {
-        let quote = |venue: &str, out| VenueQuote {
-            venue: venue.into(),
-            amount_out: Units(out),
-            fee_bps: 25,
-            price_impact_bps: 1,
-            latency_ms: 0,
-            pool: PoolState::ConstantProduct {
-                reserve_in: Units(1_000_000),
-                reserve_out: Units(1_000_000),
-                fee_bps: 25,
-            },
-            stats: None,
+        let quote = |venue: &str, out| {
+            QuoteBuilder::new(venue)
+                .cpmm(1_000_000, 1_000_000, 25)
+                .price_impact_bps(1)
+                .amount_out(out)
+                .build()
         };
-        RouteInput {
-            order: OrderInfo {
-                id: "o".into(),
-                token_in: "SOL".into(),
-                token_out: "USDC".into(),
-                amount_in: Units(1_000),
-                slippage_bps: 50,
-            },
-            quotes: vec![quote("raydium", 990), quote("meteora", 995)],
-            params: Default::default(),
-        }
+        RouteInputBuilder::new()
+            .pair("SOL", "USDC")
+            .slippage_bps(50)
+            .quotes([quote("raydium", 990), quote("meteora", 995)])
+            .build()
     }
 
     /// A module (WAT text; the engine compiles text too) that satisfies the

@@ -284,7 +284,10 @@ fn check_params(
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use swapline_abi::{Leg, OrderInfo, PoolState, RouteDecision, Units, VenueQuote};
+    use swapline_abi::{
+        Leg, RouteDecision, Units,
+        testing::{QuoteBuilder, RouteInputBuilder},
+    };
 
     /// A scripted strategy: answers with `legs` of (venue, amount) or fails.
     struct Scripted {
@@ -333,30 +336,11 @@ mod tests {
         })
     }
 
+    /// Order `o`: 1,000 of A for B at 100 bps, quoted by raydium only.
     fn input() -> RouteInput {
-        RouteInput {
-            order: OrderInfo {
-                id: "o".into(),
-                token_in: "A".into(),
-                token_out: "B".into(),
-                amount_in: Units(1_000),
-                slippage_bps: 100,
-            },
-            quotes: vec![VenueQuote {
-                venue: "raydium".into(),
-                amount_out: Units(990),
-                fee_bps: 0,
-                price_impact_bps: 0,
-                latency_ms: 0,
-                pool: PoolState::ConstantProduct {
-                    reserve_in: Units(1_000_000),
-                    reserve_out: Units(1_000_000),
-                    fee_bps: 0,
-                },
-                stats: None,
-            }],
-            params: Default::default(),
-        }
+        RouteInputBuilder::new()
+            .quote(QuoteBuilder::new("raydium").amount_out(990).build())
+            .build()
     }
 
     fn texts(error: ChainError) -> Vec<String> {

@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(reasons, PluginError::REASONS, "one label per variant, in order");
         assert!(PluginError::REASONS.contains(&"invalid_params"));
         for error in &errors {
-            assert!(error.to_string().starts_with(&format!("{}: ", error.reason())), "{error}");
+            assert!(
+                error.to_string().starts_with(&format!("{}: ", error.reason())),
+                "{error}"
+            );
         }
     }
 

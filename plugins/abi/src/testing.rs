@@ -213,7 +213,10 @@ mod tests {
             .amount_in(500)
             .quotes([QuoteBuilder::new("a").build(), QuoteBuilder::new("b").build()])
             .build();
-        assert_eq!((input.order.token_in.as_str(), input.order.amount_in), ("SOL", Units(500)));
+        assert_eq!(
+            (input.order.token_in.as_str(), input.order.amount_in),
+            ("SOL", Units(500))
+        );
         assert_eq!((input.order.id.as_str(), input.order.slippage_bps), ("o", 100));
         let venues: Vec<&str> = input.quotes.iter().map(|q| q.venue.as_str()).collect();
         assert_eq!(venues, ["a", "b"]);
