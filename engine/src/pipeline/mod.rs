@@ -5,12 +5,15 @@
 //! id, and `process` reads the order to know its next step, so a retried,
 //! recovered or duplicated job does the right thing. A submission reuses the
 //! route's signatures, which the venue deduplicates: an order never swaps
-//! twice. One file per stage: [`quote`](self::quote) (venues' quotes),
-//! `route` (strategy and build), `submit` (execute, confirm, retry),
-//! `failure` (codes and the `failed` event). Imports `domain`, `strategy`
-//! and the seams' traits (`store`, `bus`, `queue`, `venues`); never `api`,
-//! `config`, `plugins` (wasmtime) or an adapter.
+//! twice.
+//!
+//! One file per stage: `quote` (venues' quotes), `route` (strategy and
+//! build), `submit` (execute, retry), `confirm`, and `failure` (codes and
+//! the `failed` event). Imports `domain`, `strategy` and the seams' traits
+//! (`store`, `bus`, `queue`, `venues`); never `api`, `config`, `plugins`
+//! (wasmtime) or an adapter.
 
+mod confirm;
 mod failure;
 pub mod intake;
 mod quote;
@@ -56,6 +59,7 @@ pub enum Outcome {
 
 /// Per-order-type settings and strategy. An order holds its stage for the
 /// whole run, so a reload never changes the strategy under an order.
+#[derive(Debug)]
 pub struct Stage {
     /// Routing strategies (a fallback chain) and their params.
     pub chain: Chain,
@@ -84,6 +88,17 @@ pub struct Pipeline {
     retry: RetryPolicy,
     requote_after: Duration,
     tracker: VenueTracker,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let venues: Vec<&str> = self.venues.iter().map(|v| v.name()).collect();
+        f.debug_struct("Pipeline")
+            .field("venues", &venues)
+            .field("retry", &self.retry)
+            .field("requote_after", &self.requote_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pipeline {

@@ -1,9 +1,9 @@
 //! The submit stage: execute each leg not yet filled (idempotent by its
-//! signature), then confirm; a failed leg either fails the order
-//! (permanent) or records the attempt and asks for a retry after the
-//! backoff (transient). Records `submitted`, `execution-failed`,
-//! `retry-pending`, `confirmed`. Imports `domain` and the `venues` seam;
-//! never `api`, `config` or an adapter.
+//! signature), then hand over to `confirm`; a failed leg either fails the
+//! order (permanent) or records the attempt and asks for a retry after the
+//! backoff (transient). Records `submitted`, `execution-failed` and
+//! `retry-pending`. Imports `domain` and the `venues` seam; never `api`,
+//! `config` or an adapter.
 
 use super::{
     Outcome, Pipeline, Stage,
@@ -11,7 +11,7 @@ use super::{
     retry::random_unit,
 };
 use crate::{
-    domain::{ErrorInfo, EventData, Order, OrderPatch, Route, format_price, format_units, progress},
+    domain::{ErrorInfo, EventData, Order, OrderPatch, Route, progress},
     store::StoreError,
     telemetry,
     venues::{LegOrder, VenueError},
@@ -83,34 +83,6 @@ impl Pipeline {
         }
         telemetry::event::stage("submit", started.elapsed());
         self.confirm(order, route, attempt).await
-    }
-
-    /// Every leg filled: record the totals and the `confirmed` event.
-    async fn confirm(&self, order: &Order, route: Route, attempt: u32) -> Result<Outcome, StoreError> {
-        let amount_out: u128 = route.legs.iter().filter_map(|l| l.filled_out).map(|u| u.0).sum();
-        let (din, dout) = (self.decimals(&order.token_in), self.decimals(&order.token_out));
-        let price = format_price(order.amount_in, din, amount_out, dout);
-        let dex = route.dex();
-        let tx_hash = route.legs[0].signature.clone();
-        let confirmed = EventData::Confirmed {
-            tx_hash: tx_hash.clone(),
-            dex: dex.clone(),
-            amount_out: format_units(amount_out, dout),
-            executed_price: price.clone(),
-        };
-        let patch = OrderPatch {
-            route: Some(route),
-            tx_hash: Some(tx_hash),
-            dex: Some(dex.clone()),
-            amount_out: Some(amount_out),
-            executed_price: Some(price),
-            ..OrderPatch::default()
-        };
-        let message = "Order successfully executed".to_owned();
-        self.emit(order.id, progress::CONFIRMED, message, confirmed, patch)
-            .await?;
-        telemetry::event::order_finished("confirmed", &dex, order.created_at.elapsed(), attempt);
-        Ok(Outcome::Finished)
     }
 
     /// A leg failed: a permanent error fails the order; a transient one is

@@ -19,6 +19,16 @@ pub struct Chain {
     params: serde_json::Map<String, serde_json::Value>,
 }
 
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.strategies().map(|id| id.name.as_str()).collect();
+        f.debug_struct("Chain")
+            .field("strategies", &names)
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
 /// A route that passed the host's checks, and who made it.
 #[derive(Debug, Clone)]
 pub struct Routed {
