@@ -12,7 +12,10 @@ use swapline::{
     domain::Dur,
     plugins::{PluginHost, PluginsConfig, resolve},
 };
-use swapline_abi::{Bin, OrderInfo, PoolState, RouteInput, Units, VenueQuote};
+use swapline_abi::{
+    Bin, PoolState, RouteInput, Units,
+    testing::{QuoteBuilder, RouteInputBuilder},
+};
 
 fn limits(pooled_instances: u32) -> PluginsConfig {
     PluginsConfig {
@@ -62,29 +65,21 @@ fn input(venues: usize, bins: bool) -> RouteInput {
             };
             // As the pipeline sends it: only the bins the order can reach.
             let pool = pool.reachable(amount);
-            let swap = pool.swap(amount).expect("the pools fill the order");
-            VenueQuote {
-                venue: format!("venue{i}"),
-                amount_out: Units(swap.amount_out),
-                fee_bps: swap.fee_bps,
-                price_impact_bps: swap.price_impact_bps,
-                latency_ms: 3,
-                pool,
-                stats: None,
-            }
+            assert!(pool.swap(amount).is_some(), "the pools fill the order");
+            QuoteBuilder::new(format!("venue{i}"))
+                .pool(pool)
+                .quoted_for(amount)
+                .latency_ms(3)
+                .build()
         })
-        .collect();
-    RouteInput {
-        order: OrderInfo {
-            id: "00000000-0000-4000-8000-000000000000".into(),
-            token_in: "SOL".into(),
-            token_out: "USDC".into(),
-            amount_in: Units(amount),
-            slippage_bps: 50,
-        },
-        quotes,
-        params: Default::default(),
-    }
+        .collect::<Vec<_>>();
+    RouteInputBuilder::new()
+        .id("00000000-0000-4000-8000-000000000000")
+        .pair("SOL", "USDC")
+        .amount_in(amount)
+        .slippage_bps(50)
+        .quotes(quotes)
+        .build()
 }
 
 fn routing(c: &mut Criterion) {

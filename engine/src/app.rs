@@ -15,9 +15,10 @@ use crate::{
         Intake, InvalidBackoff, Pipeline, PipelineSettings, Recorder, RequeueError, RetryPolicy, Stage, Worker,
         reconcile, requeue_unfinished,
     },
-    plugins::{self, Chain, PluginError, PluginHost, Strategy, watch::FileWatch},
+    plugins::{self, PluginHost, watch::FileWatch},
     queue::{MemoryQueue, MemoryRateLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisQueue, RedisRateLimit},
     store::{ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
+    strategy::{Chain, PluginError, Strategy},
     telemetry,
     venues::{PoolError, SimulatedVenue, Venue},
 };

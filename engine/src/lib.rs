@@ -13,9 +13,10 @@
 //! - [`api`]: the hyper server: routes, handlers, errors, WebSocket hub.
 //! - [`pipeline`]: the worker: stages, retry policy, error classes.
 //! - [`venues`]: the `Venue` seam and the simulated DEX pools.
+//! - [`strategy`]: the `Strategy` seam: answer validation and fallback chains.
 //! - [`plugins`]: the wasmtime host for strategy plugins: limits, the
-//!   compiled-module cache, answer validation, fallback chains, file watch
-//!   for hot reload, and the `swapline plugins` reports.
+//!   compiled-module cache, file watch for hot reload, and the
+//!   `swapline plugins` reports.
 //! - [`queue`], [`store`], [`bus`]: seams, each a trait plus implementations.
 //! - [`schemas`]: the JSON Schemas in `schemas/`, generated from the types.
 //! - [`telemetry`]: logging setup, metric names and typed metric events.
@@ -31,7 +32,7 @@
 // `unsafe`. Everything else stays safe code; a new `unsafe` anywhere fails
 // the build unless it is allowed explicitly and reviewed the same way.
 #![deny(unsafe_code)]
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
 pub mod api;
 pub mod app;
@@ -48,6 +49,7 @@ pub mod plugins;
 pub mod queue;
 pub mod schemas;
 pub mod store;
+pub mod strategy;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

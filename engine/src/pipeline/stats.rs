@@ -33,6 +33,12 @@ pub struct VenueTracker {
     venues: Mutex<HashMap<String, Record>>,
 }
 
+impl std::fmt::Debug for VenueTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VenueTracker").finish_non_exhaustive()
+    }
+}
+
 impl VenueTracker {
     /// An empty tracker.
     pub fn new() -> Self {

@@ -1,6 +1,7 @@
 //! The worker loop: claim a job (within the concurrency and the rate limit),
 //! heartbeat its lease while the pipeline runs it, then ack or re-queue it.
-//! A job waiting for its retry holds no slot.
+//! A job waiting for its retry holds no slot. Imports the `queue` seam and
+//! the pipeline; never `api`, `config` or an adapter.
 
 use super::{Outcome, Pipeline};
 use crate::domain::Dur;
@@ -61,8 +62,29 @@ pub struct Worker {
     pub lease: Duration,
 }
 
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
 /// How long a claim waits before the loop looks at shutdown again.
 const CLAIM_WAIT: Duration = Duration::from_secs(1);
+/// How long the loop waits before pinging a store that was down again.
+const STORE_PING_PAUSE: Duration = Duration::from_secs(1);
+/// How long the loop waits after a failed claim before claiming again.
+const CLAIM_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// When a job whose order hit a store error runs again.
+const STORE_ERROR_RETRY: Duration = Duration::from_secs(1);
+
+/// How a job's run left the store, as far as the worker loop cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobRun {
+    /// The store answered (or was not needed): keep claiming.
+    StoreOk,
+    /// The store was unreachable: stop claiming until a ping answers.
+    StoreDown,
+}
 
 impl Worker {
     /// Runs until `shutdown`, then lets running jobs finish for up to `grace`.
@@ -90,7 +112,7 @@ impl Worker {
                             store_down.store(false, Ordering::Relaxed);
                         }
                         Err(_) => {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            tokio::time::sleep(STORE_PING_PAUSE).await;
                             continue;
                         }
                     },
@@ -109,8 +131,8 @@ impl Worker {
                 Ok(None) => continue,
                 Err(e) => {
                     event::backend_error("queue");
-                    tracing::warn!(error = %e, "claim failed; retrying in 1s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::warn!(error = %e, pause = ?CLAIM_ERROR_PAUSE, "claim failed; retrying");
+                    tokio::time::sleep(CLAIM_ERROR_PAUSE).await;
                     continue;
                 }
             };
@@ -122,7 +144,7 @@ impl Worker {
             );
             let (shutdown, store_down) = (shutdown.clone(), store_down.clone());
             tracker.spawn(async move {
-                if !run_job(pipeline, queue, limit, lease, lease_len, shutdown).await {
+                if run_job(pipeline, queue, limit, lease, lease_len, shutdown).await == JobRun::StoreDown {
                     store_down.store(true, Ordering::Relaxed);
                 }
                 drop(slot);
@@ -141,6 +163,8 @@ impl Worker {
     }
 }
 
+/// Runs one claimed job: heartbeat, rate limit, the pipeline, then ack or
+/// re-queue it.
 async fn run_job(
     pipeline: Arc<Pipeline>,
     queue: Arc<dyn Queue>,
@@ -148,7 +172,7 @@ async fn run_job(
     lease: Lease,
     lease_len: Duration,
     shutdown: CancellationToken,
-) -> bool {
+) -> JobRun {
     // The heartbeat starts before the rate-limit wait, so a long wait never
     // lets the lease lapse and the job run twice.
     let heartbeat = {
@@ -168,7 +192,7 @@ async fn run_job(
             heartbeat.abort();
             // Not started: hand it back for the next run.
             let _ = queue.retry_after(&lease, Duration::ZERO).await;
-            return true;
+            return JobRun::StoreOk;
         }
         limited = timed(limit.acquire()) => match limited {
             (Err(e), _) => tracing::warn!(error = %e, "rate limit unavailable; running the job anyway"),
@@ -178,7 +202,10 @@ async fn run_job(
     }
     let outcome = pipeline.process(&lease.job).await;
     heartbeat.abort();
-    let store_ok = !matches!(&outcome, Err(e) if e.is_transient());
+    let run = match &outcome {
+        Err(e) if e.is_transient() => JobRun::StoreDown,
+        _ => JobRun::StoreOk,
+    };
     let settled = match outcome {
         Ok(Outcome::Finished) => {
             event::job_acked();
@@ -191,14 +218,14 @@ async fn run_job(
         Err(e) => {
             event::backend_error("store");
             event::job_retried();
-            tracing::warn!(order_id = %lease.job.order_id, error = %e, "store error; the job runs again in 1s");
-            queue.retry_after(&lease, Duration::from_secs(1)).await
+            tracing::warn!(order_id = %lease.job.order_id, error = %e, retry_in = ?STORE_ERROR_RETRY, "store error; the job runs again");
+            queue.retry_after(&lease, STORE_ERROR_RETRY).await
         }
     };
     if let Err(e) = settled {
         tracing::warn!(job = %lease.job.id, error = %e, "could not settle the job");
     }
-    store_ok
+    run
 }
 
 /// Runs a future and measures it.

@@ -2,7 +2,8 @@
 //! returning reports (the binary only prints them).
 
 use super::PipelineConfig;
-use super::{CallReport, PluginError, PluginHost, Source, WasmStrategy, builtin_names, resolve, validate::validate};
+use super::{CallReport, PluginHost, Source, WasmStrategy, builtin_names, resolve};
+use crate::strategy::{PluginError, validate::validate};
 use serde::Serialize;
 use std::{collections::BTreeMap, fmt};
 use swapline_abi::{Bin, OrderInfo, PoolState, RouteDecision, RouteInput, Units, VenueQuote};

@@ -7,8 +7,12 @@
 //! allocator (`plugins.pooled_instances` slots) so that a fresh instance per
 //! call costs microseconds.
 
-use super::{PluginError, Strategy, cache::ModuleCache, sha256_hex};
-use crate::{domain::StrategyRef, plugins::PluginsConfig};
+use super::{Source, cache::ModuleCache, resolve, sha256_hex, sidecar_path};
+use crate::{
+    domain::StrategyRef,
+    plugins::PluginsConfig,
+    strategy::{PluginError, Strategy},
+};
 use async_trait::async_trait;
 use std::{
     path::PathBuf,
@@ -37,6 +41,12 @@ pub struct PluginHost {
     engine: Engine,
     limits: Arc<PluginsConfig>,
     cache: Arc<ModuleCache>,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost").finish_non_exhaustive()
+    }
 }
 
 /// `swapline.log` lines a module may write per second, across all its calls:
@@ -205,6 +215,26 @@ impl PluginHost {
         strategy.params_schema = strategy.exported_params_schema()?.map(Arc::new);
         Ok(strategy)
     }
+
+    /// Resolves and loads a `strategy` setting; a module file without a
+    /// `swapline_params_schema` export takes its schema from the sidecar
+    /// `<stem>.schema.json` when there is one.
+    pub fn load_setting(&self, setting: &str) -> Result<WasmStrategy, PluginError> {
+        let resolved = resolve(setting)?;
+        let strategy = self.load(&resolved.name, &resolved.bytes)?;
+        let Source::File(path) = &resolved.source else {
+            return Ok(strategy);
+        };
+        let sidecar = sidecar_path(path);
+        if strategy.params_schema().is_some() || !sidecar.is_file() {
+            return Ok(strategy);
+        }
+        let bytes = std::fs::read(&sidecar)
+            .map_err(|e| PluginError::Load(format!("cannot read {}: {e}", sidecar.display())))?;
+        let schema =
+            parse_params_schema(&bytes).map_err(|e| PluginError::Load(format!("{}: {e}", sidecar.display())))?;
+        Ok(strategy.with_sidecar_schema(schema))
+    }
 }
 
 fn check_imports(name: &str, module: &Module) -> Result<(), PluginError> {
@@ -287,6 +317,12 @@ pub struct WasmStrategy {
     limits: Arc<PluginsConfig>,
     params_schema: Option<Arc<serde_json::Value>>,
     log_rate: Arc<LogRate>,
+}
+
+impl std::fmt::Debug for WasmStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmStrategy").finish_non_exhaustive()
+    }
 }
 
 impl WasmStrategy {
@@ -543,7 +579,10 @@ impl Strategy for WasmStrategy {
 mod tests {
     use super::*;
     use crate::domain::Dur;
-    use swapline_abi::{OrderInfo, PoolState, Units, VenueQuote};
+    use swapline_abi::{
+        Units,
+        testing::{QuoteBuilder, RouteInputBuilder},
+    };
 
     fn limits() -> PluginsConfig {
         PluginsConfig {
@@ -562,31 +601,21 @@ mod tests {
         }
     }
 
+    /// 1,000 SOL base units at 50 bps; raydium and meteora quote on
+    /// 1,000,000 / 1,000,000 pools with a 25 bps fee.
     fn input() -> RouteInput {
-        let quote = |venue: &str, out| VenueQuote {
-            venue: venue.into(),
-            amount_out: Units(out),
-            fee_bps: 25,
-            price_impact_bps: 1,
-            latency_ms: 0,
-            pool: PoolState::ConstantProduct {
-                reserve_in: Units(1_000_000),
-                reserve_out: Units(1_000_000),
-                fee_bps: 25,
-            },
-            stats: None,
+        let quote = |venue: &str, out| {
+            QuoteBuilder::new(venue)
+                .cpmm(1_000_000, 1_000_000, 25)
+                .price_impact_bps(1)
+                .amount_out(out)
+                .build()
         };
-        RouteInput {
-            order: OrderInfo {
-                id: "o".into(),
-                token_in: "SOL".into(),
-                token_out: "USDC".into(),
-                amount_in: Units(1_000),
-                slippage_bps: 50,
-            },
-            quotes: vec![quote("raydium", 990), quote("meteora", 995)],
-            params: Default::default(),
-        }
+        RouteInputBuilder::new()
+            .pair("SOL", "USDC")
+            .slippage_bps(50)
+            .quotes([quote("raydium", 990), quote("meteora", 995)])
+            .build()
     }
 
     /// A module (WAT text; the engine compiles text too) that satisfies the
@@ -629,7 +658,7 @@ mod tests {
         // 200k into 1M-deep pools: price impact makes two legs pay.
         input.order.amount_in = Units(200_000);
         let decision = builtin("split").await.route(&input).await.unwrap();
-        let checked = super::super::validate::validate(&input, &decision).unwrap();
+        let checked = crate::strategy::validate::validate(&input, &decision).unwrap();
         assert_eq!(checked.len(), 2, "{decision:?}");
         let split_out: u128 = checked.iter().map(|l| l.expected_out).sum();
         let single = input.quotes[0].pool.swap(200_000).unwrap().amount_out;

@@ -1,123 +1,28 @@
-//! Strategy plugins: the `Strategy` seam and its wasmtime host.
+//! Strategy plugins: the wasmtime adapter of the [`crate::strategy`] seam.
 //!
 //! A strategy is a core wasm module speaking ABI v1 (see `swapline_abi`),
 //! run per call in a fresh instance under fuel, an epoch deadline and a
-//! memory cap. Its answer is checked by [`validate`] before anything acts on
-//! it; a pipeline's strategies form a fallback [`Chain`]. `cache` keeps
-//! compiled modules in memory and on disk; [`watch`] notices changed config
-//! and plugin files for hot reload; [`cli`] backs `swapline plugins`.
+//! memory cap; [`WasmStrategy`] implements [`crate::strategy::Strategy`].
+//! `cache` keeps compiled modules in memory and on disk; [`watch`] notices
+//! changed config and plugin files for hot reload; [`cli`] backs
+//! `swapline plugins`; [`config`] holds `[plugins]` and `[pipelines]`.
+//! Never `pipeline`, `api` or another adapter.
 //!
-//! May import: `domain`, `telemetry`.
+//! May import: `domain`, `strategy`, `telemetry`.
 
 mod cache;
-pub mod chain;
 pub mod cli;
 pub mod config;
 mod host;
-pub mod validate;
 pub mod watch;
 
-use crate::domain::StrategyRef;
-use async_trait::async_trait;
-pub use chain::{Chain, ChainFailed, Routed};
+use crate::strategy::PluginError;
 pub use config::{MAX_CHAIN, PipelineConfig, PluginsConfig, StrategyChain};
 pub use host::{CallReport, PARAMS_SCHEMA_EXPORT, PluginHost, WasmStrategy, parse_params_schema};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use swapline_abi::{RouteDecision, RouteInput};
-use thiserror::Error;
 
 include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
-
-/// What can go wrong with a plugin. Every variant fails the order it was
-/// routing, never the engine.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PluginError {
-    /// The module was refused at load (bad imports, exports, ABI, size).
-    #[error("load: {0}")]
-    Load(String),
-    /// Fuel or the wall-clock deadline ran out.
-    #[error("timeout: {0}")]
-    Timeout(String),
-    /// The guest tried to grow memory past the cap.
-    #[error("memory_limit: {0}")]
-    MemoryLimit(String),
-    /// The guest trapped (unreachable, stack overflow, out of bounds…).
-    #[error("trap: {0}")]
-    Trap(String),
-    /// The answer is not valid UTF-8 JSON of a `PluginAnswer`.
-    #[error("invalid_output: {0}")]
-    InvalidOutput(String),
-    /// The answer exceeds `plugins.max_output_bytes`.
-    #[error("output_too_large: {0}")]
-    OutputTooLarge(String),
-    /// The strategy declined to route.
-    #[error("strategy_error: {code}: {message}")]
-    Declined {
-        /// The strategy's code.
-        code: String,
-        /// The strategy's words.
-        message: String,
-    },
-    /// Per-pipeline params break the schema a strategy declares.
-    #[error("invalid_params: {0}")]
-    Params(String),
-    /// The route breaks a host rule (see [`validate`]).
-    #[error("invalid_route: {code}: {message}")]
-    InvalidRoute {
-        /// Which rule.
-        code: &'static str,
-        /// Details.
-        message: String,
-    },
-}
-
-impl PluginError {
-    /// The stable code an order fails with.
-    pub const CODE: &'static str = "plugin_error";
-
-    /// Every reason, as metric labels.
-    pub const REASONS: [&'static str; 8] = [
-        "load",
-        "timeout",
-        "memory_limit",
-        "trap",
-        "invalid_output",
-        "output_too_large",
-        "strategy_error",
-        "invalid_route",
-    ];
-
-    /// The specific reason, e.g. `timeout`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            PluginError::Load(_) => "load",
-            PluginError::Timeout(_) => "timeout",
-            PluginError::MemoryLimit(_) => "memory_limit",
-            PluginError::Trap(_) => "trap",
-            PluginError::InvalidOutput(_) => "invalid_output",
-            PluginError::OutputTooLarge(_) => "output_too_large",
-            PluginError::Declined { .. } => "strategy_error",
-            PluginError::Params(_) => "invalid_params",
-            PluginError::InvalidRoute { .. } => "invalid_route",
-        }
-    }
-}
-
-/// A routing strategy: picks the legs of a route from quotes and pools.
-#[async_trait]
-pub trait Strategy: Send + Sync {
-    /// Name and module digest, recorded on every order it routes.
-    fn id(&self) -> &StrategyRef;
-
-    /// The JSON Schema the strategy declares for its params, if any.
-    fn params_schema(&self) -> Option<&serde_json::Value> {
-        None
-    }
-
-    /// Asks the strategy for a route. The answer is not validated yet.
-    async fn route(&self, input: &RouteInput) -> Result<RouteDecision, PluginError>;
-}
 
 /// Where a strategy setting points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,28 +89,6 @@ pub fn files_of<'a>(settings: impl IntoIterator<Item = &'a str>) -> Vec<PathBuf>
 /// The sidecar params schema of a module file: `x.wasm` → `x.schema.json`.
 pub fn sidecar_path(module: &Path) -> PathBuf {
     module.with_extension("schema.json")
-}
-
-impl PluginHost {
-    /// Resolves and loads a `strategy` setting; a module file without a
-    /// `swapline_params_schema` export takes its schema from the sidecar
-    /// `<stem>.schema.json` when there is one.
-    pub fn load_setting(&self, setting: &str) -> Result<WasmStrategy, PluginError> {
-        let resolved = resolve(setting)?;
-        let strategy = self.load(&resolved.name, &resolved.bytes)?;
-        let Source::File(path) = &resolved.source else {
-            return Ok(strategy);
-        };
-        let sidecar = sidecar_path(path);
-        if strategy.params_schema().is_some() || !sidecar.is_file() {
-            return Ok(strategy);
-        }
-        let bytes = std::fs::read(&sidecar)
-            .map_err(|e| PluginError::Load(format!("cannot read {}: {e}", sidecar.display())))?;
-        let schema =
-            parse_params_schema(&bytes).map_err(|e| PluginError::Load(format!("{}: {e}", sidecar.display())))?;
-        Ok(strategy.with_sidecar_schema(schema))
-    }
 }
 
 /// Hex SHA-256 of a module.

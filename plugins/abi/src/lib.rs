@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 pub mod pool;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod units;
 
 pub use pool::{Bin, PoolState, Swap};

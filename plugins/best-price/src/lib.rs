@@ -32,35 +32,20 @@ swapline_sdk::export_strategy!(best_price, params_schema = PARAMS_SCHEMA);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use swapline_abi::testing::{QuoteBuilder, RouteInputBuilder};
 
     fn quote(venue: &str, out: u128) -> VenueQuote {
-        VenueQuote {
-            venue: venue.into(),
-            amount_out: Units(out),
-            fee_bps: 25,
-            price_impact_bps: 0,
-            latency_ms: 0,
-            pool: PoolState::ConstantProduct {
-                reserve_in: Units(1_000),
-                reserve_out: Units(1_000),
-                fee_bps: 25,
-            },
-            stats: None,
-        }
+        QuoteBuilder::new(venue).cpmm(1_000, 1_000, 25).amount_out(out).build()
     }
 
+    /// 500 SOL base units at 50 bps.
     fn input(quotes: Vec<VenueQuote>) -> RouteInput {
-        RouteInput {
-            order: OrderInfo {
-                id: "o".into(),
-                token_in: "SOL".into(),
-                token_out: "USDC".into(),
-                amount_in: Units(500),
-                slippage_bps: 50,
-            },
-            quotes,
-            params: Default::default(),
-        }
+        RouteInputBuilder::new()
+            .pair("SOL", "USDC")
+            .amount_in(500)
+            .slippage_bps(50)
+            .quotes(quotes)
+            .build()
     }
 
     #[test]

@@ -130,39 +130,29 @@ swapline_sdk::export_strategy!(reliability_weighted, params_schema = PARAMS_SCHE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use swapline_abi::testing::{QuoteBuilder, RouteInputBuilder};
 
+    /// A 5 ms quote on a 1,000,000 / 1,000,000 pool with a 25 bps fee;
+    /// `stats` is (latency ms, failure rate, samples).
     fn quote(venue: &str, out: u128, stats: Option<(u64, f64, u32)>) -> VenueQuote {
-        VenueQuote {
-            venue: venue.into(),
-            amount_out: Units(out),
-            fee_bps: 25,
-            price_impact_bps: 0,
-            latency_ms: 5,
-            pool: PoolState::ConstantProduct {
-                reserve_in: Units(1_000_000),
-                reserve_out: Units(1_000_000),
-                fee_bps: 25,
-            },
-            stats: stats.map(|(latency, rate, samples)| VenueStats {
-                recent_latency_ms: latency,
-                failure_rate: rate,
-                samples,
-            }),
+        let quote = QuoteBuilder::new(venue)
+            .cpmm(1_000_000, 1_000_000, 25)
+            .latency_ms(5)
+            .amount_out(out);
+        match stats {
+            Some((latency, rate, samples)) => quote.stats(latency, rate, samples),
+            None => quote,
         }
+        .build()
     }
 
+    /// 1,000 SOL base units at 50 bps.
     fn input(quotes: Vec<VenueQuote>) -> RouteInput {
-        RouteInput {
-            order: OrderInfo {
-                id: "o".into(),
-                token_in: "SOL".into(),
-                token_out: "USDC".into(),
-                amount_in: Units(1_000),
-                slippage_bps: 50,
-            },
-            quotes,
-            params: Default::default(),
-        }
+        RouteInputBuilder::new()
+            .pair("SOL", "USDC")
+            .slippage_bps(50)
+            .quotes(quotes)
+            .build()
     }
 
     fn venue(decision: &RouteDecision) -> &str {

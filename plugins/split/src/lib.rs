@@ -146,40 +146,25 @@ swapline_sdk::export_strategy!(split, params_schema = PARAMS_SCHEMA);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use swapline_abi::testing::{QuoteBuilder, RouteInputBuilder};
 
     fn cpmm(venue: &str, reserve: u128) -> VenueQuote {
-        let pool = PoolState::ConstantProduct {
-            reserve_in: Units(reserve),
-            reserve_out: Units(reserve),
-            fee_bps: 25,
-        };
-        VenueQuote {
-            venue: venue.into(),
-            amount_out: Units(0),
-            fee_bps: 25,
-            price_impact_bps: 0,
-            latency_ms: 0,
-            pool,
-            stats: None,
-        }
+        QuoteBuilder::new(venue).cpmm(reserve, reserve, 25).build()
     }
 
+    /// `amount` SOL base units at 50 bps; each quote's output is its pool's
+    /// for the whole amount.
     fn input(amount: u128, quotes: Vec<VenueQuote>) -> RouteInput {
         let mut quotes = quotes;
         for quote in &mut quotes {
             quote.amount_out = Units(quote.pool.swap(amount).map_or(0, |s| s.amount_out));
         }
-        RouteInput {
-            order: OrderInfo {
-                id: "o".into(),
-                token_in: "SOL".into(),
-                token_out: "USDC".into(),
-                amount_in: Units(amount),
-                slippage_bps: 50,
-            },
-            quotes,
-            params: Default::default(),
-        }
+        RouteInputBuilder::new()
+            .pair("SOL", "USDC")
+            .amount_in(amount)
+            .slippage_bps(50)
+            .quotes(quotes)
+            .build()
     }
 
     fn expected_out(input: &RouteInput, decision: &RouteDecision) -> u128 {

@@ -1,6 +1,7 @@
 //! The host's check of a strategy's answer, before anything acts on it:
 //! known venues, positive legs that sum to the order amount, fillable legs,
-//! and a minimum output no looser than the slippage allows.
+//! and a minimum output no looser than the slippage allows. Imports the ABI
+//! types only; never wasmtime.
 
 use super::PluginError;
 use std::collections::HashSet;
@@ -102,33 +103,17 @@ pub fn validate(input: &RouteInput, decision: &RouteDecision) -> Result<Vec<Chec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use swapline_abi::{Leg, OrderInfo, PoolState, Units, VenueQuote};
+    use swapline_abi::{
+        Leg, Units,
+        testing::{QuoteBuilder, RouteInputBuilder},
+    };
 
+    /// 1,000 of A for B at 100 bps; raydium and meteora each have a
+    /// fee-free 1,000,000 / 1,000,000 pool.
     fn input() -> RouteInput {
-        let quote = |venue: &str| VenueQuote {
-            venue: venue.into(),
-            amount_out: Units(0),
-            fee_bps: 0,
-            price_impact_bps: 0,
-            latency_ms: 0,
-            pool: PoolState::ConstantProduct {
-                reserve_in: Units(1_000_000),
-                reserve_out: Units(1_000_000),
-                fee_bps: 0,
-            },
-            stats: None,
-        };
-        RouteInput {
-            order: OrderInfo {
-                id: "o".into(),
-                token_in: "A".into(),
-                token_out: "B".into(),
-                amount_in: Units(1_000),
-                slippage_bps: 100,
-            },
-            quotes: vec![quote("raydium"), quote("meteora")],
-            params: Default::default(),
-        }
+        RouteInputBuilder::new()
+            .quotes(["raydium", "meteora"].map(|venue| QuoteBuilder::new(venue).build()))
+            .build()
     }
 
     fn leg(venue: &str, amount: u128, min: Option<u128>) -> Leg {

@@ -3,6 +3,7 @@
 //! host's check of every answer. The next strategy is tried when one fails:
 //! a plugin error (trap, timeout, bad output, a declined order) or a route
 //! the host refuses. The order records which strategy actually routed it.
+//! Imports `domain`, `telemetry` and the ABI types only; never wasmtime.
 
 use super::{
     PluginError, Strategy,
@@ -16,6 +17,16 @@ use swapline_abi::RouteInput;
 pub struct Chain {
     links: Vec<Arc<dyn Strategy>>,
     params: serde_json::Map<String, serde_json::Value>,
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.strategies().map(|id| id.name.as_str()).collect();
+        f.debug_struct("Chain")
+            .field("strategies", &names)
+            .field("params", &self.params)
+            .finish()
+    }
 }
 
 /// A route that passed the host's checks, and who made it.
@@ -60,16 +71,88 @@ impl fmt::Display for ChainFailed {
     }
 }
 
+/// One way a pipeline's params break its strategies' schemas. Shown with
+/// the key relative to the pipeline's table (`params.steps: …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamsProblem {
+    /// No strategy of the chain declares the key.
+    Unknown {
+        /// The key, e.g. `params.stpes`.
+        key: String,
+        /// What each strategy takes, e.g. `split takes steps`.
+        accepted: Vec<String>,
+    },
+    /// A value breaks a strategy's schema.
+    Invalid {
+        /// Where, e.g. `params.steps` (or `params` for the whole table).
+        key: String,
+        /// The schema's complaint.
+        message: String,
+        /// The strategy whose schema complains.
+        strategy: String,
+    },
+    /// A strategy declares a schema that does not compile.
+    BadSchema {
+        /// The strategy.
+        strategy: String,
+        /// The compiler's complaint.
+        message: String,
+    },
+}
+
+impl fmt::Display for ParamsProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamsProblem::Unknown { key, accepted } => {
+                write!(f, "{key}: unknown parameter ({})", accepted.join("; "))
+            }
+            ParamsProblem::Invalid { key, message, strategy } => {
+                write!(f, "{key}: {message} ({strategy}'s params schema)")
+            }
+            ParamsProblem::BadSchema { strategy, message } => {
+                write!(f, "params: {strategy}'s schema does not compile: {message}")
+            }
+        }
+    }
+}
+
+/// Why [`Chain::new`] refused: every problem with the params, each naming
+/// its key. Iterate it to report the problems one by one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ChainError {
+    /// The problems, at least one.
+    pub problems: Vec<ParamsProblem>,
+}
+
+impl IntoIterator for ChainError {
+    type Item = ParamsProblem;
+    type IntoIter = std::vec::IntoIter<ParamsProblem>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.problems.into_iter()
+    }
+}
+
 impl Chain {
     /// Builds a chain after checking `params` against every schema the
-    /// strategies declare. Problems name the key, relative to the params
-    /// table (`params.steps: …`).
+    /// strategies declare.
+    ///
+    /// # Errors
+    /// [`ChainError`] with every problem, each naming its key relative to
+    /// the pipeline's table (`params.steps: …`).
+    ///
+    /// # Panics
+    /// When `links` is empty (config validation requires a strategy).
     pub fn new(
         links: Vec<Arc<dyn Strategy>>,
         params: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Self, Vec<String>> {
+    ) -> Result<Self, ChainError> {
         assert!(!links.is_empty(), "config validation requires at least one strategy");
-        check_params(&links, &params)?;
+        let problems = check_params(&links, &params);
+        if !problems.is_empty() {
+            return Err(ChainError { problems });
+        }
         Ok(Chain { links, params })
     }
 
@@ -124,7 +207,7 @@ impl Chain {
 fn check_params(
     links: &[Arc<dyn Strategy>],
     params: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(), Vec<String>> {
+) -> Vec<ParamsProblem> {
     let mut problems = Vec::new();
     let declared = |schema: &serde_json::Value| -> BTreeSet<String> {
         schema["properties"]
@@ -149,7 +232,10 @@ fn check_params(
                         }
                     })
                     .collect();
-                problems.push(format!("params.{key}: unknown parameter ({})", accepted.join("; ")));
+                problems.push(ParamsProblem::Unknown {
+                    key: format!("params.{key}"),
+                    accepted,
+                });
             }
         }
     }
@@ -170,7 +256,10 @@ fn check_params(
         let validator = match jsonschema::validator_for(schema) {
             Ok(validator) => validator,
             Err(e) => {
-                problems.push(format!("params: {}'s schema does not compile: {e}", link.id().name));
+                problems.push(ParamsProblem::BadSchema {
+                    strategy: link.id().name.clone(),
+                    message: e.to_string(),
+                });
                 continue;
             }
         };
@@ -190,18 +279,25 @@ fn check_params(
                     jsonschema::error::ValidationErrorKind::AdditionalProperties { .. }
                 );
             if !duplicate_unknown {
-                problems.push(format!("{key}: {error} ({}'s params schema)", link.id().name));
+                problems.push(ParamsProblem::Invalid {
+                    key,
+                    message: error.to_string(),
+                    strategy: link.id().name.clone(),
+                });
             }
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    problems
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use swapline_abi::{Leg, OrderInfo, PoolState, RouteDecision, Units, VenueQuote};
+    use swapline_abi::{
+        Leg, RouteDecision, Units,
+        testing::{QuoteBuilder, RouteInputBuilder},
+    };
 
     /// A scripted strategy: answers with `legs` of (venue, amount) or fails.
     struct Scripted {
@@ -250,30 +346,15 @@ mod tests {
         })
     }
 
+    /// Order `o`: 1,000 of A for B at 100 bps, quoted by raydium only.
     fn input() -> RouteInput {
-        RouteInput {
-            order: OrderInfo {
-                id: "o".into(),
-                token_in: "A".into(),
-                token_out: "B".into(),
-                amount_in: Units(1_000),
-                slippage_bps: 100,
-            },
-            quotes: vec![VenueQuote {
-                venue: "raydium".into(),
-                amount_out: Units(990),
-                fee_bps: 0,
-                price_impact_bps: 0,
-                latency_ms: 0,
-                pool: PoolState::ConstantProduct {
-                    reserve_in: Units(1_000_000),
-                    reserve_out: Units(1_000_000),
-                    fee_bps: 0,
-                },
-                stats: None,
-            }],
-            params: Default::default(),
-        }
+        RouteInputBuilder::new()
+            .quote(QuoteBuilder::new("raydium").amount_out(990).build())
+            .build()
+    }
+
+    fn texts(error: ChainError) -> Vec<String> {
+        error.into_iter().map(|problem| problem.to_string()).collect()
     }
 
     fn params(json: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
@@ -331,14 +412,14 @@ mod tests {
         };
         assert!(chain(serde_json::json!({"steps": 10})).is_ok());
 
-        let problems = chain(serde_json::json!({"steps": 0})).err().unwrap();
+        let problems = texts(chain(serde_json::json!({"steps": 0})).err().unwrap());
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("params.steps: 0 is less than the minimum of 1"),
             "{problems:?}"
         );
 
-        let problems = chain(serde_json::json!({"stpes": 10})).err().unwrap();
+        let problems = texts(chain(serde_json::json!({"stpes": 10})).err().unwrap());
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("params.stpes: unknown parameter"),
