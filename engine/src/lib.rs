@@ -6,26 +6,41 @@
 //! WebAssembly plugin that a TOML file names.
 //!
 //! # Layout
+//! Each component is a folder: `mod.rs` holds its seam (a trait) or its
+//! use cases, `config.rs` its settings, one file per implementation. Every
+//! root file states what it may import on a `//! May import:` line, and a
+//! test (`architecture`) holds the code to it and finds no import circle.
+//!
 //! - [`app`]: the composition root; the only module that names adapters.
-//! - [`config`]: the typed configuration tree (figment: TOML + profile + env).
+//! - [`config`]: the aggregate of every component's settings (figment: TOML
+//!   + profile + env) and [`config::validate`], which start-up and
+//!   `swapline config check` share.
 //! - [`domain`]: pure types and rules: orders, statuses, events, amounts,
-//!   tokens, quotes and routes. No I/O.
-//! - [`api`]: the hyper server: routes, handlers, errors, WebSocket hub.
-//! - [`pipeline`]: the worker: stages, retry policy, error classes.
+//!   tokens, quotes, routes and request validation. No I/O.
+//! - [`api`]: HTTP only: routes, media type, body limit, JSON to request,
+//!   error to status, views, the WebSocket sessions and hub.
+//! - [`pipeline`]: the use cases: [`pipeline::Intake`] (a POST),
+//!   [`pipeline::Recorder`] (every event stored, then published), and the
+//!   worker's stages (`quote`, `route`, `submit`, `confirm`, `failure`),
+//!   retry policy and backoff, reconciler.
+//! - [`strategy`]: the `Strategy` seam: answer validation and fallback
+//!   chains, free of wasmtime.
+//! - [`plugins`]: the wasmtime adapter of `Strategy`: limits, the
+//!   compiled-module cache, file watch for hot reload, the `swapline
+//!   plugins` reports.
 //! - [`venues`]: the `Venue` seam and the simulated DEX pools.
-//! - [`strategy`]: the `Strategy` seam: answer validation and fallback chains.
-//! - [`plugins`]: the wasmtime host for strategy plugins: limits, the
-//!   compiled-module cache, file watch for hot reload, and the
-//!   `swapline plugins` reports.
-//! - [`queue`], [`store`], [`bus`]: seams, each a trait plus implementations.
-//! - [`schemas`]: the JSON Schemas in `schemas/`, generated from the types.
+//! - [`store`], [`queue`], [`bus`]: seams, each a trait plus implementations
+//!   and a contract suite every implementation passes; `store` also holds
+//!   the execution ledger seam.
 //! - [`telemetry`]: logging setup, metric names and typed metric events.
 //! - [`monitor`]: the periodic sampler behind the queue, stuck-order and pool
 //!   gauges.
+//! - [`schemas`]: the JSON Schemas in `schemas/`, generated from the types.
 //! - [`client`], [`loadtest`]: a small HTTP/WebSocket client and the
 //!   `swapline loadtest` tool built on it (also used by the e2e tests).
 //!
-//! Dependencies point one way: `api → pipeline → domain + traits ← adapters`.
+//! Dependencies point one way: `api → pipeline → domain + seams ← adapters`,
+//! and `config → each component's settings`, never back.
 // `deny`, not `forbid`: one function may opt out with `#[allow(unsafe_code)]`,
 // `plugins::cache::deserialize_own_artifact`, because wasmtime's
 // `Module::deserialize` (reading back the compiled-module cache) is
