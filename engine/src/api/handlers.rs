@@ -8,7 +8,7 @@ use super::{
     ws,
 };
 use crate::{
-    domain::{Order, OrderId, Status, Timestamp},
+    domain::{Caller, Order, OrderId, Status, Timestamp},
     pipeline::SubmitError,
     store::ListQuery,
     telemetry::{self, event},
@@ -16,7 +16,7 @@ use crate::{
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use serde_json::json;
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 /// The routes, matched once from the path; the metric label and the
 /// allowed method come from the same match.
@@ -71,19 +71,22 @@ impl<'a> Route<'a> {
 }
 
 /// Routes a request.
-pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = request.method().clone();
     let started = std::time::Instant::now();
     let route = Route::of(&segments, state.settings.metrics);
+    // Who is calling. Without authentication every caller is anonymous,
+    // known by its address (the scope of per-client state).
+    let caller = Caller::anonymous(peer.ip());
     let result = match (route, route.method()) {
         (Route::Other, _) => Err(ApiError::no_route(&path)),
         (_, Some(allowed)) if allowed != method => Err(not_allowed(&method, allowed)),
         (Route::Metrics, _) => Ok(metrics_response()),
         (Route::Health, _) => health(&state).await,
         (Route::Ready, _) => ready(&state).await,
-        (Route::Execute, _) => create_order(&state, request).await,
+        (Route::Execute, _) => create_order(&state, request, &caller).await,
         (Route::List, _) => list_orders(&state, &request).await,
         (Route::Status(id), _) => {
             let id = id.to_owned();
@@ -184,7 +187,11 @@ async fn ready(state: &ApiState) -> Result<Response<Body>, ApiError> {
     })
 }
 
-async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn create_order(
+    state: &ApiState,
+    request: Request<Incoming>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -238,7 +245,7 @@ async fn create_order(state: &ApiState, request: Request<Incoming>) -> Result<Re
         )
     })?;
     let order = state.intake.order_from(&body)?;
-    let accepted = state.intake.submit(order).await.map_err(|e| match e {
+    let accepted = state.intake.submit(order, caller).await.map_err(|e| match e {
         SubmitError::Invalid(e) => ApiError::from(e),
         SubmitError::Store(e) => ApiError::store(e),
         SubmitError::Queue(e) => ApiError::queue(e),

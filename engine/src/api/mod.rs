@@ -102,7 +102,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, drain: Duration)
     let connections = TaskTracker::new();
     let shutdown = state.shutdown.clone();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -120,7 +120,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, drain: Duration)
         connections.spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, request).await) }
+                async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, request, peer).await) }
             });
             let connection = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

@@ -6,6 +6,7 @@
 //! May import: nothing of ours.
 
 mod amount;
+mod caller;
 mod event;
 mod order;
 mod request;
@@ -14,6 +15,7 @@ mod time;
 mod token;
 
 pub use amount::{AmountError, format_price, format_units, parse_units};
+pub use caller::{Caller, KeyGrant, KeyId, Scope};
 pub use event::{Event, EventData, EventKind, progress};
 pub use order::{ErrorInfo, NewOrder, Order, OrderId, OrderPatch, OrderType, Status, StrategyRef};
 pub use request::{AmountInput, FieldError, NewIds, OrderRequest, RequestError, slippage_bps, validate_request};

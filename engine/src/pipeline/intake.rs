@@ -10,7 +10,7 @@
 use super::Recorder;
 use crate::{
     domain::{
-        EventData, FieldError, NewIds, NewOrder, OrderId, OrderPatch, TokenRegistry, format_units, progress,
+        Caller, EventData, FieldError, NewIds, NewOrder, OrderId, OrderPatch, TokenRegistry, format_units, progress,
         validate_request,
     },
     queue::{Job, Queue, QueueError},
@@ -103,7 +103,7 @@ impl Intake {
         validate_request(body, &self.tokens, self.default_slippage_bps, tradable, ids)
     }
 
-    /// Creates the order with its `pending` event, publishes it, enqueues
+    /// Creates the order for `caller` with its `pending` event, publishes it, enqueues
     /// its job. When the queue fails, the order is failed for good (a
     /// `failed` event with code `queue_unavailable`, stored and published,
     /// which also sets `lastError`), so the client may simply retry.
@@ -111,7 +111,8 @@ impl Intake {
     /// # Errors
     /// [`SubmitError::Store`] when nothing could be stored;
     /// [`SubmitError::Queue`] when the stored order could not be queued.
-    pub async fn submit(&self, order: NewOrder) -> Result<Accepted, SubmitError> {
+    pub async fn submit(&self, order: NewOrder, caller: &Caller) -> Result<Accepted, SubmitError> {
+        tracing::debug!(order_id = %order.id, client = caller.client_scope(), "order submitted");
         self.recorder
             .create(&order, self.pending_event(&order))
             .await
@@ -314,6 +315,10 @@ mod tests {
         }
     }
 
+    fn anyone() -> Caller {
+        Caller::anonymous("127.0.0.1".parse().unwrap())
+    }
+
     fn order(intake: &Intake) -> NewOrder {
         intake
             .order_from(&json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"}))
@@ -325,7 +330,7 @@ mod tests {
         let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
         let f = fixture(queue.clone()).await;
         let order = order(&f.intake);
-        let accepted = f.intake.submit(order.clone()).await.unwrap();
+        let accepted = f.intake.submit(order.clone(), &anyone()).await.unwrap();
         assert_eq!(
             (accepted.order_id, accepted.job_id.as_str()),
             (order.id, order.job_id.as_str())
@@ -348,7 +353,7 @@ mod tests {
     async fn unqueued_order_is_failed_for_good_and_the_failure_is_published() {
         let f = fixture(Arc::new(DownQueue)).await;
         let order = order(&f.intake);
-        let error = f.intake.submit(order.clone()).await.unwrap_err();
+        let error = f.intake.submit(order.clone(), &anyone()).await.unwrap_err();
         assert!(
             matches!(error, SubmitError::Queue(QueueError::Unavailable(_))),
             "{error}"
@@ -398,7 +403,7 @@ mod tests {
         let f = fixture(Arc::new(DownQueue)).await;
         // One order failed at intake (finished), one stored but never queued.
         let finished = order(&f.intake);
-        f.intake.submit(finished.clone()).await.unwrap_err();
+        f.intake.submit(finished.clone(), &anyone()).await.unwrap_err();
         let unfinished = order(&f.intake);
         f.store
             .create_order(&unfinished, f.intake.pending_event(&unfinished))
