@@ -237,14 +237,15 @@ async fn create_order(
             }
         })?
         .to_bytes();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+    // Kept as written: numbers are read from their text, never via f64.
+    let body: &serde_json::value::RawValue = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    let order = state.intake.order_from(&body)?;
+    let order = state.intake.order_from(body)?;
     let accepted = state.intake.submit(order, caller).await.map_err(|e| match e {
         SubmitError::Invalid(e) => ApiError::from(e),
         SubmitError::Store(e) => ApiError::store(e),
