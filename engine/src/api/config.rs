@@ -139,3 +139,41 @@ impl OrdersConfig {
         problems
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn zero_abuse_limits_are_each_reported() {
+        let server = ServerConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            public_url: String::new(),
+            body_limit_bytes: 65_536,
+            shutdown_grace: Dur(Duration::from_secs(10)),
+            header_read_timeout: Dur(Duration::ZERO),
+            keep_alive_timeout: Dur(Duration::ZERO),
+            max_connections: 0,
+        };
+        let websocket = WebSocketConfig {
+            ping_interval: Dur(Duration::from_secs(20)),
+            ping_timeout: Dur(Duration::from_secs(10)),
+            client_buffer: 1024,
+            max_per_ip: 0,
+        };
+        let problems = [server.problems("server"), websocket.problems("websocket")].concat();
+        for key in [
+            "server.header_read_timeout",
+            "server.keep_alive_timeout",
+            "server.max_connections",
+            "websocket.max_per_ip",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing from {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+}
