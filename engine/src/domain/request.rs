@@ -471,7 +471,7 @@ mod tests {
         } else {
             let divisor = 10u128.checked_pow(shift.unsigned_abs());
             match divisor {
-                Some(d) if digits % d == 0 => Some(Some(digits / d)),
+                Some(d) if digits.is_multiple_of(d) => Some(Some(digits / d)),
                 // Non-zero digits beyond the last decimal place.
                 _ => None,
             }
