@@ -225,24 +225,22 @@ async fn create_order(
     // A client that stops halfway through its body must not hold the
     // connection forever: the body gets `server.header_read_timeout` too.
     let read_timeout = state.settings.header_read_timeout;
-    let bytes = tokio::time::timeout(
-        read_timeout,
-        Limited::new(request.into_body(), limit as usize).collect(),
-    )
-    .await
-    .map_err(|_| request_timeout(read_timeout))?
-    .map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            too_large()
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("reading the body failed: {e}"),
-            )
-        }
-    })?
-    .to_bytes();
+    let reading = Limited::new(request.into_body(), limit as usize).collect();
+    let bytes = tokio::time::timeout(read_timeout, reading)
+        .await
+        .map_err(|_| request_timeout(read_timeout))?
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("reading the body failed: {e}"),
+                )
+            }
+        })?
+        .to_bytes();
     // Kept as written: numbers are read from their text, never via f64.
     let body: &serde_json::value::RawValue = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
