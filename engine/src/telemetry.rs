@@ -119,6 +119,12 @@ pub mod names {
     pub const HTTP_REQUESTS: &str = "swapline_http_requests_total";
     /// Histogram, `route`: HTTP latency.
     pub const HTTP_DURATION: &str = "swapline_http_request_duration_seconds";
+    /// Gauge: open TCP connections on the API port (WebSockets included).
+    pub const HTTP_CONNECTIONS: &str = "swapline_http_connections";
+    /// Counter: connections closed at accept, `server.max_connections` open.
+    pub const HTTP_CONNECTIONS_REFUSED: &str = "swapline_http_connections_refused_total";
+    /// Counter, `reason`: connections closed for running out of time.
+    pub const HTTP_CONNECTION_TIMEOUTS: &str = "swapline_http_connection_timeouts_total";
     /// Histogram, `plugin`: one strategy call.
     pub const PLUGIN_DURATION: &str = "swapline_plugin_call_duration_seconds";
     /// Counter, `plugin`: fuel consumed.
@@ -224,6 +230,15 @@ fn describe() {
     describe_counter!(WS_PING_TIMEOUTS, "Clients closed for not answering pings.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status.");
     describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request latency.");
+    describe_gauge!(HTTP_CONNECTIONS, "Open TCP connections on the API port.");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "Connections closed at accept because server.max_connections were open."
+    );
+    describe_counter!(
+        HTTP_CONNECTION_TIMEOUTS,
+        "Connections closed for not sending headers in time or idling too long."
+    );
     describe_histogram!(
         PLUGIN_DURATION,
         metrics::Unit::Seconds,
@@ -250,8 +265,12 @@ fn describe() {
         WS_REPLAYED,
         WS_SLOW_CLOSES,
         WS_PING_TIMEOUTS,
+        HTTP_CONNECTIONS_REFUSED,
     ] {
         counter!(name).absolute(0);
+    }
+    for reason in ["header_read", "keep_alive"] {
+        counter!(HTTP_CONNECTION_TIMEOUTS, "reason" => reason).absolute(0);
     }
     for result in ["ok", "refused"] {
         counter!(PLUGIN_RELOADS, "result" => result).absolute(0);
@@ -266,6 +285,7 @@ fn describe() {
         WS_ORDERS_WATCHED,
         QUEUE_OLDEST_WAITING,
         WORKERS,
+        HTTP_CONNECTIONS,
     ] {
         gauge!(name).set(0.0);
     }
@@ -279,6 +299,25 @@ pub mod event {
     pub fn http_request(route: &'static str, status: u16, took: Duration) {
         counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
         histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
+    }
+
+    /// A connection on the API port opened (+1) or closed (−1).
+    pub fn http_connection(delta: f64) {
+        gauge!(HTTP_CONNECTIONS).increment(delta);
+    }
+
+    /// A connection was closed at accept: `max` were open already.
+    pub fn http_connection_refused(max: u32) {
+        counter!(HTTP_CONNECTIONS_REFUSED).increment(1);
+        // Per connection, so debug: under a flood the counter is the signal.
+        tracing::debug!(max_connections = max, "connection refused: server.max_connections open");
+    }
+
+    /// A connection was closed for running out of time; `reason` is
+    /// `header_read` or `keep_alive`.
+    pub fn http_connection_timed_out(reason: &'static str) {
+        counter!(HTTP_CONNECTION_TIMEOUTS, "reason" => reason).increment(1);
+        tracing::debug!(reason, "connection closed: out of time");
     }
 
     /// An order was accepted.

@@ -174,6 +174,55 @@ async fn bad_requests_get_their_status_and_code_and_create_nothing(backend: Back
     );
 }
 
+/// JSON numbers are read from their text: digits beyond a token's decimals
+/// (or slippage's two) are refused, never rounded through `f64` into a
+/// valid order; the same digits as strings were always refused.
+async fn numbers_more_precise_than_allowed_are_refused_and_create_nothing(backend: Backend) {
+    let engine = Engine::start_on(backend, "");
+    let json = "application/json";
+    let cases = [
+        (
+            r#"{"tokenIn":"SOL","tokenOut":"USDC","amount":1.0000000000000001}"#,
+            "invalid_amount",
+            "amount",
+        ),
+        (
+            r#"{"tokenIn":"USDT","tokenOut":"USDC","amount":1999999.99999999999}"#,
+            "invalid_amount",
+            "amount",
+        ),
+        (
+            r#"{"tokenIn":"SOL","tokenOut":"USDC","amount":1,"slippage":0.50000000000000001}"#,
+            "invalid_slippage",
+            "slippage",
+        ),
+    ];
+    for (body, code, field) in cases {
+        let (status, answer) = post_raw(&engine, json, body).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body} → {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body} → {answer}");
+    }
+    let list = client::get(&engine.url, "/api/orders").await.unwrap().json();
+    assert_eq!(
+        list["orders"].as_array().unwrap().len(),
+        0,
+        "no order may exist: {list}"
+    );
+
+    // Exponent forms still work, exactly: 1e-9 SOL is one lamport.
+    let (status, answer) = post_raw(
+        &engine,
+        json,
+        r#"{"tokenIn":"SOL","tokenOut":"USDC","amount":1e-9,"slippage":5E-1}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let order = engine.status(answer["orderId"].as_str().unwrap()).await;
+    assert_eq!(order["amount"], "0.000000001", "{order}");
+    assert_eq!(order["slippage"], 0.5, "{order}");
+}
+
 async fn unknown_routes_methods_and_orders_are_refused(backend: Backend) {
     let engine = Engine::start_on(backend, "");
     let unknown = "3f1c1f4e-8f5c-4a8e-9a3e-3b1f2f9d8c7a";
@@ -242,5 +291,6 @@ async fn unknown_routes_methods_and_orders_are_refused(backend: Backend) {
 
 crate::on_both_backends!(
     bad_requests_get_their_status_and_code_and_create_nothing,
+    numbers_more_precise_than_allowed_are_refused_and_create_nothing,
     unknown_routes_methods_and_orders_are_refused,
 );

@@ -7,6 +7,7 @@ mod harness;
 mod bad_input;
 mod cli;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod ops;
 mod recovery;

@@ -20,6 +20,19 @@ pub struct ServerConfig {
     pub body_limit_bytes: u64,
     /// Time allowed for in-flight work to finish on shutdown.
     pub shutdown_grace: Dur,
+    /// Time a client has to send a request's headers, counted from the
+    /// connection's accept (first request) or from the first byte of the
+    /// next request (keep-alive); a connection that is still short of its
+    /// headers is closed. Bounds slow-header ("slowloris") clients. A
+    /// `POST` body gets as long again after its headers (else 408
+    /// `request_timeout`).
+    pub header_read_timeout: Dur,
+    /// A keep-alive connection with no request for this long is closed.
+    pub keep_alive_timeout: Dur,
+    /// Most TCP connections open at once on this node (HTTP and WebSocket
+    /// alike); a new one beyond it is accepted and closed at once, and
+    /// counted in `swapline_http_connections_refused_total`.
+    pub max_connections: u32,
 }
 
 /// WebSocket settings.
@@ -33,6 +46,9 @@ pub struct WebSocketConfig {
     /// Events buffered per client; a client that falls this far behind is
     /// closed with 1013 and can reconnect with `?since`.
     pub client_buffer: usize,
+    /// Most WebSockets open at once from one client IP address on this
+    /// node; one more upgrade gets HTTP 429 `too_many_connections`.
+    pub max_per_ip: u32,
 }
 
 /// Order intake rules.
@@ -62,6 +78,17 @@ impl ServerConfig {
         if self.body_limit_bytes < 256 {
             problems.push(format!("{key}.body_limit_bytes: must be at least 256"));
         }
+        for (field, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+        ] {
+            if value.0.is_zero() {
+                problems.push(format!("{key}.{field}: must be greater than 0"));
+            }
+        }
+        if self.max_connections < 1 {
+            problems.push(format!("{key}.max_connections: must be at least 1"));
+        }
         problems
     }
 }
@@ -72,6 +99,9 @@ impl WebSocketConfig {
         let mut problems = Vec::new();
         if self.client_buffer < 1 {
             problems.push(format!("{key}.client_buffer: must be at least 1"));
+        }
+        if self.max_per_ip < 1 {
+            problems.push(format!("{key}.max_per_ip: must be at least 1"));
         }
         for (field, value) in [
             ("ping_interval", self.ping_interval),
@@ -107,5 +137,43 @@ impl OrdersConfig {
             problems.push(format!("{key}.max_page_size: must be at least 1"));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn zero_abuse_limits_are_each_reported() {
+        let server = ServerConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            public_url: String::new(),
+            body_limit_bytes: 65_536,
+            shutdown_grace: Dur(Duration::from_secs(10)),
+            header_read_timeout: Dur(Duration::ZERO),
+            keep_alive_timeout: Dur(Duration::ZERO),
+            max_connections: 0,
+        };
+        let websocket = WebSocketConfig {
+            ping_interval: Dur(Duration::from_secs(20)),
+            ping_timeout: Dur(Duration::from_secs(10)),
+            client_buffer: 1024,
+            max_per_ip: 0,
+        };
+        let problems = [server.problems("server"), websocket.problems("websocket")].concat();
+        for key in [
+            "server.header_read_timeout",
+            "server.keep_alive_timeout",
+            "server.max_connections",
+            "websocket.max_per_ip",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing from {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 }

@@ -90,7 +90,7 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>, pee
         (Route::List, _) => list_orders(&state, &request).await,
         (Route::Status(id), _) => {
             let id = id.to_owned();
-            order_status(&state, request, &id).await
+            order_status(&state, request, &id, &caller).await
         }
         (Route::Events(id), _) => order_events(&state, &request, id).await,
     };
@@ -222,9 +222,13 @@ async fn create_order(
         return Err(too_large());
     }
     let base_url = ws_base(state, &request);
-    let bytes = Limited::new(request.into_body(), limit as usize)
-        .collect()
+    // A client that stops halfway through its body must not hold the
+    // connection forever: the body gets `server.header_read_timeout` too.
+    let read_timeout = state.settings.header_read_timeout;
+    let reading = Limited::new(request.into_body(), limit as usize).collect();
+    let bytes = tokio::time::timeout(read_timeout, reading)
         .await
+        .map_err(|_| request_timeout(read_timeout))?
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 too_large()
@@ -237,14 +241,15 @@ async fn create_order(
             }
         })?
         .to_bytes();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+    // Kept as written: numbers are read from their text, never via f64.
+    let body: &serde_json::value::RawValue = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    let order = state.intake.order_from(&body)?;
+    let order = state.intake.order_from(body)?;
     let accepted = state.intake.submit(order, caller).await.map_err(|e| match e {
         SubmitError::Invalid(e) => ApiError::from(e),
         SubmitError::Store(e) => ApiError::store(e),
@@ -286,6 +291,7 @@ async fn order_status(
     state: &Arc<ApiState>,
     mut request: Request<Incoming>,
     id: &str,
+    caller: &Caller,
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&request);
@@ -303,10 +309,18 @@ async fn order_status(
         };
         return Ok(json_response(StatusCode::OK, &response));
     }
+    let max_per_ip = state.settings.ws_max_per_ip;
+    let slot = state
+        .hub
+        .claim_peer_slot(caller.ip, max_per_ip)
+        .ok_or_else(|| too_many_connections(max_per_ip))?;
     let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string()))?;
     let session_state = state.clone();
     state.sessions.spawn(async move {
+        // Held for the session's life: the address's allowance comes back
+        // when the socket closes.
+        let _slot = slot;
         match upgraded.await {
             Ok(socket) => ws::session(socket, session_state, id, since).await,
             Err(e) => tracing::debug!(order_id = %id, error = %e, "WebSocket upgrade failed"),
@@ -314,6 +328,30 @@ async fn order_status(
     });
     let (parts, _) = response.into_parts();
     Ok(Response::from_parts(parts, Full::default()))
+}
+
+/// 408 Request Timeout (RFC 9110, section 15.5.9): the body did not arrive
+/// within `server.header_read_timeout` of the headers.
+fn request_timeout(limit: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the request body did not arrive within {}",
+            humantime::format_duration(limit)
+        ),
+    )
+}
+
+/// 429 Too Many Requests (RFC 6585, section 4) for a WebSocket upgrade
+/// from an address that already holds `websocket.max_per_ip` sockets; no
+/// 101 is sent and the connection stays usable for plain requests.
+fn too_many_connections(max_per_ip: u32) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connections",
+        format!("this address already has {max_per_ip} WebSockets open here; close one first"),
+    )
 }
 
 fn since(request: &Request<Incoming>) -> Result<u64, ApiError> {

@@ -2,7 +2,8 @@
 //! watching each order. It subscribes the bus to an order when its first
 //! local client joins and unsubscribes when the last leaves, and it never
 //! waits on a client: one whose buffer is full is dropped (and closed with
-//! 1013 by its session).
+//! 1013 by its session). It also counts open WebSockets per client address
+//! (`websocket.max_per_ip`), so one address cannot hold them all.
 
 use crate::{
     bus::{Bus, BusError, Published},
@@ -11,6 +12,7 @@ use crate::{
 };
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -26,6 +28,8 @@ pub struct Hub {
     bus: Arc<dyn Bus>,
     topics: Mutex<HashMap<OrderId, Topic>>,
     next_id: AtomicU64,
+    /// Open WebSockets by client address (only addresses with at least one).
+    peers: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -60,6 +64,31 @@ impl Drop for Membership {
     }
 }
 
+/// One WebSocket's place in its client address's allowance
+/// ([`Hub::claim_peer_slot`]); giving it back is dropping it.
+pub struct PeerSlot {
+    hub: Arc<Hub>,
+    ip: IpAddr,
+}
+
+impl std::fmt::Debug for PeerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSlot").field("ip", &self.ip).finish()
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut peers = self.hub.peers();
+        if let Some(open) = peers.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Counts for `/health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubStats {
@@ -76,7 +105,28 @@ impl Hub {
             bus,
             topics: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            peers: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims a WebSocket slot for a client at `ip`, which may hold at most
+    /// `max` at once; `None` when it already holds `max` (the caller answers
+    /// 429). The slot is held until the returned value is dropped.
+    pub fn claim_peer_slot(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<PeerSlot> {
+        let mut peers = self.peers();
+        let open = peers.entry(ip).or_insert(0);
+        if *open >= max {
+            if *open == 0 {
+                peers.remove(&ip);
+            }
+            return None;
+        }
+        *open += 1;
+        Some(PeerSlot { hub: self.clone(), ip })
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, Topic>> {
@@ -188,6 +238,32 @@ mod tests {
             terminal: false,
             payload: Bytes::from_static(b"{}"),
         }
+    }
+
+    #[test]
+    fn an_address_gets_at_most_max_slots_and_gets_one_back_when_one_is_dropped() {
+        let (bus, _stream) = MemoryBus::new(4);
+        let hub = Hub::new(Arc::new(bus));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = hub.claim_peer_slot(a, 2).expect("first slot");
+        let _second = hub.claim_peer_slot(a, 2).expect("second slot");
+        assert!(hub.claim_peer_slot(a, 2).is_none(), "a third is over the limit");
+        assert!(
+            hub.claim_peer_slot(b, 2).is_some(),
+            "another address has its own allowance"
+        );
+        drop(first);
+        assert!(hub.claim_peer_slot(a, 2).is_some(), "a dropped slot is free again");
+    }
+
+    #[test]
+    fn addresses_without_open_sockets_are_forgotten() {
+        let (bus, _stream) = MemoryBus::new(4);
+        let hub = Hub::new(Arc::new(bus));
+        let ip: IpAddr = "::1".parse().unwrap();
+        drop(hub.claim_peer_slot(ip, 1).expect("a slot"));
+        assert!(hub.claim_peer_slot(ip, 0).is_none());
+        assert!(hub.peers().is_empty(), "no entry is kept for an address with no socket");
     }
 
     #[tokio::test]

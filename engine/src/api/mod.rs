@@ -9,6 +9,7 @@
 //! May import: `domain`, `pipeline`, `store`, `bus`, `telemetry`.
 
 pub mod config;
+mod conn;
 mod error;
 mod handlers;
 pub mod http;
@@ -16,14 +17,14 @@ pub mod hub;
 pub mod views;
 pub mod ws;
 
-use crate::{domain::TokenRegistry, pipeline::Intake, store::Store};
+use crate::{domain::TokenRegistry, pipeline::Intake, store::Store, telemetry::event};
 pub use config::{OrdersConfig, ServerConfig, WebSocketConfig};
 pub use error::ApiError;
 pub use hub::Hub;
 use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use std::{sync::Arc, time::Duration};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// API settings from the configuration.
@@ -43,6 +44,16 @@ pub struct ApiSettings {
     pub client_buffer: usize,
     /// Serve `/metrics`.
     pub metrics: bool,
+    /// Time to receive a request's headers (`server.header_read_timeout`).
+    pub header_read_timeout: Duration,
+    /// Idle time before a keep-alive connection is closed
+    /// (`server.keep_alive_timeout`).
+    pub keep_alive_timeout: Duration,
+    /// Most connections open at once (`server.max_connections`).
+    pub max_connections: u32,
+    /// Most WebSockets open at once per client address
+    /// (`websocket.max_per_ip`).
+    pub ws_max_per_ip: u32,
 }
 
 /// Everything handlers share.
@@ -98,9 +109,22 @@ pub async fn serve_metrics(listener: TcpListener, shutdown: CancellationToken) {
 
 /// Serves HTTP on `listener` until `state.shutdown`, then drains: open
 /// connections finish their request, WebSockets close with 1001.
+///
+/// Abuse limits (see `conn`): at most `max_connections` sockets at once
+/// (one more is accepted and closed at once, so the process never runs out
+/// of file descriptors because of idle clients); a connection must send its
+/// request headers within `header_read_timeout` and is closed after
+/// `keep_alive_timeout` idle between requests. A connection out of time is
+/// dropped (no request is in service then, so nothing is lost).
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>, drain: Duration) {
     let connections = TaskTracker::new();
     let shutdown = state.shutdown.clone();
+    let max_connections = state.settings.max_connections;
+    let permits = Arc::new(Semaphore::new(max_connections as usize));
+    let limits = conn::Timeouts {
+        header_read: state.settings.header_read_timeout,
+        keep_alive: state.settings.keep_alive_timeout,
+    };
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -114,26 +138,55 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, drain: Duration)
                 }
             },
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Closed at once rather than left in the backlog: the client
+            // sees a closed connection, not a hang.
+            event::http_connection_refused(max_connections);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let clock = conn::Clock::new();
+        let stream = conn::Tracked::new(stream, clock.clone(), permit);
         let state = state.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let served = clock.clone();
             let service = service_fn(move |request: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, request, peer).await) }
+                let busy = served.busy();
+                async move {
+                    let response = handlers::handle(state, request, peer).await;
+                    drop(busy);
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
+            // No hyper timer: `conn::Clock` keeps the header and idle
+            // limits apart (hyper's header timeout is also its idle one).
             let connection = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
-                result = connection.as_mut() => result,
+                result = connection.as_mut() => Some(result),
+                why = clock.expired(limits) => {
+                    event::http_connection_timed_out(why.as_str());
+                    None
+                }
                 _ = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    // A client still short of its headers would otherwise
+                    // hold the drain until its end.
+                    tokio::select! {
+                        result = connection.as_mut() => Some(result),
+                        why = clock.expired(limits) => {
+                            event::http_connection_timed_out(why.as_str());
+                            None
+                        }
+                    }
                 }
             };
-            if let Err(e) = result {
+            if let Some(Err(e)) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

@@ -1,10 +1,15 @@
 //! The order request and its validation: every rule a `POST` must pass, as a
 //! pure function from JSON to a [`NewOrder`] or the first problem found.
+//!
+//! Numbers are read from the text the client sent ([`RawValue`]), never
+//! through `f64`: `1.0000000000000001` SOL is refused as too precise rather
+//! than rounded to `1`.
 
 use crate::domain::{AmountError, NewOrder, OrderId, OrderType, TokenRegistry, parse_units};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
+use std::collections::BTreeMap;
 
 /// The body of `POST /api/orders/execute` (for the schema; validation reads
 /// the JSON itself so that each problem names its field).
@@ -18,21 +23,24 @@ pub struct OrderRequest {
     /// Amount of `tokenIn` in whole tokens: a number or a decimal string,
     /// greater than zero, with no more decimals than the token has.
     pub amount: AmountInput,
-    /// Slippage tolerance in percent, in (0, 50], at most 2 decimals.
-    /// Defaults to `orders.default_slippage`.
+    /// Slippage tolerance in percent, in (0, 50], at most 2 decimals
+    /// (read exactly as written: `0.50000000000000001` is refused, not
+    /// rounded). Defaults to `orders.default_slippage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slippage: Option<f64>,
+    pub slippage: Option<serde_json::Number>,
     /// Only `market` exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_type: Option<OrderType>,
 }
 
-/// An amount given as a JSON number or a decimal string.
+/// An amount given as a JSON number or a decimal string. Either form is
+/// read exactly as written (a number's digits are never rounded through
+/// `f64`); exponents are allowed (`1e-9`, `"5E-7"`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum AmountInput {
     /// `10.5`
-    Number(f64),
+    Number(serde_json::Number),
     /// `"10.5"`
     Text(String),
 }
@@ -146,28 +154,59 @@ pub struct NewIds {
     pub job: String,
 }
 
-/// Validates a parsed JSON body into the order it asks for, with `ids`;
-/// `tradable` says whether a pair has a venue.
+/// A field's JSON as the client wrote it.
+enum Raw<'a> {
+    /// A JSON number: its original text (`1.0000000000000001`, `5E-7`).
+    Number(&'a str),
+    /// Any other JSON value, parsed.
+    Other(Value),
+}
+
+impl<'a> Raw<'a> {
+    fn of(raw: &'a RawValue) -> Self {
+        let text = raw.get().trim();
+        if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            Raw::Number(text)
+        } else {
+            // Syntax was checked when the body was parsed; a failure here
+            // cannot happen, and null is as good an answer as any.
+            Raw::Other(serde_json::from_str(text).unwrap_or(Value::Null))
+        }
+    }
+
+    fn value(&self) -> Value {
+        match self {
+            Raw::Number(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            Raw::Other(value) => value.clone(),
+        }
+    }
+}
+
+/// Validates a JSON body, kept as its original text so that numbers are
+/// exact, into the order it asks for, with `ids`; `tradable` says whether
+/// a pair has a venue.
 ///
 /// # Errors
 /// The first [`FieldError`] found, naming its field.
 pub fn validate_request(
-    body: &Value,
+    body: &RawValue,
     tokens: &TokenRegistry,
     default_slippage_bps: u32,
     tradable: impl Fn(&str, &str) -> bool,
     ids: NewIds,
 ) -> Result<NewOrder, FieldError> {
-    let object = body.as_object().ok_or_else(|| FieldError {
+    // An object's members, each as written; anything but an object fails.
+    let raw: BTreeMap<String, &RawValue> = serde_json::from_str(body.get()).map_err(|_| FieldError {
         code: RequestError::InvalidBody,
         message: "the body must be a JSON object".into(),
         field: None,
     })?;
-    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    let object: BTreeMap<&str, Raw<'_>> = raw.iter().map(|(k, v)| (k.as_str(), Raw::of(v))).collect();
+    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(k)) {
         return Err(FieldError {
             code: RequestError::UnknownField,
             message: format!("unknown field `{unknown}`; expected one of {}", FIELDS.join(", ")),
-            field: Some(unknown.clone()),
+            field: Some((*unknown).to_owned()),
         });
     }
 
@@ -175,9 +214,11 @@ pub fn validate_request(
         let value = object
             .get(field)
             .ok_or_else(|| FieldError::new(RequestError::MissingField, field, format!("`{field}` is required")))?;
-        let symbol = value
-            .as_str()
-            .ok_or_else(|| FieldError::new(RequestError::InvalidType, field, format!("`{field}` must be a string")))?;
+        let symbol = match value {
+            Raw::Other(Value::String(symbol)) => Some(symbol.as_str()),
+            _ => None,
+        }
+        .ok_or_else(|| FieldError::new(RequestError::InvalidType, field, format!("`{field}` must be a string")))?;
         tokens.get(symbol).ok_or_else(|| {
             let known: Vec<&str> = tokens.iter().map(|t| t.symbol.as_str()).collect();
             FieldError::new(
@@ -205,8 +246,8 @@ pub fn validate_request(
                 "`amount` is required",
             ));
         }
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Raw::Number(text)) => (*text).to_owned(),
+        Some(Raw::Other(Value::String(s))) => s.clone(),
         Some(_) => {
             return Err(FieldError::new(
                 RequestError::InvalidType,
@@ -240,8 +281,8 @@ pub fn validate_request(
     }
 
     let slippage_bps = match object.get("slippage") {
-        None | Some(Value::Null) => default_slippage_bps,
-        Some(Value::Number(n)) => slippage_bps(&n.to_string())?,
+        None | Some(Raw::Other(Value::Null)) => default_slippage_bps,
+        Some(Raw::Number(text)) => slippage_bps(text)?,
         Some(_) => {
             return Err(FieldError::new(
                 RequestError::InvalidType,
@@ -251,7 +292,7 @@ pub fn validate_request(
         }
     };
 
-    let order_type = match object.get("orderType") {
+    let order_type = match object.get("orderType").map(Raw::value) {
         None | Some(Value::Null) => OrderType::Market,
         Some(Value::String(s)) if s == "market" => OrderType::Market,
         Some(other) => {
@@ -335,11 +376,177 @@ mod tests {
     }
 
     fn check(body: Value) -> Result<NewOrder, FieldError> {
+        check_text(&body.to_string())
+    }
+
+    /// Validates a body given as text, so numbers keep their digits.
+    fn check_text(body: &str) -> Result<NewOrder, FieldError> {
         let ids = NewIds {
             order: OrderId::new(),
             job: "job-1".into(),
         };
-        validate_request(&body, &registry(), 50, |a, b| !(a == "BONK" || b == "BONK"), ids)
+        let body: &RawValue = serde_json::from_str(body).expect("the test body is JSON");
+        validate_request(body, &registry(), 50, |a, b| !(a == "BONK" || b == "BONK"), ids)
+    }
+
+    fn code_and_field<T: std::fmt::Debug>(result: Result<T, FieldError>) -> (&'static str, Option<String>) {
+        let err = result.expect_err("refused");
+        (err.code.as_str(), err.field)
+    }
+
+    #[test]
+    fn numbers_more_precise_than_allowed_are_refused_not_rounded() {
+        let cases = [
+            (
+                r#"{"tokenIn":"SOL","tokenOut":"USDC","amount":1.0000000000000001}"#,
+                "invalid_amount",
+                "amount",
+            ),
+            (
+                r#"{"tokenIn":"USDC","tokenOut":"SOL","amount":1999999.99999999999}"#,
+                "invalid_amount",
+                "amount",
+            ),
+            (
+                r#"{"tokenIn":"SOL","tokenOut":"USDC","amount":1,"slippage":0.50000000000000001}"#,
+                "invalid_slippage",
+                "slippage",
+            ),
+            (
+                r#"{"tokenIn":"SOL","tokenOut":"USDC","amount":1e-10}"#,
+                "invalid_amount",
+                "amount",
+            ),
+            (
+                r#"{"tokenIn":"SOL","tokenOut":"USDC","amount":1,"slippage":1E-3}"#,
+                "invalid_slippage",
+                "slippage",
+            ),
+        ];
+        for (body, code, field) in cases {
+            assert_eq!(
+                code_and_field(check_text(body)),
+                (code, Some(field.to_owned())),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_from_their_text_in_every_form() {
+        let amount = |text: &str| check_text(&format!(r#"{{"tokenIn":"SOL","tokenOut":"USDC","amount":{text}}}"#));
+        for (text, units) in [
+            ("1e-9", 1),
+            ("1E-9", 1),
+            (r#""5E-7""#, 500),
+            ("1.000000000000000000", 1_000_000_000),
+            ("123.456789012", 123_456_789_012),
+            ("9999.999999999", 9_999_999_999_999),
+            ("0.1e+1", 1_000_000_000),
+        ] {
+            assert_eq!(amount(text).map(|o| o.amount_in), Ok(units), "{text}");
+        }
+        let slippage = |text: &str| {
+            check_text(&format!(
+                r#"{{"tokenIn":"SOL","tokenOut":"USDC","amount":1,"slippage":{text}}}"#
+            ))
+            .map(|o| o.slippage_bps)
+        };
+        assert_eq!(slippage("0.50000000000000000"), Ok(50));
+        assert_eq!(slippage("5e-1"), Ok(50));
+        assert_eq!(slippage("12.34"), Ok(1_234));
+    }
+
+    /// The exact value of `int.frac × 10^exp` in base units of a token with
+    /// `decimals`, computed apart from `parse_units`: `None` when it is not
+    /// a whole number of base units, `Some(None)` when it overflows.
+    fn exact_units(int: &str, frac: &str, exp: i32, decimals: u8) -> Option<Option<u128>> {
+        let digits: u128 = format!("{int}{frac}").parse().expect("at most 36 digits fit");
+        if digits == 0 {
+            return Some(Some(0));
+        }
+        let shift = exp - frac.len() as i32 + i32::from(decimals);
+        if shift >= 0 {
+            Some(10u128.checked_pow(shift as u32).and_then(|p| digits.checked_mul(p)))
+        } else {
+            let divisor = 10u128.checked_pow(shift.unsigned_abs());
+            match divisor {
+                Some(d) if digits.is_multiple_of(d) => Some(Some(digits / d)),
+                // Non-zero digits beyond the last decimal place.
+                _ => None,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// For any decimal text, sent as a JSON number or as a string, the
+        /// stored amount is its exact value in base units, or it is refused
+        /// (`invalid_amount`, or `amount_too_large` above the token's
+        /// maximum); never a rounded value.
+        #[test]
+        fn amounts_are_stored_exactly_or_refused(
+            int in "(0|[1-9][0-9]{0,14})",
+            frac in proptest::option::of("[0-9]{1,20}"),
+            exp in proptest::option::of((proptest::bool::ANY, proptest::bool::ANY, -30i32..30)),
+            as_string in proptest::bool::ANY,
+        ) {
+            let frac = frac.unwrap_or_default();
+            let mut text = int.clone();
+            if !frac.is_empty() {
+                text = format!("{text}.{frac}");
+            }
+            let exponent = exp.map_or(0, |(_, _, e)| e);
+            if let Some((upper, plus, e)) = exp {
+                let sign = if e >= 0 && plus { "+" } else { "" };
+                text = format!("{text}{}{sign}{e}", if upper { 'E' } else { 'e' });
+            }
+            let amount = if as_string { format!("{text:?}") } else { text.clone() };
+            let result = check_text(&format!(r#"{{"tokenIn":"SOL","tokenOut":"USDC","amount":{amount}}}"#));
+            let max = 10_000 * 10u128.pow(9);
+            match exact_units(&int, &frac, exponent, 9) {
+                Some(Some(0)) | None => {
+                    proptest::prop_assert_eq!(code_and_field(result), ("invalid_amount", Some("amount".to_owned())), "{}", amount);
+                }
+                Some(Some(units)) if units <= max => {
+                    proptest::prop_assert_eq!(result.map(|o| o.amount_in), Ok(units), "{}", amount);
+                }
+                Some(_) => {
+                    proptest::prop_assert_eq!(code_and_field(result), ("amount_too_large", Some("amount".to_owned())), "{}", amount);
+                }
+            }
+        }
+
+        /// Slippage, as a JSON number, is exact basis points or refused
+        /// with `invalid_slippage`.
+        #[test]
+        fn slippage_is_exact_basis_points_or_refused(
+            int in "(0|[1-9][0-9]{0,2})",
+            frac in proptest::option::of("[0-9]{1,20}"),
+            exp in proptest::option::of(-4i32..3),
+        ) {
+            let frac = frac.unwrap_or_default();
+            let mut text = int.clone();
+            if !frac.is_empty() {
+                text = format!("{text}.{frac}");
+            }
+            if let Some(e) = exp {
+                text = format!("{text}e{e}");
+            }
+            let result = check_text(&format!(
+                r#"{{"tokenIn":"SOL","tokenOut":"USDC","amount":1,"slippage":{text}}}"#
+            ))
+            .map(|o| o.slippage_bps);
+            match exact_units(&int, &frac, exp.unwrap_or(0), 2) {
+                Some(Some(bps)) if (1..=5_000).contains(&bps) => {
+                    proptest::prop_assert_eq!(result, Ok(bps as u32), "{}", text);
+                }
+                _ => {
+                    proptest::prop_assert_eq!(code_and_field(result), ("invalid_slippage", Some("slippage".to_owned())), "{}", text);
+                }
+            }
+        }
     }
 
     #[test]

@@ -90,11 +90,12 @@ impl Intake {
         self.queue.depth().await
     }
 
-    /// The order a JSON request body describes.
+    /// The order a JSON request body describes; `body` is the JSON as the
+    /// client sent it, so numbers are read exactly (never through `f64`).
     ///
     /// # Errors
     /// The first [`FieldError`] of the request (its `code` is stable).
-    pub fn order_from(&self, body: &serde_json::Value) -> Result<NewOrder, FieldError> {
+    pub fn order_from(&self, body: &serde_json::value::RawValue) -> Result<NewOrder, FieldError> {
         let ids = NewIds {
             order: OrderId::new(),
             job: uuid::Uuid::new_v4().to_string(),
@@ -233,8 +234,12 @@ mod tests {
         store::{SqliteStore, SqliteSync},
     };
     use async_trait::async_trait;
-    use serde_json::json;
+    use serde_json::{json, value::RawValue};
     use std::{sync::Mutex, time::Duration};
+
+    fn raw(body: serde_json::Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&body).expect("a JSON value serialises")
+    }
 
     /// A bus that keeps what was published.
     #[derive(Default)]
@@ -321,7 +326,7 @@ mod tests {
 
     fn order(intake: &Intake) -> NewOrder {
         intake
-            .order_from(&json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"}))
+            .order_from(&raw(json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"})))
             .unwrap()
     }
 
@@ -391,7 +396,7 @@ mod tests {
             json!({"tokenIn": "USDC", "tokenOut": "SOL", "amount": "1"}),
             json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1", "extra": 1}),
         ] {
-            assert!(f.intake.order_from(&body).is_err(), "{body}");
+            assert!(f.intake.order_from(&raw(body.clone())).is_err(), "{body}");
         }
         assert!(f.bus.published().is_empty());
         assert_eq!(f.store.unfinished_orders().await.unwrap(), Vec::<OrderId>::new());
