@@ -12,7 +12,7 @@ use crate::{
     domain::{TokenError, TokenRegistry},
     monitor::Monitor,
     pipeline::{
-        Intake, InvalidBackoff, Pipeline, PipelineSettings, Recorder, RequeueError, RetryPolicy, Stage, Worker,
+        Intake, InvalidBackoff, Keys, Pipeline, PipelineSettings, Recorder, RequeueError, RetryPolicy, Stage, Worker,
         reconcile, requeue_unfinished,
     },
     plugins::{self, PluginHost, watch::FileWatch},
@@ -314,6 +314,17 @@ pub async fn migrate(config: &Config) -> Result<Vec<u32>, AppError> {
     Ok(open_store(config)?.store.migrate().await?)
 }
 
+/// API keys in the configured store, for `swapline keys …`: migrates first
+/// when `store.migrate_on_start` (as `serve` would), so keys can be created
+/// before the first start.
+pub async fn keys(config: &Config) -> Result<Keys, AppError> {
+    let store = open_store(config)?.store;
+    if config.store.migrate_on_start {
+        store.migrate().await?;
+    }
+    Ok(Keys::new(store))
+}
+
 fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
     let mut settings = deadpool_redis::Config::from_url(&config.url);
     let mut pool = deadpool_redis::PoolConfig::new(config.pool_size);
@@ -554,6 +565,7 @@ pub async fn run_with_reload(
         let state = Arc::new(ApiState {
             store: engine.store.clone(),
             intake,
+            keys: Keys::new(engine.store.clone()),
             hub,
             tokens: engine.tokens.clone(),
             settings: ApiSettings {
@@ -564,6 +576,9 @@ pub async fn run_with_reload(
                 ping_timeout: config.websocket.ping_timeout.0,
                 client_buffer: config.websocket.client_buffer,
                 metrics: config.metrics.enabled,
+                auth_required: config.auth.required,
+                ticket_ttl: config.auth.ticket_ttl.0,
+                allowed_origins: config.server.allowed_origins.clone(),
             },
             shutdown: token.clone(),
             sessions: TaskTracker::new(),

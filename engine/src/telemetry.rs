@@ -119,6 +119,11 @@ pub mod names {
     pub const HTTP_REQUESTS: &str = "swapline_http_requests_total";
     /// Histogram, `route`: HTTP latency.
     pub const HTTP_DURATION: &str = "swapline_http_request_duration_seconds";
+    /// Counter, `status` (`401`, `403`), `reason`: requests refused by
+    /// authentication, scope or origin.
+    pub const AUTH_REJECTIONS: &str = "swapline_auth_rejections_total";
+    /// Counter: WebSocket tickets issued.
+    pub const WS_TICKETS: &str = "swapline_ws_tickets_issued_total";
     /// Histogram, `plugin`: one strategy call.
     pub const PLUGIN_DURATION: &str = "swapline_plugin_call_duration_seconds";
     /// Counter, `plugin`: fuel consumed.
@@ -224,6 +229,11 @@ fn describe() {
     describe_counter!(WS_PING_TIMEOUTS, "Clients closed for not answering pings.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status.");
     describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request latency.");
+    describe_counter!(
+        AUTH_REJECTIONS,
+        "Requests refused by authentication (401), scope or origin (403), by reason."
+    );
+    describe_counter!(WS_TICKETS, "WebSocket tickets issued.");
     describe_histogram!(
         PLUGIN_DURATION,
         metrics::Unit::Seconds,
@@ -250,8 +260,12 @@ fn describe() {
         WS_REPLAYED,
         WS_SLOW_CLOSES,
         WS_PING_TIMEOUTS,
+        WS_TICKETS,
     ] {
         counter!(name).absolute(0);
+    }
+    for (status, reason) in AUTH_REASONS {
+        counter!(AUTH_REJECTIONS, "status" => status.to_string(), "reason" => *reason).absolute(0);
     }
     for result in ["ok", "refused"] {
         counter!(PLUGIN_RELOADS, "result" => result).absolute(0);
@@ -271,6 +285,20 @@ fn describe() {
     }
 }
 
+/// The `(status, reason)` labels of [`names::AUTH_REJECTIONS`]: the 401
+/// reasons are `pipeline::Rejection::reason`'s.
+pub const AUTH_REASONS: &[(u16, &str)] = &[
+    (401, "missing_credentials"),
+    (401, "malformed_authorization"),
+    (401, "unknown_key"),
+    (401, "revoked_key"),
+    (401, "unknown_ticket"),
+    (401, "expired_ticket"),
+    (401, "ticket_for_another_order"),
+    (403, "scope"),
+    (403, "origin"),
+];
+
 /// Typed events: each records its metrics (and logs where useful).
 pub mod event {
     use super::*;
@@ -279,6 +307,16 @@ pub mod event {
     pub fn http_request(route: &'static str, status: u16, took: Duration) {
         counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
         histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
+    }
+
+    /// A request was refused with 401 or 403 for `reason`.
+    pub fn auth_rejected(status: u16, reason: &'static str) {
+        counter!(AUTH_REJECTIONS, "status" => status.to_string(), "reason" => reason).increment(1);
+    }
+
+    /// A WebSocket ticket was issued.
+    pub fn ws_ticket_issued() {
+        counter!(WS_TICKETS).increment(1);
     }
 
     /// An order was accepted.

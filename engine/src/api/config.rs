@@ -1,4 +1,5 @@
-//! Settings of the HTTP API: the server, WebSocket streams and order intake.
+//! Settings of the HTTP API: the server, authentication, WebSocket streams
+//! and order intake.
 //! A leaf: imports nothing of ours but `domain`.
 
 use crate::domain::Dur;
@@ -20,6 +21,27 @@ pub struct ServerConfig {
     pub body_limit_bytes: u64,
     /// Time allowed for in-flight work to finish on shutdown.
     pub shutdown_grace: Dur,
+    /// Browser origins allowed to call the API, exactly as a browser sends
+    /// them in `Origin` (`https://app.example.com`, no path); empty: none.
+    /// REST answers CORS headers to these; a WebSocket upgrade from any
+    /// other origin gets 403. Requests without `Origin` (not from a
+    /// browser) are not affected.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Authentication: API keys (`Authorization: Bearer <secret>`, RFC 6750)
+/// and WebSocket tickets.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Every API request needs a key (`SWAPLINE_AUTH__REQUIRED`); without
+    /// one it gets 401. `/health`, `/ready` and `/metrics` stay open. When
+    /// false, a request without a key may do anything, and one with a key
+    /// acts as that key.
+    pub required: bool,
+    /// How long a WebSocket ticket from `POST /api/ws-tickets` (or in the
+    /// `wsUrl` of a new order) stays usable; it is single-use.
+    pub ticket_ttl: Dur,
 }
 
 /// WebSocket settings.
@@ -61,6 +83,43 @@ impl ServerConfig {
         }
         if self.body_limit_bytes < 256 {
             problems.push(format!("{key}.body_limit_bytes: must be at least 256"));
+        }
+        for origin in &self.allowed_origins {
+            if let Some(problem) = origin_problem(origin) {
+                problems.push(format!("{key}.allowed_origins: {origin:?} {problem}"));
+            }
+        }
+        problems
+    }
+
+    /// Whether a browser `Origin` is allowed (exact match; ASCII case of
+    /// the scheme and host does not matter).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// What is wrong with an origin, if anything: it must be
+/// `scheme://host[:port]`, as RFC 6454 serialises one.
+fn origin_problem(origin: &str) -> Option<&'static str> {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Some("must look like https://host[:port]");
+    };
+    if !["http", "https"].contains(&scheme) {
+        return Some("must start with http:// or https://");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Some("must be scheme://host[:port], with no path and no trailing slash");
+    }
+    None
+}
+
+impl AuthConfig {
+    /// Rule problems, each starting with `key`.
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.ticket_ttl.0.is_zero() {
+            problems.push(format!("{key}.ticket_ttl: must be greater than 0"));
         }
         problems
     }

@@ -103,7 +103,7 @@ impl Intake {
         validate_request(body, &self.tokens, self.default_slippage_bps, tradable, ids)
     }
 
-    /// Creates the order for `caller` with its `pending` event, publishes it, enqueues
+    /// Creates the order for `caller` (owned by its key) with its `pending` event, publishes it, enqueues
     /// its job. When the queue fails, the order is failed for good (a
     /// `failed` event with code `queue_unavailable`, stored and published,
     /// which also sets `lastError`), so the client may simply retry.
@@ -111,8 +111,10 @@ impl Intake {
     /// # Errors
     /// [`SubmitError::Store`] when nothing could be stored;
     /// [`SubmitError::Queue`] when the stored order could not be queued.
-    pub async fn submit(&self, order: NewOrder, caller: &Caller) -> Result<Accepted, SubmitError> {
+    pub async fn submit(&self, mut order: NewOrder, caller: &Caller) -> Result<Accepted, SubmitError> {
         tracing::debug!(order_id = %order.id, client = caller.client_scope(), "order submitted");
+        // The caller's key owns the order: only it (or an admin) sees it.
+        order.owner = caller.owner();
         self.recorder
             .create(&order, self.pending_event(&order))
             .await
