@@ -424,3 +424,25 @@ on_both_backends!(
     only_allowed_origins_get_cors_preflights_and_websockets,
     keys_cli_creates_lists_and_revokes_keys_and_stores_no_secret,
 );
+
+/// `swapline loadtest orders --api-key` drives an engine that requires keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn loadtest_orders_sends_its_api_key_when_auth_is_required() {
+    let engine = Engine::start_on(Backend::Embedded, AUTH);
+    let (_, key) = create_key(&engine, "loadtest", "trade,read");
+    let options = |api_key: Option<String>| swapline::loadtest::OrdersOptions {
+        url: engine.url.clone(),
+        count: 5,
+        rate: None,
+        concurrency: 5,
+        token_in: "SOL".into(),
+        token_out: "USDC".into(),
+        amount: "0.5".into(),
+        timeout: Duration::from_secs(60),
+        api_key,
+    };
+    let report = swapline::loadtest::run_orders(options(Some(key)), indicatif::ProgressBar::hidden()).await;
+    assert!(report.is_clean(), "{report}");
+    let refused = swapline::loadtest::run_orders(options(None), indicatif::ProgressBar::hidden()).await;
+    assert!(!refused.is_clean(), "without a key every POST is 401: {refused}");
+}
