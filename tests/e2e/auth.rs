@@ -193,9 +193,12 @@ async fn a_key_sees_only_its_own_orders_and_admin_sees_all(backend: Backend) {
             .map(|o| o["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(listed(get(&engine, Some(&bob), "/api/orders").await), [b.clone()]);
-    assert_eq!(listed(get(&engine, Some(&alice), "/api/orders").await), [a.clone()]);
-    assert_eq!(listed(get(&engine, Some(&admin), "/api/orders").await), [b, a.clone()]);
+    assert_eq!(listed(get(&engine, Some(&bob), "/api/orders").await), vec![b.clone()]);
+    assert_eq!(listed(get(&engine, Some(&alice), "/api/orders").await), vec![a.clone()]);
+    assert_eq!(
+        listed(get(&engine, Some(&admin), "/api/orders").await),
+        vec![b, a.clone()]
+    );
 
     let alice_auth = bearer(&alice);
     let mut socket = upgrade(

@@ -91,12 +91,6 @@ impl ServerConfig {
         }
         problems
     }
-
-    /// Whether a browser `Origin` is allowed (exact match; ASCII case of
-    /// the scheme and host does not matter).
-    pub fn allows_origin(&self, origin: &str) -> bool {
-        self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
-    }
 }
 
 /// What is wrong with an origin, if anything: it must be
@@ -166,5 +160,19 @@ impl OrdersConfig {
             problems.push(format!("{key}.max_page_size: must be at least 1"));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_must_be_scheme_and_host_without_a_path() {
+        assert_eq!(origin_problem("https://app.example.com"), None);
+        assert_eq!(origin_problem("http://localhost:5173"), None);
+        for bad in ["app.example.com", "https://app.example.com/", "ftp://x", "https://"] {
+            assert!(origin_problem(bad).is_some(), "{bad}");
+        }
     }
 }

@@ -328,6 +328,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_order_is_owned_by_the_key_that_submitted_it() {
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        let key = crate::domain::KeyGrant {
+            id: crate::domain::KeyId::new(),
+            name: "desk".into(),
+            scopes: vec![crate::domain::Scope::Trade],
+            orders_per_minute: None,
+        };
+        let caller = Caller {
+            key: Some(key.clone()),
+            ..anyone()
+        };
+        let keyed = order(&f.intake);
+        f.intake.submit(keyed.clone(), &caller).await.unwrap();
+        assert_eq!(f.store.order(keyed.id).await.unwrap().unwrap().owner, Some(key.id));
+        let anonymous = order(&f.intake);
+        f.intake.submit(anonymous.clone(), &anyone()).await.unwrap();
+        assert_eq!(f.store.order(anonymous.id).await.unwrap().unwrap().owner, None);
+    }
+
+    #[tokio::test]
     async fn accepted_order_is_stored_published_and_queued() {
         let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
         let f = fixture(queue.clone()).await;
