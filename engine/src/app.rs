@@ -663,6 +663,12 @@ mod tests {
                 c.metrics.listen = "localhost".into()
             }),
             ("no market pipeline", serve, |c| c.pipelines.clear()),
+            ("a WebSocket ticket that never lives", serve, |c| {
+                c.auth.ticket_ttl = Dur(Duration::ZERO)
+            }),
+            ("an allowed origin with a path", serve, |c| {
+                c.server.allowed_origins = vec!["https://app.example.com/".into()]
+            }),
         ]
     }
 

@@ -309,9 +309,11 @@ pub mod event {
         histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
     }
 
-    /// A request was refused with 401 or 403 for `reason`.
+    /// A request was refused with 401 or 403 for `reason` (never with the
+    /// secret it carried).
     pub fn auth_rejected(status: u16, reason: &'static str) {
         counter!(AUTH_REJECTIONS, "status" => status.to_string(), "reason" => reason).increment(1);
+        tracing::debug!(status, reason, "request refused");
     }
 
     /// A WebSocket ticket was issued.

@@ -50,7 +50,6 @@ pub(super) struct Access {
 /// wrong credential adds `error="invalid_token"` (RFC 6750 §3.1).
 pub(super) fn unauthorized(rejection: Rejection) -> ApiError {
     event::auth_rejected(401, rejection.reason());
-    tracing::debug!(reason = rejection.reason(), "request refused: 401");
     let challenge = if rejection.is_invalid_token() {
         format!("Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{rejection}\"")
     } else if rejection == Rejection::Malformed {
@@ -69,7 +68,7 @@ pub(super) fn unauthorized(rejection: Rejection) -> ApiError {
 pub(super) fn forbidden(caller: &Caller, scope: Scope) -> ApiError {
     event::auth_rejected(403, "scope");
     if let Some(key) = &caller.key {
-        tracing::debug!(key_id = %key.id, scope = scope.as_str(), "request refused: 403");
+        tracing::debug!(key_id = %key.id, scope = scope.as_str(), "the key lacks the scope");
     }
     ApiError {
         challenge: Some(format!(
