@@ -12,7 +12,7 @@ use crate::{
     domain::{TokenError, TokenRegistry},
     monitor::Monitor,
     pipeline::{
-        Intake, InvalidBackoff, Pipeline, PipelineSettings, Recorder, RequeueError, RetryPolicy, Stage, Worker,
+        Intake, InvalidBackoff, Keys, Pipeline, PipelineSettings, Recorder, RequeueError, RetryPolicy, Stage, Worker,
         reconcile, requeue_unfinished,
     },
     plugins::{self, PluginHost, watch::FileWatch},
@@ -314,6 +314,17 @@ pub async fn migrate(config: &Config) -> Result<Vec<u32>, AppError> {
     Ok(open_store(config)?.store.migrate().await?)
 }
 
+/// API keys in the configured store, for `swapline keys …`: migrates first
+/// when `store.migrate_on_start` (as `serve` would), so keys can be created
+/// before the first start.
+pub async fn keys(config: &Config) -> Result<Keys, AppError> {
+    let store = open_store(config)?.store;
+    if config.store.migrate_on_start {
+        store.migrate().await?;
+    }
+    Ok(Keys::new(store))
+}
+
 fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
     let mut settings = deadpool_redis::Config::from_url(&config.url);
     let mut pool = deadpool_redis::PoolConfig::new(config.pool_size);
@@ -554,6 +565,7 @@ pub async fn run_with_reload(
         let state = Arc::new(ApiState {
             store: engine.store.clone(),
             intake,
+            keys: Keys::new(engine.store.clone()),
             hub,
             tokens: engine.tokens.clone(),
             settings: ApiSettings {
@@ -568,6 +580,9 @@ pub async fn run_with_reload(
                 keep_alive_timeout: config.server.keep_alive_timeout.0,
                 max_connections: config.server.max_connections,
                 ws_max_per_ip: config.websocket.max_per_ip,
+                auth_required: config.auth.required,
+                ticket_ttl: config.auth.ticket_ttl.0,
+                allowed_origins: config.server.allowed_origins.clone(),
             },
             shutdown: token.clone(),
             sessions: TaskTracker::new(),
@@ -652,6 +667,12 @@ mod tests {
                 c.metrics.listen = "localhost".into()
             }),
             ("no market pipeline", serve, |c| c.pipelines.clear()),
+            ("a WebSocket ticket that never lives", serve, |c| {
+                c.auth.ticket_ttl = Dur(Duration::ZERO)
+            }),
+            ("an allowed origin with a path", serve, |c| {
+                c.server.allowed_origins = vec!["https://app.example.com/".into()]
+            }),
         ]
     }
 

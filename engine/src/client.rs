@@ -24,6 +24,9 @@ pub enum ClientError {
     /// WebSocket protocol failure.
     #[error("websocket: {0}")]
     WebSocket(String),
+    /// The server answered the upgrade with this HTTP status, not 101.
+    #[error("websocket upgrade refused with HTTP {0}")]
+    Refused(u16),
 }
 
 /// A buffered HTTP response.
@@ -139,24 +142,36 @@ impl std::fmt::Debug for Socket {
 
 /// Opens a WebSocket on `path` (e.g. `/api/orders/status/<id>?since=3`).
 pub async fn connect(base: &str, path: &str) -> Result<Socket, ClientError> {
+    connect_with(base, path, &[]).await
+}
+
+/// [`connect`] with extra request headers (`Authorization`, `Origin`).
+pub async fn connect_with(base: &str, path: &str, headers: &[(&str, &str)]) -> Result<Socket, ClientError> {
     let host = authority(base).to_owned();
     let stream = TcpStream::connect(&host)
         .await
         .map_err(|e| ClientError::Connect(host.clone(), e))?;
     let _ = stream.set_nodelay(true);
-    let request = Request::builder()
+    let mut builder = Request::builder()
         .method("GET")
         .uri(path)
         .header(header::HOST, &host)
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "upgrade")
         .header("Sec-WebSocket-Key", handshake::generate_key())
-        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Version", "13");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
         .body(Empty::<Bytes>::new())
         .map_err(|e| ClientError::Http(e.to_string()))?;
     let (ws, _) = handshake::client(&SpawnExecutor, request, stream)
         .await
-        .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        .map_err(|e| match e {
+            fastwebsockets::WebSocketError::InvalidStatusCode(status) => ClientError::Refused(status),
+            e => ClientError::WebSocket(e.to_string()),
+        })?;
     Ok(Socket {
         ws: FragmentCollector::new(ws),
     })

@@ -16,11 +16,14 @@
 //!   TOML, profile, env) and [`config::validate`], which start-up and
 //!   `swapline config check` share.
 //! - [`domain`]: pure types and rules: orders, statuses, events, amounts,
-//!   tokens, quotes, routes and request validation. No I/O.
-//! - [`api`]: HTTP only: routes, media type, body limit, JSON to request,
+//!   tokens, quotes, routes, request validation, callers, API keys and
+//!   tickets (as digests). No I/O.
+//! - [`api`]: HTTP only: routes, authentication (Bearer keys, WebSocket
+//!   tickets, origins and CORS), media type, body limit, JSON to request,
 //!   error to status, views, the WebSocket sessions and hub.
 //! - [`pipeline`]: the use cases: [`pipeline::Intake`] (a POST),
-//!   [`pipeline::Recorder`] (every event stored, then published), and the
+//!   [`pipeline::Recorder`] (every event stored, then published),
+//!   [`pipeline::Keys`] (API keys and WebSocket tickets), and the
 //!   worker's stages (`quote`, `route`, `submit`, `confirm`, `failure`),
 //!   retry policy and backoff, reconciler.
 //! - [`strategy`]: the `Strategy` seam: answer validation and fallback

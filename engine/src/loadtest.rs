@@ -48,6 +48,11 @@ pub struct OrdersOptions {
     /// Give up on one order after this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// API key secret (`swl_…`, from `swapline keys create`), sent as
+    /// `Authorization: Bearer` on every request and upgrade; needed when the
+    /// engine runs with `auth.required`.
+    #[arg(long, value_name = "SECRET")]
+    pub api_key: Option<String>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -245,10 +250,30 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `POST /api/orders/execute`, with the key when there is one.
+async fn post_order(
+    url: &str,
+    api_key: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<client::Response, client::ClientError> {
+    let auth = api_key.map(|key| format!("Bearer {key}"));
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(auth.as_deref().map(|a| ("authorization", a)));
+    let bytes = bytes::Bytes::from(serde_json::to_vec(body).expect("JSON values serialise"));
+    client::request(url, "POST", "/api/orders/execute", &headers, Some(bytes)).await
+}
+
+/// Opens an order's WebSocket, with the key when there is one.
+async fn connect(url: &str, api_key: Option<&str>, id: &str) -> Result<client::Socket, client::ClientError> {
+    let auth = api_key.map(|key| format!("Bearer {key}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
+    client::connect_with(url, &format!("/api/orders/status/{id}"), &headers).await
+}
+
 async fn follow(options: &OrdersOptions, scheduled: Instant) -> Trace {
     let mut trace = Trace::default();
     let body = json!({"tokenIn": options.token_in, "tokenOut": options.token_out, "amount": options.amount});
-    let response = match client::post_json(&options.url, "/api/orders/execute", &body).await {
+    let response = match post_order(&options.url, options.api_key.as_deref(), &body).await {
         Ok(response) => response,
         Err(e) => {
             trace.error = Some(format!("post: {}", kind_of(&e.to_string())));
@@ -265,7 +290,7 @@ async fn follow(options: &OrdersOptions, scheduled: Instant) -> Trace {
         return trace;
     };
     let connected_at = SystemTime::now();
-    let mut socket = match client::connect(&options.url, &format!("/api/orders/status/{id}")).await {
+    let mut socket = match connect(&options.url, options.api_key.as_deref(), &id).await {
         Ok(socket) => socket,
         Err(e) => {
             trace.error = Some(format!("websocket: {}", kind_of(&e.to_string())));
@@ -356,6 +381,9 @@ pub struct FanoutOptions {
     /// Give up on a client after this long.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// API key secret, sent as `Authorization: Bearer` (as for `orders`).
+    #[arg(long, value_name = "SECRET")]
+    pub api_key: Option<String>,
 }
 
 /// The outcome of a fan-out run.
@@ -453,7 +481,7 @@ pub async fn run_fanout(options: FanoutOptions, bar: indicatif::ProgressBar) -> 
     let mut ids = Vec::new();
     for _ in 0..report.orders {
         let body = json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": options.amount});
-        match client::post_json(&options.url, "/api/orders/execute", &body).await {
+        match post_order(&options.url, options.api_key.as_deref(), &body).await {
             Ok(r) if r.status.as_u16() == 201 => {
                 ids.push(r.json()["orderId"].as_str().unwrap_or_default().to_owned());
             }
@@ -478,14 +506,15 @@ pub async fn run_fanout(options: FanoutOptions, bar: indicatif::ProgressBar) -> 
     let connecting = Arc::new(Semaphore::new(options.connect_concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..options.clients {
-        let (url, id, connecting, timeout) = (
+        let (url, api_key, id, connecting, timeout) = (
             options.url.clone(),
+            options.api_key.clone(),
             ids[index % ids.len()].clone(),
             connecting.clone(),
             options.timeout,
         );
         tasks.spawn(async move {
-            match tokio::time::timeout(timeout, watch(&url, &id, connecting)).await {
+            match tokio::time::timeout(timeout, watch(&url, api_key, &id, connecting)).await {
                 Ok(watch) => watch,
                 Err(_) => Watch {
                     connect_ms: None,
@@ -522,7 +551,7 @@ pub async fn run_fanout(options: FanoutOptions, bar: indicatif::ProgressBar) -> 
     report
 }
 
-async fn watch(url: &str, id: &str, connecting: Arc<Semaphore>) -> Watch {
+async fn watch(url: &str, api_key: Option<String>, id: &str, connecting: Arc<Semaphore>) -> Watch {
     let mut watch = Watch {
         connect_ms: None,
         delivery_ms: Vec::new(),
@@ -532,7 +561,7 @@ async fn watch(url: &str, id: &str, connecting: Arc<Semaphore>) -> Watch {
     };
     let slot = connecting.acquire_owned().await.expect("never closed");
     let started = Instant::now();
-    let mut socket = match client::connect(url, &format!("/api/orders/status/{id}")).await {
+    let mut socket = match connect(url, api_key.as_deref(), id).await {
         Ok(socket) => socket,
         Err(e) => {
             watch.error = Some(format!("connect: {}", kind_of(&e.to_string())));

@@ -59,6 +59,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Create, list and revoke API keys (kept in the configured store).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Load-test a running engine.
     Loadtest {
         #[command(subcommand)]
@@ -84,6 +89,38 @@ enum LoadtestKind {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysAction {
+    /// Create a key and print its secret, once: it is stored only as a hash.
+    Create {
+        /// A name for people and logs.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: trade (create orders), read (status,
+        /// events, lists, WebSocket), admin (everything, every order).
+        #[arg(long)]
+        scopes: String,
+        /// This key's own order limit per minute (default: the configured
+        /// `limits.orders_per_minute`).
+        #[arg(long)]
+        orders_per_minute: Option<u32>,
+        /// Print `{"id","name","scopes","secret"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every key (never a secret).
+    List {
+        /// Print as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: requests with it get 401 from now on.
+    Revoke {
+        /// The key's id.
+        id: String,
     },
 }
 
@@ -208,6 +245,7 @@ async fn main() -> Result<()> {
             println!("configuration OK (profile {})", cli.profile);
         }
         Command::Plugins { action } => plugins(&config, action)?,
+        Command::Keys { action } => keys(&config, action).await?,
         Command::Migrate => {
             telemetry::init(&config.log);
             let applied = app::migrate(&config).await?;
@@ -266,6 +304,84 @@ fn plugins(config: &Config, action: &PluginsAction) -> Result<()> {
             if !report.passed() {
                 bail!("no route the host accepts");
             }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(config: &Config, action: &KeysAction) -> Result<()> {
+    use serde_json::json;
+    use swapline::domain::{ApiKey, parse_scopes, scopes_text};
+    let keys = app::keys(config).await?;
+    let view = |key: &ApiKey| {
+        json!({
+            "id": key.id.to_string(),
+            "name": key.name,
+            "scopes": key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "ordersPerMinute": key.orders_per_minute,
+            "createdAt": key.created_at,
+            "revokedAt": key.revoked_at,
+        })
+    };
+    match action {
+        KeysAction::Create {
+            name,
+            scopes,
+            orders_per_minute,
+            json,
+        } => {
+            let scopes = parse_scopes(scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let created = keys.create(name, scopes, *orders_per_minute).await?;
+            let key = &created.key;
+            if *json {
+                let out = json!({
+                    "id": key.id.to_string(),
+                    "name": key.name,
+                    "scopes": key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    "secret": created.secret,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "created key {} ({}, scopes {})",
+                    key.id,
+                    key.name,
+                    scopes_text(&key.scopes)
+                );
+                println!("secret: {}", created.secret);
+                println!("Keep the secret now: it is stored only as a hash and cannot be shown again.");
+                println!("Use it as: Authorization: Bearer {}", created.secret);
+            }
+        }
+        KeysAction::List { json } => {
+            let list = keys.list().await?;
+            if *json {
+                let out: Vec<_> = list.iter().map(view).collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else if list.is_empty() {
+                println!("no keys; create one with `swapline keys create --name NAME --scopes trade,read`");
+            } else {
+                println!(
+                    "{:<36}  {:<20}  {:<16}  {:<8}  created",
+                    "id", "name", "scopes", "state"
+                );
+                for key in &list {
+                    let state = if key.is_active() { "active" } else { "revoked" };
+                    println!(
+                        "{:<36}  {:<20}  {:<16}  {:<8}  {}",
+                        key.id,
+                        key.name,
+                        scopes_text(&key.scopes),
+                        state,
+                        key.created_at
+                    );
+                }
+            }
+        }
+        KeysAction::Revoke { id } => {
+            let id = id.parse().with_context(|| format!("{id:?} is not a key id (a UUID)"))?;
+            let key = keys.revoke(id).await?;
+            println!("revoked key {} ({})", key.id, key.name);
         }
     }
     Ok(())

@@ -5,7 +5,7 @@
 //! May import: `api`, `config`, `domain`.
 
 use crate::{
-    api::views::{Created, EventList, OrderList, OrderResponse, SocketMessage},
+    api::views::{Created, EventList, OrderList, OrderResponse, SocketMessage, TicketView},
     config::Config,
     domain::OrderRequest,
 };
@@ -56,6 +56,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
             "order-events.schema.json",
             schema::<EventList>("order-events.schema.json"),
         ),
+        ("ws-ticket.schema.json", schema::<TicketView>("ws-ticket.schema.json")),
         (
             "ws-message.schema.json",
             schema::<SocketMessage>("ws-message.schema.json"),
@@ -128,6 +129,7 @@ mod tests {
                 "/api/orders/execute",
                 "/api/orders/status/{id}",
                 "/api/orders/{id}/events",
+                "/api/ws-tickets",
                 "/health",
                 "/metrics",
                 "/ready"

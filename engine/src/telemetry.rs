@@ -125,6 +125,11 @@ pub mod names {
     pub const HTTP_CONNECTIONS_REFUSED: &str = "swapline_http_connections_refused_total";
     /// Counter, `reason`: connections closed for running out of time.
     pub const HTTP_CONNECTION_TIMEOUTS: &str = "swapline_http_connection_timeouts_total";
+    /// Counter, `status` (`401`, `403`), `reason`: requests refused by
+    /// authentication, scope or origin.
+    pub const AUTH_REJECTIONS: &str = "swapline_auth_rejections_total";
+    /// Counter: WebSocket tickets issued.
+    pub const WS_TICKETS: &str = "swapline_ws_tickets_issued_total";
     /// Histogram, `plugin`: one strategy call.
     pub const PLUGIN_DURATION: &str = "swapline_plugin_call_duration_seconds";
     /// Counter, `plugin`: fuel consumed.
@@ -239,6 +244,11 @@ fn describe() {
         HTTP_CONNECTION_TIMEOUTS,
         "Connections closed for not sending headers in time or idling too long."
     );
+    describe_counter!(
+        AUTH_REJECTIONS,
+        "Requests refused by authentication (401), scope or origin (403), by reason."
+    );
+    describe_counter!(WS_TICKETS, "WebSocket tickets issued.");
     describe_histogram!(
         PLUGIN_DURATION,
         metrics::Unit::Seconds,
@@ -266,11 +276,15 @@ fn describe() {
         WS_SLOW_CLOSES,
         WS_PING_TIMEOUTS,
         HTTP_CONNECTIONS_REFUSED,
+        WS_TICKETS,
     ] {
         counter!(name).absolute(0);
     }
     for reason in ["header_read", "keep_alive"] {
         counter!(HTTP_CONNECTION_TIMEOUTS, "reason" => reason).absolute(0);
+    }
+    for (status, reason) in AUTH_REASONS {
+        counter!(AUTH_REJECTIONS, "status" => status.to_string(), "reason" => *reason).absolute(0);
     }
     for result in ["ok", "refused"] {
         counter!(PLUGIN_RELOADS, "result" => result).absolute(0);
@@ -290,6 +304,20 @@ fn describe() {
         gauge!(name).set(0.0);
     }
 }
+
+/// The `(status, reason)` labels of [`names::AUTH_REJECTIONS`]: the 401
+/// reasons are `pipeline::Rejection::reason`'s.
+pub const AUTH_REASONS: &[(u16, &str)] = &[
+    (401, "missing_credentials"),
+    (401, "malformed_authorization"),
+    (401, "unknown_key"),
+    (401, "revoked_key"),
+    (401, "unknown_ticket"),
+    (401, "expired_ticket"),
+    (401, "ticket_for_another_order"),
+    (403, "scope"),
+    (403, "origin"),
+];
 
 /// Typed events: each records its metrics (and logs where useful).
 pub mod event {
@@ -318,6 +346,18 @@ pub mod event {
     pub fn http_connection_timed_out(reason: &'static str) {
         counter!(HTTP_CONNECTION_TIMEOUTS, "reason" => reason).increment(1);
         tracing::debug!(reason, "connection closed: out of time");
+    }
+
+    /// A request was refused with 401 or 403 for `reason` (never with the
+    /// secret it carried).
+    pub fn auth_rejected(status: u16, reason: &'static str) {
+        counter!(AUTH_REJECTIONS, "status" => status.to_string(), "reason" => reason).increment(1);
+        tracing::debug!(status, reason, "request refused");
+    }
+
+    /// A WebSocket ticket was issued.
+    pub fn ws_ticket_issued() {
+        counter!(WS_TICKETS).increment(1);
     }
 
     /// An order was accepted.

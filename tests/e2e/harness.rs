@@ -140,6 +140,13 @@ lease = "2s"
         [base, overlay]
     }
 
+    /// Runs `swapline ARGS` (a one-shot command such as `keys create`) with
+    /// this test's config plus `extra`; returns its output.
+    pub fn cli(&self, extra: &str, args: &[&str]) -> std::process::Output {
+        let config = self.config(extra);
+        run_cli(&config, self.dir.path(), args)
+    }
+
     /// Rows in the venue's execution ledger for an order.
     pub async fn executions(&self, order_id: &str) -> i64 {
         match self.backend {
@@ -225,6 +232,19 @@ impl Drop for Shared {
         })
         .join();
     }
+}
+
+fn run_cli(config: &[PathBuf; 2], dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_swapline"))
+        .args(["--profile", "bench", "--config"])
+        .arg(&config[0])
+        .arg("--config")
+        .arg(&config[1])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SWAPLINE_PROFILE")
+        .output()
+        .expect("running swapline")
 }
 
 fn require(service: &str, addr: &str, start: &str) {
@@ -348,6 +368,12 @@ impl Engine {
             }
         }
         self.child = Some(child);
+    }
+
+    /// Runs `swapline ARGS` against this node's config and store (e.g.
+    /// `keys create`); returns its output.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        run_cli(&self.config, self.shared.dir.path(), args)
     }
 
     /// The node's log so far.

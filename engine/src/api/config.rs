@@ -1,4 +1,5 @@
-//! Settings of the HTTP API: the server, WebSocket streams and order intake.
+//! Settings of the HTTP API: the server, authentication, WebSocket streams
+//! and order intake.
 //! A leaf: imports nothing of ours but `domain`.
 
 use crate::domain::Dur;
@@ -33,6 +34,27 @@ pub struct ServerConfig {
     /// alike); a new one beyond it is accepted and closed at once, and
     /// counted in `swapline_http_connections_refused_total`.
     pub max_connections: u32,
+    /// Browser origins allowed to call the API, exactly as a browser sends
+    /// them in `Origin` (`https://app.example.com`, no path); empty: none.
+    /// REST answers CORS headers to these; a WebSocket upgrade from any
+    /// other origin gets 403. Requests without `Origin` (not from a
+    /// browser) are not affected.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Authentication: API keys (`Authorization: Bearer <secret>`, RFC 6750)
+/// and WebSocket tickets.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Every API request needs a key (`SWAPLINE_AUTH__REQUIRED`); without
+    /// one it gets 401. `/health`, `/ready` and `/metrics` stay open. When
+    /// false, a request without a key may do anything, and one with a key
+    /// acts as that key.
+    pub required: bool,
+    /// How long a WebSocket ticket from `POST /api/ws-tickets` (or in the
+    /// `wsUrl` of a new order) stays usable; it is single-use.
+    pub ticket_ttl: Dur,
 }
 
 /// WebSocket settings.
@@ -88,6 +110,37 @@ impl ServerConfig {
         }
         if self.max_connections < 1 {
             problems.push(format!("{key}.max_connections: must be at least 1"));
+        }
+        for origin in &self.allowed_origins {
+            if let Some(problem) = origin_problem(origin) {
+                problems.push(format!("{key}.allowed_origins: {origin:?} {problem}"));
+            }
+        }
+        problems
+    }
+}
+
+/// What is wrong with an origin, if anything: it must be
+/// `scheme://host[:port]`, as RFC 6454 serialises one.
+fn origin_problem(origin: &str) -> Option<&'static str> {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Some("must look like https://host[:port]");
+    };
+    if !["http", "https"].contains(&scheme) {
+        return Some("must start with http:// or https://");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Some("must be scheme://host[:port], with no path and no trailing slash");
+    }
+    None
+}
+
+impl AuthConfig {
+    /// Rule problems, each starting with `key`.
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.ticket_ttl.0.is_zero() {
+            problems.push(format!("{key}.ticket_ttl: must be greater than 0"));
         }
         problems
     }
@@ -155,6 +208,7 @@ mod tests {
             header_read_timeout: Dur(Duration::ZERO),
             keep_alive_timeout: Dur(Duration::ZERO),
             max_connections: 0,
+            allowed_origins: Vec::new(),
         };
         let websocket = WebSocketConfig {
             ping_interval: Dur(Duration::from_secs(20)),
@@ -175,5 +229,14 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn origins_must_be_scheme_and_host_without_a_path() {
+        assert_eq!(origin_problem("https://app.example.com"), None);
+        assert_eq!(origin_problem("http://localhost:5173"), None);
+        for bad in ["app.example.com", "https://app.example.com/", "ftp://x", "https://"] {
+            assert!(origin_problem(bad).is_some(), "{bad}");
+        }
     }
 }

@@ -19,6 +19,9 @@ pub struct ApiError {
     pub field: Option<String>,
     /// The method to name in an `Allow` header (405 answers).
     pub allow: Option<hyper::Method>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 answer
+    /// (RFC 6750 §3, RFC 9110 §11.6.1), e.g. `Bearer realm="swapline"`.
+    pub challenge: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -44,6 +47,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             allow: None,
+            challenge: None,
         }
     }
 
@@ -108,6 +112,15 @@ impl ApiError {
                 hyper::header::HeaderValue::from_str(allow.as_str()).expect("method names are valid header values");
             response.headers_mut().insert(hyper::header::ALLOW, value);
         }
+        if let Some(challenge) = self
+            .challenge
+            .as_deref()
+            .and_then(|c| hyper::header::HeaderValue::from_str(c).ok())
+        {
+            response
+                .headers_mut()
+                .insert(hyper::header::WWW_AUTHENTICATE, challenge);
+        }
         response
     }
 }
@@ -125,6 +138,7 @@ impl From<FieldError> for ApiError {
             message: e.message,
             field: e.field,
             allow: None,
+            challenge: None,
         }
     }
 }

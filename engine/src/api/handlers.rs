@@ -1,14 +1,17 @@
-//! Request handlers: one function per route, errors as `ApiError`.
+//! Request handlers: one function per route, errors as `ApiError`. Every
+//! API route authenticates first (`auth`) and needs a scope: `trade` to
+//! create, `read` to look; a key sees only its own orders.
 
 use super::{
     ApiState,
+    auth::{self, Access},
     error::ApiError,
     http::{Body, json_response, query_param},
-    views::{Created, EventList, OrderList, OrderResponse, OrderView},
+    views::{Created, EventList, OrderList, OrderResponse, OrderView, TicketView},
     ws,
 };
 use crate::{
-    domain::{Caller, Order, OrderId, Status, Timestamp},
+    domain::{Caller, Order, OrderId, Scope, Status, Timestamp},
     pipeline::SubmitError,
     store::ListQuery,
     telemetry::{self, event},
@@ -29,6 +32,7 @@ enum Route<'a> {
     List,
     Status(&'a str),
     Events(&'a str),
+    WsTickets,
     Other,
 }
 
@@ -42,6 +46,7 @@ impl<'a> Route<'a> {
             ["api", "orders"] => Route::List,
             ["api", "orders", "status", id] => Route::Status(id),
             ["api", "orders", id, "events"] => Route::Events(id),
+            ["api", "ws-tickets"] => Route::WsTickets,
             _ => Route::Other,
         }
     }
@@ -56,6 +61,7 @@ impl<'a> Route<'a> {
             Route::List => "/api/orders",
             Route::Status(_) => "/api/orders/status/{id}",
             Route::Events(_) => "/api/orders/{id}/events",
+            Route::WsTickets => "/api/ws-tickets",
             Route::Other => "other",
         }
     }
@@ -63,9 +69,18 @@ impl<'a> Route<'a> {
     /// The one method the route answers.
     fn method(self) -> Option<Method> {
         match self {
-            Route::Execute => Some(Method::POST),
+            Route::Execute | Route::WsTickets => Some(Method::POST),
             Route::Other => None,
             _ => Some(Method::GET),
+        }
+    }
+
+    /// The scope a key needs here; `None`: open to anyone (probes, metrics).
+    fn scope(self) -> Option<Scope> {
+        match self {
+            Route::Execute => Some(Scope::Trade),
+            Route::List | Route::Status(_) | Route::Events(_) | Route::WsTickets => Some(Scope::Read),
+            Route::Health | Route::Ready | Route::Metrics | Route::Other => None,
         }
     }
 }
@@ -77,27 +92,56 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>, pee
     let method = request.method().clone();
     let started = std::time::Instant::now();
     let route = Route::of(&segments, state.settings.metrics);
-    // Who is calling. Without authentication every caller is anonymous,
-    // known by its address (the scope of per-client state).
-    let caller = Caller::anonymous(peer.ip());
+    let origin = auth::origin(request.headers());
     let result = match (route, route.method()) {
         (Route::Other, _) => Err(ApiError::no_route(&path)),
+        (_, Some(allowed)) if method == Method::OPTIONS => auth::preflight(&state, origin.as_deref(), &allowed),
         (_, Some(allowed)) if allowed != method => Err(not_allowed(&method, allowed)),
         (Route::Metrics, _) => Ok(metrics_response()),
         (Route::Health, _) => health(&state).await,
         (Route::Ready, _) => ready(&state).await,
-        (Route::Execute, _) => create_order(&state, request, &caller).await,
-        (Route::List, _) => list_orders(&state, &request).await,
-        (Route::Status(id), _) => {
-            let id = id.to_owned();
-            order_status(&state, request, &id, &caller).await
-        }
-        (Route::Events(id), _) => order_events(&state, &request, id).await,
+        _ => authenticated(&state, route, request, peer).await,
     };
-    let response = result.unwrap_or_else(ApiError::into_response);
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        auth::add_cors(&state, origin.as_deref(), &mut response);
+    }
     tracing::debug!(%method, path, status = response.status().as_u16(), "request");
     event::http_request(route.template(), response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The API routes: origin (upgrades), credentials, scope, then the route.
+async fn authenticated(
+    state: &Arc<ApiState>,
+    route: Route<'_>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    let upgrade = matches!(route, Route::Status(_)) && fastwebsockets::upgrade::is_upgrade_request(&request);
+    if upgrade {
+        auth::check_upgrade_origin(state, request.headers())?;
+    }
+    let access = auth::access(state, &request, peer, upgrade).await?;
+    if let Some(scope) = route.scope()
+        && !access.caller.may(scope)
+    {
+        return Err(auth::forbidden(&access.caller, scope));
+    }
+    let caller = &access.caller;
+    match route {
+        Route::Execute => create_order(state, request, caller).await,
+        Route::List => list_orders(state, &request, caller).await,
+        Route::Status(id) => {
+            let id = id.to_owned();
+            order_status(state, request, &id, &access).await
+        }
+        Route::Events(id) => order_events(state, &request, id, caller).await,
+        Route::WsTickets => create_ticket(state, request, caller).await,
+        Route::Health | Route::Ready | Route::Metrics | Route::Other => {
+            unreachable!("answered before authentication")
+        }
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -261,9 +305,102 @@ async fn create_order(
         job_id: accepted.job_id,
         status: Status::Pending,
         message: "Order created and enqueued for processing".into(),
-        ws_url: format!("{base_url}/api/orders/status/{}", accepted.order_id),
+        ws_url: order_ws_url(state, &base_url, accepted.order_id, caller).await,
     };
     Ok(json_response(StatusCode::CREATED, &created))
+}
+
+/// The `wsUrl` of a new order: with a fresh ticket when `auth.required`
+/// (a browser cannot send the key on the upgrade). Should the ticket fail
+/// to store, the bare URL still answers: the order exists, and
+/// `POST /api/ws-tickets` can issue one later.
+async fn order_ws_url(state: &ApiState, base_url: &str, order: OrderId, caller: &Caller) -> String {
+    let url = format!("{base_url}/api/orders/status/{order}");
+    if !state.settings.auth_required {
+        return url;
+    }
+    match state
+        .keys
+        .issue_ticket(order, caller.owner(), state.settings.ticket_ttl)
+        .await
+    {
+        Ok(ticket) => {
+            event::ws_ticket_issued();
+            format!("{url}?ticket={}", ticket.secret)
+        }
+        Err(e) => {
+            tracing::warn!(order_id = %order, error = %e, "could not issue a WebSocket ticket for a new order");
+            url
+        }
+    }
+}
+
+/// `POST /api/ws-tickets` with `{"orderId": "…"}`: a single-use ticket for
+/// an order the caller may read (another key's order is 404).
+async fn create_ticket(
+    state: &ApiState,
+    request: Request<Incoming>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
+    let base_url = ws_base(state, &request);
+    let limit = state.settings.body_limit;
+    let bytes = Limited::new(request.into_body(), limit as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("reading the body failed: {e}"),
+            )
+        })?
+        .to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let Some(text) = body.get("orderId").and_then(|v| v.as_str()) else {
+        return Err(ApiError {
+            field: Some("orderId".into()),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_order_id",
+                "send {\"orderId\": \"<uuid>\"}",
+            )
+        });
+    };
+    let id = parse_id(text)?;
+    visible_order(state, id, caller).await?;
+    let ticket = state
+        .keys
+        .issue_ticket(id, caller.owner(), state.settings.ticket_ttl)
+        .await
+        .map_err(ApiError::store)?;
+    event::ws_ticket_issued();
+    Ok(json_response(
+        StatusCode::CREATED,
+        &TicketView {
+            success: true,
+            ws_url: format!("{base_url}/api/orders/status/{id}?ticket={}", ticket.secret),
+            ticket: ticket.secret,
+            expires_at: ticket.expires_at,
+        },
+    ))
+}
+
+/// The order, if `caller` may see it; another key's order is
+/// `order_not_found`, like one that does not exist.
+async fn visible_order(state: &ApiState, id: OrderId, caller: &Caller) -> Result<Order, ApiError> {
+    state
+        .store
+        .order(id)
+        .await
+        .map_err(ApiError::store)?
+        .filter(|order| auth::may_see(caller, order))
+        .ok_or_else(|| order_not_found(id))
 }
 
 /// `ws://host` from the configured public URL or the request's `Host`.
@@ -291,17 +428,21 @@ async fn order_status(
     state: &Arc<ApiState>,
     mut request: Request<Incoming>,
     id: &str,
-    caller: &Caller,
+    access: &Access,
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&request);
     let since = if upgrade { since(&request)? } else { 0 };
-    let order = state
-        .store
-        .order(id)
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(|| order_not_found(id))?;
+    if let Some(ticket) = access.ticket.as_deref() {
+        // Used up now, whatever follows: a ticket opens one upgrade.
+        state
+            .keys
+            .redeem_ticket(ticket, id)
+            .await
+            .map_err(ApiError::store)?
+            .map_err(auth::unauthorized)?;
+    }
+    let order = visible_order(state, id, &access.caller).await?;
     if !upgrade {
         let response = OrderResponse {
             success: true,
@@ -312,7 +453,7 @@ async fn order_status(
     let max_per_ip = state.settings.ws_max_per_ip;
     let slot = state
         .hub
-        .claim_peer_slot(caller.ip, max_per_ip)
+        .claim_peer_slot(access.caller.ip, max_per_ip)
         .ok_or_else(|| too_many_connections(max_per_ip))?;
     let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string()))?;
@@ -368,12 +509,15 @@ fn since(request: &Request<Incoming>) -> Result<u64, ApiError> {
     }
 }
 
-async fn order_events(state: &ApiState, request: &Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
+async fn order_events(
+    state: &ApiState,
+    request: &Request<Incoming>,
+    id: &str,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let since = since(request)?;
-    if state.store.order(id).await.map_err(ApiError::store)?.is_none() {
-        return Err(order_not_found(id));
-    }
+    visible_order(state, id, caller).await?;
     let events = state.store.events(id, since).await.map_err(ApiError::store)?;
     Ok(json_response(
         StatusCode::OK,
@@ -385,7 +529,11 @@ async fn order_events(state: &ApiState, request: &Request<Incoming>, id: &str) -
     ))
 }
 
-async fn list_orders(state: &ApiState, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn list_orders(
+    state: &ApiState,
+    request: &Request<Incoming>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
     let query = request.uri().query();
     let bad = |field: &str, code: &'static str, message: String| ApiError {
         field: Some(field.to_owned()),
@@ -429,7 +577,13 @@ async fn list_orders(state: &ApiState, request: &Request<Incoming>) -> Result<Re
     };
     let page = state
         .store
-        .list_orders(&ListQuery { status, limit, cursor })
+        .list_orders(&ListQuery {
+            status,
+            limit,
+            cursor,
+            // A key without `admin` lists its own orders only.
+            owner: if caller.sees_all() { None } else { caller.owner() },
+        })
         .await
         .map_err(ApiError::store)?;
     Ok(json_response(

@@ -2,12 +2,14 @@
 //!
 //! `POST /api/orders/execute`, `GET /api/orders/status/{id}` (JSON, or a
 //! WebSocket upgrade), `GET /api/orders/{id}/events`, `GET /api/orders`,
-//! `GET /health`, `GET /ready`. HTTP only: orders are created through
+//! `POST /api/ws-tickets`, `GET /health`, `GET /ready`. Requests
+//! authenticate with an API key (`auth`); a key sees only its own orders. HTTP only: orders are created through
 //! the intake use case (`pipeline::Intake`), events are read from the store
 //! and heard on the bus; never the queue, `config` or an adapter.
 //!
 //! May import: `domain`, `pipeline`, `store`, `bus`, `telemetry`.
 
+mod auth;
 pub mod config;
 mod conn;
 mod error;
@@ -17,8 +19,13 @@ pub mod hub;
 pub mod views;
 pub mod ws;
 
-use crate::{domain::TokenRegistry, pipeline::Intake, store::Store, telemetry::event};
-pub use config::{OrdersConfig, ServerConfig, WebSocketConfig};
+use crate::{
+    domain::TokenRegistry,
+    pipeline::{Intake, Keys},
+    store::Store,
+    telemetry::event,
+};
+pub use config::{AuthConfig, OrdersConfig, ServerConfig, WebSocketConfig};
 pub use error::ApiError;
 pub use hub::Hub;
 use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
@@ -54,6 +61,12 @@ pub struct ApiSettings {
     /// Most WebSockets open at once per client address
     /// (`websocket.max_per_ip`).
     pub ws_max_per_ip: u32,
+    /// Every API request needs a key (`auth.required`).
+    pub auth_required: bool,
+    /// Lifetime of a WebSocket ticket (`auth.ticket_ttl`).
+    pub ticket_ttl: Duration,
+    /// Browser origins allowed (`server.allowed_origins`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Everything handlers share.
@@ -62,6 +75,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// The order-intake use case (POST).
     pub intake: Intake,
+    /// API keys and WebSocket tickets.
+    pub keys: Keys,
     /// Local WebSocket fan-out.
     pub hub: Arc<Hub>,
     /// Tradable tokens.

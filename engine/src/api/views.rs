@@ -19,8 +19,25 @@ pub struct Created {
     pub status: Status,
     /// Human words.
     pub message: String,
-    /// WebSocket URL streaming this order's events.
+    /// WebSocket URL streaming this order's events; when `auth.required`,
+    /// it carries a fresh single-use `?ticket=`.
     pub ws_url: String,
+}
+
+/// `201` answer of `POST /api/ws-tickets`: a single-use ticket that opens
+/// one order's WebSocket stream, for clients that cannot send headers on an
+/// upgrade (browsers).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketView {
+    /// Always true.
+    pub success: bool,
+    /// The ticket (`swt_…`): pass it as `?ticket=` on the upgrade, once.
+    pub ticket: String,
+    /// The order's WebSocket URL with the ticket in it.
+    pub ws_url: String,
+    /// The ticket opens nothing after this instant (`auth.ticket_ttl`).
+    pub expires_at: Timestamp,
 }
 
 /// An order as the API shows it. Amounts are whole-token decimal strings;

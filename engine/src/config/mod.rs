@@ -17,7 +17,7 @@
 pub mod validate;
 
 use crate::{
-    api::{OrdersConfig, ServerConfig, WebSocketConfig},
+    api::{AuthConfig, OrdersConfig, ServerConfig, WebSocketConfig},
     bus::BusConfig,
     domain::{TokenConfig, TokenError, TokenRegistry},
     monitor::MonitorConfig,
@@ -58,6 +58,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP server.
     pub server: ServerConfig,
+    /// API keys and WebSocket tickets.
+    pub auth: AuthConfig,
     /// WebSocket streams.
     pub websocket: WebSocketConfig,
     /// Order intake rules.

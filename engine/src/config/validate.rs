@@ -54,6 +54,7 @@ pub fn validate_for(config: &Config, role: Role) -> Result<(), Vec<String>> {
 pub fn check_sections(config: &Config) -> Vec<String> {
     [
         config.server.problems("server"),
+        config.auth.problems("auth"),
         config.websocket.problems("websocket"),
         config.orders.problems("orders"),
         config.worker.problems("worker"),

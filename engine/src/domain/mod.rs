@@ -8,6 +8,7 @@
 mod amount;
 mod caller;
 mod event;
+mod key;
 mod order;
 mod request;
 mod route;
@@ -17,6 +18,7 @@ mod token;
 pub use amount::{AmountError, format_price, format_units, parse_units};
 pub use caller::{Caller, KeyGrant, KeyId, Scope};
 pub use event::{Event, EventData, EventKind, progress};
+pub use key::{ApiKey, NewKey, SecretHash, Ticket, parse_scopes, scopes_text};
 pub use order::{ErrorInfo, NewOrder, Order, OrderId, OrderPatch, OrderType, Status, StrategyRef};
 pub use request::{AmountInput, FieldError, NewIds, OrderRequest, RequestError, slippage_bps, validate_request};
 pub use route::{QuoteView, Route, RouteLeg};

@@ -1,6 +1,6 @@
 //! Orders and the rules of their status.
 
-use crate::domain::{EventKind, QuoteView, Route, Timestamp};
+use crate::domain::{EventKind, KeyId, QuoteView, Route, Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr};
@@ -145,6 +145,9 @@ pub struct NewOrder {
     pub amount_in: u128,
     /// Largest accepted shortfall, basis points.
     pub slippage_bps: u32,
+    /// The API key that created it; `None`: created without a key (auth
+    /// off). Only this key (or an `admin` key) sees the order.
+    pub owner: Option<KeyId>,
 }
 
 /// An order as stored.
@@ -196,6 +199,8 @@ pub struct Order {
     pub updated_at: Timestamp,
     /// Position in creation order, for pagination.
     pub created_seq: i64,
+    /// The API key that created it (`None`: created without a key).
+    pub owner: Option<KeyId>,
 }
 
 /// Order fields an event sets, in the same transaction as the event.

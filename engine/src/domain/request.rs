@@ -320,6 +320,7 @@ pub fn validate_request(
         token_out: token_out.symbol.clone(),
         amount_in,
         slippage_bps,
+        owner: None,
     })
 }
 

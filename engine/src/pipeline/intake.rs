@@ -104,7 +104,7 @@ impl Intake {
         validate_request(body, &self.tokens, self.default_slippage_bps, tradable, ids)
     }
 
-    /// Creates the order for `caller` with its `pending` event, publishes it, enqueues
+    /// Creates the order for `caller` (owned by its key) with its `pending` event, publishes it, enqueues
     /// its job. When the queue fails, the order is failed for good (a
     /// `failed` event with code `queue_unavailable`, stored and published,
     /// which also sets `lastError`), so the client may simply retry.
@@ -112,8 +112,10 @@ impl Intake {
     /// # Errors
     /// [`SubmitError::Store`] when nothing could be stored;
     /// [`SubmitError::Queue`] when the stored order could not be queued.
-    pub async fn submit(&self, order: NewOrder, caller: &Caller) -> Result<Accepted, SubmitError> {
+    pub async fn submit(&self, mut order: NewOrder, caller: &Caller) -> Result<Accepted, SubmitError> {
         tracing::debug!(order_id = %order.id, client = caller.client_scope(), "order submitted");
+        // The caller's key owns the order: only it (or an admin) sees it.
+        order.owner = caller.owner();
         self.recorder
             .create(&order, self.pending_event(&order))
             .await
@@ -328,6 +330,27 @@ mod tests {
         intake
             .order_from(&raw(json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"})))
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_order_is_owned_by_the_key_that_submitted_it() {
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        let key = crate::domain::KeyGrant {
+            id: crate::domain::KeyId::new(),
+            name: "desk".into(),
+            scopes: vec![crate::domain::Scope::Trade],
+            orders_per_minute: None,
+        };
+        let caller = Caller {
+            key: Some(key.clone()),
+            ..anyone()
+        };
+        let keyed = order(&f.intake);
+        f.intake.submit(keyed.clone(), &caller).await.unwrap();
+        assert_eq!(f.store.order(keyed.id).await.unwrap().unwrap().owner, Some(key.id));
+        let anonymous = order(&f.intake);
+        f.intake.submit(anonymous.clone(), &anyone()).await.unwrap();
+        assert_eq!(f.store.order(anonymous.id).await.unwrap().unwrap().owner, None);
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@
 //!
 //! One file per stage: `quote` (venues' quotes), `route` (strategy and
 //! build), `submit` (execute, retry), `confirm`, and `failure` (codes and
-//! the `failed` event); `intake` (the POST use case) and `recorder` (every
-//! event stored, then published). Never `api`, `config`, `plugins`
+//! the `failed` event); `intake` (the POST use case), `keys` (API keys and
+//! WebSocket tickets) and `recorder` (every event stored, then published). Never `api`, `config`, `plugins`
 //! (wasmtime) or an adapter: only seams.
 //!
 //! May import: `domain`, `bus`, `queue`, `store`, `strategy`, `telemetry`, `venues`.
@@ -18,6 +18,7 @@
 mod confirm;
 mod failure;
 pub mod intake;
+pub mod keys;
 mod quote;
 mod reconcile;
 mod recorder;
@@ -39,6 +40,7 @@ use crate::{
 };
 pub use failure::{Failure, FailureCode, StepError};
 pub use intake::{Accepted, Intake, RequeueError, SubmitError, requeue_unfinished};
+pub use keys::{CreatedKey, IssuedTicket, KeyError, Keys, Rejection};
 pub use reconcile::{ReconcilerConfig, reconcile};
 pub use recorder::Recorder;
 pub use retry::{Backoff, BackoffKind, InvalidBackoff, JitterKind, RetryConfig, RetryPolicy, random_unit};

@@ -393,6 +393,7 @@ impl Harness {
             token_out: "USDC".into(),
             amount_in: AMOUNT,
             slippage_bps: 50,
+            owner: None,
         };
         let pending = EventData::Pending {
             token_in: "SOL".into(),

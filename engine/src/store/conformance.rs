@@ -6,7 +6,10 @@
 
 use super::{Execution, ExecutionLedger, ListQuery, NewEvent, Outcome, Store, StoreError};
 use crate::{
-    domain::{ErrorInfo, EventData, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
+    domain::{
+        ErrorInfo, EventData, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, Scope, SecretHash, Status,
+        Ticket, Timestamp,
+    },
     testing,
 };
 use std::{sync::Arc, time::Duration};
@@ -39,6 +42,9 @@ macro_rules! store_contract {
             ledger_keeps_rejections_too,
             concurrent_appends_stay_gapless,
             ping_answers,
+            keys_are_found_by_their_secret_digest_listed_and_revoked,
+            a_ticket_is_taken_once_and_expired_ones_are_swept,
+            orders_keep_their_owner_and_a_list_can_show_one_owner,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -116,6 +122,7 @@ pub(crate) fn sample_order() -> Order {
         created_at: Timestamp::now(),
         updated_at: Timestamp::now(),
         created_seq: 1,
+        owner: None,
     }
 }
 
@@ -128,6 +135,7 @@ fn new_order() -> NewOrder {
         token_out: "USDC".into(),
         amount_in: 10,
         slippage_bps: 50,
+        owner: None,
     }
 }
 
@@ -187,13 +195,18 @@ async fn created<S: Backend>(store: &S) -> OrderId {
 }
 
 fn page(status: Option<Status>, limit: u32, cursor: Option<i64>) -> ListQuery {
-    ListQuery { status, limit, cursor }
+    ListQuery {
+        status,
+        limit,
+        cursor,
+        owner: None,
+    }
 }
 
 /// A fresh store has every migration pending; `migrate` applies them once.
 pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(store: Arc<S>) {
-    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2]);
-    assert_eq!(store.migrate().await.unwrap(), vec![1, 2]);
+    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3]);
     assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
     assert!(store.pending_migrations().await.unwrap().is_empty());
 }
@@ -498,4 +511,120 @@ pub(crate) async fn concurrent_appends_stay_gapless<S: Backend>(store: Arc<S>) {
 pub(crate) async fn ping_answers<S: Backend>(store: Arc<S>) {
     migrated(&*store).await;
     store.ping().await.expect("a reachable store answers ping");
+}
+
+fn new_key(secret: &str, scopes: &[Scope]) -> NewKey {
+    NewKey {
+        id: KeyId::new(),
+        name: format!("key {secret}"),
+        scopes: scopes.to_vec(),
+        orders_per_minute: Some(7),
+        secret_hash: SecretHash::of(secret),
+    }
+}
+
+/// A key is stored as its digest, found by it, listed oldest first, and a
+/// revoke marks it (once: the first time stands) without deleting it.
+pub(crate) async fn keys_are_found_by_their_secret_digest_listed_and_revoked<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let first = store
+        .create_key(&new_key("s1", &[Scope::Trade, Scope::Read]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.scopes.as_slice(), first.orders_per_minute, first.revoked_at),
+        (&[Scope::Trade, Scope::Read][..], Some(7), None)
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = store.create_key(&new_key("s2", &[Scope::Admin])).await.unwrap();
+    assert_eq!(
+        store.key_by_secret(&SecretHash::of("s1")).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.key_by_secret(&SecretHash::of("nope")).await.unwrap(), None);
+    let listed: Vec<KeyId> = store.keys().await.unwrap().iter().map(|k| k.id).collect();
+    assert_eq!(listed, [first.id, second.id]);
+    let revoked = store.revoke_key(first.id).await.unwrap().expect("the key exists");
+    let at = revoked.revoked_at.expect("revoked");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = store.revoke_key(first.id).await.unwrap().unwrap();
+    assert_eq!(
+        again.revoked_at.map(|t| t.to_string()),
+        Some(at.to_string()),
+        "the first revoke stands"
+    );
+    assert!(
+        !store
+            .key_by_secret(&SecretHash::of("s1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+    assert_eq!(store.revoke_key(KeyId::new()).await.unwrap(), None);
+    assert!(store.keys().await.unwrap()[1].is_active(), "other keys stay active");
+}
+
+/// A ticket is answered to one taker only; storing a ticket forgets the
+/// expired ones.
+pub(crate) async fn a_ticket_is_taken_once_and_expired_ones_are_swept<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let later = Timestamp(std::time::SystemTime::now() + Duration::from_secs(60));
+    let ticket = Ticket {
+        hash: SecretHash::of("t1"),
+        order_id: OrderId::new(),
+        key: Some(KeyId::new()),
+        expires_at: later,
+    };
+    store.create_ticket(&ticket).await.unwrap();
+    let taken = store.take_ticket(&ticket.hash).await.unwrap().expect("the ticket");
+    assert_eq!((taken.order_id, taken.key), (ticket.order_id, ticket.key));
+    assert_eq!(taken.expires_at.to_string(), later.to_string());
+    assert!(taken.valid_at(Timestamp::now()));
+    assert_eq!(store.take_ticket(&ticket.hash).await.unwrap(), None, "single use");
+
+    let expired = Ticket {
+        hash: SecretHash::of("t2"),
+        key: None,
+        expires_at: Timestamp(std::time::SystemTime::now() - Duration::from_secs(1)),
+        ..ticket.clone()
+    };
+    store.create_ticket(&expired).await.unwrap();
+    store
+        .create_ticket(&Ticket {
+            hash: SecretHash::of("t3"),
+            ..ticket.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.take_ticket(&expired.hash).await.unwrap(), None, "swept");
+    assert!(store.take_ticket(&SecretHash::of("t3")).await.unwrap().is_some());
+}
+
+/// The owner given at creation is read back, and a list for one owner
+/// shows only that owner's orders (with the status filter and the cursor).
+pub(crate) async fn orders_keep_their_owner_and_a_list_can_show_one_owner<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let (alice, bob) = (KeyId::new(), KeyId::new());
+    let mut ids = Vec::new();
+    for owner in [Some(alice), Some(bob), None, Some(alice), Some(alice)] {
+        let order = NewOrder { owner, ..new_order() };
+        store.create_order(&order, event(pending())).await.unwrap();
+        ids.push(order.id);
+    }
+    assert_eq!(store.order(ids[0]).await.unwrap().unwrap().owner, Some(alice));
+    assert_eq!(store.order(ids[2]).await.unwrap().unwrap().owner, None);
+    let mine = |cursor| ListQuery {
+        status: Some(Status::Pending),
+        limit: 2,
+        cursor,
+        owner: Some(alice),
+    };
+    let first = store.list_orders(&mine(None)).await.unwrap();
+    assert_eq!(first.orders.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+    let rest = store.list_orders(&mine(first.next_cursor)).await.unwrap();
+    assert_eq!(rest.orders.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[0]]);
+    assert_eq!(rest.next_cursor, None);
+    let all = store.list_orders(&page(None, 10, None)).await.unwrap();
+    assert_eq!(all.orders.len(), 5, "no owner filter: every order");
 }

@@ -1,4 +1,6 @@
-//! The `Store` seam: orders and their numbered events, the source of truth.
+//! The `Store` seam: orders and their numbered events, the source of truth;
+//! also the API keys (as digests) and the WebSocket tickets every API node
+//! must see alike.
 //! A status change and its event commit in one transaction, which is also
 //! where `seq` is assigned. Implementations: [`sqlite`] (embedded) and
 //! [`postgres`] (production); both also keep the [`ledger`] of executed
@@ -14,7 +16,9 @@ pub mod ledger;
 pub mod postgres;
 pub mod sqlite;
 
-use crate::domain::{Event, EventData, NewOrder, Order, OrderId, OrderPatch, Status};
+use crate::domain::{
+    ApiKey, Event, EventData, KeyId, NewKey, NewOrder, Order, OrderId, OrderPatch, SecretHash, Status, Ticket,
+};
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 pub use config::{PostgresConfig, SqliteSync, StoreBackend, StoreConfig};
@@ -70,6 +74,8 @@ pub struct ListQuery {
     pub limit: u32,
     /// Continue after this position (exclusive), from a previous page.
     pub cursor: Option<i64>,
+    /// Only orders this key owns; `None`: every order.
+    pub owner: Option<KeyId>,
 }
 
 /// A page of orders, newest first.
@@ -115,6 +121,28 @@ pub trait Store: Send + Sync {
     /// Unfinished orders whose last event is older than `older_than`: how
     /// many, and how long ago the oldest of them last moved.
     async fn stuck_orders(&self, older_than: Duration) -> Result<(u64, Option<Duration>), StoreError>;
+
+    /// Stores a new API key; answers it as stored.
+    async fn create_key(&self, key: &NewKey) -> Result<ApiKey, StoreError>;
+
+    /// The key whose secret has this digest (revoked ones too: the caller
+    /// decides), or `None`.
+    async fn key_by_secret(&self, hash: &SecretHash) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Every key, oldest first.
+    async fn keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key (a second revoke keeps the first time); answers the key,
+    /// or `None` when there is no such key.
+    async fn revoke_key(&self, id: KeyId) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Stores a WebSocket ticket, and forgets tickets that expired.
+    async fn create_ticket(&self, ticket: &Ticket) -> Result<(), StoreError>;
+
+    /// Takes a ticket out of the store, atomically, so it is answered to one
+    /// caller only, on any node; `None` when unknown or already taken. An
+    /// expired ticket is taken too: the caller checks [`Ticket::valid_at`].
+    async fn take_ticket(&self, hash: &SecretHash) -> Result<Option<Ticket>, StoreError>;
 
     /// The connection pool, for metrics (`None`: no pool).
     fn pool_status(&self) -> Option<PoolStatus> {

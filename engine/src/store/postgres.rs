@@ -8,7 +8,10 @@ use super::{
     Execution, ExecutionLedger, LedgerError, ListQuery, NewEvent, OrderPage, Outcome, PostgresConfig, Store,
     StoreError, cut_page, rows_for_page, unfinished_sql,
 };
-use crate::domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp};
+use crate::domain::{
+    ApiKey, Event, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, SecretHash, Status, Ticket,
+    Timestamp, parse_scopes, scopes_text,
+};
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -29,6 +32,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "unfinished_index",
         include_str!("migrations/postgres/0002_unfinished_index.sql"),
     ),
+    (3, "auth", include_str!("migrations/postgres/0003_auth.sql")),
 ];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -97,7 +101,7 @@ fn parse<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, StoreError>
 
 const ORDER_COLUMNS: &str = "id, job_id, order_type, token_in, token_out, amount_in::text, slippage_bps, status,
     last_kind, last_seq, quotes, quoted_at, route, strategy, attempts, last_error, tx_hash, dex, amount_out::text,
-    executed_price, created_at, updated_at, created_seq";
+    executed_price, created_at, updated_at, created_seq, owner";
 
 fn order_from_row(row: &Row) -> Result<Order, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("order column {what}"));
@@ -137,7 +141,34 @@ fn order_from_row(row: &Row) -> Result<Order, StoreError> {
         created_at: Timestamp(row.try_get("created_at").map_err(unavailable)?),
         updated_at: Timestamp(row.try_get("updated_at").map_err(unavailable)?),
         created_seq: row.try_get("created_seq").map_err(unavailable)?,
+        owner: row.try_get::<_, Option<Uuid>>("owner").map_err(unavailable)?.map(KeyId),
     })
+}
+
+const KEY_COLUMNS: &str = "id, name, scopes, orders_per_minute, created_at, revoked_at";
+
+fn key_from_row(row: &Row) -> Result<ApiKey, StoreError> {
+    let scopes: String = row.try_get("scopes").map_err(unavailable)?;
+    Ok(ApiKey {
+        id: KeyId(row.try_get("id").map_err(unavailable)?),
+        name: row.try_get("name").map_err(unavailable)?,
+        scopes: parse_scopes(&scopes).map_err(|_| StoreError::Corrupt("api key column scopes".into()))?,
+        orders_per_minute: row
+            .try_get::<_, Option<i32>>("orders_per_minute")
+            .map_err(unavailable)?
+            .map(|n| n.max(0) as u32),
+        created_at: Timestamp(row.try_get("created_at").map_err(unavailable)?),
+        revoked_at: row
+            .try_get::<_, Option<SystemTime>>("revoked_at")
+            .map_err(unavailable)?
+            .map(Timestamp),
+    })
+}
+
+/// Unix milliseconds of an instant (0 before 1970).
+fn millis(at: Timestamp) -> i64 {
+    at.0.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Appends an event in one statement (one round trip): lock the order row,
@@ -326,8 +357,8 @@ impl Store for PostgresStore {
             .prepare_cached(
                 "WITH created AS (
                      INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
-                                         status, last_kind, last_seq, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, CAST($6::text AS NUMERIC), $7, $8, $9, 1, $10, $10)
+                                         status, last_kind, last_seq, created_at, updated_at, owner)
+                     VALUES ($1, $2, $3, $4, $5, CAST($6::text AS NUMERIC), $7, $8, $9, 1, $10, $10, $12)
                      RETURNING id
                  )
                  INSERT INTO order_events (order_id, seq, kind, body, created_at)
@@ -350,6 +381,7 @@ impl Store for PostgresStore {
                     &kind.as_str(),
                     &event.timestamp.0,
                     &json(&event),
+                    &order.owner.map(|k| k.0),
                 ],
             )
             .await
@@ -398,6 +430,7 @@ impl Store for PostgresStore {
             .prepare_cached(&format!(
                 "SELECT {ORDER_COLUMNS} FROM orders
                  WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR created_seq < $2)
+                   AND ($4::uuid IS NULL OR owner = $4)
                  ORDER BY created_seq DESC LIMIT $3"
             ))
             .await
@@ -409,6 +442,7 @@ impl Store for PostgresStore {
                     &query.status.map(Status::as_str),
                     &query.cursor,
                     &rows_for_page(query.limit),
+                    &query.owner.map(|k| k.0),
                 ],
             )
             .await
@@ -455,6 +489,114 @@ impl Store for PostgresStore {
 
     fn pool_status(&self) -> Option<PoolStatus> {
         Some(PoolStatus::from(("postgres", self.pool.status())))
+    }
+
+    async fn create_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &format!(
+                    "INSERT INTO api_keys (id, name, scopes, orders_per_minute, secret_hash, created_at)
+                     VALUES ($1, $2, $3, $4, $5, now()) RETURNING {KEY_COLUMNS}"
+                ),
+                &[
+                    &key.id.0,
+                    &key.name,
+                    &scopes_text(&key.scopes),
+                    &key.orders_per_minute.map(|n| n.min(i32::MAX as u32) as i32),
+                    &&key.secret_hash.0[..],
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        key_from_row(&row)
+    }
+
+    async fn key_by_secret(&self, hash: &SecretHash) -> Result<Option<ApiKey>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"))
+            .await
+            .map_err(unavailable)?;
+        client
+            .query_opt(&statement, &[&&hash.0[..]])
+            .await
+            .map_err(unavailable)?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"),
+                &[],
+            )
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(key_from_row)
+            .collect()
+    }
+
+    async fn revoke_key(&self, id: KeyId) -> Result<Option<ApiKey>, StoreError> {
+        self.client()
+            .await?
+            .query_opt(
+                &format!(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1
+                     RETURNING {KEY_COLUMNS}"
+                ),
+                &[&id.0],
+            )
+            .await
+            .map_err(unavailable)?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn create_ticket(&self, ticket: &Ticket) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        // One statement: forget expired tickets, store this one.
+        client
+            .execute(
+                "WITH swept AS (DELETE FROM ws_tickets WHERE expires_at <= $5)
+                 INSERT INTO ws_tickets (hash, order_id, key_id, expires_at) VALUES ($1, $2, $3, $4)",
+                &[
+                    &&ticket.hash.0[..],
+                    &ticket.order_id.0,
+                    &ticket.key.map(|k| k.0),
+                    &millis(ticket.expires_at),
+                    &millis(Timestamp::now()),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_ticket(&self, hash: &SecretHash) -> Result<Option<Ticket>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "DELETE FROM ws_tickets WHERE hash = $1 RETURNING order_id, key_id, expires_at",
+                &[&&hash.0[..]],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|row| Ticket {
+            hash: *hash,
+            order_id: OrderId(row.get("order_id")),
+            key: row.get::<_, Option<Uuid>>("key_id").map(KeyId),
+            expires_at: Timestamp(
+                SystemTime::UNIX_EPOCH + Duration::from_millis(row.get::<_, i64>("expires_at").max(0) as u64),
+            ),
+        }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -10,9 +10,10 @@ use super::{
     Execution, ExecutionLedger, LedgerError, ListQuery, NewEvent, OrderPage, Outcome, SqliteSync, Store, StoreError,
     cut_page, rows_for_page, unfinished_sql,
 };
+mod keys;
 mod rows;
 
-use crate::domain::{Event, NewOrder, Order, OrderId, Status, Timestamp};
+use crate::domain::{ApiKey, Event, KeyId, NewKey, NewOrder, Order, OrderId, SecretHash, Status, Ticket, Timestamp};
 use async_trait::async_trait;
 use rows::{ORDER_COLUMNS, OrderRow, json, parse_json, read_row, to_i64};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -34,6 +35,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "unfinished_index",
         include_str!("../migrations/sqlite/0002_unfinished_index.sql"),
     ),
+    (3, "auth", include_str!("../migrations/sqlite/0003_auth.sql")),
 ];
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
@@ -64,11 +66,18 @@ enum WriteOp {
     Create(Box<NewOrder>, Box<NewEvent>),
     Append(OrderId, Box<NewEvent>),
     Record(Box<Execution>),
+    CreateKey(Box<NewKey>),
+    RevokeKey(KeyId),
+    CreateTicket(Box<Ticket>),
+    TakeTicket(SecretHash),
 }
 
 enum WriteOut {
     Event(Box<Event>),
     Execution(Box<Execution>),
+    Key(Option<Box<ApiKey>>),
+    Ticket(Option<Box<Ticket>>),
+    Done,
 }
 
 struct WriteJob {
@@ -181,6 +190,10 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<
             WriteOp::Create(order, first) => create(&savepoint, order, first).map(|e| WriteOut::Event(Box::new(e))),
             WriteOp::Append(id, event) => append(&savepoint, *id, event).map(|e| WriteOut::Event(Box::new(e))),
             WriteOp::Record(execution) => record(&savepoint, execution).map(|e| WriteOut::Execution(Box::new(e))),
+            WriteOp::CreateKey(key) => keys::create_key(&savepoint, key).map(|k| WriteOut::Key(Some(Box::new(k)))),
+            WriteOp::RevokeKey(id) => keys::revoke_key(&savepoint, *id).map(|k| WriteOut::Key(k.map(Box::new))),
+            WriteOp::CreateTicket(ticket) => keys::create_ticket(&savepoint, ticket).map(|()| WriteOut::Done),
+            WriteOp::TakeTicket(hash) => keys::take_ticket(&savepoint, hash).map(|t| WriteOut::Ticket(t.map(Box::new))),
         };
         if result.is_ok() {
             savepoint.commit().map_err(unavailable)?;
@@ -197,9 +210,9 @@ fn create(conn: &Connection, order: &NewOrder, first: &NewEvent) -> Result<Event
     let now = Timestamp::now().to_string();
     conn.execute(
         "INSERT INTO orders (id, created_seq, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
-                             status, last_kind, last_seq, created_at, updated_at)
+                             status, last_kind, last_seq, created_at, updated_at, owner)
          VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM orders), ?2, ?3, ?4, ?5, ?6, ?7,
-                 'pending', 'pending', 0, ?8, ?8)",
+                 'pending', 'pending', 0, ?8, ?8, ?9)",
         params![
             order.id.to_string(),
             order.job_id,
@@ -208,7 +221,8 @@ fn create(conn: &Connection, order: &NewOrder, first: &NewEvent) -> Result<Event
             order.token_out,
             to_i64(order.amount_in, "amount")?,
             order.slippage_bps,
-            now
+            now,
+            order.owner.map(|k| k.to_string())
         ],
     )
     .map_err(unavailable)?;
@@ -393,14 +407,14 @@ impl Store for SqliteStore {
             .await?
         {
             WriteOut::Event(event) => Ok(*event),
-            WriteOut::Execution(_) => unreachable!("create answers with an event"),
+            _ => unreachable!("create answers with an event"),
         }
     }
 
     async fn append_event(&self, id: OrderId, event: NewEvent) -> Result<Event, StoreError> {
         match self.write(WriteOp::Append(id, Box::new(event))).await? {
             WriteOut::Event(event) => Ok(*event),
-            WriteOut::Execution(_) => unreachable!("append answers with an event"),
+            _ => unreachable!("append answers with an event"),
         }
     }
 
@@ -441,6 +455,7 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {ORDER_COLUMNS} FROM orders
                      WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR created_seq < ?2)
+                       AND (?4 IS NULL OR owner = ?4)
                      ORDER BY created_seq DESC LIMIT ?3"
                 ))
                 .map_err(unavailable)?;
@@ -449,7 +464,8 @@ impl Store for SqliteStore {
                     params![
                         query.status.map(Status::as_str),
                         query.cursor,
-                        rows_for_page(query.limit)
+                        rows_for_page(query.limit),
+                        query.owner.map(|k| k.to_string())
                     ],
                     read_row,
                 )
@@ -511,6 +527,43 @@ impl Store for SqliteStore {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await
     }
+
+    async fn create_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
+        match self.write(WriteOp::CreateKey(Box::new(key.clone()))).await? {
+            WriteOut::Key(Some(key)) => Ok(*key),
+            _ => unreachable!("create_key answers with the key"),
+        }
+    }
+
+    async fn key_by_secret(&self, hash: &SecretHash) -> Result<Option<ApiKey>, StoreError> {
+        let hash = *hash;
+        self.read(move |conn| keys::key_by_secret(conn, &hash)).await
+    }
+
+    async fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.read(keys::keys).await
+    }
+
+    async fn revoke_key(&self, id: KeyId) -> Result<Option<ApiKey>, StoreError> {
+        match self.write(WriteOp::RevokeKey(id)).await? {
+            WriteOut::Key(key) => Ok(key.map(|k| *k)),
+            _ => unreachable!("revoke_key answers with the key"),
+        }
+    }
+
+    async fn create_ticket(&self, ticket: &Ticket) -> Result<(), StoreError> {
+        match self.write(WriteOp::CreateTicket(Box::new(ticket.clone()))).await? {
+            WriteOut::Done => Ok(()),
+            _ => unreachable!("create_ticket answers nothing"),
+        }
+    }
+
+    async fn take_ticket(&self, hash: &SecretHash) -> Result<Option<Ticket>, StoreError> {
+        match self.write(WriteOp::TakeTicket(*hash)).await? {
+            WriteOut::Ticket(ticket) => Ok(ticket.map(|t| *t)),
+            _ => unreachable!("take_ticket answers the ticket"),
+        }
+    }
 }
 
 #[async_trait]
@@ -523,7 +576,7 @@ impl ExecutionLedger for SqliteStore {
     async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
         match self.write(WriteOp::Record(Box::new(execution))).await {
             Ok(WriteOut::Execution(execution)) => Ok(*execution),
-            Ok(WriteOut::Event(_)) => unreachable!("record answers with an execution"),
+            Ok(_) => unreachable!("record answers with an execution"),
             Err(e) => Err(LedgerError::Store(e)),
         }
     }

@@ -22,7 +22,7 @@ pub(super) fn parse_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<
 pub(super) const ORDER_COLUMNS: &str =
     "id, job_id, order_type, token_in, token_out, amount_in, slippage_bps, status, last_kind,
     last_seq, quotes, quoted_at, route, strategy, attempts, last_error, tx_hash, dex, amount_out, executed_price,
-    created_at, updated_at, created_seq";
+    created_at, updated_at, created_seq, owner";
 
 /// Raw columns of an order row, read by name and parsed outside
 /// rusqlite's error type (so a bad value is `Corrupt`, not `Unavailable`).
@@ -50,6 +50,7 @@ pub(super) struct OrderRow {
     created_at: Option<String>,
     updated_at: Option<String>,
     created_seq: i64,
+    owner: Option<String>,
 }
 
 pub(super) fn read_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
@@ -77,6 +78,7 @@ pub(super) fn read_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
         created_seq: row.get("created_seq")?,
+        owner: row.get("owner")?,
     })
 }
 
@@ -125,6 +127,10 @@ impl OrderRow {
             created_at: time(self.created_at, "created_at")?,
             updated_at: time(self.updated_at, "updated_at")?,
             created_seq: self.created_seq,
+            owner: self
+                .owner
+                .map(|k| k.parse().map_err(|_| corrupt("owner")))
+                .transpose()?,
         })
     }
 }
