@@ -4,12 +4,12 @@ use super::{
     ApiState,
     error::ApiError,
     http::{Body, json_response, query_param},
+    idempotency,
     views::{Created, EventList, OrderList, OrderResponse, OrderView},
     ws,
 };
 use crate::{
     domain::{Caller, Order, OrderId, Status, Timestamp},
-    pipeline::SubmitError,
     store::ListQuery,
     telemetry::{self, event},
 };
@@ -192,6 +192,13 @@ async fn create_order(
     request: Request<Incoming>,
     caller: &Caller,
 ) -> Result<Response<Body>, ApiError> {
+    // The caller's request limit counts every POST, before any work.
+    if let Some(allowance) = state.intake.admit(caller).await
+        && !allowance.allowed
+    {
+        return Err(ApiError::rate_limited(allowance));
+    }
+    let idempotency_key = idempotency::key_of(request.headers(), state.settings.require_idempotency_key)?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -245,20 +252,25 @@ async fn create_order(
         )
     })?;
     let order = state.intake.order_from(&body)?;
-    let accepted = state.intake.submit(order, caller).await.map_err(|e| match e {
-        SubmitError::Invalid(e) => ApiError::from(e),
-        SubmitError::Store(e) => ApiError::store(e),
-        SubmitError::Queue(e) => ApiError::queue(e),
-    })?;
-    let created = Created {
+    if let Some(key) = idempotency_key {
+        let answer = created(&base_url, order.id, order.job_id.clone());
+        return idempotency::submit(state, order, caller, &key, &answer).await;
+    }
+    let accepted = state.intake.submit(order, caller).await.map_err(ApiError::from)?;
+    let created = created(&base_url, accepted.order_id, accepted.job_id);
+    Ok(json_response(StatusCode::CREATED, &created))
+}
+
+/// The `201` answer for an order accepted on this node.
+fn created(base_url: &str, order_id: OrderId, job_id: String) -> Created {
+    Created {
         success: true,
-        order_id: accepted.order_id.to_string(),
-        job_id: accepted.job_id,
+        order_id: order_id.to_string(),
+        job_id,
         status: Status::Pending,
         message: "Order created and enqueued for processing".into(),
-        ws_url: format!("{base_url}/api/orders/status/{}", accepted.order_id),
-    };
-    Ok(json_response(StatusCode::CREATED, &created))
+        ws_url: format!("{base_url}/api/orders/status/{order_id}"),
+    }
 }
 
 /// `ws://host` from the configured public URL or the request's `Host`.

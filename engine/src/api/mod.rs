@@ -12,12 +12,13 @@ pub mod config;
 mod error;
 mod handlers;
 pub mod http;
+pub mod idempotency;
 pub mod hub;
 pub mod views;
 pub mod ws;
 
 use crate::{domain::TokenRegistry, pipeline::Intake, store::Store};
-pub use config::{OrdersConfig, ServerConfig, WebSocketConfig};
+pub use config::{LimitsConfig, OrdersConfig, ServerConfig, WebSocketConfig};
 pub use error::ApiError;
 pub use hub::Hub;
 use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
@@ -43,6 +44,9 @@ pub struct ApiSettings {
     pub client_buffer: usize,
     /// Serve `/metrics`.
     pub metrics: bool,
+    /// Refuse `POST /api/orders/execute` without an `Idempotency-Key`
+    /// (`orders.require_idempotency_key`).
+    pub require_idempotency_key: bool,
 }
 
 /// Everything handlers share.

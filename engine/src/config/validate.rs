@@ -56,6 +56,7 @@ pub fn check_sections(config: &Config) -> Vec<String> {
         config.server.problems("server"),
         config.websocket.problems("websocket"),
         config.orders.problems("orders"),
+        config.limits.problems("limits"),
         config.worker.problems("worker"),
         config.retry.problems("retry"),
         config.bus.problems("bus"),

@@ -29,7 +29,7 @@ mod submit;
 mod tests;
 mod worker;
 
-pub use crate::queue::QueueError;
+pub use crate::queue::{Allowance, QueueError};
 use crate::{
     domain::{Event, EventData, EventKind, Order, OrderId, OrderPatch, TokenRegistry},
     queue::Job,
@@ -38,7 +38,10 @@ use crate::{
     venues::Venue,
 };
 pub use failure::{Failure, FailureCode, StepError};
-pub use intake::{Accepted, Intake, RequeueError, SubmitError, requeue_unfinished};
+pub use intake::{
+    Accepted, IdempotencySettings, Intake, KeyedAnswer, KeyedRequest, RequeueError, STALE_IN_FLIGHT, SubmitError,
+    fingerprint, requeue_unfinished, sweep_keys,
+};
 pub use reconcile::{ReconcilerConfig, reconcile};
 pub use recorder::Recorder;
 pub use retry::{Backoff, BackoffKind, InvalidBackoff, JitterKind, RetryConfig, RetryPolicy, random_unit};
