@@ -567,10 +567,11 @@ pub async fn run_with_reload(
         .with_request_limit(engine.request_limit.clone(), config.limits.orders_per_minute);
         // Keys expire by themselves (an expired key is free again); the
         // sweep only keeps the table small.
-        let sweep_every = config.orders.idempotency_ttl.0.clamp(
-            std::time::Duration::from_secs(1),
-            std::time::Duration::from_secs(60),
-        );
+        let sweep_every = config
+            .orders
+            .idempotency_ttl
+            .0
+            .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
         tasks.spawn(sweep_keys(engine.store.clone(), sweep_every, token.clone()));
         let state = Arc::new(ApiState {
             store: engine.store.clone(),

@@ -6,6 +6,7 @@ mod harness;
 
 mod bad_input;
 mod cli;
+mod idempotency;
 mod lifecycle;
 mod metrics;
 mod ops;

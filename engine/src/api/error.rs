@@ -148,7 +148,10 @@ impl ApiError {
         if let Some(allowance) = &self.rate_limit {
             let headers = response.headers_mut();
             for (name, value) in rate_limit_fields(allowance) {
-                headers.insert(name, HeaderValue::from_str(&value).expect("numbers and quotes are valid"));
+                headers.insert(
+                    name,
+                    HeaderValue::from_str(&value).expect("numbers and quotes are valid"),
+                );
             }
         }
         if let Some(allow) = &self.allow {

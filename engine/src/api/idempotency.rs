@@ -147,8 +147,14 @@ mod tests {
             code(key_of(&headers(&["a".repeat(256).as_bytes()]), false)),
             "invalid_idempotency_key"
         );
-        assert_eq!(code(key_of(&headers(&[b"tab\there"]), false)), "invalid_idempotency_key");
-        assert_eq!(code(key_of(&headers(&["clé".as_bytes()]), false)), "invalid_idempotency_key");
+        assert_eq!(
+            code(key_of(&headers(&[b"tab\there"]), false)),
+            "invalid_idempotency_key"
+        );
+        assert_eq!(
+            code(key_of(&headers(&["clé".as_bytes()]), false)),
+            "invalid_idempotency_key"
+        );
         assert_eq!(code(key_of(&headers(&[b"a", b"b"]), false)), "invalid_idempotency_key");
     }
 
@@ -162,6 +168,9 @@ mod tests {
     fn a_missing_key_is_refused_only_when_required() {
         assert_eq!(key_of(&HeaderMap::new(), false).unwrap(), None);
         let error = key_of(&HeaderMap::new(), true).unwrap_err();
-        assert_eq!((error.status, error.code), (StatusCode::BAD_REQUEST, "missing_idempotency_key"));
+        assert_eq!(
+            (error.status, error.code),
+            (StatusCode::BAD_REQUEST, "missing_idempotency_key")
+        );
     }
 }

@@ -12,8 +12,8 @@ pub mod config;
 mod error;
 mod handlers;
 pub mod http;
-pub mod idempotency;
 pub mod hub;
+pub mod idempotency;
 pub mod views;
 pub mod ws;
 

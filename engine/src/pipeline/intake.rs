@@ -524,8 +524,8 @@ mod tests {
         bus::{Bus, BusError, Published, Subscribed},
         domain::{EventKind, Status},
         queue::{Depth, Lease, MemoryQueue},
-        store::{SqliteStore, SqliteSync},
         store::StoredAnswer,
+        store::{SqliteStore, SqliteSync},
     };
     use async_trait::async_trait;
     use serde_json::json;
@@ -824,7 +824,11 @@ mod tests {
         assert!(queue.claim(Duration::ZERO).await.unwrap().is_some());
         assert!(queue.claim(Duration::ZERO).await.unwrap().is_none(), "one job");
         let elsewhere = Caller::anonymous("10.9.9.9".parse().unwrap());
-        let other = f.intake.submit_once(body("1.5"), &elsewhere, keyed("k1", "{}")).await.unwrap();
+        let other = f
+            .intake
+            .submit_once(body("1.5"), &elsewhere, keyed("k1", "{}"))
+            .await
+            .unwrap();
         assert!(matches!(other, KeyedAnswer::First(_)), "keys are per client");
         assert_eq!(orders(&f.store).await, 2);
     }
@@ -855,11 +859,7 @@ mod tests {
         });
         let first = tokio::spawn({
             let intake = intake.clone();
-            async move {
-                intake
-                    .submit_once(body("1.5"), &anyone(), keyed("k1", "created"))
-                    .await
-            }
+            async move { intake.submit_once(body("1.5"), &anyone(), keyed("k1", "created")).await }
         });
         while f.store.key_record("ip:127.0.0.1", "k1").await.unwrap().is_none() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -878,7 +878,10 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         queue.open();
-        assert_eq!(first.await.unwrap().unwrap(), KeyedAnswer::First(answer(201, "created")));
+        assert_eq!(
+            first.await.unwrap().unwrap(),
+            KeyedAnswer::First(answer(201, "created"))
+        );
         assert_eq!(
             waiting.await.unwrap().unwrap(),
             KeyedAnswer::Replayed(answer(201, "created"))
@@ -930,7 +933,11 @@ mod tests {
             .submit_once(body("1.5"), &anyone(), keyed("k1", "created"))
             .await
             .unwrap();
-        assert_eq!(again, KeyedAnswer::Replayed(failure), "the same 503, as Stripe replays errors");
+        assert_eq!(
+            again,
+            KeyedAnswer::Replayed(failure),
+            "the same 503, as Stripe replays errors"
+        );
         let page = f
             .store
             .list_orders(&crate::store::ListQuery {
@@ -969,7 +976,10 @@ mod tests {
             assert!(intake.admit(&generous).await.unwrap().allowed);
         }
         assert!(!intake.admit(&generous).await.unwrap().allowed);
-        assert!(intake.admit(&with_key(Some(0))).await.is_none(), "0: no limit for this key");
+        assert!(
+            intake.admit(&with_key(Some(0))).await.is_none(),
+            "0: no limit for this key"
+        );
         let off = f.intake.clone().with_request_limit(limit, 0);
         assert!(off.admit(&anyone()).await.is_none());
     }

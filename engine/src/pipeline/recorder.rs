@@ -51,7 +51,12 @@ impl Recorder {
     ///
     /// # Errors
     /// The store's error; nothing was published.
-    pub async fn create_keyed(&self, order: &NewOrder, first: NewEvent, key: &NewKey) -> Result<KeyedCreate, StoreError> {
+    pub async fn create_keyed(
+        &self,
+        order: &NewOrder,
+        first: NewEvent,
+        key: &NewKey,
+    ) -> Result<KeyedCreate, StoreError> {
         match self.store.create_order_keyed(order, first, key).await? {
             KeyedCreate::Created(event) => Ok(KeyedCreate::Created(self.published(event).await?)),
             KeyedCreate::Taken => Ok(KeyedCreate::Taken),

@@ -413,7 +413,10 @@ pub(crate) async fn request_limit_allows_the_limit_at_once_then_refuses_until_a_
         "{refused:?}"
     );
     tokio::time::sleep(refused.retry_after + Duration::from_millis(50)).await;
-    assert!(limit.check("ip:10.0.0.1", 120).await.unwrap().allowed, "a token came back");
+    assert!(
+        limit.check("ip:10.0.0.1", 120).await.unwrap().allowed,
+        "a token came back"
+    );
     assert!(!limit.check("ip:10.0.0.1", 120).await.unwrap().allowed);
 }
 

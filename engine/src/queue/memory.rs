@@ -279,7 +279,9 @@ impl RequestLimit for MemoryRequestLimit {
         let capacity = f64::from(per_minute.max(1));
         let per_second = capacity / 60.0;
         let now = Instant::now();
-        let refilled = |(tokens, last): (f64, Instant)| (tokens + now.duration_since(last).as_secs_f64() * per_second).min(capacity);
+        let refilled = |(tokens, last): (f64, Instant)| {
+            (tokens + now.duration_since(last).as_secs_f64() * per_second).min(capacity)
+        };
         // A std Mutex: the critical section never awaits.
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_IDLE_BUCKETS && !buckets.contains_key(client) {

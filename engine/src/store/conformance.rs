@@ -529,23 +529,42 @@ pub(crate) async fn a_keyed_order_is_stored_with_its_key_in_flight_until_settled
     let order = new_order();
     let key = new_key("ip:10.0.0.1", "k1", DAY);
     let created = store.create_order_keyed(&order, event(pending()), &key).await.unwrap();
-    assert!(matches!(&created, KeyedCreate::Created(e) if e.seq == 1 && e.order_id == order.id), "{created:?}");
+    assert!(
+        matches!(&created, KeyedCreate::Created(e) if e.seq == 1 && e.order_id == order.id),
+        "{created:?}"
+    );
     assert_eq!(store.events(order.id, 0).await.unwrap().len(), 1);
-    let record = store.key_record("ip:10.0.0.1", "k1").await.unwrap().expect("the key is stored");
+    let record = store
+        .key_record("ip:10.0.0.1", "k1")
+        .await
+        .unwrap()
+        .expect("the key is stored");
     assert_eq!(
-        (record.fingerprint.as_str(), record.order_id, &record.answer, record.completed),
+        (
+            record.fingerprint.as_str(),
+            record.order_id,
+            &record.answer,
+            record.completed
+        ),
         ("fp-1", order.id, &key.answer, false)
     );
     assert!(record.created_at.elapsed() < Duration::from_secs(60));
     store.settle_key("ip:10.0.0.1", "k1", None).await.unwrap();
     let settled = store.key_record("ip:10.0.0.1", "k1").await.unwrap().unwrap();
-    assert_eq!((settled.completed, &settled.answer), (true, &key.answer), "the planned answer stands");
+    assert_eq!(
+        (settled.completed, &settled.answer),
+        (true, &key.answer),
+        "the planned answer stands"
+    );
     let failed = StoredAnswer {
         status: 503,
         body: r#"{"success":false,"error":{"code":"queue_unavailable","message":"…"}}"#.into(),
     };
     store.settle_key("ip:10.0.0.1", "k1", Some(&failed)).await.unwrap();
-    assert_eq!(store.key_record("ip:10.0.0.1", "k1").await.unwrap().unwrap().answer, failed);
+    assert_eq!(
+        store.key_record("ip:10.0.0.1", "k1").await.unwrap().unwrap().answer,
+        failed
+    );
     assert!(store.key_record("ip:10.0.0.1", "k2").await.unwrap().is_none());
 }
 
@@ -563,7 +582,10 @@ pub(crate) async fn a_taken_key_stores_nothing_and_scopes_keep_keys_apart<S: Bac
         ..key.clone()
     };
     assert_eq!(
-        store.create_order_keyed(&second, event(pending()), &other_body).await.unwrap(),
+        store
+            .create_order_keyed(&second, event(pending()), &other_body)
+            .await
+            .unwrap(),
         KeyedCreate::Taken
     );
     assert!(store.order(second.id).await.unwrap().is_none(), "no second order");
@@ -575,7 +597,10 @@ pub(crate) async fn a_taken_key_stores_nothing_and_scopes_keep_keys_apart<S: Bac
         ..key
     };
     assert!(matches!(
-        store.create_order_keyed(&second, event(pending()), &elsewhere).await.unwrap(),
+        store
+            .create_order_keyed(&second, event(pending()), &elsewhere)
+            .await
+            .unwrap(),
         KeyedCreate::Created(_)
     ));
     assert_eq!(store.unfinished_orders().await.unwrap(), [first.id, second.id]);
@@ -612,16 +637,25 @@ pub(crate) async fn an_expired_key_is_forgotten_replaced_and_swept<S: Backend>(s
     let short = new_key("ip:10.0.0.2", "k", Duration::from_millis(50));
     store.create_order_keyed(&old, event(pending()), &short).await.unwrap();
     let kept = new_key("ip:10.0.0.2", "kept", DAY);
-    store.create_order_keyed(&new_order(), event(pending()), &kept).await.unwrap();
+    store
+        .create_order_keyed(&new_order(), event(pending()), &kept)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert!(store.key_record("ip:10.0.0.2", "k").await.unwrap().is_none(), "expired");
     let again = new_order();
     let renewed = new_key("ip:10.0.0.2", "k", Duration::from_millis(50));
     assert!(matches!(
-        store.create_order_keyed(&again, event(pending()), &renewed).await.unwrap(),
+        store
+            .create_order_keyed(&again, event(pending()), &renewed)
+            .await
+            .unwrap(),
         KeyedCreate::Created(_)
     ));
-    assert_eq!(store.key_record("ip:10.0.0.2", "k").await.unwrap().unwrap().order_id, again.id);
+    assert_eq!(
+        store.key_record("ip:10.0.0.2", "k").await.unwrap().unwrap().order_id,
+        again.id
+    );
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(store.sweep_keys().await.unwrap(), 1, "only the expired record");
     assert_eq!(store.sweep_keys().await.unwrap(), 0);

@@ -153,8 +153,12 @@ pub trait Store: Send + Sync {
     /// an unexpired record holds the key (then nothing is stored: two
     /// requests racing with one key make one order, on any number of
     /// nodes). An expired record is replaced.
-    async fn create_order_keyed(&self, order: &NewOrder, first: NewEvent, key: &NewKey)
-    -> Result<KeyedCreate, StoreError>;
+    async fn create_order_keyed(
+        &self,
+        order: &NewOrder,
+        first: NewEvent,
+        key: &NewKey,
+    ) -> Result<KeyedCreate, StoreError>;
 
     /// The unexpired record of `key` in `scope`.
     async fn key_record(&self, scope: &str, key: &str) -> Result<Option<KeyRecord>, StoreError>;

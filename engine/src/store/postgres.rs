@@ -40,6 +40,15 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A database error with the server's own words ("db error" alone says
+/// nothing).
+fn db_error(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Unavailable(format!("{e}: {} ({})", db.message(), db.code().code())),
+        None => unavailable(e),
+    }
+}
+
 /// PostgreSQL-backed [`Store`] and [`ExecutionLedger`].
 pub struct PostgresStore {
     pool: Pool,
@@ -378,9 +387,10 @@ impl Store for PostgresStore {
             data: first.data,
         };
         let kind = event.data.kind();
-        // One statement, so one transaction: the key first (a record
-        // another request holds, and has not let expire, returns no row, and
-        // then neither the order nor its event is inserted).
+        // One statement, so one transaction: the key first (a record that
+        // holds it returns no row, and then neither the order nor its event
+        // is inserted). DO NOTHING, not DO UPDATE: a duplicate must not
+        // lock the record, which the first request still has to settle.
         let statement = client
             .prepare_cached(
                 "WITH taken AS (
@@ -388,11 +398,7 @@ impl Store for PostgresStore {
                          (scope, idem_key, fingerprint, order_id, status, body, completed, created_at, expires_at)
                      VALUES ($12::text, $13::text, $14::text, $1::uuid, $15::int4, $16::text, FALSE,
                              $10::timestamptz, $17::timestamptz)
-                     ON CONFLICT (scope, idem_key) DO UPDATE SET
-                         fingerprint = EXCLUDED.fingerprint, order_id = EXCLUDED.order_id,
-                         status = EXCLUDED.status, body = EXCLUDED.body, completed = FALSE,
-                         created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-                     WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
+                     ON CONFLICT (scope, idem_key) DO NOTHING
                      RETURNING order_id
                  ), created AS (
                      INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
@@ -406,37 +412,43 @@ impl Store for PostgresStore {
                  SELECT id, 1, $9::text, $11::jsonb, $10::timestamptz FROM created",
             )
             .await
-            .map_err(unavailable)?;
-        let inserted = client
+            .map_err(db_error)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 17] = [
+            &order.id.0,
+            &order.job_id,
+            &order.order_type.as_str(),
+            &order.token_in,
+            &order.token_out,
+            &order.amount_in.to_string(),
+            &(order.slippage_bps as i32),
+            &kind.status().unwrap_or(Status::Pending).as_str(),
+            &kind.as_str(),
+            &event.timestamp.0,
+            &json(&event),
+            &key.scope,
+            &key.key,
+            &key.fingerprint,
+            &i32::from(key.answer.status),
+            &key.answer.body,
+            &key.expires_at.0,
+        ];
+        if client.execute(&statement, &params).await.map_err(db_error)? == 1 {
+            return Ok(KeyedCreate::Created(event));
+        }
+        // Held, or held by a record that expired and was not swept yet:
+        // remove that one and try once more (someone else may take the key
+        // in between; then it is theirs).
+        let expired = client
             .execute(
-                &statement,
-                &[
-                    &order.id.0,
-                    &order.job_id,
-                    &order.order_type.as_str(),
-                    &order.token_in,
-                    &order.token_out,
-                    &order.amount_in.to_string(),
-                    &(order.slippage_bps as i32),
-                    &kind.status().unwrap_or(Status::Pending).as_str(),
-                    &kind.as_str(),
-                    &event.timestamp.0,
-                    &json(&event),
-                    &key.scope,
-                    &key.key,
-                    &key.fingerprint,
-                    &i32::from(key.answer.status),
-                    &key.answer.body,
-                    &key.expires_at.0,
-                ],
+                "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND expires_at <= $3",
+                &[&key.scope, &key.key, &event.timestamp.0],
             )
             .await
-            .map_err(unavailable)?;
-        Ok(if inserted == 1 {
-            KeyedCreate::Created(event)
-        } else {
-            KeyedCreate::Taken
-        })
+            .map_err(db_error)?;
+        if expired == 1 && client.execute(&statement, &params).await.map_err(db_error)? == 1 {
+            return Ok(KeyedCreate::Created(event));
+        }
+        Ok(KeyedCreate::Taken)
     }
 
     async fn key_record(&self, scope: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -447,13 +459,13 @@ impl Store for PostgresStore {
                  WHERE scope = $1 AND idem_key = $2 AND expires_at > $3",
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         let row = client
             .query_opt(&statement, &[&scope, &key, &SystemTime::now()])
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         row.map(|row| {
-            let status: i32 = row.try_get("status").map_err(unavailable)?;
+            let status: i32 = row.try_get("status").map_err(db_error)?;
             Ok(KeyRecord {
                 fingerprint: row.try_get("fingerprint").map_err(unavailable)?,
                 order_id: OrderId(row.try_get("order_id").map_err(unavailable)?),
@@ -478,7 +490,7 @@ impl Store for PostgresStore {
                  WHERE scope = $1 AND idem_key = $2",
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         client
             .execute(
                 &statement,
@@ -490,7 +502,7 @@ impl Store for PostgresStore {
                 ],
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -502,7 +514,7 @@ impl Store for PostgresStore {
                 &[&SystemTime::now()],
             )
             .await
-            .map_err(unavailable)
+            .map_err(db_error)
     }
 
     async fn append_event(&self, id: OrderId, event: NewEvent) -> Result<Event, StoreError> {

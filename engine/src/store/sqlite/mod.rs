@@ -234,7 +234,12 @@ fn create(conn: &Connection, order: &NewOrder, first: &NewEvent) -> Result<Event
 
 /// Takes the key (a new record, or one replacing an expired record), then
 /// creates the order; a key held by an unexpired record stores nothing.
-fn create_keyed(conn: &Connection, order: &NewOrder, first: &NewEvent, key: &NewKey) -> Result<KeyedCreate, StoreError> {
+fn create_keyed(
+    conn: &Connection,
+    order: &NewOrder,
+    first: &NewEvent,
+    key: &NewKey,
+) -> Result<KeyedCreate, StoreError> {
     let taken = conn
         .execute(
             "INSERT INTO idempotency_keys
