@@ -12,8 +12,8 @@
 //! test (`architecture`) holds the code to it and finds no import circle.
 //!
 //! - [`app`]: the composition root; the only module that names adapters.
-//! - [`config`]: the aggregate of every component's settings (figment: TOML
-//!   + profile + env) and [`config::validate`], which start-up and
+//! - [`config`]: the aggregate of every component's settings (figment: TOML,
+//!   profile, env) and [`config::validate`], which start-up and
 //!   `swapline config check` share.
 //! - [`domain`]: pure types and rules: orders, statuses, events, amounts,
 //!   tokens, quotes, routes and request validation. No I/O.

@@ -173,8 +173,8 @@ async fn racing_posts_with_one_key_on_two_nodes_make_one_order_one_swap_and_iden
     eprintln!("{RACERS} racing POSTs answered in {took:?}");
 
     let id = first.json()["orderId"].as_str().unwrap().to_owned();
-    assert_eq!(order_ids(&a.url).await, [id.clone()]);
-    assert_eq!(order_ids(&b.url).await, [id.clone()]);
+    assert_eq!(order_ids(&a.url).await, std::slice::from_ref(&id));
+    assert_eq!(order_ids(&b.url).await, std::slice::from_ref(&id));
     let mut socket = client::connect(&b.url, &format!("/api/orders/status/{id}"))
         .await
         .unwrap();

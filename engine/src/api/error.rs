@@ -30,7 +30,7 @@ pub struct ApiError {
     pub allow: Option<hyper::Method>,
     /// The request limit's state, for the `Retry-After`, `RateLimit-Policy`
     /// and `RateLimit` headers (429 answers).
-    pub rate_limit: Option<Allowance>,
+    pub rate_limit: Option<Box<Allowance>>,
 }
 
 /// The policy name in the `RateLimit-Policy` and `RateLimit` fields.
@@ -68,7 +68,7 @@ impl ApiError {
     pub fn rate_limited(allowance: Allowance) -> Self {
         let wait = retry_after_secs(&allowance);
         ApiError {
-            rate_limit: Some(allowance),
+            rate_limit: Some(Box::new(allowance)),
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -58,7 +58,7 @@ impl Recorder {
         key: &NewKey,
     ) -> Result<KeyedCreate, StoreError> {
         match self.store.create_order_keyed(order, first, key).await? {
-            KeyedCreate::Created(event) => Ok(KeyedCreate::Created(self.published(event).await?)),
+            KeyedCreate::Created(event) => Ok(KeyedCreate::Created(Box::new(self.published(*event).await?))),
             KeyedCreate::Taken => Ok(KeyedCreate::Taken),
         }
     }

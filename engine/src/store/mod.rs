@@ -111,7 +111,7 @@ pub struct KeyRecord {
 pub enum KeyedCreate {
     /// The key was free (or expired): the order, its first event and the
     /// key were stored together.
-    Created(Event),
+    Created(Box<Event>),
     /// An unexpired record holds the key; nothing was stored.
     Taken,
 }

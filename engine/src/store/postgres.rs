@@ -433,7 +433,7 @@ impl Store for PostgresStore {
             &key.expires_at.0,
         ];
         if client.execute(&statement, &params).await.map_err(db_error)? == 1 {
-            return Ok(KeyedCreate::Created(event));
+            return Ok(KeyedCreate::Created(Box::new(event)));
         }
         // Held, or held by a record that expired and was not swept yet:
         // remove that one and try once more (someone else may take the key
@@ -446,7 +446,7 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?;
         if expired == 1 && client.execute(&statement, &params).await.map_err(db_error)? == 1 {
-            return Ok(KeyedCreate::Created(event));
+            return Ok(KeyedCreate::Created(Box::new(event)));
         }
         Ok(KeyedCreate::Taken)
     }

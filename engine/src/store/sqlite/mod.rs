@@ -265,7 +265,7 @@ fn create_keyed(
     if taken == 0 {
         return Ok(KeyedCreate::Taken);
     }
-    create(conn, order, first).map(KeyedCreate::Created)
+    create(conn, order, first).map(|e| KeyedCreate::Created(Box::new(e)))
 }
 
 fn settle_key(conn: &Connection, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
