@@ -246,3 +246,38 @@ impl From<FieldError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_refusal_carries_retry_after_and_both_ratelimit_fields() {
+        let refused = Allowance {
+            allowed: false,
+            limit: 600,
+            remaining: 0,
+            retry_after: Duration::from_millis(80),
+            reset: Duration::from_millis(59_950),
+        };
+        let response = ApiError::rate_limited(refused).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(header("retry-after"), "1", "rounded up, never 0");
+        assert_eq!(header("ratelimit-policy"), r#""orders";q=600;w=60"#);
+        assert_eq!(header("ratelimit"), r#""orders";r=0;t=60"#);
+    }
+
+    #[test]
+    fn an_error_answers_exactly_its_stored_answer() {
+        let error = ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_use", "busy");
+        let answer = error.answer();
+        assert_eq!(answer.status, 409);
+        assert_eq!(
+            answer.body,
+            r#"{"success":false,"error":{"code":"idempotency_key_in_use","message":"busy"}}"#
+        );
+        assert!(error.into_response().headers().get("retry-after").is_none());
+    }
+}

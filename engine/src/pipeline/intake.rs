@@ -362,16 +362,19 @@ impl Intake {
                 (failed.clone(), Some(failed))
             }
         };
-        if let Err(e) = self
-            .recorder
-            .store()
-            .settle_key(&key.scope, &key.key, replaced.as_ref())
-            .await
-        {
-            // The record stays in flight: duplicates get 409 until it is
-            // stale, then the planned 201 (the order is stored either way).
-            event::backend_error("store");
-            tracing::error!(order_id = %order.id, error = %e, "could not settle an idempotency key");
+        // A passing store hiccup gets two more tries: until the record is
+        // settled, repeats wait, then get 409, and only after
+        // STALE_IN_FLIGHT the planned 201 (the order is stored either way).
+        let store = self.recorder.store();
+        for pause in [Duration::from_millis(50), Duration::from_millis(200), Duration::ZERO] {
+            match store.settle_key(&key.scope, &key.key, replaced.as_ref()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    event::backend_error("store");
+                    tracing::error!(order_id = %order.id, error = %e, "could not settle an idempotency key");
+                    tokio::time::sleep(pause).await;
+                }
+            }
         }
         answer
     }
