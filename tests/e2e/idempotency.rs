@@ -192,9 +192,11 @@ async fn racing_posts_with_one_key_on_two_nodes_make_one_order_one_swap_and_iden
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_repeat_while_the_first_is_still_handled_gets_409_then_the_first_answer() {
+async fn a_repeat_on_either_node_while_the_first_is_still_handled_gets_409_then_the_first_answer() {
     let shared = Shared::new(Backend::Production);
-    let node = Engine::node(shared.clone(), "serve", "[orders]\nidempotency_wait = \"300ms\"\n");
+    let extra = format!("{API}[orders]\nidempotency_wait = \"300ms\"\n");
+    let a = Engine::node(shared.clone(), "serve", &extra);
+    let b = Engine::node(shared.clone(), "serve", &extra);
     // Hold the first request between storing its order and settling its
     // key: settling waits on an advisory lock this test holds.
     let lock: i64 = rand_lock();
@@ -209,7 +211,7 @@ async fn a_repeat_while_the_first_is_still_handled_gets_409_then_the_first_answe
     .await
     .unwrap();
     let first = tokio::spawn({
-        let url = node.url.clone();
+        let url = a.url.clone();
         async move { post(&url, Some("held"), order_body("1")).await }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -225,12 +227,14 @@ async fn a_repeat_while_the_first_is_still_handled_gets_409_then_the_first_answe
         assert!(Instant::now() < deadline, "the first request stored its key");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let in_use = post(&node.url, Some("held"), order_body("1")).await;
-    assert_eq!(
-        (in_use.status.as_u16(), code(&in_use)),
-        (409, "idempotency_key_in_use".into())
-    );
-    let reused = post(&node.url, Some("held"), order_body("2")).await;
+    for url in [&a.url, &b.url] {
+        let in_use = post(url, Some("held"), order_body("1")).await;
+        assert_eq!(
+            (in_use.status.as_u16(), code(&in_use)),
+            (409, "idempotency_key_in_use".into())
+        );
+    }
+    let reused = post(&b.url, Some("held"), order_body("2")).await;
     assert_eq!(reused.status, 422, "another body is refused even while in flight");
 
     db.execute(&format!("SELECT pg_advisory_unlock({lock})"), &[])
@@ -239,27 +243,30 @@ async fn a_repeat_while_the_first_is_still_handled_gets_409_then_the_first_answe
     let first = first.await.unwrap();
     assert_eq!(first.status, 201);
     assert!(!replayed(&first));
-    let after = post(&node.url, Some("held"), order_body("1")).await;
-    assert!(replayed(&after), "{} {:?}\n{}", after.status, after.body, node.log());
-    assert_eq!(after.body, first.body);
-    assert_eq!(order_ids(&node.url).await.len(), 1);
+    let after = post(&b.url, Some("held"), order_body("1")).await;
+    assert!(replayed(&after), "{} {:?}\n{}", after.status, after.body, b.log());
+    assert_eq!(after.body, first.body, "node A's answer, from node B");
+    assert_eq!(order_ids(&a.url).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn after_the_ttl_the_same_key_makes_a_new_order() {
+async fn after_the_ttl_the_same_key_makes_a_new_order_on_any_node() {
     let shared = Shared::new(Backend::Production);
-    let node = Engine::node(shared.clone(), "serve", "[orders]\nidempotency_ttl = \"2s\"\n");
-    let first = post(&node.url, Some("daily"), order_body("1")).await;
+    let extra = format!("{API}[orders]\nidempotency_ttl = \"2s\"\n");
+    let a = Engine::node(shared.clone(), "serve", &extra);
+    let b = Engine::node(shared.clone(), "serve", &extra);
+    let first = post(&a.url, Some("daily"), order_body("1")).await;
     assert_eq!(first.status, 201);
-    let within = post(&node.url, Some("daily"), order_body("1")).await;
+    let within = post(&b.url, Some("daily"), order_body("1")).await;
     assert!(replayed(&within));
+    assert_eq!(within.body, first.body);
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    let later = post(&node.url, Some("daily"), order_body("1")).await;
+    let later = post(&b.url, Some("daily"), order_body("1")).await;
     assert_eq!(later.status, 201);
     assert!(!replayed(&later), "the key expired");
     let ids = |r: &Response| r.json()["orderId"].as_str().unwrap().to_owned();
     assert_ne!(ids(&later), ids(&first));
-    assert_eq!(order_ids(&node.url).await.len(), 2);
+    assert_eq!(order_ids(&a.url).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
