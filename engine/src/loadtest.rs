@@ -48,6 +48,10 @@ pub struct OrdersOptions {
     /// Give up on one order after this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Send a fresh `Idempotency-Key` with every order (to measure what
+    /// keeping keys costs).
+    #[arg(long)]
+    pub idempotency_keys: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -248,7 +252,15 @@ fn ms(d: Duration) -> f64 {
 async fn follow(options: &OrdersOptions, scheduled: Instant) -> Trace {
     let mut trace = Trace::default();
     let body = json!({"tokenIn": options.token_in, "tokenOut": options.token_out, "amount": options.amount});
-    let response = match client::post_json(&options.url, "/api/orders/execute", &body).await {
+    let posted = if options.idempotency_keys {
+        let key = uuid::Uuid::new_v4().to_string();
+        let headers = [("content-type", "application/json"), ("idempotency-key", key.as_str())];
+        let bytes = bytes::Bytes::from(body.to_string());
+        client::request(&options.url, "POST", "/api/orders/execute", &headers, Some(bytes)).await
+    } else {
+        client::post_json(&options.url, "/api/orders/execute", &body).await
+    };
+    let response = match posted {
         Ok(response) => response,
         Err(e) => {
             trace.error = Some(format!("post: {}", kind_of(&e.to_string())));

@@ -178,6 +178,7 @@ async fn hundred_concurrent_orders_all_finish_with_gapless_seq(backend: Backend)
             token_out: "USDC".into(),
             amount: "0.5".into(),
             timeout: Duration::from_secs(60),
+            idempotency_keys: false,
         },
         indicatif::ProgressBar::hidden(),
     )
@@ -285,6 +286,7 @@ async fn orders_tool_runs_clean_at_a_fixed_rate() {
             token_out: "USDC".into(),
             amount: "0.2".into(),
             timeout: Duration::from_secs(60),
+            idempotency_keys: false,
         },
         indicatif::ProgressBar::hidden(),
     )

@@ -236,6 +236,7 @@ async fn a_thousand_orders_through_two_workers_each_execute_once() {
             token_out: "USDC".into(),
             amount: "0.1".into(),
             timeout: Duration::from_secs(120),
+            idempotency_keys: false,
         },
         indicatif::ProgressBar::hidden(),
     )
