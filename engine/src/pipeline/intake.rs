@@ -17,7 +17,7 @@ use crate::{
         validate_request,
     },
     queue::{Allowance, Job, Queue, QueueError, RequestLimit},
-    store::{KeyedCreate, NewEvent, NewKey, Store, StoreError, StoredAnswer},
+    store::{KeyedCreate, NewEvent, NewIdempotencyKey, Store, StoreError, StoredAnswer},
     telemetry::event,
 };
 use sha2::{Digest, Sha256};
@@ -313,7 +313,7 @@ impl Intake {
         caller: &Caller,
         request: KeyedRequest<'_>,
     ) -> Result<KeyedAnswer, SubmitError> {
-        let key = NewKey {
+        let key = NewIdempotencyKey {
             scope: caller.client_scope(),
             key: request.key.to_owned(),
             fingerprint: fingerprint(&order),
@@ -348,7 +348,12 @@ impl Intake {
     }
 
     /// Enqueues a keyed order's job and settles its key with the answer.
-    async fn enqueue_keyed(&self, order: &NewOrder, key: &NewKey, request: &KeyedRequest<'_>) -> StoredAnswer {
+    async fn enqueue_keyed(
+        &self,
+        order: &NewOrder,
+        key: &NewIdempotencyKey,
+        request: &KeyedRequest<'_>,
+    ) -> StoredAnswer {
         let job = Job {
             id: order.job_id.clone(),
             order_id: order.id,
@@ -381,7 +386,7 @@ impl Intake {
 
     /// The answer for a key another request holds: `None` when the record
     /// is gone (expired meanwhile).
-    async fn taken(&self, key: &NewKey) -> Result<Option<KeyedAnswer>, SubmitError> {
+    async fn taken(&self, key: &NewIdempotencyKey) -> Result<Option<KeyedAnswer>, SubmitError> {
         let deadline = tokio::time::Instant::now() + self.idempotency.wait;
         let mut pause = Duration::from_millis(10);
         loop {

@@ -7,7 +7,7 @@
 use crate::{
     bus::{Bus, Published},
     domain::{Event, NewOrder, OrderId},
-    store::{KeyedCreate, NewEvent, NewKey, Store, StoreError},
+    store::{KeyedCreate, NewEvent, NewIdempotencyKey, Store, StoreError},
     telemetry,
 };
 use std::sync::Arc;
@@ -55,7 +55,7 @@ impl Recorder {
         &self,
         order: &NewOrder,
         first: NewEvent,
-        key: &NewKey,
+        key: &NewIdempotencyKey,
     ) -> Result<KeyedCreate, StoreError> {
         match self.store.create_order_keyed(order, first, key).await? {
             KeyedCreate::Created(event) => Ok(KeyedCreate::Created(Box::new(self.published(*event).await?))),

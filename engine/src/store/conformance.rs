@@ -5,7 +5,8 @@
 //! own seam; never `api`, `pipeline` or `venues`.
 
 use super::{
-    Execution, ExecutionLedger, KeyedCreate, ListQuery, NewEvent, NewKey, Outcome, Store, StoreError, StoredAnswer,
+    Execution, ExecutionLedger, KeyedCreate, ListQuery, NewEvent, NewIdempotencyKey, Outcome, Store, StoreError,
+    StoredAnswer,
 };
 use crate::{
     domain::{ErrorInfo, EventData, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp},
@@ -506,8 +507,8 @@ pub(crate) async fn ping_answers<S: Backend>(store: Arc<S>) {
     store.ping().await.expect("a reachable store answers ping");
 }
 
-fn new_key(scope: &str, key: &str, ttl: Duration) -> NewKey {
-    NewKey {
+fn new_idempotency_key(scope: &str, key: &str, ttl: Duration) -> NewIdempotencyKey {
+    NewIdempotencyKey {
         scope: scope.into(),
         key: key.into(),
         fingerprint: "fp-1".into(),
@@ -527,7 +528,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 pub(crate) async fn a_keyed_order_is_stored_with_its_key_in_flight_until_settled<S: Backend>(store: Arc<S>) {
     migrated(&*store).await;
     let order = new_order();
-    let key = new_key("ip:10.0.0.1", "k1", DAY);
+    let key = new_idempotency_key("ip:10.0.0.1", "k1", DAY);
     let created = store.create_order_keyed(&order, event(pending()), &key).await.unwrap();
     assert!(
         matches!(&created, KeyedCreate::Created(e) if e.seq == 1 && e.order_id == order.id),
@@ -574,10 +575,10 @@ pub(crate) async fn a_keyed_order_is_stored_with_its_key_in_flight_until_settled
 pub(crate) async fn a_taken_key_stores_nothing_and_scopes_keep_keys_apart<S: Backend>(store: Arc<S>) {
     migrated(&*store).await;
     let first = new_order();
-    let key = new_key("key:a", "same", DAY);
+    let key = new_idempotency_key("key:a", "same", DAY);
     store.create_order_keyed(&first, event(pending()), &key).await.unwrap();
     let second = new_order();
-    let other_body = NewKey {
+    let other_body = NewIdempotencyKey {
         fingerprint: "fp-2".into(),
         ..key.clone()
     };
@@ -592,7 +593,7 @@ pub(crate) async fn a_taken_key_stores_nothing_and_scopes_keep_keys_apart<S: Bac
     assert!(store.events(second.id, 0).await.unwrap().is_empty());
     let record = store.key_record("key:a", "same").await.unwrap().unwrap();
     assert_eq!((record.order_id, record.fingerprint.as_str()), (first.id, "fp-1"));
-    let elsewhere = NewKey {
+    let elsewhere = NewIdempotencyKey {
         scope: "key:b".into(),
         ..key
     };
@@ -614,7 +615,7 @@ pub(crate) async fn racing_creates_with_one_key_make_one_order<S: Backend>(store
             let store = store.clone();
             tokio::spawn(async move {
                 let order = new_order();
-                let key = new_key("ip:10.0.0.9", "race", DAY);
+                let key = new_idempotency_key("ip:10.0.0.9", "race", DAY);
                 store.create_order_keyed(&order, event(pending()), &key).await.unwrap()
             })
         })
@@ -634,9 +635,9 @@ pub(crate) async fn racing_creates_with_one_key_make_one_order<S: Backend>(store
 pub(crate) async fn an_expired_key_is_forgotten_replaced_and_swept<S: Backend>(store: Arc<S>) {
     migrated(&*store).await;
     let old = new_order();
-    let short = new_key("ip:10.0.0.2", "k", Duration::from_millis(50));
+    let short = new_idempotency_key("ip:10.0.0.2", "k", Duration::from_millis(50));
     store.create_order_keyed(&old, event(pending()), &short).await.unwrap();
-    let kept = new_key("ip:10.0.0.2", "kept", DAY);
+    let kept = new_idempotency_key("ip:10.0.0.2", "kept", DAY);
     store
         .create_order_keyed(&new_order(), event(pending()), &kept)
         .await
@@ -644,7 +645,7 @@ pub(crate) async fn an_expired_key_is_forgotten_replaced_and_swept<S: Backend>(s
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert!(store.key_record("ip:10.0.0.2", "k").await.unwrap().is_none(), "expired");
     let again = new_order();
-    let renewed = new_key("ip:10.0.0.2", "k", Duration::from_millis(50));
+    let renewed = new_idempotency_key("ip:10.0.0.2", "k", Duration::from_millis(50));
     assert!(matches!(
         store
             .create_order_keyed(&again, event(pending()), &renewed)

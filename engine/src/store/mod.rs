@@ -75,7 +75,7 @@ pub struct StoredAnswer {
 
 /// An `Idempotency-Key` to store in the transaction that creates its order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewKey {
+pub struct NewIdempotencyKey {
     /// Whose key it is: the caller's client scope (`key:<id>` or
     /// `ip:<address>`); keys of different scopes never meet.
     pub scope: String,
@@ -157,7 +157,7 @@ pub trait Store: Send + Sync {
         &self,
         order: &NewOrder,
         first: NewEvent,
-        key: &NewKey,
+        key: &NewIdempotencyKey,
     ) -> Result<KeyedCreate, StoreError>;
 
     /// The unexpired record of `key` in `scope`.

@@ -5,8 +5,8 @@
 //! only; never `api`, `pipeline` or `venues`.
 
 use super::{
-    Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewKey, OrderPage, Outcome,
-    PostgresConfig, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
+    Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
+    Outcome, PostgresConfig, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
 };
 use crate::domain::{Event, EventKind, NewOrder, Order, OrderId, OrderType, Status, Timestamp};
 use crate::telemetry::PoolStatus;
@@ -375,7 +375,7 @@ impl Store for PostgresStore {
         &self,
         order: &NewOrder,
         first: NewEvent,
-        key: &NewKey,
+        key: &NewIdempotencyKey,
     ) -> Result<KeyedCreate, StoreError> {
         let client = self.client().await?;
         let event = Event {

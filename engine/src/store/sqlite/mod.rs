@@ -7,8 +7,8 @@
 //! connections, which WAL lets run beside the writer.
 
 use super::{
-    Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewKey, OrderPage, Outcome,
-    SqliteSync, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
+    Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
+    Outcome, SqliteSync, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
 };
 mod rows;
 
@@ -67,7 +67,7 @@ struct Options {
 
 enum WriteOp {
     Create(Box<NewOrder>, Box<NewEvent>),
-    CreateKeyed(Box<NewOrder>, Box<NewEvent>, Box<NewKey>),
+    CreateKeyed(Box<NewOrder>, Box<NewEvent>, Box<NewIdempotencyKey>),
     Append(OrderId, Box<NewEvent>),
     Record(Box<Execution>),
     SettleKey(String, String, Option<StoredAnswer>),
@@ -238,7 +238,7 @@ fn create_keyed(
     conn: &Connection,
     order: &NewOrder,
     first: &NewEvent,
-    key: &NewKey,
+    key: &NewIdempotencyKey,
 ) -> Result<KeyedCreate, StoreError> {
     let taken = conn
         .execute(
@@ -506,7 +506,7 @@ impl Store for SqliteStore {
         &self,
         order: &NewOrder,
         first: NewEvent,
-        key: &NewKey,
+        key: &NewIdempotencyKey,
     ) -> Result<KeyedCreate, StoreError> {
         let op = WriteOp::CreateKeyed(Box::new(order.clone()), Box::new(first), Box::new(key.clone()));
         match self.write(op).await? {
