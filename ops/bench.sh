@@ -52,6 +52,8 @@ for backend in embedded production; do
   pid=$(pgrep -n -f "$WORK/$backend.toml")
   echo "RSS idle: $(rss $pid)"
   "$BIN" loadtest orders --url "$url" --count 1000 --concurrency 64
+  echo "-- the same, with an Idempotency-Key on every order"
+  "$BIN" loadtest orders --url "$url" --count 1000 --concurrency 64 --idempotency-keys
   "$BIN" loadtest orders --url "$url" --count 2000 --rate 100 --concurrency 512
   echo "RSS after: $(rss $pid)"
   kill $pid; wait $pid 2>/dev/null || true

@@ -12,11 +12,14 @@ use crate::{
     domain::{TokenError, TokenRegistry},
     monitor::Monitor,
     pipeline::{
-        Intake, InvalidBackoff, Keys, Pipeline, PipelineSettings, Recorder, RequeueError, RetryPolicy, Stage, Worker,
-        reconcile, requeue_unfinished,
+        IdempotencySettings, Intake, InvalidBackoff, Keys, Pipeline, PipelineSettings, Recorder, RequeueError,
+        RetryPolicy, Stage, Worker, reconcile, requeue_unfinished, sweep_keys,
     },
     plugins::{self, PluginHost, watch::FileWatch},
-    queue::{MemoryQueue, MemoryRateLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisQueue, RedisRateLimit},
+    queue::{
+        MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisQueue,
+        RedisRateLimit, RedisRequestLimit, RequestLimit,
+    },
     store::{ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
     strategy::{Chain, PluginError, Strategy},
     telemetry,
@@ -95,6 +98,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     rate_limit: Arc<dyn RateLimit>,
+    /// The per-client request limit, shared like the queue.
+    request_limit: Arc<dyn RequestLimit>,
     bus: Arc<dyn Bus>,
     /// This node's stream of bus events, for the hub (taken once).
     bus_stream: Option<bus::Stream>,
@@ -367,18 +372,21 @@ impl Engine {
         // The queue (with the rate limit) and the publisher use pools of their
         // own, so a burst of publishes never waits behind blocking reads.
         let queue_pool = uses_redis.then(|| redis_pool(redis)).transpose()?;
-        let (queue, rate_limit): (Arc<dyn Queue>, Arc<dyn RateLimit>) = match (config.queue.backend, &queue_pool) {
+        type Limits = (Arc<dyn Queue>, Arc<dyn RateLimit>, Arc<dyn RequestLimit>);
+        let (queue, rate_limit, request_limit): Limits = match (config.queue.backend, &queue_pool) {
             (QueueBackend::Redis, Some(pool)) => {
                 let queue = RedisQueue::new(pool.clone(), &redis.key_prefix, consumer_name(), config.worker.lease.0);
                 if let Err(e) = queue.ensure_group().await {
                     tracing::warn!(error = %e, "Redis is not reachable yet; the queue connects when it is");
                 }
                 let limit = RedisRateLimit::new(pool.clone(), &redis.key_prefix, config.worker.rate_limit_per_minute);
-                (Arc::new(queue), Arc::new(limit))
+                let requests = RedisRequestLimit::new(pool.clone(), &redis.key_prefix);
+                (Arc::new(queue), Arc::new(limit), Arc::new(requests))
             }
             _ => (
                 Arc::new(MemoryQueue::new(config.worker.lease.0)),
                 Arc::new(MemoryRateLimit::new(config.worker.rate_limit_per_minute)),
+                Arc::new(MemoryRequestLimit::new()),
             ),
         };
         let bus_stop = CancellationToken::new();
@@ -421,6 +429,7 @@ impl Engine {
             store,
             queue,
             rate_limit,
+            request_limit,
             bus,
             bus_stream: Some(bus_stream),
             bus_stop,
@@ -561,7 +570,20 @@ pub async fn run_with_reload(
             engine.tokens.clone(),
             engine.pairs(),
             default_slippage_bps,
-        );
+        )
+        .with_idempotency(IdempotencySettings {
+            ttl: config.orders.idempotency_ttl.0,
+            wait: config.orders.idempotency_wait.0,
+        })
+        .with_request_limit(engine.request_limit.clone(), config.limits.orders_per_minute);
+        // Keys expire by themselves (an expired key is free again); the
+        // sweep only keeps the table small.
+        let sweep_every = config
+            .orders
+            .idempotency_ttl
+            .0
+            .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+        tasks.spawn(sweep_keys(engine.store.clone(), sweep_every, token.clone()));
         let state = Arc::new(ApiState {
             store: engine.store.clone(),
             intake,
@@ -583,6 +605,7 @@ pub async fn run_with_reload(
                 auth_required: config.auth.required,
                 ticket_ttl: config.auth.ticket_ttl.0,
                 allowed_origins: config.server.allowed_origins.clone(),
+                require_idempotency_key: config.orders.require_idempotency_key,
             },
             shutdown: token.clone(),
             sessions: TaskTracker::new(),

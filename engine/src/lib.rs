@@ -20,8 +20,10 @@
 //!   tickets (as digests). No I/O.
 //! - [`api`]: HTTP only: routes, authentication (Bearer keys, WebSocket
 //!   tickets, origins and CORS), media type, body limit, JSON to request,
-//!   error to status, views, the WebSocket sessions and hub.
-//! - [`pipeline`]: the use cases: [`pipeline::Intake`] (a POST),
+//!   error to status, views, the `Idempotency-Key` header and replays, the
+//!   WebSocket sessions and hub.
+//! - [`pipeline`]: the use cases: [`pipeline::Intake`] (a POST, at most
+//!   once per `Idempotency-Key`, within the caller's request limit),
 //!   [`pipeline::Recorder`] (every event stored, then published),
 //!   [`pipeline::Keys`] (API keys and WebSocket tickets), and the
 //!   worker's stages (`quote`, `route`, `submit`, `confirm`, `failure`),
@@ -34,7 +36,8 @@
 //! - [`venues`]: the `Venue` seam and the simulated DEX pools.
 //! - [`store`], [`queue`], [`bus`]: seams, each a trait plus implementations
 //!   and a contract suite every implementation passes; `store` also holds
-//!   the execution ledger seam.
+//!   the execution ledger seam and `Idempotency-Key` records, `queue` the
+//!   claim rate limit and the per-client request limit.
 //! - [`telemetry`]: logging setup, metric names and typed metric events.
 //! - [`monitor`]: the periodic sampler behind the queue, stuck-order and pool
 //!   gauges.

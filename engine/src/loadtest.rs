@@ -53,6 +53,10 @@ pub struct OrdersOptions {
     /// engine runs with `auth.required`.
     #[arg(long, value_name = "SECRET")]
     pub api_key: Option<String>,
+    /// Send a fresh `Idempotency-Key` with every order (to measure what
+    /// keeping keys costs).
+    #[arg(long)]
+    pub idempotency_keys: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -254,11 +258,13 @@ fn ms(d: Duration) -> f64 {
 async fn post_order(
     url: &str,
     api_key: Option<&str>,
+    idempotency_key: Option<&str>,
     body: &serde_json::Value,
 ) -> Result<client::Response, client::ClientError> {
     let auth = api_key.map(|key| format!("Bearer {key}"));
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(auth.as_deref().map(|a| ("authorization", a)));
+    headers.extend(idempotency_key.map(|k| ("idempotency-key", k)));
     let bytes = bytes::Bytes::from(serde_json::to_vec(body).expect("JSON values serialise"));
     client::request(url, "POST", "/api/orders/execute", &headers, Some(bytes)).await
 }
@@ -273,7 +279,15 @@ async fn connect(url: &str, api_key: Option<&str>, id: &str) -> Result<client::S
 async fn follow(options: &OrdersOptions, scheduled: Instant) -> Trace {
     let mut trace = Trace::default();
     let body = json!({"tokenIn": options.token_in, "tokenOut": options.token_out, "amount": options.amount});
-    let response = match post_order(&options.url, options.api_key.as_deref(), &body).await {
+    let idempotency_key = options.idempotency_keys.then(|| uuid::Uuid::new_v4().to_string());
+    let posted = post_order(
+        &options.url,
+        options.api_key.as_deref(),
+        idempotency_key.as_deref(),
+        &body,
+    )
+    .await;
+    let response = match posted {
         Ok(response) => response,
         Err(e) => {
             trace.error = Some(format!("post: {}", kind_of(&e.to_string())));
@@ -481,7 +495,7 @@ pub async fn run_fanout(options: FanoutOptions, bar: indicatif::ProgressBar) -> 
     let mut ids = Vec::new();
     for _ in 0..report.orders {
         let body = json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": options.amount});
-        match post_order(&options.url, options.api_key.as_deref(), &body).await {
+        match post_order(&options.url, options.api_key.as_deref(), None, &body).await {
             Ok(r) if r.status.as_u16() == 201 => {
                 ids.push(r.json()["orderId"].as_str().unwrap_or_default().to_owned());
             }

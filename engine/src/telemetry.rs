@@ -89,6 +89,15 @@ pub mod names {
     pub const RATE_LIMIT_WAITS: &str = "swapline_rate_limit_waits_total";
     /// Counter: orders accepted.
     pub const ORDERS_CREATED: &str = "swapline_orders_created_total";
+    /// Counter: order requests refused with 429 by `limits.orders_per_minute`.
+    pub const ORDERS_RATE_LIMITED: &str = "swapline_orders_rate_limited_total";
+    /// Counter: answers replayed for a repeated `Idempotency-Key`.
+    pub const IDEMPOTENT_REPLAYS: &str = "swapline_idempotent_replays_total";
+    /// Counter, `reason` = `in_use` | `reused`: `Idempotency-Key` requests
+    /// refused with 409 or 422.
+    pub const IDEMPOTENCY_CONFLICTS: &str = "swapline_idempotency_conflicts_total";
+    /// Counter: expired `Idempotency-Key` records swept.
+    pub const IDEMPOTENCY_KEYS_SWEPT: &str = "swapline_idempotency_keys_swept_total";
     /// Counter, `status`, `dex`: orders finished.
     pub const ORDERS_FINISHED: &str = "swapline_orders_finished_total";
     /// Histogram, `status`: creation to terminal event.
@@ -209,6 +218,16 @@ fn describe() {
     describe_counter!(QUEUE_RECOVERED, "Stalled jobs handed back to the queue.");
     describe_counter!(RATE_LIMIT_WAITS, "Claims that waited for the rate limit.");
     describe_counter!(ORDERS_CREATED, "Orders accepted.");
+    describe_counter!(
+        ORDERS_RATE_LIMITED,
+        "Order requests refused with 429 by limits.orders_per_minute."
+    );
+    describe_counter!(IDEMPOTENT_REPLAYS, "Answers replayed for a repeated Idempotency-Key.");
+    describe_counter!(
+        IDEMPOTENCY_CONFLICTS,
+        "Idempotency-Key requests refused: in_use (409) or reused (422)."
+    );
+    describe_counter!(IDEMPOTENCY_KEYS_SWEPT, "Expired Idempotency-Key records swept.");
     describe_counter!(ORDERS_FINISHED, "Orders that reached a terminal state.");
     describe_histogram!(
         ORDER_DURATION,
@@ -270,6 +289,9 @@ fn describe() {
         QUEUE_RECOVERED,
         RATE_LIMIT_WAITS,
         ORDERS_CREATED,
+        ORDERS_RATE_LIMITED,
+        IDEMPOTENT_REPLAYS,
+        IDEMPOTENCY_KEYS_SWEPT,
         WS_MESSAGES,
         WS_BYTES,
         WS_REPLAYED,
@@ -288,6 +310,9 @@ fn describe() {
     }
     for result in ["ok", "refused"] {
         counter!(PLUGIN_RELOADS, "result" => result).absolute(0);
+    }
+    for reason in ["in_use", "reused"] {
+        counter!(IDEMPOTENCY_CONFLICTS, "reason" => reason).absolute(0);
     }
     for backend in ["store", "queue", "bus"] {
         counter!(BACKEND_ERRORS, "backend" => backend).absolute(0);
@@ -363,6 +388,30 @@ pub mod event {
     /// An order was accepted.
     pub fn order_created() {
         counter!(ORDERS_CREATED).increment(1);
+    }
+
+    /// An order request was refused by the caller's request limit (429).
+    pub fn orders_rate_limited() {
+        counter!(ORDERS_RATE_LIMITED).increment(1);
+    }
+
+    /// A stored answer was replayed for a repeated `Idempotency-Key`.
+    pub fn idempotent_replay() {
+        counter!(IDEMPOTENT_REPLAYS).increment(1);
+    }
+
+    /// An `Idempotency-Key` request was refused: `in_use` (409) or
+    /// `reused` (422).
+    pub fn idempotency_conflict(reason: &'static str) {
+        counter!(IDEMPOTENCY_CONFLICTS, "reason" => reason).increment(1);
+    }
+
+    /// Expired `Idempotency-Key` records were swept.
+    pub fn idempotency_keys_swept(n: u64) {
+        counter!(IDEMPOTENCY_KEYS_SWEPT).increment(n);
+        if n > 0 {
+            tracing::debug!(swept = n, "expired idempotency keys swept");
+        }
     }
 
     /// An order reached `confirmed` or `failed`.

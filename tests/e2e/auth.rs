@@ -443,6 +443,7 @@ async fn loadtest_orders_sends_its_api_key_when_auth_is_required() {
         amount: "0.5".into(),
         timeout: Duration::from_secs(60),
         api_key,
+        idempotency_keys: false,
     };
     let report = swapline::loadtest::run_orders(options(Some(key)), indicatif::ProgressBar::hidden()).await;
     assert!(report.is_clean(), "{report}");

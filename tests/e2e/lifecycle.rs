@@ -179,6 +179,7 @@ async fn hundred_concurrent_orders_all_finish_with_gapless_seq(backend: Backend)
             amount: "0.5".into(),
             timeout: Duration::from_secs(60),
             api_key: None,
+            idempotency_keys: false,
         },
         indicatif::ProgressBar::hidden(),
     )
@@ -288,6 +289,7 @@ async fn orders_tool_runs_clean_at_a_fixed_rate() {
             amount: "0.2".into(),
             timeout: Duration::from_secs(60),
             api_key: None,
+            idempotency_keys: false,
         },
         indicatif::ProgressBar::hidden(),
     )

@@ -7,6 +7,7 @@ mod harness;
 mod auth;
 mod bad_input;
 mod cli;
+mod idempotency;
 mod lifecycle;
 mod limits;
 mod metrics;

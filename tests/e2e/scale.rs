@@ -237,6 +237,7 @@ async fn a_thousand_orders_through_two_workers_each_execute_once() {
             amount: "0.1".into(),
             timeout: Duration::from_secs(120),
             api_key: None,
+            idempotency_keys: false,
         },
         indicatif::ProgressBar::hidden(),
     )

@@ -58,7 +58,7 @@ pub(super) fn unauthorized(rejection: Rejection) -> ApiError {
         format!("Bearer realm=\"{REALM}\"")
     };
     ApiError {
-        challenge: Some(challenge),
+        challenge: Some(challenge.into()),
         ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", rejection.to_string())
     }
 }
@@ -71,9 +71,7 @@ pub(super) fn forbidden(caller: &Caller, scope: Scope) -> ApiError {
         tracing::debug!(key_id = %key.id, scope = scope.as_str(), "the key lacks the scope");
     }
     ApiError {
-        challenge: Some(format!(
-            "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
-        )),
+        challenge: Some(format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\"").into()),
         ..ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

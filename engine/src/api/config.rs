@@ -1,5 +1,5 @@
-//! Settings of the HTTP API: the server, authentication, WebSocket streams
-//! and order intake.
+//! Settings of the HTTP API: the server, authentication, WebSocket streams,
+//! order intake and per-client request limits.
 //! A leaf: imports nothing of ours but `domain`.
 
 use crate::domain::Dur;
@@ -81,6 +81,38 @@ pub struct OrdersConfig {
     pub default_slippage: f64,
     /// Largest page of `GET /api/orders`.
     pub max_page_size: u32,
+    /// How long an `Idempotency-Key` and its answer are kept; a repeat
+    /// within this time is answered from the store, after it the key makes
+    /// a new order. Expired keys are swept periodically.
+    pub idempotency_ttl: Dur,
+    /// How long a request waits for the answer of an earlier request with
+    /// the same `Idempotency-Key` that is still being handled (then replays
+    /// it), before it is refused with 409 `idempotency_key_in_use`.
+    pub idempotency_wait: Dur,
+    /// Refuse `POST /api/orders/execute` without an `Idempotency-Key` (400
+    /// `missing_idempotency_key`).
+    pub require_idempotency_key: bool,
+}
+
+/// Per-client request limits of the API, shared by every API node (in Redis
+/// when `queue.backend = "redis"`, else in this process).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `POST /api/orders/execute` requests a minute per client (per API key,
+    /// or per client address without one), as a token bucket: a client may
+    /// send this many at once, then this many a minute. More get 429
+    /// `rate_limited` with `Retry-After`. A key's own `orders_per_minute`
+    /// overrides it. 0 turns the limit off.
+    pub orders_per_minute: u32,
+}
+
+impl LimitsConfig {
+    /// Rule problems, each starting with `key` (none yet: every value is
+    /// valid).
+    pub fn problems(&self, _key: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl ServerConfig {
@@ -188,6 +220,14 @@ impl OrdersConfig {
         let mut problems: Vec<String> = self.default_slippage_bps(key).err().into_iter().collect();
         if self.max_page_size < 1 {
             problems.push(format!("{key}.max_page_size: must be at least 1"));
+        }
+        if self.idempotency_ttl.0 < std::time::Duration::from_secs(1) {
+            problems.push(format!("{key}.idempotency_ttl: must be at least 1s"));
+        }
+        if self.idempotency_wait.0 > std::time::Duration::from_secs(60) {
+            problems.push(format!(
+                "{key}.idempotency_wait: must be at most 60s (a client waiting longer has likely given up)"
+            ));
         }
         problems
     }

@@ -7,12 +7,12 @@ use super::{
     auth::{self, Access},
     error::ApiError,
     http::{Body, json_response, query_param},
+    idempotency,
     views::{Created, EventList, OrderList, OrderResponse, OrderView, TicketView},
     ws,
 };
 use crate::{
     domain::{Caller, Order, OrderId, Scope, Status, Timestamp},
-    pipeline::SubmitError,
     store::ListQuery,
     telemetry::{self, event},
 };
@@ -236,6 +236,13 @@ async fn create_order(
     request: Request<Incoming>,
     caller: &Caller,
 ) -> Result<Response<Body>, ApiError> {
+    // The caller's request limit counts every POST, before any work.
+    if let Some(allowance) = state.intake.admit(caller).await
+        && !allowance.allowed
+    {
+        return Err(ApiError::rate_limited(allowance));
+    }
+    let idempotency_key = idempotency::key_of(request.headers(), state.settings.require_idempotency_key)?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -294,20 +301,28 @@ async fn create_order(
         )
     })?;
     let order = state.intake.order_from(body)?;
-    let accepted = state.intake.submit(order, caller).await.map_err(|e| match e {
-        SubmitError::Invalid(e) => ApiError::from(e),
-        SubmitError::Store(e) => ApiError::store(e),
-        SubmitError::Queue(e) => ApiError::queue(e),
-    })?;
-    let created = Created {
+    if let Some(key) = idempotency_key {
+        // The answer is stored with the order, so a replay on any node is
+        // this one, byte for byte (its ticket included).
+        let answer = created(state, &base_url, order.id, order.job_id.clone(), caller).await;
+        return idempotency::submit(state, order, caller, &key, &answer).await;
+    }
+    let accepted = state.intake.submit(order, caller).await.map_err(ApiError::from)?;
+    let created = created(state, &base_url, accepted.order_id, accepted.job_id, caller).await;
+    Ok(json_response(StatusCode::CREATED, &created))
+}
+
+/// The `201` answer for an order accepted on this node (with a fresh
+/// WebSocket ticket in `wsUrl` when auth is required).
+async fn created(state: &ApiState, base_url: &str, order_id: OrderId, job_id: String, caller: &Caller) -> Created {
+    Created {
         success: true,
-        order_id: accepted.order_id.to_string(),
-        job_id: accepted.job_id,
+        order_id: order_id.to_string(),
+        job_id,
         status: Status::Pending,
         message: "Order created and enqueued for processing".into(),
-        ws_url: order_ws_url(state, &base_url, accepted.order_id, caller).await,
-    };
-    Ok(json_response(StatusCode::CREATED, &created))
+        ws_url: order_ws_url(state, base_url, order_id, caller).await,
+    }
 }
 
 /// The `wsUrl` of a new order: with a fresh ticket when `auth.required`

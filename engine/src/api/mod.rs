@@ -16,6 +16,7 @@ mod error;
 mod handlers;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod views;
 pub mod ws;
 
@@ -25,7 +26,7 @@ use crate::{
     store::Store,
     telemetry::event,
 };
-pub use config::{AuthConfig, OrdersConfig, ServerConfig, WebSocketConfig};
+pub use config::{AuthConfig, LimitsConfig, OrdersConfig, ServerConfig, WebSocketConfig};
 pub use error::ApiError;
 pub use hub::Hub;
 use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
@@ -67,6 +68,9 @@ pub struct ApiSettings {
     pub ticket_ttl: Duration,
     /// Browser origins allowed (`server.allowed_origins`).
     pub allowed_origins: Vec<String>,
+    /// Refuse `POST /api/orders/execute` without an `Idempotency-Key`
+    /// (`orders.require_idempotency_key`).
+    pub require_idempotency_key: bool,
 }
 
 /// Everything handlers share.

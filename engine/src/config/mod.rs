@@ -17,7 +17,7 @@
 pub mod validate;
 
 use crate::{
-    api::{AuthConfig, OrdersConfig, ServerConfig, WebSocketConfig},
+    api::{AuthConfig, LimitsConfig, OrdersConfig, ServerConfig, WebSocketConfig},
     bus::BusConfig,
     domain::{TokenConfig, TokenError, TokenRegistry},
     monitor::MonitorConfig,
@@ -64,6 +64,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// Order intake rules.
     pub orders: OrdersConfig,
+    /// Per-client request limits.
+    pub limits: LimitsConfig,
     /// Tradable tokens.
     pub tokens: Vec<TokenConfig>,
     /// The order worker.

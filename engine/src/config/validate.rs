@@ -57,6 +57,7 @@ pub fn check_sections(config: &Config) -> Vec<String> {
         config.auth.problems("auth"),
         config.websocket.problems("websocket"),
         config.orders.problems("orders"),
+        config.limits.problems("limits"),
         config.worker.problems("worker"),
         config.retry.problems("retry"),
         config.bus.problems("bus"),

@@ -96,8 +96,10 @@ impl schemars::JsonSchema for Dur {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^([0-9]+ ?(ns|us|ms|s|m|h|d) ?)+$",
-            "description": "A duration such as \"500ms\", \"2s\", \"5m\"."
+            // Every unit humantime reads, and so writes back ("24h" is
+            // written "1day").
+            "pattern": "^([0-9]+ ?(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y) ?)+$",
+            "description": "A duration such as \"500ms\", \"2s\", \"5m\", \"24h\"."
         })
     }
 }

@@ -2,8 +2,11 @@
 //! request against the tokens and pairs, create the order with its
 //! `pending` event, publish it, enqueue its job, and, when the queue
 //! refuses, record a final `failed` event so a client's retry can never
-//! run the same order twice. Also [`requeue_unfinished`], the one way
-//! unfinished orders get their job back (at start and by the reconciler).
+//! run the same order twice. With an `Idempotency-Key`
+//! ([`Intake::submit_once`]) the same request is answered once and replayed
+//! after; [`Intake::admit`] counts requests against the caller's limit.
+//! Also [`requeue_unfinished`], the one way unfinished orders get their
+//! job back (at start and by the reconciler), and [`sweep_keys`].
 //! Imports `domain`, [`Recorder`] and the `store` and `queue` seams; never
 //! `api` or an adapter.
 
@@ -13,12 +16,18 @@ use crate::{
         Caller, EventData, FieldError, NewIds, NewOrder, OrderId, OrderPatch, TokenRegistry, format_units, progress,
         validate_request,
     },
-    queue::{Job, Queue, QueueError},
-    store::{NewEvent, Store, StoreError},
+    queue::{Allowance, Job, Queue, QueueError, RequestLimit},
+    store::{KeyedCreate, NewEvent, NewIdempotencyKey, Store, StoreError, StoredAnswer},
     telemetry::event,
 };
-use std::{collections::HashSet, sync::Arc};
+use sha2::{Digest, Sha256};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
 /// An order that was stored and enqueued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +51,94 @@ pub enum SubmitError {
     /// so it never runs (HTTP 503).
     #[error("queue unavailable: {0}")]
     Queue(#[source] QueueError),
+    /// The `Idempotency-Key` was first used with a different request
+    /// (HTTP 422, `idempotency_key_reused`); nothing was stored.
+    #[error("this Idempotency-Key was already used with a different request")]
+    KeyReused,
+    /// The key's first request is still being handled and did not finish
+    /// within the wait (HTTP 409, `idempotency_key_in_use`); nothing was
+    /// stored.
+    #[error("a request with this Idempotency-Key is still being handled")]
+    KeyInUse,
+}
+
+/// How [`Intake::submit_once`] keeps `Idempotency-Key`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencySettings {
+    /// How long a key and its answer are kept (`orders.idempotency_ttl`);
+    /// after that the key is free again and makes a new order.
+    pub ttl: Duration,
+    /// How long a request whose key is held by a request still being
+    /// handled waits for that request's answer (then replays it) before it
+    /// is refused with 409 (`orders.idempotency_wait`).
+    pub wait: Duration,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        IdempotencySettings {
+            ttl: Duration::from_secs(24 * 3600),
+            wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A key whose request has been in flight this long belonged to a node that
+/// stopped between storing the order and settling the key: its order is
+/// stored and unfinished, so the reconciler enqueues it, and the planned
+/// `201` answer is replayed rather than holding the key (409) until it
+/// expires.
+pub const STALE_IN_FLIGHT: Duration = Duration::from_secs(60);
+
+/// An `Idempotency-Key` request, as [`Intake::submit_once`] takes it.
+pub struct KeyedRequest<'a> {
+    /// The header's value (already checked: 1–255 printable ASCII).
+    pub key: &'a str,
+    /// The answer when the order is stored and queued (the rendered 201);
+    /// stored with the order, so it is replayed byte for byte.
+    pub created: StoredAnswer,
+    /// Renders the answer when the stored order could not be queued
+    /// ([`SubmitError::Queue`]; the order was failed for good); it is stored
+    /// and replayed like the 201.
+    pub failed: &'a (dyn Fn(&SubmitError) -> StoredAnswer + Send + Sync),
+}
+
+impl std::fmt::Debug for KeyedRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedRequest")
+            .field("key", &self.key)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to a request with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedAnswer {
+    /// This request took the key: its own answer (now stored).
+    First(StoredAnswer),
+    /// An earlier request with the same key and the same request took it:
+    /// that request's answer, replayed (no new order).
+    Replayed(StoredAnswer),
+}
+
+/// The fingerprint of a parsed request: hex SHA-256 of what the order will
+/// be (type, tokens, amount in base units, slippage in basis points), so
+/// the same order written differently (`1.5` or `"1.5"`, slippage left
+/// out or given as the default) is the same request.
+pub fn fingerprint(order: &NewOrder) -> String {
+    let text = format!(
+        "v1\n{}\n{}\n{}\n{}\n{}",
+        order.order_type.as_str(),
+        order.token_in,
+        order.token_out,
+        order.amount_in,
+        order.slippage_bps
+    );
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The intake use case and what it checks requests against.
@@ -52,6 +149,9 @@ pub struct Intake {
     tokens: Arc<TokenRegistry>,
     pairs: Arc<HashSet<(String, String)>>,
     default_slippage_bps: u32,
+    idempotency: IdempotencySettings,
+    /// The per-client request limit and its default size per minute.
+    limit: Option<(Arc<dyn RequestLimit>, u32)>,
 }
 
 impl std::fmt::Debug for Intake {
@@ -79,6 +179,52 @@ impl Intake {
             tokens,
             pairs: Arc::new(pairs),
             default_slippage_bps,
+            idempotency: IdempotencySettings::default(),
+            limit: None,
+        }
+    }
+
+    /// This intake, keeping `Idempotency-Key`s as `settings` say (default:
+    /// 24 h, 5 s wait).
+    pub fn with_idempotency(mut self, settings: IdempotencySettings) -> Self {
+        self.idempotency = settings;
+        self
+    }
+
+    /// This intake, counting each caller's requests against `limit`:
+    /// `per_minute` a minute unless the caller's key has its own
+    /// `orders_per_minute`; 0 turns the limit off (default: off).
+    pub fn with_request_limit(mut self, limit: Arc<dyn RequestLimit>, per_minute: u32) -> Self {
+        self.limit = Some((limit, per_minute));
+        self
+    }
+
+    /// Counts one order request of `caller` against its limit (its key's
+    /// `orders_per_minute`, else the default). `None` when no limit applies
+    /// (off, or 0 for this key), and when the limiter's backend failed:
+    /// that is logged and counted, and the request goes ahead.
+    pub async fn admit(&self, caller: &Caller) -> Option<Allowance> {
+        let (limit, default) = self.limit.as_ref()?;
+        let per_minute = caller
+            .key
+            .as_ref()
+            .and_then(|key| key.orders_per_minute)
+            .unwrap_or(*default);
+        if per_minute == 0 {
+            return None;
+        }
+        match limit.check(&caller.client_scope(), per_minute).await {
+            Ok(allowance) => {
+                if !allowance.allowed {
+                    event::orders_rate_limited();
+                }
+                Some(allowance)
+            }
+            Err(e) => {
+                event::backend_error("queue");
+                tracing::warn!(error = %e, "request limit unavailable; letting the request through");
+                None
+            }
         }
     }
 
@@ -137,6 +283,144 @@ impl Intake {
             order_id: order.id,
             job_id: order.job_id,
         })
+    }
+
+    /// [`Intake::submit`] at most once per `Idempotency-Key` of the caller
+    /// (the semantics of Stripe's idempotent requests and of the IETF
+    /// httpapi `Idempotency-Key` draft,
+    /// <https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/>):
+    ///
+    /// - a free key (or an expired one): the order and the key record (with
+    ///   `request.created`, in flight) are stored in one transaction, then
+    ///   published and enqueued; the record is then settled with its final
+    ///   answer: the 201, or, when the queue failed and the order was failed
+    ///   for good, `request.failed`'s answer (a 503: replays of the key
+    ///   answer that same 503, as Stripe replays 500s; a client retries
+    ///   with a new key). [`KeyedAnswer::First`].
+    /// - a key taken by the same request (same [`fingerprint`]), settled:
+    ///   its answer, [`KeyedAnswer::Replayed`], and nothing new.
+    /// - a key taken by the same request still in flight: waits up to
+    ///   [`IdempotencySettings::wait`] for its answer, then
+    ///   [`SubmitError::KeyInUse`] (409); one in flight for
+    ///   [`STALE_IN_FLIGHT`] is replayed as planned (its node stopped).
+    /// - a key taken by another request: [`SubmitError::KeyReused`] (422).
+    ///
+    /// Keys are scoped by [`Caller::client_scope`].
+    ///
+    /// # Errors
+    /// [`SubmitError::Store`] when nothing could be stored or read;
+    /// [`SubmitError::KeyReused`], [`SubmitError::KeyInUse`] as above.
+    pub async fn submit_once(
+        &self,
+        order: NewOrder,
+        caller: &Caller,
+        request: KeyedRequest<'_>,
+    ) -> Result<KeyedAnswer, SubmitError> {
+        let key = NewIdempotencyKey {
+            scope: caller.client_scope(),
+            key: request.key.to_owned(),
+            fingerprint: fingerprint(&order),
+            answer: request.created.clone(),
+            expires_at: crate::domain::Timestamp(SystemTime::now() + self.idempotency.ttl),
+        };
+        let store_error = |e| {
+            event::backend_error("store");
+            SubmitError::Store(e)
+        };
+        // A record that expires between the refused insert and the read is
+        // gone; the second insert then takes the key.
+        for _ in 0..2 {
+            let created = self
+                .recorder
+                .create_keyed(&order, self.pending_event(&order), &key)
+                .await
+                .map_err(store_error)?;
+            match created {
+                KeyedCreate::Created(_) => {
+                    event::order_created();
+                    return Ok(KeyedAnswer::First(self.enqueue_keyed(&order, &key, &request).await));
+                }
+                KeyedCreate::Taken => {
+                    if let Some(answer) = self.taken(&key).await? {
+                        return Ok(answer);
+                    }
+                }
+            }
+        }
+        Err(SubmitError::KeyInUse)
+    }
+
+    /// Enqueues a keyed order's job and settles its key with the answer.
+    async fn enqueue_keyed(
+        &self,
+        order: &NewOrder,
+        key: &NewIdempotencyKey,
+        request: &KeyedRequest<'_>,
+    ) -> StoredAnswer {
+        let job = Job {
+            id: order.job_id.clone(),
+            order_id: order.id,
+        };
+        let (answer, replaced) = match self.queue.enqueue(job).await {
+            Ok(()) => (request.created.clone(), None),
+            Err(e) => {
+                event::backend_error("queue");
+                self.compensate(order.id, &e).await;
+                let failed = (request.failed)(&SubmitError::Queue(e));
+                (failed.clone(), Some(failed))
+            }
+        };
+        // A passing store hiccup gets two more tries: until the record is
+        // settled, repeats wait, then get 409, and only after
+        // STALE_IN_FLIGHT the planned 201 (the order is stored either way).
+        let store = self.recorder.store();
+        for pause in [Duration::from_millis(50), Duration::from_millis(200), Duration::ZERO] {
+            match store.settle_key(&key.scope, &key.key, replaced.as_ref()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    event::backend_error("store");
+                    tracing::error!(order_id = %order.id, error = %e, "could not settle an idempotency key");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        answer
+    }
+
+    /// The answer for a key another request holds: `None` when the record
+    /// is gone (expired meanwhile).
+    async fn taken(&self, key: &NewIdempotencyKey) -> Result<Option<KeyedAnswer>, SubmitError> {
+        let deadline = tokio::time::Instant::now() + self.idempotency.wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let record = self
+                .recorder
+                .store()
+                .key_record(&key.scope, &key.key)
+                .await
+                .map_err(|e| {
+                    event::backend_error("store");
+                    SubmitError::Store(e)
+                })?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            if record.fingerprint != key.fingerprint {
+                event::idempotency_conflict("reused");
+                return Err(SubmitError::KeyReused);
+            }
+            if record.completed || record.created_at.elapsed() >= STALE_IN_FLIGHT {
+                event::idempotent_replay();
+                return Ok(Some(KeyedAnswer::Replayed(record.answer)));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                event::idempotency_conflict("in_use");
+                return Err(SubmitError::KeyInUse);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Fails an order whose job could not be queued.
@@ -222,6 +506,24 @@ pub async fn requeue_unfinished(store: &dyn Store, queue: &dyn Queue, label: &st
     Ok(unfinished.len())
 }
 
+/// Deletes expired `Idempotency-Key` records every `interval` until
+/// `shutdown` (keys are already ignored once expired; this keeps the table
+/// small).
+pub async fn sweep_keys(store: Arc<dyn Store>, interval: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.sweep_keys().await {
+            Ok(swept) => event::idempotency_keys_swept(swept),
+            Err(e) => tracing::warn!(error = %e, "idempotency key sweep failed; the next one tries again"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The POST use case with the embedded adapters: a temp-dir SQLite
@@ -233,6 +535,7 @@ mod tests {
         bus::{Bus, BusError, Published, Subscribed},
         domain::{EventKind, Status},
         queue::{Depth, Lease, MemoryQueue},
+        store::StoredAnswer,
         store::{SqliteStore, SqliteSync},
     };
     use async_trait::async_trait;
@@ -423,6 +726,300 @@ mod tests {
         }
         assert!(f.bus.published().is_empty());
         assert_eq!(f.store.unfinished_orders().await.unwrap(), Vec::<OrderId>::new());
+    }
+
+    /// A queue whose enqueue waits until the test opens the gate: holds a
+    /// request in flight between storing its order and settling its key.
+    struct HeldQueue {
+        inner: MemoryQueue,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl HeldQueue {
+        fn closed() -> Self {
+            HeldQueue {
+                inner: MemoryQueue::new(Duration::from_secs(30)),
+                gate: tokio::sync::Semaphore::new(0),
+            }
+        }
+        fn open(&self) {
+            self.gate.add_permits(1000);
+        }
+    }
+
+    #[async_trait]
+    impl Queue for HeldQueue {
+        async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
+            let _pass = self.gate.acquire().await.unwrap();
+            self.inner.enqueue(job).await
+        }
+        async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError> {
+            self.inner.claim(wait).await
+        }
+        async fn heartbeat(&self, lease: &Lease) -> Result<(), QueueError> {
+            self.inner.heartbeat(lease).await
+        }
+        async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
+            self.inner.ack(lease).await
+        }
+        async fn retry_after(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError> {
+            self.inner.retry_after(lease, delay).await
+        }
+        async fn recover_stalled(&self) -> Result<usize, QueueError> {
+            self.inner.recover_stalled().await
+        }
+        async fn depth(&self) -> Result<Depth, QueueError> {
+            self.inner.depth().await
+        }
+    }
+
+    fn answer(status: u16, body: &str) -> StoredAnswer {
+        StoredAnswer {
+            status,
+            body: body.into(),
+        }
+    }
+
+    /// What the API stores when the queue fails.
+    fn failed_answer(error: &SubmitError) -> StoredAnswer {
+        answer(503, &format!(r#"{{"error":"{error}"}}"#))
+    }
+
+    fn keyed<'a>(key: &'a str, created: &str) -> KeyedRequest<'a> {
+        KeyedRequest {
+            key,
+            created: answer(201, created),
+            failed: &failed_answer,
+        }
+    }
+
+    fn body(amount: &str) -> NewOrder {
+        // As the API parses it: new ids every time.
+        let tokens = TokenRegistry::new([
+            ("SOL".into(), "So1".into(), 9, "10000".into()),
+            ("USDC".into(), "EPj".into(), 6, "2000000".into()),
+        ])
+        .unwrap();
+        let ids = NewIds {
+            order: OrderId::new(),
+            job: uuid::Uuid::new_v4().to_string(),
+        };
+        validate_request(
+            &raw(json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": amount})),
+            &tokens,
+            50,
+            |_, _| true,
+            ids,
+        )
+        .unwrap()
+    }
+
+    async fn orders(store: &SqliteStore) -> usize {
+        store
+            .list_orders(&crate::store::ListQuery {
+                status: None,
+                limit: 100,
+                cursor: None,
+                owner: None,
+            })
+            .await
+            .unwrap()
+            .orders
+            .len()
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_parsed_order_not_its_ids_or_spelling() {
+        let (a, b) = (body("1.5"), body("1.50"));
+        assert_ne!(a.id, b.id);
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&body("1.6")));
+        assert_eq!(fingerprint(&a).len(), 64);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_key_replays_the_first_answer_and_creates_nothing_more() {
+        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+        let f = fixture(queue.clone()).await;
+        let first = f
+            .intake
+            .submit_once(body("1.5"), &anyone(), keyed("k1", r#"{"n":1}"#))
+            .await
+            .unwrap();
+        assert_eq!(first, KeyedAnswer::First(answer(201, r#"{"n":1}"#)));
+        for n in 2..5 {
+            // A repeat renders its own would-be answer; the first one wins.
+            let again = f
+                .intake
+                .submit_once(body("1.5"), &anyone(), keyed("k1", &format!(r#"{{"n":{n}}}"#)))
+                .await
+                .unwrap();
+            assert_eq!(again, KeyedAnswer::Replayed(answer(201, r#"{"n":1}"#)));
+        }
+        assert_eq!(orders(&f.store).await, 1);
+        assert_eq!(f.bus.published(), [(1, false)], "one pending event");
+        assert!(queue.claim(Duration::ZERO).await.unwrap().is_some());
+        assert!(queue.claim(Duration::ZERO).await.unwrap().is_none(), "one job");
+        let elsewhere = Caller::anonymous("10.9.9.9".parse().unwrap());
+        let other = f
+            .intake
+            .submit_once(body("1.5"), &elsewhere, keyed("k1", "{}"))
+            .await
+            .unwrap();
+        assert!(matches!(other, KeyedAnswer::First(_)), "keys are per client");
+        assert_eq!(orders(&f.store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_key_reused_for_another_order_is_refused_and_stores_nothing() {
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        f.intake
+            .submit_once(body("1.5"), &anyone(), keyed("k1", "{}"))
+            .await
+            .unwrap();
+        let error = f
+            .intake
+            .submit_once(body("2"), &anyone(), keyed("k1", "{}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SubmitError::KeyReused), "{error}");
+        assert_eq!(orders(&f.store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_in_flight_is_refused_after_the_wait_then_replayed_once_answered() {
+        let queue = Arc::new(HeldQueue::closed());
+        let f = fixture(queue.clone()).await;
+        let intake = f.intake.clone().with_idempotency(IdempotencySettings {
+            ttl: Duration::from_secs(60),
+            wait: Duration::from_millis(100),
+        });
+        let first = tokio::spawn({
+            let intake = intake.clone();
+            async move { intake.submit_once(body("1.5"), &anyone(), keyed("k1", "created")).await }
+        });
+        while f.store.key_record("ip:127.0.0.1", "k1").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = std::time::Instant::now();
+        let error = intake
+            .submit_once(body("1.5"), &anyone(), keyed("k1", "other"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SubmitError::KeyInUse), "{error}");
+        assert!(started.elapsed() >= Duration::from_millis(100), "it waited first");
+        // A repeat that arrives while the first is held waits for its answer.
+        let waiting = tokio::spawn({
+            let intake = f.intake.clone();
+            async move { intake.submit_once(body("1.5"), &anyone(), keyed("k1", "other")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        queue.open();
+        assert_eq!(
+            first.await.unwrap().unwrap(),
+            KeyedAnswer::First(answer(201, "created"))
+        );
+        assert_eq!(
+            waiting.await.unwrap().unwrap(),
+            KeyedAnswer::Replayed(answer(201, "created"))
+        );
+        assert_eq!(orders(&f.store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_in_flight_past_the_stale_age_replays_its_planned_answer() {
+        let queue = Arc::new(HeldQueue::closed());
+        let f = fixture(queue.clone()).await;
+        // A node that stored the order and stopped before settling the key.
+        let held = tokio::spawn({
+            let intake = f.intake.clone();
+            async move { intake.submit_once(body("1.5"), &anyone(), keyed("k1", "planned")).await }
+        });
+        while f.store.key_record("ip:127.0.0.1", "k1").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        held.abort();
+        let db = rusqlite::Connection::open(f._dir.path().join("t.db")).unwrap();
+        let long_ago = crate::domain::Timestamp(SystemTime::now() - STALE_IN_FLIGHT - Duration::from_secs(1));
+        db.execute("UPDATE idempotency_keys SET created_at = ?1", [long_ago.to_string()])
+            .unwrap();
+        let replayed = f
+            .intake
+            .submit_once(body("1.5"), &anyone(), keyed("k1", "other"))
+            .await
+            .unwrap();
+        assert_eq!(replayed, KeyedAnswer::Replayed(answer(201, "planned")));
+        assert_eq!(orders(&f.store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_whose_order_could_not_be_queued_replays_the_failure() {
+        let f = fixture(Arc::new(DownQueue)).await;
+        let first = f
+            .intake
+            .submit_once(body("1.5"), &anyone(), keyed("k1", "created"))
+            .await
+            .unwrap();
+        let KeyedAnswer::First(failure) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(failure.status, 503);
+        assert!(failure.body.contains("queue unavailable"), "{}", failure.body);
+        let again = f
+            .intake
+            .submit_once(body("1.5"), &anyone(), keyed("k1", "created"))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            KeyedAnswer::Replayed(failure),
+            "the same 503, as Stripe replays errors"
+        );
+        let page = f
+            .store
+            .list_orders(&crate::store::ListQuery {
+                status: None,
+                limit: 10,
+                cursor: None,
+                owner: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.orders.len(), 1);
+        assert_eq!(page.orders[0].status, Status::Failed, "the order never runs");
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_callers_limit_are_refused_and_a_keys_own_limit_wins() {
+        use crate::domain::{KeyGrant, KeyId, Scope};
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        let limit = Arc::new(crate::queue::MemoryRequestLimit::new());
+        let intake = f.intake.clone().with_request_limit(limit.clone(), 2);
+        assert!(f.intake.admit(&anyone()).await.is_none(), "no limit by default");
+        assert!(intake.admit(&anyone()).await.unwrap().allowed);
+        assert!(intake.admit(&anyone()).await.unwrap().allowed);
+        let refused = intake.admit(&anyone()).await.unwrap();
+        assert!(!refused.allowed && refused.retry_after > Duration::ZERO, "{refused:?}");
+        let with_key = |per_minute| Caller {
+            key: Some(KeyGrant {
+                id: KeyId::new(),
+                name: "k".into(),
+                scopes: vec![Scope::Trade],
+                orders_per_minute: per_minute,
+            }),
+            ip: "127.0.0.1".parse().unwrap(),
+        };
+        let generous = with_key(Some(5));
+        for _ in 0..5 {
+            assert!(intake.admit(&generous).await.unwrap().allowed);
+        }
+        assert!(!intake.admit(&generous).await.unwrap().allowed);
+        assert!(
+            intake.admit(&with_key(Some(0))).await.is_none(),
+            "0: no limit for this key"
+        );
+        let off = f.intake.clone().with_request_limit(limit, 0);
+        assert!(off.admit(&anyone()).await.is_none());
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ mod submit;
 mod tests;
 mod worker;
 
-pub use crate::queue::QueueError;
+pub use crate::queue::{Allowance, QueueError};
 use crate::{
     domain::{Event, EventData, EventKind, Order, OrderId, OrderPatch, TokenRegistry},
     queue::Job,
@@ -39,7 +39,10 @@ use crate::{
     venues::Venue,
 };
 pub use failure::{Failure, FailureCode, StepError};
-pub use intake::{Accepted, Intake, RequeueError, SubmitError, requeue_unfinished};
+pub use intake::{
+    Accepted, IdempotencySettings, Intake, KeyedAnswer, KeyedRequest, RequeueError, STALE_IN_FLIGHT, SubmitError,
+    fingerprint, requeue_unfinished, sweep_keys,
+};
 pub use keys::{CreatedKey, IssuedTicket, KeyError, Keys, Rejection};
 pub use reconcile::{ReconcilerConfig, reconcile};
 pub use recorder::Recorder;

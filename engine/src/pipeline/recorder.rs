@@ -7,7 +7,7 @@
 use crate::{
     bus::{Bus, Published},
     domain::{Event, NewOrder, OrderId},
-    store::{NewEvent, Store, StoreError},
+    store::{KeyedCreate, NewEvent, NewIdempotencyKey, Store, StoreError},
     telemetry,
 };
 use std::sync::Arc;
@@ -43,6 +43,24 @@ impl Recorder {
     pub async fn create(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError> {
         let event = self.store.create_order(order, first).await?;
         self.published(event).await
+    }
+
+    /// Creates an order with its first event and its `Idempotency-Key`
+    /// record in one transaction, then publishes the event; a key already
+    /// held stores and publishes nothing.
+    ///
+    /// # Errors
+    /// The store's error; nothing was published.
+    pub async fn create_keyed(
+        &self,
+        order: &NewOrder,
+        first: NewEvent,
+        key: &NewIdempotencyKey,
+    ) -> Result<KeyedCreate, StoreError> {
+        match self.store.create_order_keyed(order, first, key).await? {
+            KeyedCreate::Created(event) => Ok(KeyedCreate::Created(Box::new(self.published(*event).await?))),
+            KeyedCreate::Taken => Ok(KeyedCreate::Taken),
+        }
     }
 
     /// Appends the next event of an order (with its patch), then publishes

@@ -1,11 +1,11 @@
-//! The queue contract: one set of behaviours every [`Queue`] and
-//! [`RateLimit`] backend must show, run against each real backend by
+//! The queue contract: one set of behaviours every [`Queue`],
+//! [`RateLimit`] and [`RequestLimit`] backend must show, run against each real backend by
 //! [`queue_contract!`], so the in-process queue and Redis cannot drift.
 //! Delays are real but short (a few hundred milliseconds) and every wait is
 //! bounded. Test-only; imports `domain` and its own seam; never `api`,
 //! `pipeline` or another adapter.
 
-use super::{Job, Lease, Queue, QueueError, RateLimit};
+use super::{Job, Lease, Queue, QueueError, RateLimit, RequestLimit};
 use crate::{domain::OrderId, testing};
 use std::{
     sync::Arc,
@@ -16,10 +16,11 @@ use std::{
 /// module. `queue:` names an `async fn(lease: Duration) -> (Guard, Arc<Q>)`
 /// yielding a fresh, empty queue whose leases last `lease`; `rate_limit:`
 /// an `async fn(per_minute: u32) -> (Guard, Arc<L>)` yielding a fresh, full
-/// bucket. Each guard removes what it made when dropped (also when the test
-/// fails).
+/// bucket; `request_limit:` an `async fn() -> (Guard, Arc<R>)` yielding a
+/// request limit no client has used. Each guard removes what it made when
+/// dropped (also when the test fails).
 macro_rules! queue_contract {
-    (queue: $queue:path, rate_limit: $limit:path $(,)?) => {
+    (queue: $queue:path, rate_limit: $limit:path, request_limit: $requests:path $(,)?) => {
         $crate::queue::conformance::queue_contract!(@queue $queue;
             claims_in_order_and_dedupes_orders,
             enqueue_claim_ack_finishes_the_job,
@@ -35,6 +36,23 @@ macro_rules! queue_contract {
             rate_limit_allows_a_burst_then_paces,
             zero_rate_limit_is_unlimited,
         );
+        $crate::queue::conformance::queue_contract!(@requests $requests;
+            request_limit_allows_the_limit_at_once_then_refuses_until_a_token_returns,
+            request_limits_of_clients_are_apart_and_each_has_its_own_size,
+        );
+    };
+    (@requests $requests:path; $($case:ident),* $(,)?) => {
+        /// The request-limit contract (`queue/conformance.rs`), one test per case.
+        mod request_limit_contract {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (_guard, limit) = $requests().await;
+                    $crate::queue::conformance::$case(limit).await;
+                }
+            )*
+        }
     };
     (@queue $queue:path; $($case:ident),* $(,)?) => {
         /// The queue contract (`queue/conformance.rs`), one test per case.
@@ -367,4 +385,54 @@ pub(crate) mod zero_rate_limit_is_unlimited {
         }
         assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     }
+}
+
+/// A client may send its whole limit at once; the next request is refused
+/// with the time until a token returns (60 s / limit at most) and nothing
+/// left, and once that time has passed one more request goes through.
+pub(crate) async fn request_limit_allows_the_limit_at_once_then_refuses_until_a_token_returns<
+    R: RequestLimit + ?Sized,
+>(
+    limit: Arc<R>,
+) {
+    // 120 a minute: a token every 500 ms.
+    for n in 0..120u32 {
+        let allowance = limit.check("ip:10.0.0.1", 120).await.unwrap();
+        assert!(allowance.allowed, "request {n} is within the limit");
+        assert_eq!((allowance.limit, allowance.remaining), (120, 119 - n));
+    }
+    let refused = limit.check("ip:10.0.0.1", 120).await.unwrap();
+    assert!(!refused.allowed);
+    assert_eq!(refused.remaining, 0);
+    assert!(
+        refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_millis(500),
+        "{refused:?}"
+    );
+    assert!(
+        refused.reset > Duration::from_secs(55) && refused.reset <= Duration::from_secs(60),
+        "{refused:?}"
+    );
+    tokio::time::sleep(refused.retry_after + Duration::from_millis(50)).await;
+    assert!(
+        limit.check("ip:10.0.0.1", 120).await.unwrap().allowed,
+        "a token came back"
+    );
+    assert!(!limit.check("ip:10.0.0.1", 120).await.unwrap().allowed);
+}
+
+/// One client's use leaves another's untouched; a client's limit is the
+/// one it is checked against (a key's own `orders_per_minute`).
+pub(crate) async fn request_limits_of_clients_are_apart_and_each_has_its_own_size<R: RequestLimit + ?Sized>(
+    limit: Arc<R>,
+) {
+    for _ in 0..3 {
+        assert!(limit.check("key:a", 3).await.unwrap().allowed);
+    }
+    assert!(!limit.check("key:a", 3).await.unwrap().allowed);
+    let other = limit.check("key:b", 10).await.unwrap();
+    assert!(other.allowed);
+    assert_eq!((other.limit, other.remaining), (10, 9));
+    let ip = limit.check("ip:10.0.0.1", 1).await.unwrap();
+    assert_eq!((ip.allowed, ip.remaining), (true, 0));
+    assert!(ip.retry_after > Duration::from_secs(55), "one a minute: {ip:?}");
 }

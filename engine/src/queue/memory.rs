@@ -1,9 +1,9 @@
-//! In-process queue and rate limit, for the embedded profile. Jobs live in
+//! In-process queue, rate limit and request limit, for the embedded profile. Jobs live in
 //! memory only; the store re-enqueues unfinished orders at start. Imports
 //! `domain` and its own seam only; never `api`, `pipeline` or another
 //! adapter.
 
-use super::{Depth, Job, Lease, Queue, QueueError, RateLimit};
+use super::{Allowance, Depth, Job, Lease, Queue, QueueError, RateLimit, RequestLimit};
 use crate::domain::OrderId;
 use async_trait::async_trait;
 use std::{
@@ -244,6 +244,71 @@ impl RateLimit for MemoryRateLimit {
     }
 }
 
+/// In-process [`RequestLimit`]: one token bucket per client, for one node.
+pub struct MemoryRequestLimit {
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl std::fmt::Debug for MemoryRequestLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRequestLimit").finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryRequestLimit {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Buckets kept before full ones (idle clients) are dropped.
+const MAX_IDLE_BUCKETS: usize = 10_000;
+
+impl MemoryRequestLimit {
+    /// No client has used anything yet.
+    pub fn new() -> Self {
+        MemoryRequestLimit {
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl RequestLimit for MemoryRequestLimit {
+    async fn check(&self, client: &str, per_minute: u32) -> Result<Allowance, QueueError> {
+        let capacity = f64::from(per_minute.max(1));
+        let per_second = capacity / 60.0;
+        let now = Instant::now();
+        let refilled = |(tokens, last): (f64, Instant)| {
+            (tokens + now.duration_since(last).as_secs_f64() * per_second).min(capacity)
+        };
+        // A std Mutex: the critical section never awaits.
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_IDLE_BUCKETS && !buckets.contains_key(client) {
+            buckets.retain(|_, bucket| refilled(*bucket) < capacity);
+        }
+        let bucket = buckets.entry(client.to_owned()).or_insert((capacity, now));
+        let mut tokens = refilled(*bucket);
+        let allowed = tokens >= 1.0;
+        if allowed {
+            tokens -= 1.0;
+        }
+        *bucket = (tokens, now);
+        let retry_after = if tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - tokens) / per_second)
+        };
+        Ok(Allowance {
+            allowed,
+            limit: per_minute,
+            remaining: tokens.floor() as u32,
+            retry_after,
+            reset: Duration::from_secs_f64((capacity - tokens) / per_second),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +328,15 @@ mod tests {
         ((), std::sync::Arc::new(MemoryRateLimit::new(per_minute)))
     }
 
-    crate::queue::conformance::queue_contract!(queue: fresh_queue, rate_limit: fresh_limit);
+    async fn fresh_request_limit() -> ((), std::sync::Arc<MemoryRequestLimit>) {
+        ((), std::sync::Arc::new(MemoryRequestLimit::new()))
+    }
+
+    crate::queue::conformance::queue_contract!(
+        queue: fresh_queue,
+        rate_limit: fresh_limit,
+        request_limit: fresh_request_limit
+    );
 
     // The contract runs on real time (Redis keeps its own clock); these
     // pin the same behaviours exactly, on tokio's paused clock.

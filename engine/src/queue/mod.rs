@@ -1,6 +1,8 @@
 //! The `Queue` seam: jobs to run, claimed with a lease, retried at a time,
-//! and the engine-wide claim rate limit. Implementations: [`memory`]
-//! (in-process) and [`redis`] (a Stream with a consumer group).
+//! the engine-wide claim rate limit, and the per-client request limit
+//! ([`RequestLimit`]), shared like the queue by every node. Implementations:
+//! [`memory`] (in-process) and [`redis`] (a Stream with a consumer group,
+//! token buckets in hashes).
 //!
 //! May import: `domain`, `telemetry`.
 
@@ -14,8 +16,8 @@ use crate::domain::OrderId;
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 pub use config::{QueueBackend, QueueConfig, RedisConfig};
-pub use memory::{MemoryQueue, MemoryRateLimit};
-pub use redis::{RedisQueue, RedisRateLimit};
+pub use memory::{MemoryQueue, MemoryRateLimit, MemoryRequestLimit};
+pub use redis::{RedisQueue, RedisRateLimit, RedisRequestLimit};
 use serde::Serialize;
 use std::time::Duration;
 use thiserror::Error;
@@ -112,6 +114,39 @@ pub trait Queue: Send + Sync {
 pub trait RateLimit: Send + Sync {
     /// Waits until one more claim is allowed.
     async fn acquire(&self) -> Result<(), QueueError>;
+}
+
+/// One request counted against a client's limit: whether it may go ahead,
+/// and what the `RateLimit` header fields report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Whether the request may go ahead (a token was taken).
+    pub allowed: bool,
+    /// The limit applied: requests per minute (the bucket's capacity).
+    pub limit: u32,
+    /// Requests the client may still send at once (whole tokens left).
+    pub remaining: u32,
+    /// Time until the next request would be allowed (zero while tokens
+    /// are left): the `Retry-After` of a refusal.
+    pub retry_after: Duration,
+    /// Time until the bucket is full again (the limit fully restored).
+    pub reset: Duration,
+}
+
+/// A per-client limit on requests: a token bucket per client of
+/// `per_minute` tokens, refilled at `per_minute / 60` a second, so a client
+/// may burst up to its limit and then goes at the limit's pace. Shared by
+/// every API node that uses the same backend.
+#[async_trait]
+pub trait RequestLimit: Send + Sync {
+    /// Counts one request of `client` (a client scope such as `ip:10.0.0.7`
+    /// or `key:<id>`) against `per_minute` (at least 1): takes a token if
+    /// there is one.
+    ///
+    /// # Errors
+    /// [`QueueError`] when the backend is unreachable (callers let the
+    /// request through: a limiter outage is not an API outage).
+    async fn check(&self, client: &str, per_minute: u32) -> Result<Allowance, QueueError>;
 }
 
 #[cfg(test)]

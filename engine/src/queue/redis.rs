@@ -6,13 +6,14 @@
 //!
 //! Keys, under the configured prefix `p`: `p:jobs` (stream, group
 //! `workers`), `p:delayed` (sorted set), `p:queued:<order id>` (one marker
-//! per order that has a job), `p:rate` (the shared token bucket).
+//! per order that has a job), `p:rate` (the shared token bucket),
+//! `p:requests:<client scope>` (a client's request-limit bucket).
 //!
 //! Redis failures are classified here, once, by the error's code and kind
 //! ([`classify`]), never by their text. Imports `domain` and
 //! `telemetry::PoolStatus` only; never `api`, `pipeline` or another adapter.
 
-use super::{Depth, Job, Lease, Queue, QueueError, RateLimit};
+use super::{Allowance, Depth, Job, Lease, Queue, QueueError, RateLimit, RequestLimit};
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 use deadpool_redis::{
@@ -36,6 +37,7 @@ static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/ac
 static RETRY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/retry.lua")));
 static RECOVER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/recover.lua")));
 static RATE_LIMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/rate_limit.lua")));
+static REQUEST_LIMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/request_limit.lua")));
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
@@ -412,6 +414,53 @@ impl RateLimit for RedisRateLimit {
     }
 }
 
+/// The [`RequestLimit`] shared by every API node: a token bucket per client
+/// in Redis, taken from in one script.
+pub struct RedisRequestLimit {
+    pool: Pool,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisRequestLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRequestLimit").finish_non_exhaustive()
+    }
+}
+
+impl RedisRequestLimit {
+    /// Buckets under `prefix:requests:`.
+    pub fn new(pool: Pool, prefix: &str) -> Self {
+        RedisRequestLimit {
+            pool,
+            prefix: format!("{prefix}:requests"),
+        }
+    }
+}
+
+#[async_trait]
+impl RequestLimit for RedisRequestLimit {
+    async fn check(&self, client: &str, per_minute: u32) -> Result<Allowance, QueueError> {
+        let per_minute = per_minute.max(1);
+        let per_ms = f64::from(per_minute) / 60_000.0;
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let (allowed, remaining, next_ms, full_ms): (i64, i64, i64, i64) = REQUEST_LIMIT
+            .key(format!("{}:{client}", self.prefix))
+            .arg(per_minute)
+            .arg(per_ms.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(classify)?;
+        let millis = |ms: i64| Duration::from_millis(ms.max(0) as u64);
+        Ok(Allowance {
+            allowed: allowed == 1,
+            limit: per_minute,
+            remaining: remaining.clamp(0, i64::from(per_minute)) as u32,
+            retry_after: millis(next_ms),
+            reset: millis(full_ms),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,7 +486,17 @@ mod tests {
         (prefix, Arc::new(limit))
     }
 
-    crate::queue::conformance::queue_contract!(queue: fresh_queue, rate_limit: fresh_limit);
+    async fn fresh_request_limit() -> (TempPrefix, Arc<RedisRequestLimit>) {
+        let prefix = TempPrefix::new();
+        let limit = RedisRequestLimit::new(prefix.pool(), &prefix.name);
+        (prefix, Arc::new(limit))
+    }
+
+    crate::queue::conformance::queue_contract!(
+        queue: fresh_queue,
+        rate_limit: fresh_limit,
+        request_limit: fresh_request_limit
+    );
 
     fn job() -> Job {
         Job {

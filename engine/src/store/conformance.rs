@@ -4,7 +4,10 @@
 //! SQLite and PostgreSQL cannot drift. Test-only; imports `domain` and its
 //! own seam; never `api`, `pipeline` or `venues`.
 
-use super::{Execution, ExecutionLedger, ListQuery, NewEvent, Outcome, Store, StoreError};
+use super::{
+    Execution, ExecutionLedger, KeyedCreate, ListQuery, NewEvent, NewIdempotencyKey, Outcome, Store, StoreError,
+    StoredAnswer,
+};
 use crate::{
     domain::{
         ErrorInfo, EventData, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, Scope, SecretHash, Status,
@@ -45,6 +48,11 @@ macro_rules! store_contract {
             keys_are_found_by_their_secret_digest_listed_and_revoked,
             a_ticket_is_taken_once_and_expired_ones_are_swept,
             orders_keep_their_owner_and_a_list_can_show_one_owner,
+            a_keyed_order_is_stored_with_its_key_in_flight_until_settled,
+            a_keyed_order_keeps_the_key_that_owns_it,
+            a_taken_key_stores_nothing_and_scopes_keep_keys_apart,
+            racing_creates_with_one_key_make_one_order,
+            an_expired_key_is_forgotten_replaced_and_swept,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -205,8 +213,8 @@ fn page(status: Option<Status>, limit: u32, cursor: Option<i64>) -> ListQuery {
 
 /// A fresh store has every migration pending; `migrate` applies them once.
 pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(store: Arc<S>) {
-    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3]);
-    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4]);
     assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
     assert!(store.pending_migrations().await.unwrap().is_empty());
 }
@@ -627,4 +635,174 @@ pub(crate) async fn orders_keep_their_owner_and_a_list_can_show_one_owner<S: Bac
     assert_eq!(rest.next_cursor, None);
     let all = store.list_orders(&page(None, 10, None)).await.unwrap();
     assert_eq!(all.orders.len(), 5, "no owner filter: every order");
+}
+
+fn new_idempotency_key(scope: &str, key: &str, ttl: Duration) -> NewIdempotencyKey {
+    NewIdempotencyKey {
+        scope: scope.into(),
+        key: key.into(),
+        fingerprint: "fp-1".into(),
+        answer: StoredAnswer {
+            status: 201,
+            body: r#"{"success":true,"wsUrl":"ws://node-a/x"}"#.into(),
+        },
+        expires_at: Timestamp(std::time::SystemTime::now() + ttl),
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A keyed create stores the order, its first event and the key record
+/// (in flight, holding the planned answer); settling completes it, and a
+/// settle with an answer replaces the stored one.
+/// An order created with an idempotency key records its owner like any
+/// other (both features write the order row).
+pub(crate) async fn a_keyed_order_keeps_the_key_that_owns_it<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let owner = KeyId::new();
+    let order = NewOrder {
+        owner: Some(owner),
+        ..new_order()
+    };
+    let key = new_idempotency_key(&format!("key:{owner}"), "k-owned", DAY);
+    store.create_order_keyed(&order, event(pending()), &key).await.unwrap();
+    assert_eq!(store.order(order.id).await.unwrap().unwrap().owner, Some(owner));
+}
+
+pub(crate) async fn a_keyed_order_is_stored_with_its_key_in_flight_until_settled<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let order = new_order();
+    let key = new_idempotency_key("ip:10.0.0.1", "k1", DAY);
+    let created = store.create_order_keyed(&order, event(pending()), &key).await.unwrap();
+    assert!(
+        matches!(&created, KeyedCreate::Created(e) if e.seq == 1 && e.order_id == order.id),
+        "{created:?}"
+    );
+    assert_eq!(store.events(order.id, 0).await.unwrap().len(), 1);
+    let record = store
+        .key_record("ip:10.0.0.1", "k1")
+        .await
+        .unwrap()
+        .expect("the key is stored");
+    assert_eq!(
+        (
+            record.fingerprint.as_str(),
+            record.order_id,
+            &record.answer,
+            record.completed
+        ),
+        ("fp-1", order.id, &key.answer, false)
+    );
+    assert!(record.created_at.elapsed() < Duration::from_secs(60));
+    store.settle_key("ip:10.0.0.1", "k1", None).await.unwrap();
+    let settled = store.key_record("ip:10.0.0.1", "k1").await.unwrap().unwrap();
+    assert_eq!(
+        (settled.completed, &settled.answer),
+        (true, &key.answer),
+        "the planned answer stands"
+    );
+    let failed = StoredAnswer {
+        status: 503,
+        body: r#"{"success":false,"error":{"code":"queue_unavailable","message":"…"}}"#.into(),
+    };
+    store.settle_key("ip:10.0.0.1", "k1", Some(&failed)).await.unwrap();
+    assert_eq!(
+        store.key_record("ip:10.0.0.1", "k1").await.unwrap().unwrap().answer,
+        failed
+    );
+    assert!(store.key_record("ip:10.0.0.1", "k2").await.unwrap().is_none());
+}
+
+/// A second create with a key already held stores nothing (no order, no
+/// event, the record unchanged); the same key in another scope is another
+/// key.
+pub(crate) async fn a_taken_key_stores_nothing_and_scopes_keep_keys_apart<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let first = new_order();
+    let key = new_idempotency_key("key:a", "same", DAY);
+    store.create_order_keyed(&first, event(pending()), &key).await.unwrap();
+    let second = new_order();
+    let other_body = NewIdempotencyKey {
+        fingerprint: "fp-2".into(),
+        ..key.clone()
+    };
+    assert_eq!(
+        store
+            .create_order_keyed(&second, event(pending()), &other_body)
+            .await
+            .unwrap(),
+        KeyedCreate::Taken
+    );
+    assert!(store.order(second.id).await.unwrap().is_none(), "no second order");
+    assert!(store.events(second.id, 0).await.unwrap().is_empty());
+    let record = store.key_record("key:a", "same").await.unwrap().unwrap();
+    assert_eq!((record.order_id, record.fingerprint.as_str()), (first.id, "fp-1"));
+    let elsewhere = NewIdempotencyKey {
+        scope: "key:b".into(),
+        ..key
+    };
+    assert!(matches!(
+        store
+            .create_order_keyed(&second, event(pending()), &elsewhere)
+            .await
+            .unwrap(),
+        KeyedCreate::Created(_)
+    ));
+    assert_eq!(store.unfinished_orders().await.unwrap(), [first.id, second.id]);
+}
+
+/// Creates racing with one key make exactly one order.
+pub(crate) async fn racing_creates_with_one_key_make_one_order<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let order = new_order();
+                let key = new_idempotency_key("ip:10.0.0.9", "race", DAY);
+                store.create_order_keyed(&order, event(pending()), &key).await.unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        if matches!(task.await.unwrap(), KeyedCreate::Created(_)) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(store.unfinished_orders().await.unwrap().len(), 1);
+}
+
+/// An expired key reads as absent, a new create takes it over (a new
+/// order), and the sweep deletes expired records only.
+pub(crate) async fn an_expired_key_is_forgotten_replaced_and_swept<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let old = new_order();
+    let short = new_idempotency_key("ip:10.0.0.2", "k", Duration::from_millis(50));
+    store.create_order_keyed(&old, event(pending()), &short).await.unwrap();
+    let kept = new_idempotency_key("ip:10.0.0.2", "kept", DAY);
+    store
+        .create_order_keyed(&new_order(), event(pending()), &kept)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(store.key_record("ip:10.0.0.2", "k").await.unwrap().is_none(), "expired");
+    let again = new_order();
+    let renewed = new_idempotency_key("ip:10.0.0.2", "k", Duration::from_millis(50));
+    assert!(matches!(
+        store
+            .create_order_keyed(&again, event(pending()), &renewed)
+            .await
+            .unwrap(),
+        KeyedCreate::Created(_)
+    ));
+    assert_eq!(
+        store.key_record("ip:10.0.0.2", "k").await.unwrap().unwrap().order_id,
+        again.id
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(store.sweep_keys().await.unwrap(), 1, "only the expired record");
+    assert_eq!(store.sweep_keys().await.unwrap(), 0);
+    assert!(store.key_record("ip:10.0.0.2", "kept").await.unwrap().is_some());
 }

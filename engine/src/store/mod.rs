@@ -18,6 +18,7 @@ pub mod sqlite;
 
 use crate::domain::{
     ApiKey, Event, EventData, KeyId, NewKey, NewOrder, Order, OrderId, OrderPatch, SecretHash, Status, Ticket,
+    Timestamp,
 };
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
@@ -65,6 +66,61 @@ pub struct NewEvent {
     pub patch: OrderPatch,
 }
 
+/// An answer kept for an `Idempotency-Key`: the HTTP status and the exact
+/// body bytes sent, so a replay on any node is the first answer byte for
+/// byte (the body holds node-specific parts such as `wsUrl`, so it is
+/// stored rendered, never rendered again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// HTTP status code (201, or the 5xx of a compensated failure).
+    pub status: u16,
+    /// The JSON body as sent.
+    pub body: String,
+}
+
+/// An `Idempotency-Key` to store in the transaction that creates its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIdempotencyKey {
+    /// Whose key it is: the caller's client scope (`key:<id>` or
+    /// `ip:<address>`); keys of different scopes never meet.
+    pub scope: String,
+    /// The header's value (1–255 printable ASCII characters).
+    pub key: String,
+    /// Fingerprint of the parsed request (hex SHA-256).
+    pub fingerprint: String,
+    /// The answer to give when the request completes as planned (the 201);
+    /// the key is stored "in flight" until [`Store::settle_key`].
+    pub answer: StoredAnswer,
+    /// When the key may be forgotten (`orders.idempotency_ttl` after now).
+    pub expires_at: Timestamp,
+}
+
+/// A stored, unexpired `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Fingerprint of the request that took the key.
+    pub fingerprint: String,
+    /// The order that request created.
+    pub order_id: OrderId,
+    /// The answer to replay (final once `completed`).
+    pub answer: StoredAnswer,
+    /// Whether the first request finished (its answer is final); `false`
+    /// while it is still being handled.
+    pub completed: bool,
+    /// When the key was taken.
+    pub created_at: Timestamp,
+}
+
+/// What [`Store::create_order_keyed`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyedCreate {
+    /// The key was free (or expired): the order, its first event and the
+    /// key were stored together.
+    Created(Box<Event>),
+    /// An unexpired record holds the key; nothing was stored.
+    Taken,
+}
+
 /// A page request of `list_orders`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
@@ -98,6 +154,28 @@ pub trait Store: Send + Sync {
 
     /// Inserts the order with its first event (`seq` 1).
     async fn create_order(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError>;
+
+    /// Inserts the order with its first event and the `Idempotency-Key`
+    /// record (in flight, holding `key.answer`), in one transaction, unless
+    /// an unexpired record holds the key (then nothing is stored: two
+    /// requests racing with one key make one order, on any number of
+    /// nodes). An expired record is replaced.
+    async fn create_order_keyed(
+        &self,
+        order: &NewOrder,
+        first: NewEvent,
+        key: &NewIdempotencyKey,
+    ) -> Result<KeyedCreate, StoreError>;
+
+    /// The unexpired record of `key` in `scope`.
+    async fn key_record(&self, scope: &str, key: &str) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Marks the key's request finished: its answer is final, replaced by
+    /// `answer` when given (a compensated failure), else the stored one.
+    async fn settle_key(&self, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError>;
+
+    /// Deletes expired key records; returns how many.
+    async fn sweep_keys(&self) -> Result<u64, StoreError>;
 
     /// Appends the next event of an order and applies its patch and status,
     /// atomically. Refuses finished orders.

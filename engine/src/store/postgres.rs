@@ -5,8 +5,8 @@
 //! only; never `api`, `pipeline` or `venues`.
 
 use super::{
-    Execution, ExecutionLedger, LedgerError, ListQuery, NewEvent, OrderPage, Outcome, PostgresConfig, Store,
-    StoreError, cut_page, rows_for_page, unfinished_sql,
+    Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
+    Outcome, PostgresConfig, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
 };
 use crate::domain::{
     ApiKey, Event, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, SecretHash, Status, Ticket,
@@ -33,10 +33,24 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("migrations/postgres/0002_unfinished_index.sql"),
     ),
     (3, "auth", include_str!("migrations/postgres/0003_auth.sql")),
+    (
+        4,
+        "idempotency_keys",
+        include_str!("migrations/postgres/0004_idempotency_keys.sql"),
+    ),
 ];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+/// A database error with the server's own words ("db error" alone says
+/// nothing).
+fn db_error(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Unavailable(format!("{e}: {} ({})", db.message(), db.code().code())),
+        None => unavailable(e),
+    }
 }
 
 /// PostgreSQL-backed [`Store`] and [`ExecutionLedger`].
@@ -387,6 +401,154 @@ impl Store for PostgresStore {
             .await
             .map_err(unavailable)?;
         Ok(event)
+    }
+
+    async fn create_order_keyed(
+        &self,
+        order: &NewOrder,
+        first: NewEvent,
+        key: &NewIdempotencyKey,
+    ) -> Result<KeyedCreate, StoreError> {
+        let client = self.client().await?;
+        let event = Event {
+            order_id: order.id,
+            seq: 1,
+            timestamp: Timestamp::now(),
+            message: first.message,
+            progress: first.progress,
+            data: first.data,
+        };
+        let kind = event.data.kind();
+        // One statement, so one transaction: the key first (a record that
+        // holds it returns no row, and then neither the order nor its event
+        // is inserted). DO NOTHING, not DO UPDATE: a duplicate must not
+        // lock the record, which the first request still has to settle.
+        let statement = client
+            .prepare_cached(
+                "WITH taken AS (
+                     INSERT INTO idempotency_keys
+                         (scope, idem_key, fingerprint, order_id, status, body, completed, created_at, expires_at)
+                     VALUES ($12::text, $13::text, $14::text, $1::uuid, $15::int4, $16::text, FALSE,
+                             $10::timestamptz, $17::timestamptz)
+                     ON CONFLICT (scope, idem_key) DO NOTHING
+                     RETURNING order_id
+                 ), created AS (
+                     INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
+                                         status, last_kind, last_seq, created_at, updated_at, owner)
+                     SELECT order_id, $2::text, $3::text, $4::text, $5::text, CAST($6::text AS NUMERIC),
+                            $7::int4, $8::text, $9::text, 1, $10::timestamptz, $10::timestamptz, $18::uuid
+                     FROM taken
+                     RETURNING id
+                 )
+                 INSERT INTO order_events (order_id, seq, kind, body, created_at)
+                 SELECT id, 1, $9::text, $11::jsonb, $10::timestamptz FROM created",
+            )
+            .await
+            .map_err(db_error)?;
+        let owner = order.owner.map(|k| k.0);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
+            &order.id.0,
+            &order.job_id,
+            &order.order_type.as_str(),
+            &order.token_in,
+            &order.token_out,
+            &order.amount_in.to_string(),
+            &(order.slippage_bps as i32),
+            &kind.status().unwrap_or(Status::Pending).as_str(),
+            &kind.as_str(),
+            &event.timestamp.0,
+            &json(&event),
+            &key.scope,
+            &key.key,
+            &key.fingerprint,
+            &i32::from(key.answer.status),
+            &key.answer.body,
+            &key.expires_at.0,
+            &owner,
+        ];
+        if client.execute(&statement, &params).await.map_err(db_error)? == 1 {
+            return Ok(KeyedCreate::Created(Box::new(event)));
+        }
+        // Held, or held by a record that expired and was not swept yet:
+        // remove that one and try once more (someone else may take the key
+        // in between; then it is theirs).
+        let expired = client
+            .execute(
+                "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND expires_at <= $3",
+                &[&key.scope, &key.key, &event.timestamp.0],
+            )
+            .await
+            .map_err(db_error)?;
+        if expired == 1 && client.execute(&statement, &params).await.map_err(db_error)? == 1 {
+            return Ok(KeyedCreate::Created(Box::new(event)));
+        }
+        Ok(KeyedCreate::Taken)
+    }
+
+    async fn key_record(&self, scope: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT fingerprint, order_id, status, body, completed, created_at FROM idempotency_keys
+                 WHERE scope = $1 AND idem_key = $2 AND expires_at > $3",
+            )
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_opt(&statement, &[&scope, &key, &SystemTime::now()])
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            let status: i32 = row.try_get("status").map_err(db_error)?;
+            Ok(KeyRecord {
+                fingerprint: row.try_get("fingerprint").map_err(unavailable)?,
+                order_id: OrderId(row.try_get("order_id").map_err(unavailable)?),
+                answer: StoredAnswer {
+                    status: u16::try_from(status)
+                        .map_err(|_| StoreError::Corrupt(format!("idempotency key status {status}")))?,
+                    body: row.try_get("body").map_err(unavailable)?,
+                },
+                completed: row.try_get("completed").map_err(unavailable)?,
+                created_at: Timestamp(row.try_get("created_at").map_err(unavailable)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn settle_key(&self, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE idempotency_keys SET completed = TRUE,
+                     status = COALESCE($3::int4, status), body = COALESCE($4::text, body)
+                 WHERE scope = $1 AND idem_key = $2",
+            )
+            .await
+            .map_err(db_error)?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &scope,
+                    &key,
+                    &answer.map(|a| i32::from(a.status)),
+                    &answer.map(|a| a.body.as_str()),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn sweep_keys(&self) -> Result<u64, StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+                &[&SystemTime::now()],
+            )
+            .await
+            .map_err(db_error)
     }
 
     async fn append_event(&self, id: OrderId, event: NewEvent) -> Result<Event, StoreError> {

@@ -7,8 +7,8 @@
 //! connections, which WAL lets run beside the writer.
 
 use super::{
-    Execution, ExecutionLedger, LedgerError, ListQuery, NewEvent, OrderPage, Outcome, SqliteSync, Store, StoreError,
-    cut_page, rows_for_page, unfinished_sql,
+    Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
+    Outcome, SqliteSync, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
 };
 mod keys;
 mod rows;
@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_unfinished_index.sql"),
     ),
     (3, "auth", include_str!("../migrations/sqlite/0003_auth.sql")),
+    (
+        4,
+        "idempotency_keys",
+        include_str!("../migrations/sqlite/0004_idempotency_keys.sql"),
+    ),
 ];
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
@@ -64,12 +69,15 @@ struct Options {
 
 enum WriteOp {
     Create(Box<NewOrder>, Box<NewEvent>),
+    CreateKeyed(Box<NewOrder>, Box<NewEvent>, Box<NewIdempotencyKey>),
     Append(OrderId, Box<NewEvent>),
     Record(Box<Execution>),
     CreateKey(Box<NewKey>),
     RevokeKey(KeyId),
     CreateTicket(Box<Ticket>),
     TakeTicket(SecretHash),
+    SettleKey(String, String, Option<StoredAnswer>),
+    SweepKeys,
 }
 
 enum WriteOut {
@@ -78,6 +86,8 @@ enum WriteOut {
     Key(Option<Box<ApiKey>>),
     Ticket(Option<Box<Ticket>>),
     Done,
+    Keyed(Box<KeyedCreate>),
+    Count(u64),
 }
 
 struct WriteJob {
@@ -194,6 +204,13 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<
             WriteOp::RevokeKey(id) => keys::revoke_key(&savepoint, *id).map(|k| WriteOut::Key(k.map(Box::new))),
             WriteOp::CreateTicket(ticket) => keys::create_ticket(&savepoint, ticket).map(|()| WriteOut::Done),
             WriteOp::TakeTicket(hash) => keys::take_ticket(&savepoint, hash).map(|t| WriteOut::Ticket(t.map(Box::new))),
+            WriteOp::CreateKeyed(order, first, key) => {
+                create_keyed(&savepoint, order, first, key).map(|k| WriteOut::Keyed(Box::new(k)))
+            }
+            WriteOp::SettleKey(scope, key, answer) => {
+                settle_key(&savepoint, scope, key, answer.as_ref()).map(|()| WriteOut::Count(1))
+            }
+            WriteOp::SweepKeys => sweep_keys(&savepoint).map(WriteOut::Count),
         };
         if result.is_ok() {
             savepoint.commit().map_err(unavailable)?;
@@ -227,6 +244,94 @@ fn create(conn: &Connection, order: &NewOrder, first: &NewEvent) -> Result<Event
     )
     .map_err(unavailable)?;
     append(conn, order.id, first)
+}
+
+/// Takes the key (a new record, or one replacing an expired record), then
+/// creates the order; a key held by an unexpired record stores nothing.
+fn create_keyed(
+    conn: &Connection,
+    order: &NewOrder,
+    first: &NewEvent,
+    key: &NewIdempotencyKey,
+) -> Result<KeyedCreate, StoreError> {
+    let taken = conn
+        .execute(
+            "INSERT INTO idempotency_keys
+                 (scope, idem_key, fingerprint, order_id, status, body, completed, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)
+             ON CONFLICT (scope, idem_key) DO UPDATE SET
+                 fingerprint = excluded.fingerprint, order_id = excluded.order_id, status = excluded.status,
+                 body = excluded.body, completed = 0, created_at = excluded.created_at,
+                 expires_at = excluded.expires_at
+             WHERE idempotency_keys.expires_at <= excluded.created_at",
+            params![
+                key.scope,
+                key.key,
+                key.fingerprint,
+                order.id.to_string(),
+                key.answer.status,
+                key.answer.body,
+                Timestamp::now().to_string(),
+                key.expires_at.to_string(),
+            ],
+        )
+        .map_err(unavailable)?;
+    if taken == 0 {
+        return Ok(KeyedCreate::Taken);
+    }
+    create(conn, order, first).map(|e| KeyedCreate::Created(Box::new(e)))
+}
+
+fn settle_key(conn: &Connection, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE idempotency_keys SET completed = 1, status = COALESCE(?3, status), body = COALESCE(?4, body)
+         WHERE scope = ?1 AND idem_key = ?2",
+        params![scope, key, answer.map(|a| a.status), answer.map(|a| a.body.as_str())],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn sweep_keys(conn: &Connection) -> Result<u64, StoreError> {
+    conn.execute(
+        "DELETE FROM idempotency_keys WHERE expires_at <= ?1",
+        [Timestamp::now().to_string()],
+    )
+    .map(|n| n as u64)
+    .map_err(unavailable)
+}
+
+fn key_record(conn: &Connection, scope: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT fingerprint, order_id, status, body, completed, created_at FROM idempotency_keys
+         WHERE scope = ?1 AND idem_key = ?2 AND expires_at > ?3",
+    )
+    .map_err(unavailable)?
+    .query_row(params![scope, key, Timestamp::now().to_string()], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, u16>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, bool>(4)?,
+            row.get::<_, String>(5)?,
+        ))
+    })
+    .optional()
+    .map_err(unavailable)?
+    .map(|(fingerprint, order_id, status, body, completed, created_at)| {
+        Ok(KeyRecord {
+            fingerprint,
+            order_id: order_id
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("idempotency key order id: {e}")))?,
+            answer: StoredAnswer { status, body },
+            completed,
+            created_at: Timestamp::parse(&created_at)
+                .ok_or_else(|| StoreError::Corrupt("idempotency key created_at".into()))?,
+        })
+    })
+    .transpose()
 }
 
 fn append(conn: &Connection, id: OrderId, new: &NewEvent) -> Result<Event, StoreError> {
@@ -408,6 +513,37 @@ impl Store for SqliteStore {
         {
             WriteOut::Event(event) => Ok(*event),
             _ => unreachable!("create answers with an event"),
+        }
+    }
+
+    async fn create_order_keyed(
+        &self,
+        order: &NewOrder,
+        first: NewEvent,
+        key: &NewIdempotencyKey,
+    ) -> Result<KeyedCreate, StoreError> {
+        let op = WriteOp::CreateKeyed(Box::new(order.clone()), Box::new(first), Box::new(key.clone()));
+        match self.write(op).await? {
+            WriteOut::Keyed(created) => Ok(*created),
+            _ => unreachable!("a keyed create answers with its outcome"),
+        }
+    }
+
+    async fn key_record(&self, scope: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.read(move |conn| key_record(conn, &scope, &key)).await
+    }
+
+    async fn settle_key(&self, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
+        self.write(WriteOp::SettleKey(scope.to_owned(), key.to_owned(), answer.cloned()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn sweep_keys(&self) -> Result<u64, StoreError> {
+        match self.write(WriteOp::SweepKeys).await? {
+            WriteOut::Count(n) => Ok(n),
+            _ => unreachable!("a sweep answers with a count"),
         }
     }
 
