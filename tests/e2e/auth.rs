@@ -445,7 +445,15 @@ async fn loadtest_orders_sends_its_api_key_when_auth_is_required() {
         api_key,
         idempotency_keys: false,
     };
-    let report = swapline::loadtest::run_orders(options(Some(key)), indicatif::ProgressBar::hidden()).await;
+    let report = swapline::loadtest::run_orders(options(Some(key.clone())), indicatif::ProgressBar::hidden()).await;
+    assert!(report.is_clean(), "{report}");
+    // With an Idempotency-Key on every order too: the key still owns each
+    // order, so its WebSocket opens.
+    let keyed = swapline::loadtest::OrdersOptions {
+        idempotency_keys: true,
+        ..options(Some(key))
+    };
+    let report = swapline::loadtest::run_orders(keyed, indicatif::ProgressBar::hidden()).await;
     assert!(report.is_clean(), "{report}");
     let refused = swapline::loadtest::run_orders(options(None), indicatif::ProgressBar::hidden()).await;
     assert!(!refused.is_clean(), "without a key every POST is 401: {refused}");

@@ -312,10 +312,12 @@ impl Intake {
     /// [`SubmitError::KeyReused`], [`SubmitError::KeyInUse`] as above.
     pub async fn submit_once(
         &self,
-        order: NewOrder,
+        mut order: NewOrder,
         caller: &Caller,
         request: KeyedRequest<'_>,
     ) -> Result<KeyedAnswer, SubmitError> {
+        // The caller's key owns the order, as in `submit`.
+        order.owner = caller.owner();
         let key = NewIdempotencyKey {
             scope: caller.client_scope(),
             key: request.key.to_owned(),
@@ -835,6 +837,27 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&body("1.6")));
         assert_eq!(fingerprint(&a).len(), 64);
+    }
+
+    #[tokio::test]
+    async fn an_order_created_with_an_idempotency_key_is_owned_by_the_caller_s_key() {
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        let key = crate::domain::KeyGrant {
+            id: crate::domain::KeyId::new(),
+            name: "desk".into(),
+            scopes: vec![crate::domain::Scope::Trade],
+            orders_per_minute: None,
+        };
+        let caller = Caller {
+            key: Some(key.clone()),
+            ..anyone()
+        };
+        let order = body("1.5");
+        f.intake
+            .submit_once(order.clone(), &caller, keyed("k-owned", "{}"))
+            .await
+            .unwrap();
+        assert_eq!(f.store.order(order.id).await.unwrap().unwrap().owner, Some(key.id));
     }
 
     #[tokio::test]
