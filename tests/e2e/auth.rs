@@ -458,3 +458,25 @@ async fn loadtest_orders_sends_its_api_key_when_auth_is_required() {
     let refused = swapline::loadtest::run_orders(options(None), indicatif::ProgressBar::hidden()).await;
     assert!(!refused.is_clean(), "without a key every POST is 401: {refused}");
 }
+
+/// `POST /api/ws-tickets` reads its body under the same rules as an order:
+/// JSON only (415), at most `server.body_limit_bytes` (413).
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_ticket_requests_get_the_body_rules_of_every_post() {
+    let engine = Engine::start_on(Backend::Embedded, AUTH);
+    let (_, key) = create_key(&engine, "tickets", "trade,read");
+    let auth = bearer(&key);
+    let send = |content_type: &'static str, body: Vec<u8>| {
+        let (url, auth) = (engine.url.clone(), auth.clone());
+        async move {
+            let headers = [("authorization", auth.as_str()), ("content-type", content_type)];
+            client::request(&url, "POST", "/api/ws-tickets", &headers, Some(body.into()))
+                .await
+                .unwrap()
+        }
+    };
+    let plain = send("text/plain", b"{}".to_vec()).await;
+    assert_eq!(plain.status.as_u16(), 415, "{}", plain.json());
+    let large = send("application/json", vec![b' '; 70_000]).await;
+    assert_eq!(large.status.as_u16(), 413, "{}", large.json());
+}

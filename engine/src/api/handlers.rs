@@ -231,18 +231,12 @@ async fn ready(state: &ApiState) -> Result<Response<Body>, ApiError> {
     })
 }
 
-async fn create_order(
-    state: &ApiState,
-    request: Request<Incoming>,
-    caller: &Caller,
-) -> Result<Response<Body>, ApiError> {
-    // The caller's request limit counts every POST, before any work.
-    if let Some(allowance) = state.intake.admit(caller).await
-        && !allowance.allowed
-    {
-        return Err(ApiError::rate_limited(allowance));
-    }
-    let idempotency_key = idempotency::key_of(request.headers(), state.settings.require_idempotency_key)?;
+/// The body of a JSON `POST`, read within the limits every client gets:
+/// `Content-Type: application/json` (else 415), at most
+/// `server.body_limit_bytes` declared or read (else 413), and all of it
+/// within `server.header_read_timeout` of the headers (else 408), so a
+/// client that stops halfway through its body cannot hold the connection.
+async fn json_body(state: &ApiState, request: Request<Incoming>) -> Result<bytes::Bytes, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -272,12 +266,9 @@ async fn create_order(
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
-    let base_url = ws_base(state, &request);
-    // A client that stops halfway through its body must not hold the
-    // connection forever: the body gets `server.header_read_timeout` too.
     let read_timeout = state.settings.header_read_timeout;
     let reading = Limited::new(request.into_body(), limit as usize).collect();
-    let bytes = tokio::time::timeout(read_timeout, reading)
+    let body = tokio::time::timeout(read_timeout, reading)
         .await
         .map_err(|_| request_timeout(read_timeout))?
         .map_err(|e| {
@@ -290,8 +281,24 @@ async fn create_order(
                     format!("reading the body failed: {e}"),
                 )
             }
-        })?
-        .to_bytes();
+        })?;
+    Ok(body.to_bytes())
+}
+
+async fn create_order(
+    state: &ApiState,
+    request: Request<Incoming>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
+    // The caller's request limit counts every POST, before any work.
+    if let Some(allowance) = state.intake.admit(caller).await
+        && !allowance.allowed
+    {
+        return Err(ApiError::rate_limited(allowance));
+    }
+    let idempotency_key = idempotency::key_of(request.headers(), state.settings.require_idempotency_key)?;
+    let base_url = ws_base(state, &request);
+    let bytes = json_body(state, request).await?;
     // Kept as written: numbers are read from their text, never via f64.
     let body: &serde_json::value::RawValue = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
@@ -358,18 +365,7 @@ async fn create_ticket(
     caller: &Caller,
 ) -> Result<Response<Body>, ApiError> {
     let base_url = ws_base(state, &request);
-    let limit = state.settings.body_limit;
-    let bytes = Limited::new(request.into_body(), limit as usize)
-        .collect()
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("reading the body failed: {e}"),
-            )
-        })?
-        .to_bytes();
+    let bytes = json_body(state, request).await?;
     let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
