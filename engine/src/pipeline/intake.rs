@@ -631,15 +631,8 @@ mod tests {
         Caller::anonymous("127.0.0.1".parse().unwrap())
     }
 
-    fn order(intake: &Intake) -> NewOrder {
-        intake
-            .order_from(&raw(json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"})))
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_order_is_owned_by_the_key_that_submitted_it() {
-        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+    /// A `trade` key and a caller that authenticated with it.
+    fn desk() -> (crate::domain::KeyGrant, Caller) {
         let key = crate::domain::KeyGrant {
             id: crate::domain::KeyId::new(),
             name: "desk".into(),
@@ -650,6 +643,19 @@ mod tests {
             key: Some(key.clone()),
             ..anyone()
         };
+        (key, caller)
+    }
+
+    fn order(intake: &Intake) -> NewOrder {
+        intake
+            .order_from(&raw(json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"})))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_order_is_owned_by_the_key_that_submitted_it() {
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        let (key, caller) = desk();
         let keyed = order(&f.intake);
         f.intake.submit(keyed.clone(), &caller).await.unwrap();
         assert_eq!(f.store.order(keyed.id).await.unwrap().unwrap().owner, Some(key.id));
@@ -842,16 +848,7 @@ mod tests {
     #[tokio::test]
     async fn an_order_created_with_an_idempotency_key_is_owned_by_the_caller_s_key() {
         let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
-        let key = crate::domain::KeyGrant {
-            id: crate::domain::KeyId::new(),
-            name: "desk".into(),
-            scopes: vec![crate::domain::Scope::Trade],
-            orders_per_minute: None,
-        };
-        let caller = Caller {
-            key: Some(key.clone()),
-            ..anyone()
-        };
+        let (key, caller) = desk();
         let order = body("1.5");
         f.intake
             .submit_once(order.clone(), &caller, keyed("k-owned", "{}"))

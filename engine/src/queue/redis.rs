@@ -36,8 +36,7 @@ static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("
 static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/ack.lua")));
 static RETRY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/retry.lua")));
 static RECOVER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/recover.lua")));
-static RATE_LIMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/rate_limit.lua")));
-static REQUEST_LIMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/request_limit.lua")));
+static TOKEN_BUCKET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/token_bucket.lua")));
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
@@ -398,7 +397,7 @@ impl RateLimit for RedisRateLimit {
         let per_ms = f64::from(self.per_minute) / 60_000.0;
         loop {
             let mut conn = self.pool.get().await.map_err(unavailable)?;
-            let wait: i64 = RATE_LIMIT
+            let (allowed, _, next_ms, _): (i64, i64, i64, i64) = TOKEN_BUCKET
                 .key(&self.key)
                 .arg(self.per_minute)
                 .arg(per_ms.to_string())
@@ -406,10 +405,10 @@ impl RateLimit for RedisRateLimit {
                 .await
                 .map_err(classify)?;
             drop(conn);
-            if wait <= 0 {
+            if allowed == 1 {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            tokio::time::sleep(Duration::from_millis(next_ms.max(1) as u64)).await;
         }
     }
 }
@@ -443,7 +442,7 @@ impl RequestLimit for RedisRequestLimit {
         let per_minute = per_minute.max(1);
         let per_ms = f64::from(per_minute) / 60_000.0;
         let mut conn = self.pool.get().await.map_err(unavailable)?;
-        let (allowed, remaining, next_ms, full_ms): (i64, i64, i64, i64) = REQUEST_LIMIT
+        let (allowed, remaining, next_ms, full_ms): (i64, i64, i64, i64) = TOKEN_BUCKET
             .key(format!("{}:{client}", self.prefix))
             .arg(per_minute)
             .arg(per_ms.to_string())

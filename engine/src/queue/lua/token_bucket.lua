@@ -1,6 +1,6 @@
--- Counts one request of a client against its limit: a token bucket per
--- client, shared by every API node.
--- KEYS[1] the client's bucket hash (<prefix>:requests:<client scope>)
+-- Takes one token from a bucket shared by every node: the worker claim
+-- limit (one bucket) and the per-client request limit (a bucket per client).
+-- KEYS[1] the bucket hash (<prefix>:rate, <prefix>:requests:<client scope>)
 -- ARGV[1] capacity (requests a minute), ARGV[2] refill per millisecond
 -- Returns {allowed (1 or 0), whole tokens left, ms until a token is left,
 -- ms until the bucket is full}.
