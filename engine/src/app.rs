@@ -327,7 +327,7 @@ pub async fn keys(config: &Config) -> Result<Keys, AppError> {
     if config.store.migrate_on_start {
         store.migrate().await?;
     }
-    Ok(Keys::new(store))
+    Ok(Keys::new(store).with_cache(config.auth.key_cache_ttl.0))
 }
 
 fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
@@ -587,7 +587,7 @@ pub async fn run_with_reload(
         let state = Arc::new(ApiState {
             store: engine.store.clone(),
             intake,
-            keys: Keys::new(engine.store.clone()),
+            keys: Keys::new(engine.store.clone()).with_cache(config.auth.key_cache_ttl.0),
             hub,
             tokens: engine.tokens.clone(),
             settings: ApiSettings {

@@ -12,11 +12,13 @@ use swapline::client::{self, ClientError, Response};
 
 const ORIGIN: &str = "https://app.example.com";
 
-/// Auth required, one allowed browser origin, short-lived tickets.
+/// Auth required, one allowed browser origin, short-lived tickets, and a
+/// short key cache (a revocation takes effect within it).
 const AUTH: &str = r#"
 [auth]
 required = true
 ticket_ttl = "1s"
+key_cache_ttl = "1s"
 
 [server]
 allowed_origins = ["https://app.example.com"]
@@ -139,6 +141,8 @@ async fn missing_unknown_and_revoked_keys_are_401_and_a_read_key_may_not_trade(b
 
     let revoked = engine.cli(&["keys", "revoke", &trader_id]);
     assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    // The node may still hold the key's last lookup for `key_cache_ttl`.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
     assert_unauthorized(&get(&engine, Some(&trader), "/api/orders").await);
     assert_unauthorized(&post(&engine, Some(&trader), "/api/orders/execute", &sol_usdc(1.0)).await);
 

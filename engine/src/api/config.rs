@@ -55,6 +55,12 @@ pub struct AuthConfig {
     /// How long a WebSocket ticket from `POST /api/ws-tickets` (or in the
     /// `wsUrl` of a new order) stays usable; it is single-use.
     pub ticket_ttl: Dur,
+    /// How long a node remembers what an API key's secret authenticated
+    /// as (active, revoked, its scopes and limit), so a busy key costs one
+    /// store lookup per this time per node instead of one per request.
+    /// A revocation takes effect within it. `0s`: every request asks the
+    /// store. At most `5m`.
+    pub key_cache_ttl: Dur,
 }
 
 /// WebSocket settings.
@@ -173,6 +179,11 @@ impl AuthConfig {
         let mut problems = Vec::new();
         if self.ticket_ttl.0.is_zero() {
             problems.push(format!("{key}.ticket_ttl: must be greater than 0"));
+        }
+        if self.key_cache_ttl.0 > std::time::Duration::from_secs(300) {
+            problems.push(format!(
+                "{key}.key_cache_ttl: at most 5m (a revoked key must stop working soon)"
+            ));
         }
         problems
     }

@@ -152,6 +152,70 @@ pub struct Intake {
     idempotency: IdempotencySettings,
     /// The per-client request limit and its default size per minute.
     limit: Option<(Arc<dyn RequestLimit>, u32)>,
+    /// Keys of queued orders waiting to be settled, in batches.
+    settler: Arc<Settler>,
+}
+
+/// Most keys settled by one store write.
+const SETTLE_BATCH: usize = 1_000;
+
+/// Idempotency keys whose orders were queued, waiting to be marked settled
+/// (group commit): at most one flush runs at a time, and it takes every key
+/// that arrived while the previous write ran, so under load one write
+/// settles many orders instead of one write each. The answer does not wait
+/// for it: a repeat that arrives first waits for the settle (up to
+/// [`IdempotencySettings::wait`]), as for any request in flight.
+#[derive(Debug, Default)]
+struct Settler {
+    state: std::sync::Mutex<SettlerState>,
+}
+
+#[derive(Debug, Default)]
+struct SettlerState {
+    pending: Vec<(String, String)>,
+    flushing: bool,
+}
+
+impl Settler {
+    /// Queues `(scope, key)`; starts a flush unless one is running.
+    fn settle(self: &Arc<Self>, store: Arc<dyn Store>, scope: &str, key: &str) {
+        let start = {
+            let mut state = self.state.lock().expect("settler lock");
+            state.pending.push((scope.to_owned(), key.to_owned()));
+            !std::mem::replace(&mut state.flushing, true)
+        };
+        if start {
+            tokio::spawn(self.clone().flush(store));
+        }
+    }
+
+    /// Settles batches until none is waiting. A failing write gets two
+    /// more tries; after that its keys stay in flight until
+    /// [`STALE_IN_FLIGHT`], when repeats replay the planned answer (the
+    /// orders are stored and queued either way).
+    async fn flush(self: Arc<Self>, store: Arc<dyn Store>) {
+        loop {
+            let batch: Vec<_> = {
+                let mut state = self.state.lock().expect("settler lock");
+                if state.pending.is_empty() {
+                    state.flushing = false;
+                    return;
+                }
+                let take = state.pending.len().min(SETTLE_BATCH);
+                state.pending.drain(..take).collect()
+            };
+            for pause in [Duration::from_millis(50), Duration::from_millis(200), Duration::ZERO] {
+                match store.settle_keys(&batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        event::backend_error("store");
+                        tracing::error!(keys = batch.len(), error = %e, "could not settle idempotency keys");
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Intake {
@@ -181,6 +245,7 @@ impl Intake {
             default_slippage_bps,
             idempotency: IdempotencySettings::default(),
             limit: None,
+            settler: Arc::default(),
         }
     }
 
@@ -352,7 +417,8 @@ impl Intake {
         Err(SubmitError::KeyInUse)
     }
 
-    /// Enqueues a keyed order's job and settles its key with the answer.
+    /// Enqueues a keyed order's job and settles its key with the answer:
+    /// the planned one in a later batch, a replacing failure at once.
     async fn enqueue_keyed(
         &self,
         order: &NewOrder,
@@ -363,21 +429,26 @@ impl Intake {
             id: order.job_id.clone(),
             order_id: order.id,
         };
-        let (answer, replaced) = match self.queue.enqueue(job).await {
-            Ok(()) => (request.created.clone(), None),
+        let store = self.recorder.store();
+        let failed = match self.queue.enqueue(job).await {
+            Ok(()) => {
+                // The planned answer stands: settle it with others.
+                self.settler.settle(store.clone(), &key.scope, &key.key);
+                return request.created.clone();
+            }
             Err(e) => {
                 event::backend_error("queue");
                 self.compensate(order.id, &e).await;
-                let failed = (request.failed)(&SubmitError::Queue(e));
-                (failed.clone(), Some(failed))
+                (request.failed)(&SubmitError::Queue(e))
             }
         };
-        // A passing store hiccup gets two more tries: until the record is
-        // settled, repeats wait, then get 409, and only after
-        // STALE_IN_FLIGHT the planned 201 (the order is stored either way).
-        let store = self.recorder.store();
+        // The rare answer that replaces the planned one is settled before
+        // it is sent, so no repeat can replay the planned 201. A passing
+        // store hiccup gets two more tries: until the record is settled,
+        // repeats wait, then get 409, and only after STALE_IN_FLIGHT the
+        // planned 201 (the order is stored either way).
         for pause in [Duration::from_millis(50), Duration::from_millis(200), Duration::ZERO] {
-            match store.settle_key(&key.scope, &key.key, replaced.as_ref()).await {
+            match store.settle_key(&key.scope, &key.key, Some(&failed)).await {
                 Ok(()) => break,
                 Err(e) => {
                     event::backend_error("store");
@@ -386,7 +457,7 @@ impl Intake {
                 }
             }
         }
-        answer
+        failed
     }
 
     /// The answer for a key another request holds: `None` when the record

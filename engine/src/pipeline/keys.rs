@@ -1,16 +1,34 @@
 //! API keys and WebSocket tickets: the use cases behind `swapline keys …`
-//! and request authentication. Secrets are 32 random bytes shown once, with
-//! a prefix (`swl_` for keys, `swt_` for tickets) so a leaked one is easy to
-//! recognise; the store keeps only their SHA-256 digest and finds a secret
-//! by its digest, so no secret is ever compared byte by byte (and none is
-//! logged). Imports `domain` and the `store` seam; never `api`.
+//! and request authentication.
+//!
+//! A key's secret is 32 random bytes shown once, prefixed `swl_` so a
+//! leaked one is easy to recognise; the store keeps only its SHA-256 digest
+//! and finds a secret by its digest, so no secret is ever compared byte by
+//! byte (and none is logged). A node caches what a digest authenticated as
+//! for `auth.key_cache_ttl`, so a revocation reaches every node within that
+//! time.
+//!
+//! A ticket (`swt_…`) is stateless until it is used: it carries its order,
+//! its key, its expiry and a random nonce, signed with HMAC-SHA256 (RFC
+//! 2104; the tag truncated to 128 bits, §5) under a secret all nodes share
+//! through the store. Issuing one writes nothing; using one records its
+//! digest in the store, so it opens one stream once on any node.
+//!
+//! Imports `domain` and the `store` seam; never `api`.
 
 use crate::{
     domain::{ApiKey, KeyGrant, KeyId, NewKey, OrderId, Scope, SecretHash, Ticket, Timestamp},
     store::{Store, StoreError},
 };
-use std::{sync::Arc, time::Duration};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 use thiserror::Error;
+use tokio::sync::OnceCell;
 
 /// Prefix of API key secrets.
 pub const KEY_PREFIX: &str = "swl_";
@@ -125,18 +143,123 @@ impl std::fmt::Debug for IssuedTicket {
     }
 }
 
-/// 32 random bytes (two UUID v4s: the OS generator), base58, after `prefix`.
-fn new_secret(prefix: &str) -> String {
+/// 32 random bytes (two UUID v4s: the OS generator).
+fn random_bytes() -> [u8; 32] {
     let mut bytes = [0u8; 32];
     bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    format!("{prefix}{}", bs58::encode(bytes).into_string())
+    bytes
+}
+
+/// 32 random bytes, base58, after `prefix`.
+fn new_secret(prefix: &str) -> String {
+    format!("{prefix}{}", bs58::encode(random_bytes()).into_string())
+}
+
+/// The store's name of the secret that signs tickets.
+const TICKET_SIGNING_SECRET: &str = "ws_ticket";
+
+/// What a ticket says, signed: version 1, order id (16 bytes), whether a
+/// key asked (1) and its id (16, zeros if none), expiry (Unix ms, u64
+/// big-endian), nonce (16 random bytes).
+const TICKET_CLAIMS: usize = 1 + 16 + 1 + 16 + 8 + 16;
+/// The HMAC-SHA256 tag, truncated to its left 128 bits (RFC 2104 §5
+/// allows truncation to no less than half the output and 80 bits).
+const TICKET_TAG: usize = 16;
+const TICKET_VERSION: u8 = 1;
+
+type TicketMac = Hmac<Sha256>;
+
+fn ticket_mac(secret: &[u8; 32], claims: &[u8]) -> TicketMac {
+    let mut mac = TicketMac::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(claims);
+    mac
+}
+
+/// Signs a ticket for `order` (asked by `key`) that expires at
+/// `expires_ms` (Unix milliseconds).
+fn sign_ticket(secret: &[u8; 32], order: OrderId, key: Option<KeyId>, expires_ms: u64) -> String {
+    let mut token = Vec::with_capacity(TICKET_CLAIMS + TICKET_TAG);
+    token.push(TICKET_VERSION);
+    token.extend_from_slice(order.0.as_bytes());
+    token.push(u8::from(key.is_some()));
+    token.extend_from_slice(key.map(|k| *k.0.as_bytes()).unwrap_or_default().as_slice());
+    token.extend_from_slice(&expires_ms.to_be_bytes());
+    token.extend_from_slice(&random_bytes()[..16]);
+    let tag = ticket_mac(secret, &token).finalize().into_bytes();
+    token.extend_from_slice(&tag[..TICKET_TAG]);
+    format!("{TICKET_PREFIX}{}", bs58::encode(token).into_string())
+}
+
+/// The claims of a ticket signed with `secret`, or `None` for anything
+/// else (not ours, altered, truncated): the tag is checked in constant
+/// time before any claim is read.
+fn verify_ticket(secret: &[u8; 32], ticket: &str) -> Option<(OrderId, Option<KeyId>, SystemTime)> {
+    let token = bs58::decode(ticket.strip_prefix(TICKET_PREFIX)?).into_vec().ok()?;
+    if token.len() != TICKET_CLAIMS + TICKET_TAG {
+        return None;
+    }
+    let (claims, tag) = token.split_at(TICKET_CLAIMS);
+    ticket_mac(secret, claims).verify_truncated_left(tag).ok()?;
+    if claims[0] != TICKET_VERSION {
+        return None;
+    }
+    let id = |at: usize| uuid::Uuid::from_slice(&claims[at..at + 16]).ok();
+    let order = OrderId(id(1)?);
+    let key = (claims[17] == 1).then(|| id(18)).flatten().map(KeyId);
+    let millis = u64::from_be_bytes(claims[34..42].try_into().ok()?);
+    Some((order, key, UNIX_EPOCH + Duration::from_millis(millis)))
+}
+
+/// At most this many digests are cached; past it the cache starts over.
+const KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// What a secret authenticated as.
+type Authenticated = Result<KeyGrant, Rejection>;
+
+/// What digests authenticated as, for a short time. Only keys the store
+/// knows are cached (active or revoked): an unknown secret always asks
+/// the store, so random guesses cannot fill the cache.
+#[derive(Debug, Default)]
+struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<SecretHash, (Instant, Authenticated)>>,
+}
+
+impl KeyCache {
+    fn get(&self, hash: &SecretHash) -> Option<Authenticated> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().expect("key cache lock");
+        entries
+            .get(hash)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn put(&self, hash: SecretHash, answer: &Authenticated) {
+        if self.ttl.is_zero() || *answer == Err(Rejection::UnknownKey) {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("key cache lock");
+        if entries.len() >= KEY_CACHE_CAPACITY {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= KEY_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (Instant::now(), answer.clone()));
+    }
 }
 
 /// Keys and tickets over the store.
 #[derive(Clone)]
 pub struct Keys {
     store: Arc<dyn Store>,
+    cache: Arc<KeyCache>,
+    signing: Arc<OnceCell<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -146,9 +269,33 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// Keys kept in `store`.
+    /// Keys kept in `store`, looked up there on every request.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Keys { store }
+        Keys {
+            store,
+            cache: Arc::default(),
+            signing: Arc::default(),
+        }
+    }
+
+    /// Remembers what a secret authenticated as for `ttl`
+    /// (`auth.key_cache_ttl`; zero: no cache), so a busy key costs one
+    /// store lookup per `ttl` per node. A revocation then takes effect
+    /// within `ttl` rather than on the next request.
+    pub fn with_cache(mut self, ttl: Duration) -> Self {
+        self.cache = Arc::new(KeyCache {
+            ttl,
+            entries: Mutex::default(),
+        });
+        self
+    }
+
+    /// The secret that signs tickets, read from (or, the first time on any
+    /// node, written to) the store once per process.
+    async fn signing_secret(&self) -> Result<&[u8; 32], StoreError> {
+        self.signing
+            .get_or_try_init(|| self.store.signing_secret(TICKET_SIGNING_SECRET, random_bytes()))
+            .await
     }
 
     /// Creates a key named `name` with `scopes`; answers it with its secret,
@@ -203,52 +350,76 @@ impl Keys {
         Ok(key)
     }
 
-    /// The grant of the active key whose secret is `secret`.
+    /// The grant of the active key whose secret is `secret` (from the
+    /// cache when [`Keys::with_cache`] was set and the digest was seen
+    /// within its time).
     ///
     /// # Errors
     /// The store's; a refused secret is the inner `Err`.
     pub async fn authenticate(&self, secret: &str) -> Result<Result<KeyGrant, Rejection>, StoreError> {
-        Ok(match self.store.key_by_secret(&SecretHash::of(secret)).await? {
+        let hash = SecretHash::of(secret);
+        if let Some(answer) = self.cache.get(&hash) {
+            return Ok(answer);
+        }
+        let answer = match self.store.key_by_secret(&hash).await? {
             None => Err(Rejection::UnknownKey),
             Some(key) if !key.is_active() => Err(Rejection::RevokedKey),
             Some(key) => Ok(key.grant()),
-        })
+        };
+        self.cache.put(hash, &answer);
+        Ok(answer)
     }
 
-    /// A single-use ticket for `order`'s stream, valid for `ttl`.
+    /// A single-use ticket for `order`'s stream, valid for `ttl`. Nothing
+    /// is stored (after the first call in a process, which reads the
+    /// signing secret).
     ///
     /// # Errors
-    /// The store's.
+    /// The store's, reading the signing secret.
     pub async fn issue_ticket(
         &self,
         order: OrderId,
         key: Option<KeyId>,
         ttl: Duration,
     ) -> Result<IssuedTicket, StoreError> {
-        let secret = new_secret(TICKET_PREFIX);
-        let expires_at = Timestamp(std::time::SystemTime::now() + ttl);
-        self.store
-            .create_ticket(&Ticket {
-                hash: SecretHash::of(&secret),
-                order_id: order,
-                key,
-                expires_at,
-            })
-            .await?;
-        Ok(IssuedTicket { secret, expires_at })
+        let expires_ms = (SystemTime::now() + ttl)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let expires_ms = u64::try_from(expires_ms).unwrap_or(u64::MAX);
+        Ok(IssuedTicket {
+            secret: sign_ticket(self.signing_secret().await?, order, key, expires_ms),
+            expires_at: Timestamp(UNIX_EPOCH + Duration::from_millis(expires_ms)),
+        })
     }
 
-    /// Uses up the ticket `secret` for `order`'s stream: it never opens
-    /// anything again, whatever the answer.
+    /// Uses up the ticket `secret` for `order`'s stream: once it opened a
+    /// stream, it never opens anything again, on any node. A ticket that
+    /// is not ours, was altered, was used, expired, or is for another order
+    /// is refused (and, refused, is not used up).
     ///
     /// # Errors
     /// The store's; a refused ticket is the inner `Err`.
     pub async fn redeem_ticket(&self, secret: &str, order: OrderId) -> Result<Result<Ticket, Rejection>, StoreError> {
-        Ok(match self.store.take_ticket(&SecretHash::of(secret)).await? {
-            None => Err(Rejection::BadTicket),
-            Some(ticket) if !ticket.valid_at(Timestamp::now()) => Err(Rejection::ExpiredTicket),
-            Some(ticket) if ticket.order_id != order => Err(Rejection::WrongOrder),
-            Some(ticket) => Ok(ticket),
+        let Some((order_id, key, expires_at)) = verify_ticket(self.signing_secret().await?, secret) else {
+            return Ok(Err(Rejection::BadTicket));
+        };
+        let ticket = Ticket {
+            hash: SecretHash::of(secret),
+            order_id,
+            key,
+            expires_at: Timestamp(expires_at),
+        };
+        if !ticket.valid_at(Timestamp::now()) {
+            return Ok(Err(Rejection::ExpiredTicket));
+        }
+        if ticket.order_id != order {
+            return Ok(Err(Rejection::WrongOrder));
+        }
+        Ok(if self.store.use_ticket(&ticket).await? {
+            Ok(ticket)
+        } else {
+            Err(Rejection::BadTicket)
         })
     }
 }
@@ -323,6 +494,88 @@ mod tests {
         assert_eq!(
             keys.redeem_ticket(&short.secret, order).await.unwrap(),
             Err(Rejection::ExpiredTicket)
+        );
+    }
+
+    #[test]
+    fn a_signed_ticket_says_what_it_was_signed_with_and_nothing_altered_passes() {
+        let (secret, order, key) = ([7u8; 32], OrderId::new(), KeyId::new());
+        let ticket = sign_ticket(&secret, order, Some(key), 1_700_000_000_123);
+        assert!(ticket.starts_with("swt_"));
+        let (o, k, at) = verify_ticket(&secret, &ticket).expect("valid");
+        assert_eq!((o, k), (order, Some(key)));
+        assert_eq!(at, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        let anonymous = sign_ticket(&secret, order, None, 1);
+        assert_eq!(verify_ticket(&secret, &anonymous).unwrap().1, None);
+        assert_ne!(
+            sign_ticket(&secret, order, None, 1),
+            anonymous,
+            "a fresh nonce each time"
+        );
+
+        assert_eq!(verify_ticket(&[8u8; 32], &ticket), None, "another node's secret");
+        let bytes = bs58::decode(&ticket[4..]).into_vec().unwrap();
+        for at in [0, 1, 20, 40, bytes.len() - 1] {
+            let mut altered = bytes.clone();
+            altered[at] ^= 1;
+            let altered = format!("swt_{}", bs58::encode(altered).into_string());
+            assert_eq!(verify_ticket(&secret, &altered), None, "byte {at} flipped");
+        }
+        let short = format!("swt_{}", bs58::encode(&bytes[..bytes.len() - 1]).into_string());
+        for bad in [short.as_str(), "swt_", "swt_0OIl", "swl_abc", ""] {
+            assert_eq!(verify_ticket(&secret, bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_node_signs_with_the_secret_of_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("k.db"), SqliteSync::Normal, Duration::from_secs(5)).unwrap());
+        store.migrate().await.unwrap();
+        let (a, b) = (Keys::new(store.clone()), Keys::new(store));
+        let order = OrderId::new();
+        let ticket = a.issue_ticket(order, None, Duration::from_secs(60)).await.unwrap();
+        assert!(
+            b.redeem_ticket(&ticket.secret, order).await.unwrap().is_ok(),
+            "B opens A's"
+        );
+        assert_eq!(
+            a.redeem_ticket(&ticket.secret, order).await.unwrap(),
+            Err(Rejection::BadTicket),
+            "and A refuses it after B used it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_keeps_working_until_its_ttl_and_unknown_keys_are_not_cached() {
+        let (_dir, keys) = keys().await;
+        let cached = keys.clone().with_cache(Duration::from_millis(300));
+        let created = keys.create("ci", vec![Scope::Read], None).await.unwrap();
+        assert!(cached.authenticate(&created.secret).await.unwrap().is_ok());
+        keys.revoke(created.key.id).await.unwrap();
+        assert!(
+            cached.authenticate(&created.secret).await.unwrap().is_ok(),
+            "cached: the revocation is not seen yet"
+        );
+        assert_eq!(
+            keys.authenticate(&created.secret).await.unwrap(),
+            Err(Rejection::RevokedKey),
+            "without the cache it is"
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            cached.authenticate(&created.secret).await.unwrap(),
+            Err(Rejection::RevokedKey),
+            "after the TTL the cache asks the store"
+        );
+        assert_eq!(
+            cached.authenticate("swl_guess").await.unwrap(),
+            Err(Rejection::UnknownKey)
+        );
+        assert!(
+            cached.cache.entries.lock().unwrap().len() == 1,
+            "only the known key is cached"
         );
     }
 }

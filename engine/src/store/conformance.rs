@@ -46,10 +46,12 @@ macro_rules! store_contract {
             concurrent_appends_stay_gapless,
             ping_answers,
             keys_are_found_by_their_secret_digest_listed_and_revoked,
-            a_ticket_is_taken_once_and_expired_ones_are_swept,
+            a_ticket_is_used_once_and_expired_uses_are_swept,
+            a_signing_secret_is_written_once_and_shared,
             orders_keep_their_owner_and_a_list_can_show_one_owner,
             a_keyed_order_is_stored_with_its_key_in_flight_until_settled,
             a_keyed_order_keeps_the_key_that_owns_it,
+            a_batch_of_keys_is_settled_at_once,
             a_taken_key_stores_nothing_and_scopes_keep_keys_apart,
             racing_creates_with_one_key_make_one_order,
             an_expired_key_is_forgotten_replaced_and_swept,
@@ -573,9 +575,10 @@ pub(crate) async fn keys_are_found_by_their_secret_digest_listed_and_revoked<S: 
     assert!(store.keys().await.unwrap()[1].is_active(), "other keys stay active");
 }
 
-/// A ticket is answered to one taker only; storing a ticket forgets the
-/// expired ones.
-pub(crate) async fn a_ticket_is_taken_once_and_expired_ones_are_swept<S: Backend>(store: Arc<S>) {
+/// A ticket is recorded as used once: the second use, or a use racing it,
+/// is refused on any node; recording a use forgets used tickets that
+/// expired (they open nothing anyway).
+pub(crate) async fn a_ticket_is_used_once_and_expired_uses_are_swept<S: Backend>(store: Arc<S>) {
     migrated(&*store).await;
     let later = Timestamp(std::time::SystemTime::now() + Duration::from_secs(60));
     let ticket = Ticket {
@@ -584,12 +587,19 @@ pub(crate) async fn a_ticket_is_taken_once_and_expired_ones_are_swept<S: Backend
         key: Some(KeyId::new()),
         expires_at: later,
     };
-    store.create_ticket(&ticket).await.unwrap();
-    let taken = store.take_ticket(&ticket.hash).await.unwrap().expect("the ticket");
-    assert_eq!((taken.order_id, taken.key), (ticket.order_id, ticket.key));
-    assert_eq!(taken.expires_at.to_string(), later.to_string());
-    assert!(taken.valid_at(Timestamp::now()));
-    assert_eq!(store.take_ticket(&ticket.hash).await.unwrap(), None, "single use");
+    assert!(store.use_ticket(&ticket).await.unwrap(), "first use");
+    assert!(!store.use_ticket(&ticket).await.unwrap(), "single use");
+
+    let racing = Ticket {
+        hash: SecretHash::of("t-race"),
+        ..ticket.clone()
+    };
+    let uses = futures_util::future::join_all((0..8).map(|_| {
+        let (store, racing) = (store.clone(), racing.clone());
+        async move { store.use_ticket(&racing).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(uses.iter().filter(|first| **first).count(), 1, "{uses:?}");
 
     let expired = Ticket {
         hash: SecretHash::of("t2"),
@@ -597,16 +607,32 @@ pub(crate) async fn a_ticket_is_taken_once_and_expired_ones_are_swept<S: Backend
         expires_at: Timestamp(std::time::SystemTime::now() - Duration::from_secs(1)),
         ..ticket.clone()
     };
-    store.create_ticket(&expired).await.unwrap();
-    store
-        .create_ticket(&Ticket {
-            hash: SecretHash::of("t3"),
-            ..ticket.clone()
-        })
-        .await
-        .unwrap();
-    assert_eq!(store.take_ticket(&expired.hash).await.unwrap(), None, "swept");
-    assert!(store.take_ticket(&SecretHash::of("t3")).await.unwrap().is_some());
+    assert!(store.use_ticket(&expired).await.unwrap());
+    let other = Ticket {
+        hash: SecretHash::of("t3"),
+        ..ticket.clone()
+    };
+    assert!(store.use_ticket(&other).await.unwrap());
+    assert!(
+        store.use_ticket(&expired).await.unwrap(),
+        "the expired use was swept by the next use"
+    );
+    assert!(!store.use_ticket(&ticket).await.unwrap(), "an unexpired use is kept");
+}
+
+/// A signing secret is written once, by the first caller, and every later
+/// (or racing) caller reads that one.
+pub(crate) async fn a_signing_secret_is_written_once_and_shared<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let first = store.signing_secret("ws_ticket", [1; 32]).await.unwrap();
+    assert_eq!(first, [1; 32]);
+    assert_eq!(store.signing_secret("ws_ticket", [2; 32]).await.unwrap(), [1; 32]);
+    let racing = futures_util::future::join_all((0..8u8).map(|i| {
+        let store = store.clone();
+        async move { store.signing_secret("other", [i + 10; 32]).await.unwrap() }
+    }))
+    .await;
+    assert!(racing.iter().all(|s| *s == racing[0]), "one secret for every racer");
 }
 
 /// The owner given at creation is read back, and a list for one owner
@@ -711,6 +737,33 @@ pub(crate) async fn a_keyed_order_is_stored_with_its_key_in_flight_until_settled
         failed
     );
     assert!(store.key_record("ip:10.0.0.1", "k2").await.unwrap().is_none());
+}
+
+/// `settle_keys` settles a batch in one write, keeps each planned answer,
+/// and skips keys it does not know.
+pub(crate) async fn a_batch_of_keys_is_settled_at_once<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let mut batch = Vec::new();
+    for n in 0..3 {
+        let order = new_order();
+        let key = new_idempotency_key("key:a", &format!("k{n}"), DAY);
+        store.create_order_keyed(&order, event(pending()), &key).await.unwrap();
+        batch.push(("key:a".to_owned(), format!("k{n}")));
+    }
+    batch.push(("key:a".to_owned(), "never-stored".to_owned()));
+    store.settle_keys(&batch[1..]).await.unwrap();
+    store.settle_keys(&[]).await.unwrap();
+    let completed = |n: usize| {
+        let store = store.clone();
+        async move {
+            let record = store.key_record("key:a", &format!("k{n}")).await.unwrap().unwrap();
+            (record.completed, record.answer.status)
+        }
+    };
+    assert_eq!(completed(0).await, (false, 201), "not in the batch");
+    assert_eq!(completed(1).await, (true, 201));
+    assert_eq!(completed(2).await, (true, 201));
+    assert!(store.key_record("key:a", "never-stored").await.unwrap().is_none());
 }
 
 /// A second create with a key already held stores nothing (no order, no

@@ -174,6 +174,13 @@ pub trait Store: Send + Sync {
     /// `answer` when given (a compensated failure), else the stored one.
     async fn settle_key(&self, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError>;
 
+    /// Marks these keys' requests finished with their stored answers, in
+    /// one write: `(scope, key)` pairs; unknown ones are skipped. The
+    /// batched form of [`Store::settle_key`] without a new answer, for the
+    /// common case (the order was queued): one commit settles every order
+    /// queued meanwhile.
+    async fn settle_keys(&self, keys: &[(String, String)]) -> Result<(), StoreError>;
+
     /// Deletes expired key records; returns how many.
     async fn sweep_keys(&self) -> Result<u64, StoreError>;
 
@@ -214,13 +221,18 @@ pub trait Store: Send + Sync {
     /// or `None` when there is no such key.
     async fn revoke_key(&self, id: KeyId) -> Result<Option<ApiKey>, StoreError>;
 
-    /// Stores a WebSocket ticket, and forgets tickets that expired.
-    async fn create_ticket(&self, ticket: &Ticket) -> Result<(), StoreError>;
+    /// Records that a WebSocket ticket was used, and forgets used tickets
+    /// that expired (they can no longer open anything). Answers `false`
+    /// when the ticket was used before, on any node: a ticket opens one
+    /// stream once. Tickets are stateless until used (signed, see
+    /// `pipeline::Keys`), so this is the only ticket write.
+    async fn use_ticket(&self, ticket: &Ticket) -> Result<bool, StoreError>;
 
-    /// Takes a ticket out of the store, atomically, so it is answered to one
-    /// caller only, on any node; `None` when unknown or already taken. An
-    /// expired ticket is taken too: the caller checks [`Ticket::valid_at`].
-    async fn take_ticket(&self, hash: &SecretHash) -> Result<Option<Ticket>, StoreError>;
+    /// The 32-byte secret named `name` that every node shares (e.g. the
+    /// key that signs WebSocket tickets): `candidate` is stored when there
+    /// is none yet, and the stored one is answered (the first writer wins,
+    /// on any number of nodes).
+    async fn signing_secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError>;
 
     /// The connection pool, for metrics (`None`: no pool).
     fn pool_status(&self) -> Option<PoolStatus> {

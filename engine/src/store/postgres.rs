@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "idempotency_keys",
         include_str!("migrations/postgres/0004_idempotency_keys.sql"),
     ),
+    (
+        5,
+        "signing_secrets",
+        include_str!("migrations/postgres/0005_signing_secrets.sql"),
+    ),
 ];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -540,6 +545,24 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn settle_keys(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (scopes, names): (Vec<&str>, Vec<&str>) = keys.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE idempotency_keys AS k SET completed = TRUE
+                 FROM unnest($1::text[], $2::text[]) AS s(scope, idem_key)
+                 WHERE k.scope = s.scope AND k.idem_key = s.idem_key",
+            )
+            .await
+            .map_err(db_error)?;
+        client.execute(&statement, &[&scopes, &names]).await.map_err(db_error)?;
+        Ok(())
+    }
+
     async fn sweep_keys(&self) -> Result<u64, StoreError> {
         self.client()
             .await?
@@ -721,13 +744,16 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn create_ticket(&self, ticket: &Ticket) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        // One statement: forget expired tickets, store this one.
-        client
+    async fn use_ticket(&self, ticket: &Ticket) -> Result<bool, StoreError> {
+        // One statement: forget expired used tickets, record this one
+        // unless it is recorded already.
+        let inserted = self
+            .client()
+            .await?
             .execute(
                 "WITH swept AS (DELETE FROM ws_tickets WHERE expires_at <= $5)
-                 INSERT INTO ws_tickets (hash, order_id, key_id, expires_at) VALUES ($1, $2, $3, $4)",
+                 INSERT INTO ws_tickets (hash, order_id, key_id, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (hash) DO NOTHING",
                 &[
                     &&ticket.hash.0[..],
                     &ticket.order_id.0,
@@ -738,27 +764,36 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
-    async fn take_ticket(&self, hash: &SecretHash) -> Result<Option<Ticket>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "DELETE FROM ws_tickets WHERE hash = $1 RETURNING order_id, key_id, expires_at",
-                &[&&hash.0[..]],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(row.map(|row| Ticket {
-            hash: *hash,
-            order_id: OrderId(row.get("order_id")),
-            key: row.get::<_, Option<Uuid>>("key_id").map(KeyId),
-            expires_at: Timestamp(
-                SystemTime::UNIX_EPOCH + Duration::from_millis(row.get::<_, i64>("expires_at").max(0) as u64),
-            ),
-        }))
+    async fn signing_secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let client = self.client().await?;
+        // A node racing this one for the first insert may commit after this
+        // statement's snapshot: then neither branch sees a row, and the
+        // next statement (a new snapshot) does.
+        for _ in 0..3 {
+            let row = client
+                .query_opt(
+                    "WITH new AS (
+                         INSERT INTO signing_secrets (name, secret) VALUES ($1, $2)
+                         ON CONFLICT (name) DO NOTHING RETURNING secret)
+                     SELECT secret FROM new UNION ALL SELECT secret FROM signing_secrets WHERE name = $1
+                     LIMIT 1",
+                    &[&name, &&candidate[..]],
+                )
+                .await
+                .map_err(unavailable)?;
+            if let Some(row) = row {
+                let secret: Vec<u8> = row.get(0);
+                return secret
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("signing secret {name:?} is not 32 bytes")));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "signing secret {name:?} could not be read"
+        )))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -3,21 +3,17 @@
 
 use super::unavailable;
 use crate::{
-    domain::{ApiKey, KeyId, NewKey, OrderId, SecretHash, Ticket, Timestamp, parse_scopes, scopes_text},
+    domain::{ApiKey, KeyId, NewKey, SecretHash, Ticket, Timestamp, parse_scopes, scopes_text},
     store::StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const KEY_COLUMNS: &str = "id, name, scopes, orders_per_minute, created_at, revoked_at";
 
 /// Unix milliseconds of an instant (0 before 1970).
 pub(super) fn millis(at: Timestamp) -> i64 {
     at.0.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn from_millis(ms: i64) -> Timestamp {
-    Timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
 type KeyRow = (String, String, String, Option<u32>, String, Option<String>);
@@ -106,42 +102,40 @@ pub(super) fn keys(conn: &Connection) -> Result<Vec<ApiKey>, StoreError> {
     rows.into_iter().map(into_key).collect()
 }
 
-pub(super) fn create_ticket(conn: &Connection, ticket: &Ticket) -> Result<(), StoreError> {
+pub(super) fn use_ticket(conn: &Connection, ticket: &Ticket) -> Result<bool, StoreError> {
     conn.execute(
         "DELETE FROM ws_tickets WHERE expires_at <= ?1",
         [millis(Timestamp(SystemTime::now()))],
     )
     .map_err(unavailable)?;
-    conn.execute(
-        "INSERT INTO ws_tickets (hash, order_id, key_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            &ticket.hash.0[..],
-            ticket.order_id.to_string(),
-            ticket.key.map(|k| k.to_string()),
-            millis(ticket.expires_at)
-        ],
-    )
-    .map_err(unavailable)?;
-    Ok(())
+    let inserted = conn
+        .execute(
+            "INSERT INTO ws_tickets (hash, order_id, key_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (hash) DO NOTHING",
+            params![
+                &ticket.hash.0[..],
+                ticket.order_id.to_string(),
+                ticket.key.map(|k| k.to_string()),
+                millis(ticket.expires_at)
+            ],
+        )
+        .map_err(unavailable)?;
+    Ok(inserted == 1)
 }
 
-pub(super) fn take_ticket(conn: &Connection, hash: &SecretHash) -> Result<Option<Ticket>, StoreError> {
-    let row: Option<(String, Option<String>, i64)> = conn
-        .query_row(
-            "DELETE FROM ws_tickets WHERE hash = ?1 RETURNING order_id, key_id, expires_at",
-            [&hash.0[..]],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()
-        .map_err(unavailable)?;
-    let corrupt = |what: &str| StoreError::Corrupt(format!("ws ticket column {what}"));
-    row.map(|(order_id, key_id, expires_at)| {
-        Ok(Ticket {
-            hash: *hash,
-            order_id: order_id.parse::<OrderId>().map_err(|_| corrupt("order_id"))?,
-            key: key_id.map(|k| k.parse().map_err(|_| corrupt("key_id"))).transpose()?,
-            expires_at: from_millis(expires_at),
+pub(super) fn signing_secret(conn: &Connection, name: &str, candidate: &[u8; 32]) -> Result<[u8; 32], StoreError> {
+    conn.execute(
+        "INSERT INTO signing_secrets (name, secret, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO NOTHING",
+        params![name, &candidate[..], Timestamp::now().to_string()],
+    )
+    .map_err(unavailable)?;
+    let secret: Vec<u8> = conn
+        .query_row("SELECT secret FROM signing_secrets WHERE name = ?1", [name], |row| {
+            row.get(0)
         })
-    })
-    .transpose()
+        .map_err(unavailable)?;
+    secret
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("signing secret {name:?} is not 32 bytes")))
 }

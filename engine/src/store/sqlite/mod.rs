@@ -41,6 +41,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "idempotency_keys",
         include_str!("../migrations/sqlite/0004_idempotency_keys.sql"),
     ),
+    (
+        5,
+        "signing_secrets",
+        include_str!("../migrations/sqlite/0005_signing_secrets.sql"),
+    ),
 ];
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
@@ -74,9 +79,10 @@ enum WriteOp {
     Record(Box<Execution>),
     CreateKey(Box<NewKey>),
     RevokeKey(KeyId),
-    CreateTicket(Box<Ticket>),
-    TakeTicket(SecretHash),
+    UseTicket(Box<Ticket>),
+    SigningSecret(String, [u8; 32]),
     SettleKey(String, String, Option<StoredAnswer>),
+    SettleKeys(Vec<(String, String)>),
     SweepKeys,
 }
 
@@ -84,8 +90,8 @@ enum WriteOut {
     Event(Box<Event>),
     Execution(Box<Execution>),
     Key(Option<Box<ApiKey>>),
-    Ticket(Option<Box<Ticket>>),
-    Done,
+    Used(bool),
+    Secret([u8; 32]),
     Keyed(Box<KeyedCreate>),
     Count(u64),
 }
@@ -202,14 +208,20 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<
             WriteOp::Record(execution) => record(&savepoint, execution).map(|e| WriteOut::Execution(Box::new(e))),
             WriteOp::CreateKey(key) => keys::create_key(&savepoint, key).map(|k| WriteOut::Key(Some(Box::new(k)))),
             WriteOp::RevokeKey(id) => keys::revoke_key(&savepoint, *id).map(|k| WriteOut::Key(k.map(Box::new))),
-            WriteOp::CreateTicket(ticket) => keys::create_ticket(&savepoint, ticket).map(|()| WriteOut::Done),
-            WriteOp::TakeTicket(hash) => keys::take_ticket(&savepoint, hash).map(|t| WriteOut::Ticket(t.map(Box::new))),
+            WriteOp::UseTicket(ticket) => keys::use_ticket(&savepoint, ticket).map(WriteOut::Used),
+            WriteOp::SigningSecret(name, candidate) => {
+                keys::signing_secret(&savepoint, name, candidate).map(WriteOut::Secret)
+            }
             WriteOp::CreateKeyed(order, first, key) => {
                 create_keyed(&savepoint, order, first, key).map(|k| WriteOut::Keyed(Box::new(k)))
             }
             WriteOp::SettleKey(scope, key, answer) => {
                 settle_key(&savepoint, scope, key, answer.as_ref()).map(|()| WriteOut::Count(1))
             }
+            WriteOp::SettleKeys(keys) => keys
+                .iter()
+                .try_for_each(|(scope, key)| settle_key(&savepoint, scope, key, None))
+                .map(|()| WriteOut::Count(keys.len() as u64)),
             WriteOp::SweepKeys => sweep_keys(&savepoint).map(WriteOut::Count),
         };
         if result.is_ok() {
@@ -540,6 +552,13 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
+    async fn settle_keys(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write(WriteOp::SettleKeys(keys.to_vec())).await.map(|_| ())
+    }
+
     async fn sweep_keys(&self) -> Result<u64, StoreError> {
         match self.write(WriteOp::SweepKeys).await? {
             WriteOut::Count(n) => Ok(n),
@@ -687,17 +706,17 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn create_ticket(&self, ticket: &Ticket) -> Result<(), StoreError> {
-        match self.write(WriteOp::CreateTicket(Box::new(ticket.clone()))).await? {
-            WriteOut::Done => Ok(()),
-            _ => unreachable!("create_ticket answers nothing"),
+    async fn use_ticket(&self, ticket: &Ticket) -> Result<bool, StoreError> {
+        match self.write(WriteOp::UseTicket(Box::new(ticket.clone()))).await? {
+            WriteOut::Used(first) => Ok(first),
+            _ => unreachable!("use_ticket answers whether it was the first use"),
         }
     }
 
-    async fn take_ticket(&self, hash: &SecretHash) -> Result<Option<Ticket>, StoreError> {
-        match self.write(WriteOp::TakeTicket(*hash)).await? {
-            WriteOut::Ticket(ticket) => Ok(ticket.map(|t| *t)),
-            _ => unreachable!("take_ticket answers the ticket"),
+    async fn signing_secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        match self.write(WriteOp::SigningSecret(name.to_owned(), candidate)).await? {
+            WriteOut::Secret(secret) => Ok(secret),
+            _ => unreachable!("signing_secret answers the secret"),
         }
     }
 }
