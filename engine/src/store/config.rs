@@ -59,6 +59,26 @@ pub struct PostgresConfig {
     pub pool_wait_timeout: Dur,
     /// Server-side cap on one statement.
     pub statement_timeout: Dur,
+    /// Client-side deadline on the statements of one store call, counted
+    /// from the moment it holds a connection. A connection that misses it is
+    /// closed, never reused, and the call fails as unavailable (503): a
+    /// silent network is noticed in this time, where `statement_timeout`
+    /// (enforced by the server) never fires because the server never sees
+    /// the query.
+    pub query_timeout: Dur,
+    /// TCP keepalive: idle time on a connection before the first probe
+    /// (`TCP_KEEPIDLE`; the operating system's default is 2 hours).
+    pub keepalive_idle: Dur,
+    /// TCP keepalive: time between unanswered probes (`TCP_KEEPINTVL`).
+    pub keepalive_interval: Dur,
+    /// TCP keepalive: unanswered probes before the kernel closes the
+    /// connection (`TCP_KEEPCNT`).
+    pub keepalive_retries: u32,
+    /// A pooled connection idle at least this long is checked with an empty
+    /// query (one round trip, bounded by `connect_timeout`) before it is
+    /// handed out; one used more recently is handed out as is, so a busy
+    /// pool pays nothing.
+    pub verify_after_idle: Dur,
 }
 
 impl PostgresConfig {
@@ -79,6 +99,18 @@ impl PostgresConfig {
         }
         if self.pool_size < 1 {
             problems.push(format!("{key}.pool_size: must be at least 1"));
+        }
+        for (name, value) in [
+            ("query_timeout", self.query_timeout),
+            ("keepalive_idle", self.keepalive_idle),
+            ("keepalive_interval", self.keepalive_interval),
+        ] {
+            if value.0.is_zero() {
+                problems.push(format!("{key}.{name}: must be greater than 0"));
+            }
+        }
+        if self.keepalive_retries < 1 {
+            problems.push(format!("{key}.keepalive_retries: must be at least 1"));
         }
         problems
     }
