@@ -989,3 +989,50 @@ async fn a_job_without_progress_is_released_and_resumes_the_same_attempt_after_t
     assert_eq!(kinds(&events).last(), Some(&"confirmed"));
     assert!(!kinds(&events).contains(&"execution-failed"), "{:?}", kinds(&events));
 }
+
+/// The other side of the stall rule: a run longer than `stall_timeout`
+/// whose stages each store an event in time keeps its job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_job_that_records_progress_is_never_released() {
+    const STALL: Duration = Duration::from_secs(2);
+    let h = Harness::new().await;
+    let (pipeline, mut handle) = h.pipeline_staged(&["raydium"], 3, HOUR, stages_with(HOUR));
+    let job = h.order().await;
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+    queue.enqueue(job.clone()).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = Worker {
+        pipeline: Arc::new(pipeline),
+        queue: queue.clone(),
+        rate_limit: Arc::new(MemoryRateLimit::new(0)),
+        concurrency: 1,
+        lease: Duration::from_secs(30),
+        stall_timeout: STALL,
+    };
+    let running = tokio::spawn(worker.run(shutdown.clone(), Duration::from_secs(5)));
+
+    // Each answer is slow (quotes within their 1 s timeout), each is
+    // followed by an event: the run takes longer than STALL, but never
+    // STALL without progress.
+    let started = Instant::now();
+    let mut requests = Vec::new();
+    while !h.stored(job.order_id).await.status.is_terminal() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the job finishes");
+        let Ok(Some((request, reply))) = tokio::time::timeout(Duration::from_millis(50), handle.requests.recv()).await
+        else {
+            continue;
+        };
+        let (slow, answer) = match request {
+            Request::Quote { .. } => (Duration::from_millis(800), Answer::Quote),
+            Request::Execute { .. } => (Duration::from_millis(1500), Answer::Fill),
+        };
+        tokio::time::sleep(slow).await;
+        requests.push(request);
+        reply.send(answer).unwrap();
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+    assert!(started.elapsed() > STALL, "the run outlasted the stall timeout");
+    assert_eq!(executions(&requests).len(), 1, "executed once, never released");
+    assert_eq!(h.stored(job.order_id).await.status, Status::Confirmed);
+}
