@@ -193,6 +193,12 @@ async fn survive(fault: Fault, deploy: fn(Arc<Shared>) -> Deployment) {
                 first_refusal.get_or_insert(struck.elapsed());
                 if fault == Fault::BlackHole && Instant::now() < healed {
                     assert_eq!(ready(api).await, 503, "/ready while PostgreSQL is silent");
+                    let health = tokio::time::timeout(POST_LIMIT, client::get(&api.url, "/health"))
+                        .await
+                        .expect("/health answers")
+                        .unwrap()
+                        .json();
+                    assert_eq!(health["store"]["status"], "down", "{health}");
                 }
             }
         }
