@@ -537,6 +537,7 @@ pub async fn run_with_reload(
             rate_limit: engine.rate_limit.clone(),
             concurrency: config.worker.concurrency,
             lease: config.worker.lease.0,
+            stall_timeout: config.worker.stall_timeout.0,
         };
         tasks.spawn(worker.run(token.clone(), grace));
         if role == Role::Worker {

@@ -157,6 +157,11 @@ pub mod names {
     pub const BACKEND_ERRORS: &str = "swapline_backend_errors_total";
     /// Gauge: worker loops running here.
     pub const WORKERS: &str = "swapline_workers";
+    /// Counter, `backend`: calls that missed their client-side deadline.
+    pub const BACKEND_TIMEOUTS: &str = "swapline_backend_timeouts_total";
+    /// Counter: jobs released for making no progress within
+    /// `worker.stall_timeout`.
+    pub const JOBS_STALLED: &str = "swapline_jobs_stalled_total";
 }
 
 use names::*;
@@ -281,6 +286,14 @@ fn describe() {
     describe_gauge!(POOL_WAITING, "Callers waiting for a pooled connection.");
     describe_counter!(BACKEND_ERRORS, "Failed backend calls.");
     describe_gauge!(WORKERS, "Worker loops running in this process.");
+    // Deadlines on the store and the worker's stall release.
+    describe_counter!(
+        BACKEND_TIMEOUTS,
+        "Backend calls that missed their client-side deadline."
+    );
+    describe_counter!(JOBS_STALLED, "Jobs released for making no progress.");
+    counter!(BACKEND_TIMEOUTS, "backend" => "store").absolute(0);
+    counter!(JOBS_STALLED).absolute(0);
     // Counters start at zero so dashboards and alerts see the series at once.
     for name in [
         QUEUE_CLAIMS,
@@ -454,6 +467,17 @@ pub mod event {
     /// A backend call failed.
     pub fn backend_error(backend: &'static str) {
         counter!(BACKEND_ERRORS, "backend" => backend).increment(1);
+    }
+
+    /// A backend call missed its client-side deadline (its connection is
+    /// dropped).
+    pub fn backend_timeout(backend: &'static str) {
+        counter!(BACKEND_TIMEOUTS, "backend" => backend).increment(1);
+    }
+
+    /// A job made no progress within the stall timeout and was released.
+    pub fn job_stalled() {
+        counter!(JOBS_STALLED).increment(1);
     }
 
     /// A WebSocket opened (+1) or closed (−1).

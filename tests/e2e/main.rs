@@ -3,6 +3,7 @@
 //! talks HTTP and WebSocket to it.
 
 mod harness;
+mod relay;
 
 mod auth;
 mod bad_input;
@@ -12,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod ops;
+mod partition_pg;
 mod recovery;
 mod reload;
 mod retries;

@@ -150,7 +150,8 @@ impl Pipeline {
             .cloned()
     }
 
-    /// Records an event with its patch (stored, then published).
+    /// Records an event with its patch (stored, then published); a stored
+    /// event is progress for the worker's lease.
     async fn emit(
         &self,
         id: OrderId,
@@ -165,7 +166,9 @@ impl Pipeline {
             data,
             patch,
         };
-        self.recorder.record(id, event).await
+        let event = self.recorder.record(id, event).await?;
+        worker::progressed();
+        Ok(event)
     }
 
     fn decimals(&self, symbol: &str) -> u8 {

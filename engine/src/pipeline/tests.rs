@@ -13,7 +13,7 @@ use super::*;
 use crate::{
     bus::MemoryBus,
     domain::{ErrorInfo, NewOrder, OrderType, Status, StrategyRef},
-    queue::{MemoryQueue, Queue},
+    queue::{MemoryQueue, MemoryRateLimit, Queue},
     store::{SqliteStore, SqliteSync},
     strategy::{PluginError, Strategy},
     venues::{Fill, LegOrder, VenueError},
@@ -305,6 +305,11 @@ impl Strategy for EvenSplit {
 }
 
 fn stages() -> HashMap<String, Stage> {
+    stages_with(Duration::from_secs(2))
+}
+
+/// The stages, with a per-leg `execute_timeout`.
+fn stages_with(execute_timeout: Duration) -> HashMap<String, Stage> {
     let strategy = EvenSplit(StrategyRef {
         name: "even-split".into(),
         sha256: "test".into(),
@@ -313,7 +318,7 @@ fn stages() -> HashMap<String, Stage> {
     let stage = Stage {
         chain,
         quote_timeout: Duration::from_secs(1),
-        execute_timeout: Duration::from_secs(2),
+        execute_timeout,
     };
     HashMap::from([("market".to_owned(), stage)])
 }
@@ -349,6 +354,17 @@ impl Harness {
     /// A pipeline over scripted venues `names`, retrying up to
     /// `max_attempts` with a 500 ms ×2 backoff.
     fn pipeline(&self, names: &[&str], max_attempts: u32, requote_after: Duration) -> (Pipeline, Handle) {
+        self.pipeline_staged(names, max_attempts, requote_after, stages())
+    }
+
+    /// As `pipeline`, with these stages.
+    fn pipeline_staged(
+        &self,
+        names: &[&str],
+        max_attempts: u32,
+        requote_after: Duration,
+        stages: HashMap<String, Stage>,
+    ) -> (Pipeline, Handle) {
         let (venues, handle) = mock(names);
         let backoff = Backoff::new(
             BackoffKind::Exponential,
@@ -377,7 +393,7 @@ impl Harness {
             ),
         ])
         .unwrap();
-        let pipeline = Pipeline::new(settings, self.recorder.clone(), venues, stages(), Arc::new(tokens));
+        let pipeline = Pipeline::new(settings, self.recorder.clone(), venues, stages, Arc::new(tokens));
         (pipeline, handle)
     }
 
@@ -900,4 +916,123 @@ async fn a_job_for_a_finished_or_unknown_order_is_acked_without_work() {
         play(&pipeline, &unknown, &mut handle, vec![]).await.0,
         Outcome::Finished
     );
+}
+
+/// The worker's stall rule, through `Worker::run`. Real time, not paused:
+/// with a worker's timers armed (heartbeat, stall), a paused clock would
+/// jump to them while the SQLite writer thread stores an event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_without_progress_is_released_and_resumes_the_same_attempt_after_the_pause() {
+    const STALL: Duration = Duration::from_secs(2);
+    let h = Harness::new().await;
+    // The venue's own deadline is an hour: only the stall rule ends its
+    // silence.
+    let (pipeline, mut handle) = h.pipeline_staged(&["raydium"], 3, HOUR, stages_with(HOUR));
+    let job = h.order().await;
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+    queue.enqueue(job.clone()).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = Worker {
+        pipeline: Arc::new(pipeline),
+        queue: queue.clone(),
+        rate_limit: Arc::new(MemoryRateLimit::new(0)),
+        concurrency: 1,
+        lease: Duration::from_secs(30),
+        stall_timeout: STALL,
+    };
+    let running = tokio::spawn(worker.run(shutdown.clone(), Duration::from_secs(5)));
+
+    let mut executions = Vec::new();
+    while executions.len() < 2 {
+        let (request, reply) = tokio::time::timeout(Duration::from_secs(30), handle.requests.recv())
+            .await
+            .expect("the worker asks the venue")
+            .expect("the venues are alive");
+        match &request {
+            Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
+            Request::Execute { leg, .. } => {
+                executions.push((leg.signature.clone(), leg.attempt, Instant::now()));
+                if executions.len() == 1 {
+                    drop(reply); // silence, for as long as the run lives
+                } else {
+                    reply.send(Answer::Fill).unwrap();
+                }
+            }
+        }
+    }
+    let settled = Instant::now();
+    while !h.stored(job.order_id).await.status.is_terminal() {
+        assert!(settled.elapsed() < Duration::from_secs(10), "the resumed run settles");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let (first, second) = (&executions[0], &executions[1]);
+    assert_eq!(
+        (&first.0, first.1),
+        (&second.0, second.1),
+        "the same attempt, the same signature"
+    );
+    let gap = second.2 - first.2;
+    assert!(
+        gap >= STALL,
+        "released only after {STALL:?} without progress, not {gap:?}"
+    );
+    assert!(
+        gap < STALL + worker::STALL_RETRY + Duration::from_secs(5),
+        "released and claimed again promptly: {gap:?}"
+    );
+    let order = h.stored(job.order_id).await;
+    assert_eq!(order.status, Status::Confirmed);
+    let events = h.events(job.order_id).await;
+    assert_eq!(kinds(&events).last(), Some(&"confirmed"));
+    assert!(!kinds(&events).contains(&"execution-failed"), "{:?}", kinds(&events));
+}
+
+/// The other side of the stall rule: a run longer than `stall_timeout`
+/// whose stages each store an event in time keeps its job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_job_that_records_progress_is_never_released() {
+    const STALL: Duration = Duration::from_secs(2);
+    let h = Harness::new().await;
+    let (pipeline, mut handle) = h.pipeline_staged(&["raydium"], 3, HOUR, stages_with(HOUR));
+    let job = h.order().await;
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+    queue.enqueue(job.clone()).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = Worker {
+        pipeline: Arc::new(pipeline),
+        queue: queue.clone(),
+        rate_limit: Arc::new(MemoryRateLimit::new(0)),
+        concurrency: 1,
+        lease: Duration::from_secs(30),
+        stall_timeout: STALL,
+    };
+    let running = tokio::spawn(worker.run(shutdown.clone(), Duration::from_secs(5)));
+
+    // Each answer is slow (quotes within their 1 s timeout), each is
+    // followed by an event: the run takes longer than STALL, but never
+    // STALL without progress.
+    let started = Instant::now();
+    let mut requests = Vec::new();
+    while !h.stored(job.order_id).await.status.is_terminal() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the job finishes");
+        let Ok(Some((request, reply))) = tokio::time::timeout(Duration::from_millis(50), handle.requests.recv()).await
+        else {
+            continue;
+        };
+        let (slow, answer) = match request {
+            Request::Quote { .. } => (Duration::from_millis(800), Answer::Quote),
+            Request::Execute { .. } => (Duration::from_millis(1500), Answer::Fill),
+        };
+        tokio::time::sleep(slow).await;
+        requests.push(request);
+        reply.send(answer).unwrap();
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+    assert!(started.elapsed() > STALL, "the run outlasted the stall timeout");
+    assert_eq!(executions(&requests).len(), 1, "executed once, never released");
+    assert_eq!(h.stored(job.order_id).await.status, Status::Confirmed);
 }

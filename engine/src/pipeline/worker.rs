@@ -1,7 +1,20 @@
 //! The worker loop: claim a job (within the concurrency and the rate limit),
-//! heartbeat its lease while the pipeline runs it, then ack or re-queue it.
-//! A job waiting for its retry holds no slot. Imports the `queue` seam and
-//! the pipeline; never `api`, `config` or an adapter.
+//! heartbeat its lease while the pipeline runs it and makes progress, then
+//! ack or re-queue it. A job waiting for its retry holds no slot. Imports
+//! the `queue` seam and the pipeline; never `api`, `config` or an adapter.
+//!
+//! **Progress.** A running job makes progress when its pipeline starts and
+//! each time it stores an event of its order (every stage ends with one:
+//! `quoted`, `routed`, `submitted`, `execution-failed`, `confirmed`, …;
+//! [`progressed`] is called by `Pipeline::emit` once the store has the
+//! event). The lease is renewed only while the last progress is less than
+//! `stall_timeout` ago (the rate-limit wait before the pipeline starts
+//! counts as progress: it waits on us, not on a backend). A job with no
+//! progress for `stall_timeout` (its store or venue calls keep failing or
+//! never answer) is released: its run is dropped, as a crash would, and the
+//! job is re-queued after [`STALL_RETRY`]; the store's state decides where
+//! it resumes and the route's signatures keep a resumed submission from
+//! swapping twice.
 
 use super::{Outcome, Pipeline};
 use crate::domain::Dur;
@@ -11,12 +24,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// The worker that runs orders.
@@ -31,6 +44,12 @@ pub struct WorkerConfig {
     pub rate_limit_per_minute: u32,
     /// A claimed job not heartbeated for this long is given to another worker.
     pub lease: Dur,
+    /// A running job that stores no event of its order for this long is
+    /// released (re-queued after a 1 s pause) and its lease no longer
+    /// renewed. Keep it above the longest single call a stage makes
+    /// (`execute_timeout`, plus the store's `query_timeout`), or a slow but
+    /// healthy call is cut and retried.
+    pub stall_timeout: Dur,
 }
 
 impl WorkerConfig {
@@ -42,6 +61,9 @@ impl WorkerConfig {
         }
         if self.lease.0.is_zero() {
             problems.push(format!("{key}.lease: must be greater than 0"));
+        }
+        if self.stall_timeout.0.is_zero() {
+            problems.push(format!("{key}.stall_timeout: must be greater than 0"));
         }
         problems
     }
@@ -60,6 +82,8 @@ pub struct Worker {
     pub concurrency: usize,
     /// Lease length; heartbeats go out at a third of it.
     pub lease: Duration,
+    /// A job with no progress for this long is released (module doc).
+    pub stall_timeout: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -76,6 +100,51 @@ const STORE_PING_PAUSE: Duration = Duration::from_secs(1);
 const CLAIM_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// When a job whose order hit a store error runs again.
 const STORE_ERROR_RETRY: Duration = Duration::from_secs(1);
+/// When a job released for making no progress runs again.
+pub(super) const STALL_RETRY: Duration = Duration::from_secs(1);
+
+/// When the running job last made progress (`None`: its pipeline has not
+/// started yet).
+#[derive(Debug, Clone, Default)]
+struct Progress(Arc<Mutex<Option<Instant>>>);
+
+impl Progress {
+    fn note(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    fn last(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the lease may be renewed: not started yet, or progress within
+    /// `stall_timeout`.
+    fn alive(&self, stall_timeout: Duration) -> bool {
+        self.last().is_none_or(|at| at.elapsed() < stall_timeout)
+    }
+
+    /// Resolves once the job has made no progress for `stall_timeout`.
+    async fn stalled(&self, stall_timeout: Duration) {
+        loop {
+            let since = self.last().unwrap_or_else(Instant::now);
+            if since.elapsed() >= stall_timeout {
+                return;
+            }
+            tokio::time::sleep_until(since + stall_timeout).await;
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The progress of the job whose pipeline runs in this task.
+    static PROGRESS: Progress;
+}
+
+/// Notes that the job running in this task made progress; outside a
+/// worker's job (a test calling `process` directly) it does nothing.
+pub(super) fn progressed() {
+    let _ = PROGRESS.try_with(Progress::note);
+}
 
 /// How a job's run left the store, as far as the worker loop cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,15 +205,14 @@ impl Worker {
                     continue;
                 }
             };
-            let (pipeline, queue, limit, lease_len) = (
-                self.pipeline.clone(),
-                self.queue.clone(),
-                self.rate_limit.clone(),
-                self.lease,
-            );
+            let (pipeline, queue, limit) = (self.pipeline.clone(), self.queue.clone(), self.rate_limit.clone());
+            let timing = Timing {
+                lease: self.lease,
+                stall_timeout: self.stall_timeout,
+            };
             let (shutdown, store_down) = (shutdown.clone(), store_down.clone());
             tracker.spawn(async move {
-                if run_job(pipeline, queue, limit, lease, lease_len, shutdown).await == JobRun::StoreDown {
+                if run_job(pipeline, queue, limit, lease, timing, shutdown).await == JobRun::StoreDown {
                     store_down.store(true, Ordering::Relaxed);
                 }
                 drop(slot);
@@ -163,23 +231,36 @@ impl Worker {
     }
 }
 
+/// The lease and stall settings of a job's run.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    lease: Duration,
+    stall_timeout: Duration,
+}
+
 /// Runs one claimed job: heartbeat, rate limit, the pipeline, then ack or
-/// re-queue it.
+/// re-queue it; releases it when it stalls (module doc).
 async fn run_job(
     pipeline: Arc<Pipeline>,
     queue: Arc<dyn Queue>,
     limit: Arc<dyn RateLimit>,
     lease: Lease,
-    lease_len: Duration,
+    timing: Timing,
     shutdown: CancellationToken,
 ) -> JobRun {
+    let progress = Progress::default();
     // The heartbeat starts before the rate-limit wait, so a long wait never
     // lets the lease lapse and the job run twice.
     let heartbeat = {
-        let (queue, lease) = (queue.clone(), lease.clone());
+        let (queue, lease, progress) = (queue.clone(), lease.clone(), progress.clone());
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(lease_len / 3).await;
+                tokio::time::sleep(timing.lease / 3).await;
+                if !progress.alive(timing.stall_timeout) {
+                    // The run is being released; a lapsed lease is the
+                    // backstop if that release never reaches the queue.
+                    return;
+                }
                 if let Err(e) = queue.heartbeat(&lease).await {
                     tracing::warn!(job = %lease.job.id, error = %e, "heartbeat failed");
                 }
@@ -200,7 +281,26 @@ async fn run_job(
             (Ok(()), _) => {}
         },
     }
-    let outcome = pipeline.process(&lease.job).await;
+    progress.note();
+    let run = PROGRESS.scope(progress.clone(), pipeline.process(&lease.job));
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        () = progress.stalled(timing.stall_timeout) => {
+            heartbeat.abort();
+            event::job_stalled();
+            event::job_retried();
+            tracing::warn!(
+                order_id = %lease.job.order_id,
+                stall_timeout = ?timing.stall_timeout,
+                retry_in = ?STALL_RETRY,
+                "no progress; the job is released and runs again"
+            );
+            if let Err(e) = queue.retry_after(&lease, STALL_RETRY).await {
+                tracing::warn!(job = %lease.job.id, error = %e, "could not release the job");
+            }
+            return JobRun::StoreOk;
+        }
+    };
     heartbeat.abort();
     let run = match &outcome {
         Err(e) if e.is_transient() => JobRun::StoreDown,

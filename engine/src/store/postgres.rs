@@ -1,6 +1,9 @@
 //! The production store: PostgreSQL through a deadpool pool. Every write is
 //! one transaction; an event's `seq` comes from the order row it locks.
 //! Pool size, timeouts and `statement_timeout` come from `[postgres]`.
+//! Every call runs through [`PostgresStore::run`]: a client-side deadline
+//! (`query_timeout`) turns a silent connection into
+//! [`StoreError::Unavailable`], and the connection is closed, not pooled.
 //! Imports `domain`, `config`, `telemetry::PoolStatus` and its own seam
 //! only; never `api`, `pipeline` or `venues`.
 
@@ -12,9 +15,11 @@ use crate::domain::{
     ApiKey, Event, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, SecretHash, Status, Ticket,
     Timestamp, parse_scopes, scopes_text,
 };
-use crate::telemetry::PoolStatus;
+use crate::telemetry::{PoolStatus, event};
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    ClientWrapper, Hook, HookError, Manager, ManagerConfig, Metrics, Pool, RecyclingMethod, Runtime,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use std::{
@@ -62,6 +67,10 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
 pub struct PostgresStore {
     pool: Pool,
     schema: String,
+    /// `postgres.query_timeout`.
+    query_timeout: Duration,
+    /// The longest a call waits for a connection.
+    checkout_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -73,12 +82,21 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Builds the pool (connections open lazily, so a database that is down
     /// at start is reported by the first call, not here).
+    ///
+    /// Every socket has TCP keepalive (`postgres.keepalive_*`); a
+    /// connection not handed out for `postgres.verify_after_idle` is checked
+    /// with an empty query before reuse, one that fails or misses
+    /// `connect_timeout` is dropped and the pool opens or picks another.
     pub fn connect(config: &PostgresConfig) -> Result<Self, StoreError> {
         let mut pg: tokio_postgres::Config = config
             .url
             .parse()
             .map_err(|e| StoreError::Unavailable(format!("postgres.url: {e}")))?;
         pg.connect_timeout(config.connect_timeout.0);
+        pg.keepalives(true)
+            .keepalives_idle(config.keepalive_idle.0)
+            .keepalives_interval(config.keepalive_interval.0)
+            .keepalives_retries(config.keepalive_retries);
         pg.options(format!(
             "-c search_path={} -c statement_timeout={}",
             config.schema,
@@ -89,24 +107,86 @@ impl PostgresStore {
             pg,
             NoTls,
             ManagerConfig {
+                // `is_closed` only: free for a connection in use a moment
+                // ago; the idle ones are verified by the hook below.
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let (verify_after, verify_within) = (config.verify_after_idle.0, config.connect_timeout.0);
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .wait_timeout(Some(config.pool_wait_timeout.0))
             .create_timeout(Some(config.connect_timeout.0))
+            .recycle_timeout(Some(config.connect_timeout.0))
+            .pre_recycle(Hook::async_fn(move |client: &mut ClientWrapper, metrics: &Metrics| {
+                Box::pin(async move {
+                    if metrics.last_used() < verify_after {
+                        return Ok(());
+                    }
+                    match tokio::time::timeout(verify_within, client.simple_query("")).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(HookError::Backend(e)),
+                        Err(_) => Err(HookError::message("idle connection did not answer")),
+                    }
+                })
+            }))
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(unavailable)?;
         Ok(PostgresStore {
             pool,
             schema: config.schema.clone(),
+            query_timeout: config.query_timeout.0,
+            // deadpool bounds each wait, connect and verification, but
+            // verifies dead idle connections one after another: this caps
+            // the whole checkout.
+            checkout_timeout: config.pool_wait_timeout.0 + config.connect_timeout.0,
         })
     }
 
+    /// A pooled connection, within `checkout_timeout`.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(unavailable)
+        match tokio::time::timeout(self.checkout_timeout, self.pool.get()).await {
+            Ok(client) => client.map_err(unavailable),
+            Err(_) => {
+                event::backend_timeout("store");
+                Err(StoreError::Unavailable(format!(
+                    "no PostgreSQL connection within {:?} (postgres.pool_wait_timeout + connect_timeout)",
+                    self.checkout_timeout
+                )))
+            }
+        }
+    }
+
+    /// Runs the statements of one store call on a pooled connection within
+    /// `postgres.query_timeout`.
+    async fn run<T>(
+        &self,
+        call: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run_within(self.query_timeout, call).await
+    }
+
+    /// Runs `call` on a pooled connection; past `deadline` (counted once the
+    /// connection is held) the call fails as [`StoreError::Unavailable`] and
+    /// the connection is taken out of the pool and closed: it may be dead,
+    /// or owe the answer of a query nobody reads, so it is never reused.
+    async fn run_within<T>(
+        &self,
+        deadline: Duration,
+        call: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client().await?;
+        match tokio::time::timeout(deadline, call(&mut client)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                event::backend_timeout("store");
+                Err(StoreError::Unavailable(format!(
+                    "no answer from PostgreSQL within {deadline:?} (postgres.query_timeout)"
+                )))
+            }
+        }
     }
 }
 
@@ -294,118 +374,127 @@ const EXECUTION_COLUMNS: &str = "signature, order_id, venue, amount_in::text, ou
 #[async_trait]
 impl Store for PostgresStore {
     async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        // One migrator at a time across every node.
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext('swapline-migrate'))", &[])
-            .await
-            .map_err(unavailable)?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
-             CREATE TABLE IF NOT EXISTS \"{schema}\".schema_migrations (
-                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-            schema = self.schema
-        ))
-        .await
-        .map_err(unavailable)?;
-        let applied: Vec<i32> = tx
-            .query("SELECT version FROM schema_migrations", &[])
-            .await
-            .map_err(unavailable)?
-            .iter()
-            .map(|r| r.get("version"))
-            .collect();
-        let mut now = Vec::new();
-        for (version, name, sql) in MIGRATIONS {
-            if applied.contains(&(*version as i32)) {
-                continue;
-            }
-            tx.batch_execute(sql)
+        // Each migration statement may take up to `query_timeout`, plus the
+        // lock, the bookkeeping and the commit.
+        let deadline = self.query_timeout * (MIGRATIONS.len() as u32 * 2 + 4);
+        self.run_within(deadline, async |client| {
+            let tx = client.transaction().await.map_err(unavailable)?;
+            // One migrator at a time across every node.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('swapline-migrate'))", &[])
                 .await
-                .map_err(|e| unavailable(format!("migration {version} ({name}): {e}")))?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                &[&(*version as i32), name],
-            )
+                .map_err(unavailable)?;
+            tx.batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+                 CREATE TABLE IF NOT EXISTS \"{schema}\".schema_migrations (
+                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                schema = self.schema
+            ))
             .await
             .map_err(unavailable)?;
-            now.push(*version);
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(now)
-    }
-
-    async fn pending_migrations(&self) -> Result<Vec<u32>, StoreError> {
-        let client = self.client().await?;
-        let exists: bool = client
-            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL AS exists", &[])
-            .await
-            .map_err(unavailable)?
-            .get("exists");
-        let applied: Vec<i32> = if exists {
-            client
+            let applied: Vec<i32> = tx
                 .query("SELECT version FROM schema_migrations", &[])
                 .await
                 .map_err(unavailable)?
                 .iter()
                 .map(|r| r.get("version"))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Ok(MIGRATIONS
-            .iter()
-            .map(|(v, _, _)| *v)
-            .filter(|v| !applied.contains(&(*v as i32)))
-            .collect())
+                .collect();
+            let mut now = Vec::new();
+            for (version, name, sql) in MIGRATIONS {
+                if applied.contains(&(*version as i32)) {
+                    continue;
+                }
+                tx.batch_execute(sql)
+                    .await
+                    .map_err(|e| unavailable(format!("migration {version} ({name}): {e}")))?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    &[&(*version as i32), name],
+                )
+                .await
+                .map_err(unavailable)?;
+                now.push(*version);
+            }
+            tx.commit().await.map_err(unavailable)?;
+            Ok(now)
+        })
+        .await
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<u32>, StoreError> {
+        self.run(async |client| {
+            let exists: bool = client
+                .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL AS exists", &[])
+                .await
+                .map_err(unavailable)?
+                .get("exists");
+            let applied: Vec<i32> = if exists {
+                client
+                    .query("SELECT version FROM schema_migrations", &[])
+                    .await
+                    .map_err(unavailable)?
+                    .iter()
+                    .map(|r| r.get("version"))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, _, _)| *v)
+                .filter(|v| !applied.contains(&(*v as i32)))
+                .collect())
+        })
+        .await
     }
 
     async fn create_order(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError> {
-        let client = self.client().await?;
-        let event = Event {
-            order_id: order.id,
-            seq: 1,
-            timestamp: Timestamp::now(),
-            message: first.message,
-            progress: first.progress,
-            data: first.data,
-        };
-        let kind = event.data.kind();
-        // One statement: the order and its first event commit together.
-        let statement = client
-            .prepare_cached(
-                "WITH created AS (
-                     INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
-                                         status, last_kind, last_seq, created_at, updated_at, owner)
-                     VALUES ($1, $2, $3, $4, $5, CAST($6::text AS NUMERIC), $7, $8, $9, 1, $10, $10, $12)
-                     RETURNING id
-                 )
-                 INSERT INTO order_events (order_id, seq, kind, body, created_at)
-                 SELECT id, 1, $9, $11, $10 FROM created",
-            )
-            .await
-            .map_err(unavailable)?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &order.id.0,
-                    &order.job_id,
-                    &order.order_type.as_str(),
-                    &order.token_in,
-                    &order.token_out,
-                    &order.amount_in.to_string(),
-                    &(order.slippage_bps as i32),
-                    &kind.status().unwrap_or(Status::Pending).as_str(),
-                    &kind.as_str(),
-                    &event.timestamp.0,
-                    &json(&event),
-                    &order.owner.map(|k| k.0),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(event)
+        self.run(async |client| {
+            let event = Event {
+                order_id: order.id,
+                seq: 1,
+                timestamp: Timestamp::now(),
+                message: first.message,
+                progress: first.progress,
+                data: first.data,
+            };
+            let kind = event.data.kind();
+            // One statement: the order and its first event commit together.
+            let statement = client
+                .prepare_cached(
+                    "WITH created AS (
+                         INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
+                                             status, last_kind, last_seq, created_at, updated_at, owner)
+                         VALUES ($1, $2, $3, $4, $5, CAST($6::text AS NUMERIC), $7, $8, $9, 1, $10, $10, $12)
+                         RETURNING id
+                     )
+                     INSERT INTO order_events (order_id, seq, kind, body, created_at)
+                     SELECT id, 1, $9, $11, $10 FROM created",
+                )
+                .await
+                .map_err(unavailable)?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &order.id.0,
+                        &order.job_id,
+                        &order.order_type.as_str(),
+                        &order.token_in,
+                        &order.token_out,
+                        &order.amount_in.to_string(),
+                        &(order.slippage_bps as i32),
+                        &kind.status().unwrap_or(Status::Pending).as_str(),
+                        &kind.as_str(),
+                        &event.timestamp.0,
+                        &json(&event),
+                        &order.owner.map(|k| k.0),
+                    ],
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(event)
+        })
+        .await
     }
 
     async fn create_order_keyed(
@@ -414,135 +503,141 @@ impl Store for PostgresStore {
         first: NewEvent,
         key: &NewIdempotencyKey,
     ) -> Result<KeyedCreate, StoreError> {
-        let client = self.client().await?;
-        let event = Event {
-            order_id: order.id,
-            seq: 1,
-            timestamp: Timestamp::now(),
-            message: first.message,
-            progress: first.progress,
-            data: first.data,
-        };
-        let kind = event.data.kind();
-        // One statement, so one transaction: the key first (a record that
-        // holds it returns no row, and then neither the order nor its event
-        // is inserted). DO NOTHING, not DO UPDATE: a duplicate must not
-        // lock the record, which the first request still has to settle.
-        let statement = client
-            .prepare_cached(
-                "WITH taken AS (
-                     INSERT INTO idempotency_keys
-                         (scope, idem_key, fingerprint, order_id, status, body, completed, created_at, expires_at)
-                     VALUES ($12::text, $13::text, $14::text, $1::uuid, $15::int4, $16::text, FALSE,
-                             $10::timestamptz, $17::timestamptz)
-                     ON CONFLICT (scope, idem_key) DO NOTHING
-                     RETURNING order_id
-                 ), created AS (
-                     INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
-                                         status, last_kind, last_seq, created_at, updated_at, owner)
-                     SELECT order_id, $2::text, $3::text, $4::text, $5::text, CAST($6::text AS NUMERIC),
-                            $7::int4, $8::text, $9::text, 1, $10::timestamptz, $10::timestamptz, $18::uuid
-                     FROM taken
-                     RETURNING id
-                 )
-                 INSERT INTO order_events (order_id, seq, kind, body, created_at)
-                 SELECT id, 1, $9::text, $11::jsonb, $10::timestamptz FROM created",
-            )
-            .await
-            .map_err(db_error)?;
-        let owner = order.owner.map(|k| k.0);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
-            &order.id.0,
-            &order.job_id,
-            &order.order_type.as_str(),
-            &order.token_in,
-            &order.token_out,
-            &order.amount_in.to_string(),
-            &(order.slippage_bps as i32),
-            &kind.status().unwrap_or(Status::Pending).as_str(),
-            &kind.as_str(),
-            &event.timestamp.0,
-            &json(&event),
-            &key.scope,
-            &key.key,
-            &key.fingerprint,
-            &i32::from(key.answer.status),
-            &key.answer.body,
-            &key.expires_at.0,
-            &owner,
-        ];
-        if client.execute(&statement, &params).await.map_err(db_error)? == 1 {
-            return Ok(KeyedCreate::Created(Box::new(event)));
-        }
-        // Held, or held by a record that expired and was not swept yet:
-        // remove that one and try once more (someone else may take the key
-        // in between; then it is theirs).
-        let expired = client
-            .execute(
-                "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND expires_at <= $3",
-                &[&key.scope, &key.key, &event.timestamp.0],
-            )
-            .await
-            .map_err(db_error)?;
-        if expired == 1 && client.execute(&statement, &params).await.map_err(db_error)? == 1 {
-            return Ok(KeyedCreate::Created(Box::new(event)));
-        }
-        Ok(KeyedCreate::Taken)
+        self.run(async |client| {
+            let event = Event {
+                order_id: order.id,
+                seq: 1,
+                timestamp: Timestamp::now(),
+                message: first.message,
+                progress: first.progress,
+                data: first.data,
+            };
+            let kind = event.data.kind();
+            // One statement, so one transaction: the key first (a record that
+            // holds it returns no row, and then neither the order nor its event
+            // is inserted). DO NOTHING, not DO UPDATE: a duplicate must not
+            // lock the record, which the first request still has to settle.
+            let statement = client
+                .prepare_cached(
+                    "WITH taken AS (
+                         INSERT INTO idempotency_keys
+                             (scope, idem_key, fingerprint, order_id, status, body, completed, created_at, expires_at)
+                         VALUES ($12::text, $13::text, $14::text, $1::uuid, $15::int4, $16::text, FALSE,
+                                 $10::timestamptz, $17::timestamptz)
+                         ON CONFLICT (scope, idem_key) DO NOTHING
+                         RETURNING order_id
+                     ), created AS (
+                         INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
+                                             status, last_kind, last_seq, created_at, updated_at, owner)
+                         SELECT order_id, $2::text, $3::text, $4::text, $5::text, CAST($6::text AS NUMERIC),
+                                $7::int4, $8::text, $9::text, 1, $10::timestamptz, $10::timestamptz, $18::uuid
+                         FROM taken
+                         RETURNING id
+                     )
+                     INSERT INTO order_events (order_id, seq, kind, body, created_at)
+                     SELECT id, 1, $9::text, $11::jsonb, $10::timestamptz FROM created",
+                )
+                .await
+                .map_err(db_error)?;
+            let owner = order.owner.map(|k| k.0);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
+                &order.id.0,
+                &order.job_id,
+                &order.order_type.as_str(),
+                &order.token_in,
+                &order.token_out,
+                &order.amount_in.to_string(),
+                &(order.slippage_bps as i32),
+                &kind.status().unwrap_or(Status::Pending).as_str(),
+                &kind.as_str(),
+                &event.timestamp.0,
+                &json(&event),
+                &key.scope,
+                &key.key,
+                &key.fingerprint,
+                &i32::from(key.answer.status),
+                &key.answer.body,
+                &key.expires_at.0,
+                &owner,
+            ];
+            if client.execute(&statement, &params).await.map_err(db_error)? == 1 {
+                return Ok(KeyedCreate::Created(Box::new(event)));
+            }
+            // Held, or held by a record that expired and was not swept yet:
+            // remove that one and try once more (someone else may take the key
+            // in between; then it is theirs).
+            let expired = client
+                .execute(
+                    "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND expires_at <= $3",
+                    &[&key.scope, &key.key, &event.timestamp.0],
+                )
+                .await
+                .map_err(db_error)?;
+            if expired == 1 && client.execute(&statement, &params).await.map_err(db_error)? == 1 {
+                return Ok(KeyedCreate::Created(Box::new(event)));
+            }
+            Ok(KeyedCreate::Taken)
+        })
+        .await
     }
 
     async fn key_record(&self, scope: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT fingerprint, order_id, status, body, completed, created_at FROM idempotency_keys
-                 WHERE scope = $1 AND idem_key = $2 AND expires_at > $3",
-            )
-            .await
-            .map_err(db_error)?;
-        let row = client
-            .query_opt(&statement, &[&scope, &key, &SystemTime::now()])
-            .await
-            .map_err(db_error)?;
-        row.map(|row| {
-            let status: i32 = row.try_get("status").map_err(db_error)?;
-            Ok(KeyRecord {
-                fingerprint: row.try_get("fingerprint").map_err(unavailable)?,
-                order_id: OrderId(row.try_get("order_id").map_err(unavailable)?),
-                answer: StoredAnswer {
-                    status: u16::try_from(status)
-                        .map_err(|_| StoreError::Corrupt(format!("idempotency key status {status}")))?,
-                    body: row.try_get("body").map_err(unavailable)?,
-                },
-                completed: row.try_get("completed").map_err(unavailable)?,
-                created_at: Timestamp(row.try_get("created_at").map_err(unavailable)?),
+        self.run(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "SELECT fingerprint, order_id, status, body, completed, created_at FROM idempotency_keys
+                     WHERE scope = $1 AND idem_key = $2 AND expires_at > $3",
+                )
+                .await
+                .map_err(db_error)?;
+            let row = client
+                .query_opt(&statement, &[&scope, &key, &SystemTime::now()])
+                .await
+                .map_err(db_error)?;
+            row.map(|row| {
+                let status: i32 = row.try_get("status").map_err(db_error)?;
+                Ok(KeyRecord {
+                    fingerprint: row.try_get("fingerprint").map_err(unavailable)?,
+                    order_id: OrderId(row.try_get("order_id").map_err(unavailable)?),
+                    answer: StoredAnswer {
+                        status: u16::try_from(status)
+                            .map_err(|_| StoreError::Corrupt(format!("idempotency key status {status}")))?,
+                        body: row.try_get("body").map_err(unavailable)?,
+                    },
+                    completed: row.try_get("completed").map_err(unavailable)?,
+                    created_at: Timestamp(row.try_get("created_at").map_err(unavailable)?),
+                })
             })
+            .transpose()
         })
-        .transpose()
+        .await
     }
 
     async fn settle_key(&self, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "UPDATE idempotency_keys SET completed = TRUE,
-                     status = COALESCE($3::int4, status), body = COALESCE($4::text, body)
-                 WHERE scope = $1 AND idem_key = $2",
-            )
-            .await
-            .map_err(db_error)?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &scope,
-                    &key,
-                    &answer.map(|a| i32::from(a.status)),
-                    &answer.map(|a| a.body.as_str()),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        self.run(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "UPDATE idempotency_keys SET completed = TRUE,
+                         status = COALESCE($3::int4, status), body = COALESCE($4::text, body)
+                     WHERE scope = $1 AND idem_key = $2",
+                )
+                .await
+                .map_err(db_error)?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &scope,
+                        &key,
+                        &answer.map(|a| i32::from(a.status)),
+                        &answer.map(|a| a.body.as_str()),
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn settle_keys(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
@@ -564,107 +659,118 @@ impl Store for PostgresStore {
     }
 
     async fn sweep_keys(&self) -> Result<u64, StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "DELETE FROM idempotency_keys WHERE expires_at <= $1",
-                &[&SystemTime::now()],
-            )
-            .await
-            .map_err(db_error)
+        self.run(async |client| {
+            client
+                .execute(
+                    "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+                    &[&SystemTime::now()],
+                )
+                .await
+                .map_err(db_error)
+        })
+        .await
     }
 
     async fn append_event(&self, id: OrderId, event: NewEvent) -> Result<Event, StoreError> {
-        let client = self.client().await?;
-        append(&client, id, &event).await
+        self.run(async |client| append(client, id, &event).await).await
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-            .await
-            .map_err(unavailable)?;
-        client
-            .query_opt(&statement, &[&id.0])
-            .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(order_from_row)
-            .transpose()
+        self.run(async |client| {
+            let statement = client
+                .prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+                .await
+                .map_err(unavailable)?;
+            client
+                .query_opt(&statement, &[&id.0])
+                .await
+                .map_err(unavailable)?
+                .as_ref()
+                .map(order_from_row)
+                .transpose()
+        })
+        .await
     }
 
     async fn events(&self, id: OrderId, after: u64) -> Result<Vec<Event>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT body FROM order_events WHERE order_id = $1 AND seq > $2 ORDER BY seq")
-            .await
-            .map_err(unavailable)?;
-        client
-            .query(&statement, &[&id.0, &(after as i64)])
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .map(|row| parse(row.get::<_, Value>("body"), "event"))
-            .collect()
+        self.run(async |client| {
+            let statement = client
+                .prepare_cached("SELECT body FROM order_events WHERE order_id = $1 AND seq > $2 ORDER BY seq")
+                .await
+                .map_err(unavailable)?;
+            client
+                .query(&statement, &[&id.0, &(after as i64)])
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|row| parse(row.get::<_, Value>("body"), "event"))
+                .collect()
+        })
+        .await
     }
 
     async fn list_orders(&self, query: &ListQuery) -> Result<OrderPage, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders
-                 WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR created_seq < $2)
-                   AND ($4::uuid IS NULL OR owner = $4)
-                 ORDER BY created_seq DESC LIMIT $3"
-            ))
-            .await
-            .map_err(unavailable)?;
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &query.status.map(Status::as_str),
-                    &query.cursor,
-                    &rows_for_page(query.limit),
-                    &query.owner.map(|k| k.0),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        let orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok(cut_page(orders, query.limit))
+        self.run(async |client| {
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders
+                     WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR created_seq < $2)
+                       AND ($4::uuid IS NULL OR owner = $4)
+                     ORDER BY created_seq DESC LIMIT $3"
+                ))
+                .await
+                .map_err(unavailable)?;
+            let rows = client
+                .query(
+                    &statement,
+                    &[
+                        &query.status.map(Status::as_str),
+                        &query.cursor,
+                        &rows_for_page(query.limit),
+                        &query.owner.map(|k| k.0),
+                    ],
+                )
+                .await
+                .map_err(unavailable)?;
+            let orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+            Ok(cut_page(orders, query.limit))
+        })
+        .await
     }
 
     async fn unfinished_orders(&self) -> Result<Vec<OrderId>, StoreError> {
-        let client = self.client().await?;
-        Ok(client
-            .query(
-                &format!("SELECT id FROM orders WHERE {} ORDER BY created_seq", unfinished_sql()),
-                &[],
-            )
-            .await
-            .map_err(unavailable)?
-            .iter()
-            .map(|row| OrderId(row.get("id")))
-            .collect())
+        self.run(async |client| {
+            Ok(client
+                .query(
+                    &format!("SELECT id FROM orders WHERE {} ORDER BY created_seq", unfinished_sql()),
+                    &[],
+                )
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .map(|row| OrderId(row.get("id")))
+                .collect())
+        })
+        .await
     }
 
     async fn stuck_orders(&self, older_than: Duration) -> Result<(u64, Option<Duration>), StoreError> {
         let cutoff = SystemTime::now() - older_than;
         let row = self
-            .client()
-            .await?
-            .query_one(
-                &format!(
-                    "SELECT COUNT(*) AS stuck, MIN(updated_at) AS oldest FROM orders
-                     WHERE {} AND updated_at < $1",
-                    unfinished_sql()
-                ),
-                &[&cutoff],
-            )
-            .await
-            .map_err(unavailable)?;
+            .run(async |client| {
+                client
+                    .query_one(
+                        &format!(
+                            "SELECT COUNT(*) AS stuck, MIN(updated_at) AS oldest FROM orders
+                         WHERE {} AND updated_at < $1",
+                            unfinished_sql()
+                        ),
+                        &[&cutoff],
+                    )
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         let oldest: Option<SystemTime> = row.get("oldest");
         Ok((
             row.get::<_, i64>("stuck") as u64,
@@ -678,70 +784,78 @@ impl Store for PostgresStore {
 
     async fn create_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
         let row = self
-            .client()
-            .await?
-            .query_one(
-                &format!(
-                    "INSERT INTO api_keys (id, name, scopes, orders_per_minute, secret_hash, created_at)
-                     VALUES ($1, $2, $3, $4, $5, now()) RETURNING {KEY_COLUMNS}"
-                ),
-                &[
-                    &key.id.0,
-                    &key.name,
-                    &scopes_text(&key.scopes),
-                    &key.orders_per_minute.map(|n| n.min(i32::MAX as u32) as i32),
-                    &&key.secret_hash.0[..],
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+            .run(async |client| {
+                client
+                    .query_one(
+                        &format!(
+                            "INSERT INTO api_keys (id, name, scopes, orders_per_minute, secret_hash, created_at)
+                         VALUES ($1, $2, $3, $4, $5, now()) RETURNING {KEY_COLUMNS}"
+                        ),
+                        &[
+                            &key.id.0,
+                            &key.name,
+                            &scopes_text(&key.scopes),
+                            &key.orders_per_minute.map(|n| n.min(i32::MAX as u32) as i32),
+                            &&key.secret_hash.0[..],
+                        ],
+                    )
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         key_from_row(&row)
     }
 
     async fn key_by_secret(&self, hash: &SecretHash) -> Result<Option<ApiKey>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"))
-            .await
-            .map_err(unavailable)?;
-        client
-            .query_opt(&statement, &[&&hash.0[..]])
-            .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(key_from_row)
-            .transpose()
+        self.run(async |client| {
+            let statement = client
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"))
+                .await
+                .map_err(unavailable)?;
+            client
+                .query_opt(&statement, &[&&hash.0[..]])
+                .await
+                .map_err(unavailable)?
+                .as_ref()
+                .map(key_from_row)
+                .transpose()
+        })
+        .await
     }
 
     async fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        self.client()
-            .await?
-            .query(
-                &format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"),
-                &[],
-            )
-            .await
-            .map_err(unavailable)?
-            .iter()
-            .map(key_from_row)
-            .collect()
+        self.run(async |client| {
+            client
+                .query(
+                    &format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"),
+                    &[],
+                )
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .map(key_from_row)
+                .collect()
+        })
+        .await
     }
 
     async fn revoke_key(&self, id: KeyId) -> Result<Option<ApiKey>, StoreError> {
-        self.client()
-            .await?
-            .query_opt(
-                &format!(
-                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1
-                     RETURNING {KEY_COLUMNS}"
-                ),
-                &[&id.0],
-            )
-            .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(key_from_row)
-            .transpose()
+        self.run(async |client| {
+            client
+                .query_opt(
+                    &format!(
+                        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1
+                         RETURNING {KEY_COLUMNS}"
+                    ),
+                    &[&id.0],
+                )
+                .await
+                .map_err(unavailable)?
+                .as_ref()
+                .map(key_from_row)
+                .transpose()
+        })
+        .await
     }
 
     async fn use_ticket(&self, ticket: &Ticket) -> Result<bool, StoreError> {
@@ -797,46 +911,47 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .simple_query("SELECT 1")
+        self.run(async |client| client.simple_query("SELECT 1").await.map(|_| ()).map_err(unavailable))
             .await
-            .map(|_| ())
-            .map_err(unavailable)
     }
 }
 
 #[async_trait]
 impl ExecutionLedger for PostgresStore {
     async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE signature = $1"),
-                &[&signature],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(row.as_ref().map(execution_from_row).transpose()?)
+        self.run(async |client| {
+            let row = client
+                .query_opt(
+                    &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE signature = $1"),
+                    &[&signature],
+                )
+                .await
+                .map_err(unavailable)?;
+            row.as_ref().map(execution_from_row).transpose()
+        })
+        .await
+        .map_err(LedgerError::from)
     }
 
     async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO executions (signature, order_id, venue, amount_in, outcome, created_at)
-                 VALUES ($1, $2, $3, CAST($4::text AS NUMERIC), $5, now())
-                 ON CONFLICT (signature) DO NOTHING",
-                &[
-                    &execution.signature,
-                    &execution.order_id.0,
-                    &execution.venue,
-                    &execution.amount_in.to_string(),
-                    &Json(&execution.outcome),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+        self.run(async |client| {
+            client
+                .execute(
+                    "INSERT INTO executions (signature, order_id, venue, amount_in, outcome, created_at)
+                     VALUES ($1, $2, $3, CAST($4::text AS NUMERIC), $5, now())
+                     ON CONFLICT (signature) DO NOTHING",
+                    &[
+                        &execution.signature,
+                        &execution.order_id.0,
+                        &execution.venue,
+                        &execution.amount_in.to_string(),
+                        &Json(&execution.outcome),
+                    ],
+                )
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
         self.lookup(&execution.signature)
             .await?
             .ok_or_else(|| LedgerError::Store(StoreError::Corrupt("execution vanished".into())))
@@ -860,6 +975,11 @@ mod tests {
             connect_timeout: Dur(Duration::from_secs(5)),
             pool_wait_timeout: Dur(Duration::from_secs(10)),
             statement_timeout: Dur(Duration::from_secs(10)),
+            query_timeout: Dur(Duration::from_secs(10)),
+            keepalive_idle: Dur(Duration::from_secs(10)),
+            keepalive_interval: Dur(Duration::from_secs(5)),
+            keepalive_retries: 3,
+            verify_after_idle: Dur(Duration::from_secs(10)),
         })
         .expect("building the PostgreSQL pool");
         (schema, Arc::new(store))
