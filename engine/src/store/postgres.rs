@@ -645,17 +645,19 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let (scopes, names): (Vec<&str>, Vec<&str>) = keys.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "UPDATE idempotency_keys AS k SET completed = TRUE
-                 FROM unnest($1::text[], $2::text[]) AS s(scope, idem_key)
-                 WHERE k.scope = s.scope AND k.idem_key = s.idem_key",
-            )
-            .await
-            .map_err(db_error)?;
-        client.execute(&statement, &[&scopes, &names]).await.map_err(db_error)?;
-        Ok(())
+        self.run(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "UPDATE idempotency_keys AS k SET completed = TRUE
+                     FROM unnest($1::text[], $2::text[]) AS s(scope, idem_key)
+                     WHERE k.scope = s.scope AND k.idem_key = s.idem_key",
+                )
+                .await
+                .map_err(db_error)?;
+            client.execute(&statement, &[&scopes, &names]).await.map_err(db_error)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn sweep_keys(&self) -> Result<u64, StoreError> {
@@ -861,53 +863,54 @@ impl Store for PostgresStore {
     async fn use_ticket(&self, ticket: &Ticket) -> Result<bool, StoreError> {
         // One statement: forget expired used tickets, record this one
         // unless it is recorded already.
-        let inserted = self
-            .client()
-            .await?
-            .execute(
-                "WITH swept AS (DELETE FROM ws_tickets WHERE expires_at <= $5)
-                 INSERT INTO ws_tickets (hash, order_id, key_id, expires_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (hash) DO NOTHING",
-                &[
-                    &&ticket.hash.0[..],
-                    &ticket.order_id.0,
-                    &ticket.key.map(|k| k.0),
-                    &millis(ticket.expires_at),
-                    &millis(Timestamp::now()),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(inserted == 1)
-    }
-
-    async fn signing_secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
-        let client = self.client().await?;
-        // A node racing this one for the first insert may commit after this
-        // statement's snapshot: then neither branch sees a row, and the
-        // next statement (a new snapshot) does.
-        for _ in 0..3 {
-            let row = client
-                .query_opt(
-                    "WITH new AS (
-                         INSERT INTO signing_secrets (name, secret) VALUES ($1, $2)
-                         ON CONFLICT (name) DO NOTHING RETURNING secret)
-                     SELECT secret FROM new UNION ALL SELECT secret FROM signing_secrets WHERE name = $1
-                     LIMIT 1",
-                    &[&name, &&candidate[..]],
+        self.run(async |client| {
+            let inserted = client
+                .execute(
+                    "WITH swept AS (DELETE FROM ws_tickets WHERE expires_at <= $5)
+                     INSERT INTO ws_tickets (hash, order_id, key_id, expires_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (hash) DO NOTHING",
+                    &[
+                        &&ticket.hash.0[..],
+                        &ticket.order_id.0,
+                        &ticket.key.map(|k| k.0),
+                        &millis(ticket.expires_at),
+                        &millis(Timestamp::now()),
+                    ],
                 )
                 .await
                 .map_err(unavailable)?;
-            if let Some(row) = row {
-                let secret: Vec<u8> = row.get(0);
-                return secret
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt(format!("signing secret {name:?} is not 32 bytes")));
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn signing_secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        self.run(async |client| {
+            // A node racing this one for the first insert may commit after
+            // this statement's snapshot: then neither branch sees a row,
+            // and the next statement (a new snapshot) does.
+            for _ in 0..3 {
+                let row = client
+                    .query_opt(
+                        "WITH new AS (
+                             INSERT INTO signing_secrets (name, secret) VALUES ($1, $2)
+                             ON CONFLICT (name) DO NOTHING RETURNING secret)
+                         SELECT secret FROM new UNION ALL SELECT secret FROM signing_secrets WHERE name = $1
+                         LIMIT 1",
+                        &[&name, &&candidate[..]],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(row) = row {
+                    let secret: Vec<u8> = row.get(0);
+                    return secret
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt(format!("signing secret {name:?} is not 32 bytes")));
+                }
             }
-        }
-        Err(StoreError::Unavailable(format!(
-            "signing secret {name:?} could not be read"
-        )))
+            Err(StoreError::Unavailable(format!("signing secret {name:?} could not be read")))
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
