@@ -281,6 +281,7 @@ fn describe() {
     describe_gauge!(POOL_WAITING, "Callers waiting for a pooled connection.");
     describe_counter!(BACKEND_ERRORS, "Failed backend calls.");
     describe_gauge!(WORKERS, "Worker loops running in this process.");
+    connection_health::describe();
     // Counters start at zero so dashboards and alerts see the series at once.
     for name in [
         QUEUE_CLAIMS,
@@ -535,5 +536,58 @@ pub mod event {
         gauge!(POOL_CONNECTIONS, "pool" => pool).set(connections as f64);
         gauge!(POOL_IDLE, "pool" => pool).set(idle as f64);
         gauge!(POOL_WAITING, "pool" => pool).set(waiting as f64);
+    }
+}
+
+/// Connection health of the Redis backends: deadlines missed, connections
+/// replaced, the bus subscriber's state. One block, apart from the rest, with
+/// its names, descriptions and events.
+pub mod connection_health {
+    use metrics::{counter, describe_counter, describe_gauge, gauge};
+
+    /// Counter, `backend`: commands that missed their client-side deadline
+    /// (`redis.command_timeout`, the pool's wait, a subscriber PING).
+    pub const BACKEND_TIMEOUTS: &str = "swapline_backend_timeouts_total";
+    /// Counter, `backend`: connections closed as dead (timed out or
+    /// dropped) and replaced by a new one.
+    pub const BACKEND_RECONNECTS: &str = "swapline_backend_reconnects_total";
+    /// Gauge: 1 while this node's bus subscriber is connected and answers
+    /// its health PING, else 0 (always 1 on the memory bus).
+    pub const BUS_SUBSCRIBER_UP: &str = "swapline_bus_subscriber_up";
+
+    /// The `backend` labels of this block: the Redis queue's pool (queue,
+    /// claim and request limits) and the Redis bus (publisher, subscriber).
+    pub const BACKENDS: [&str; 2] = ["queue", "bus"];
+
+    pub(super) fn describe() {
+        describe_counter!(
+            BACKEND_TIMEOUTS,
+            "Backend commands that missed their client-side deadline."
+        );
+        describe_counter!(BACKEND_RECONNECTS, "Backend connections closed as dead and replaced.");
+        describe_gauge!(
+            BUS_SUBSCRIBER_UP,
+            "1 while this node's bus subscriber is connected and answers its health PING."
+        );
+        for backend in BACKENDS {
+            counter!(BACKEND_TIMEOUTS, "backend" => backend).absolute(0);
+            counter!(BACKEND_RECONNECTS, "backend" => backend).absolute(0);
+        }
+    }
+
+    /// A command on `backend` missed its deadline.
+    pub fn timed_out(backend: &'static str, what: &'static str) {
+        counter!(BACKEND_TIMEOUTS, "backend" => backend).increment(1);
+        tracing::warn!(backend, command = what, "backend command missed its deadline");
+    }
+
+    /// A connection to `backend` was closed as dead; a new one replaces it.
+    pub fn reconnect(backend: &'static str) {
+        counter!(BACKEND_RECONNECTS, "backend" => backend).increment(1);
+    }
+
+    /// The bus subscriber's state: `true` when connected and answering.
+    pub fn bus_subscriber(up: bool) {
+        gauge!(BUS_SUBSCRIBER_UP).set(if up { 1.0 } else { 0.0 });
     }
 }
