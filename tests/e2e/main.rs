@@ -3,6 +3,7 @@
 //! talks HTTP and WebSocket to it.
 
 mod harness;
+mod relay;
 
 mod auth;
 mod bad_input;

@@ -1,19 +1,16 @@
 //! The production topology: API nodes and workers as separate processes
 //! sharing one Redis and one PostgreSQL.
 
-use crate::harness::{Backend, Engine, Shared, assert_gapless, read_stream, sol_usdc};
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+use crate::{
+    harness::{Backend, Engine, Shared, assert_gapless, read_stream, sol_usdc},
+    relay::Relay,
 };
+use std::time::Duration;
 use swapline::{
     client::{self, Message},
     loadtest::{OrdersOptions, run_orders},
 };
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::task::JoinSet;
 
 const API: &str = "[worker]\nenabled = false\n";
 
@@ -121,63 +118,10 @@ async fn orders_in_flight_survive_redis_losing_everything() {
     assert_eq!(unfinished, 0);
 }
 
-/// A TCP relay to PostgreSQL that can be cut, so one test can lose its
-/// database without stopping the server other tests use.
-struct Relay {
-    port: u16,
-    up: Arc<AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Relay {
-    async fn start(target: &'static str) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        let accepting = up.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !accepting.load(Ordering::SeqCst) {
-                    continue; // dropped: the database "is down"
-                }
-                let mut cuts = cuts.clone();
-                // Only cuts after this connection opened concern it.
-                cuts.borrow_and_update();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cuts.changed() => {}
-                    }
-                });
-            }
-        });
-        Relay { port, up, cut }
-    }
-
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_outage_answers_503_and_every_accepted_order_finishes() {
     let relay = Relay::start("127.0.0.1:5432").await;
-    let shared = Shared::with_postgres(
-        Backend::Production,
-        format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port),
-    );
+    let shared = Shared::with_postgres(Backend::Production, relay.postgres_url());
     // Fail fast while the database is away.
     let timeouts = "[postgres]\nconnect_timeout = \"1s\"\npool_wait_timeout = \"1s\"\nstatement_timeout = \"2s\"\n";
     let engine = Engine::node(shared.clone(), "serve", &format!("{}{timeouts}", venues("100ms")));
