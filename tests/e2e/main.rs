@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod ops;
+mod partition_redis;
 mod recovery;
 mod reload;
 mod retries;

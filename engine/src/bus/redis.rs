@@ -120,6 +120,12 @@ fn channel(prefix: &str, order: OrderId) -> String {
     format!("{prefix}:order:{order}")
 }
 
+/// Closes every idle connection of `pool`: once one missed a deadline its
+/// idle siblings, on the same path, are most likely dead too.
+fn flush_idle(pool: &Pool) {
+    let _closed = pool.retain(|_, _| false);
+}
+
 /// A connection from `pool` within the sum of its wait, connect and recycle
 /// deadlines (deadpool applies them one step at a time).
 async fn checkout(pool: &Pool) -> Result<Connection, BusError> {
@@ -133,11 +139,13 @@ async fn checkout(pool: &Pool) -> Result<Connection, BusError> {
         Ok(Err(e)) => {
             if matches!(e, deadpool_redis::PoolError::Timeout(_)) {
                 connection_health::timed_out(BACKEND, "connect");
+                flush_idle(pool);
             }
             Err(unavailable(e))
         }
         Err(_) => {
             connection_health::timed_out(BACKEND, "connect");
+            flush_idle(pool);
             Err(unavailable(format!(
                 "no Redis connection within {} ms",
                 within.as_millis()
@@ -163,6 +171,7 @@ impl Bus for RedisBus {
             // close it rather than hand it out again.
             if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
                 drop(Connection::take(conn));
+                flush_idle(&self.publisher);
                 connection_health::reconnect(BACKEND);
             }
         }

@@ -122,9 +122,18 @@ fn broken(e: &redis::RedisError) -> bool {
     e.is_timeout() || e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error()
 }
 
+/// Closes every idle connection of `pool`: after one connection missed a
+/// deadline its idle siblings, on the same path to the same server, are
+/// most likely dead too, and recycling each in turn would cost a
+/// `redis.command_timeout` apiece. The next checkout connects afresh.
+fn flush_idle(pool: &Pool) {
+    let _closed = pool.retain(|_, _| false);
+}
+
 /// A pooled connection that is closed instead of going back to the pool once
 /// a command on it broke ([`broken`]); a reconnect replaces it.
 struct Checked {
+    pool: Pool,
     conn: Option<Connection>,
     dead: bool,
 }
@@ -135,17 +144,20 @@ impl Checked {
         let within = checkout_deadline(pool);
         match tokio::time::timeout(within, pool.get()).await {
             Ok(Ok(conn)) => Ok(Checked {
+                pool: pool.clone(),
                 conn: Some(conn),
                 dead: false,
             }),
             Ok(Err(e)) => {
                 if matches!(e, deadpool_redis::PoolError::Timeout(_)) {
                     connection_health::timed_out(BACKEND, "connect");
+                    flush_idle(pool);
                 }
                 Err(unavailable(e))
             }
             Err(_) => {
                 connection_health::timed_out(BACKEND, "connect");
+                flush_idle(pool);
                 Err(QueueError::Unavailable(format!(
                     "no Redis connection within {} ms",
                     within.as_millis()
@@ -177,6 +189,7 @@ impl Drop for Checked {
         if let (true, Some(conn)) = (self.dead, self.conn.take()) {
             // Out of the pool for good; dropping closes it.
             drop(Connection::take(conn));
+            flush_idle(&self.pool);
             connection_health::reconnect(BACKEND);
         }
     }
