@@ -445,6 +445,7 @@ mod tests {
         let (bus, mut stream) = RedisBus::new(client, pool, &prefix, 16, HEALTH, stop.clone());
         let (watched, other) = (OrderId::new(), OrderId::new());
         bus.subscribe(watched).await.unwrap();
+        assert_eq!(bus.health(), Ok(()), "subscribed: the subscriber is up");
         bus.publish(&published(other, 1, "routing")).await.unwrap();
         bus.publish(&published(watched, 2, "failed")).await.unwrap();
         let got = timeout(Duration::from_secs(5), stream.recv()).await.unwrap().unwrap();
@@ -455,6 +456,32 @@ mod tests {
         let refused = bus.subscribe(other).await.unwrap_err();
         assert_eq!(refused, stopped());
         assert!(!refused.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_silent_redis_keeps_the_subscriber_down_and_refuses_subscriptions_promptly() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let pool = deadpool_redis::Config::from_url(url)
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .unwrap();
+        let stop = CancellationToken::new();
+        let (bus, _stream) = RedisBus::new(client, pool, "unused", 16, HEALTH, stop.clone());
+        let refused = timeout(Duration::from_secs(10), bus.subscribe(OrderId::new()))
+            .await
+            .expect("subscribe answers within its deadlines")
+            .unwrap_err();
+        assert!(refused.is_transient(), "{refused:?}");
+        assert!(bus.health().unwrap_err().is_transient(), "down while Redis is silent");
+        stop.cancel();
+        holder.abort();
     }
 
     #[test]

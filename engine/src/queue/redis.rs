@@ -635,7 +635,7 @@ impl RequestLimit for RedisRequestLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{domain::OrderId, queue::conformance::TempPrefix};
+    use crate::{domain::OrderId, queue::conformance::TempPrefix, testing};
     use std::sync::Arc;
 
     fn queue_on(prefix: &TempPrefix, lease: Duration) -> RedisQueue {
@@ -721,6 +721,81 @@ mod tests {
         let error = queue.enqueue(job()).await.unwrap_err();
         assert!(matches!(error, QueueError::Rejected(_)), "{error:?}");
         assert!(!error.is_transient());
+    }
+
+    /// A server that accepts connections and never answers: a black hole.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        (url, holder)
+    }
+
+    fn config(url: String) -> RedisConfig {
+        use crate::domain::Dur;
+        RedisConfig {
+            url,
+            key_prefix: "unused".into(),
+            pool_size: 2,
+            pool_wait_timeout: Dur(Duration::from_millis(200)),
+            command_timeout: Dur(Duration::from_millis(500)),
+            connect_timeout: Dur(Duration::from_millis(200)),
+            tcp_keepalive: Dur(Duration::from_secs(10)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_redis_is_unavailable_within_the_deadlines_not_a_hang() {
+        let (url, holder) = silent_server().await;
+        let queue = RedisQueue::new(
+            pool(&config(url)).unwrap(),
+            "unused",
+            "c".into(),
+            Duration::from_secs(1),
+        );
+        for call in 0..2 {
+            let error = tokio::time::timeout(Duration::from_secs(10), queue.enqueue(job()))
+                .await
+                .unwrap_or_else(|_| panic!("call {call} hung past every deadline"))
+                .unwrap_err();
+            assert!(error.is_transient(), "{error:?}");
+        }
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_command_timed_out_is_never_handed_out_again() {
+        let prefix = TempPrefix::new();
+        let mut settings = config(testing::REDIS.into());
+        settings.pool_size = 1;
+        let pool = pool(&settings).unwrap();
+        let queue = RedisQueue::new(pool.clone(), &prefix.name, "c".into(), Duration::from_secs(1));
+        queue.ensure_group().await.unwrap();
+        let mut conn = Checked::from(&pool).await.unwrap();
+        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(conn.get()).await.unwrap();
+        // Blocks this connection past `command_timeout` (and no other):
+        // the client gives up on the answer.
+        let slow = redis::cmd("BLPOP")
+            .arg(format!("{}:never", prefix.name))
+            .arg(2)
+            .query_async::<Option<(String, String)>>(conn.get())
+            .await;
+        assert!(conn.check("blpop", slow).unwrap_err().is_timeout());
+        drop(conn);
+        assert_eq!(pool.status().size, 0, "the timed-out connection left the pool");
+        let mut conn = Checked::from(&pool).await.unwrap();
+        let next: i64 = redis::cmd("CLIENT").arg("ID").query_async(conn.get()).await.unwrap();
+        assert_ne!(next, id, "a new connection replaced it");
+        drop(conn);
+        queue
+            .enqueue(job())
+            .await
+            .expect("the queue works on the new connection");
     }
 
     #[tokio::test]
