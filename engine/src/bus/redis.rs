@@ -252,6 +252,7 @@ impl Subscriber {
             .run_until_cancelled(async {
                 let mut backoff = BACKOFF.0;
                 let mut connected_before = false;
+                let mut outage_logged = false;
                 loop {
                     let reason = match self.connect().await {
                         Ok((sink, messages)) => {
@@ -261,6 +262,7 @@ impl Subscriber {
                                 tracing::info!(watched = self.watched.len(), "Redis subscriber reconnected");
                             }
                             connected_before = true;
+                            outage_logged = false;
                             self.set(Ok(()));
                             match self.serve(sink, messages, &mut commands).await {
                                 Ok(reason) => reason,
@@ -269,7 +271,13 @@ impl Subscriber {
                         }
                         Err(reason) => reason,
                     };
-                    tracing::warn!(%reason, "Redis subscriber down; reconnecting");
+                    // One warning per outage; each further failed attempt at debug.
+                    if outage_logged {
+                        tracing::debug!(%reason, "Redis subscriber still down");
+                    } else {
+                        tracing::warn!(%reason, "Redis subscriber down; reconnecting");
+                        outage_logged = true;
+                    }
                     self.set(Err(reason.clone()));
                     if self.refuse_for(backoff, &reason, &mut commands).await.is_err() {
                         return;
