@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 
 /// Deadlines short enough for a test: every Redis command and connect 1 s,
 /// the bus subscriber PINGed every second with a 1 s deadline; each venue
-/// call takes 1.5 s so an order is in flight when the fault strikes.
+/// call takes 1.5 s so an order is in flight when the fault strikes. The
+/// request and claim limits are on, so their Redis calls face the fault too.
 const FAST: &str = r#"
 [redis]
 command_timeout = "1s"
@@ -34,13 +35,18 @@ pool_wait_timeout = "1s"
 health_interval = "1s"
 health_timeout = "1s"
 
+[limits]
+orders_per_minute = 6000
+
 [venues]
 execute_latency_min = "1500ms"
 execute_latency_max = "1500ms"
 "#;
 
+/// A node that runs a worker (claims limited, in Redis).
+const WORKER: &str = "[worker]\nrate_limit_per_minute = 6000\n";
 /// An API node without a worker.
-const API: &str = "[worker]\nenabled = false\n";
+const API: &str = "[worker]\nenabled = false\nrate_limit_per_minute = 6000\n";
 /// How long new connections are refused after the black hole strikes.
 const REFUSED_FOR: Duration = Duration::from_secs(5);
 /// A POST during the black hole must answer within this: the worst case is
@@ -73,10 +79,10 @@ async fn deploy(topology: Topology) -> Deployment {
     let relay = Relay::start("127.0.0.1:6379").await;
     let shared = Shared::with_redis(Backend::Production, relay.redis_url());
     let (api, worker) = match topology {
-        Topology::Embedded => (Engine::node(shared.clone(), "serve", FAST), None),
+        Topology::Embedded => (Engine::node(shared.clone(), "serve", &format!("{WORKER}{FAST}")), None),
         Topology::Split => (
             Engine::node(shared.clone(), "serve", &format!("{API}{FAST}")),
-            Some(Engine::node(shared.clone(), "worker", FAST)),
+            Some(Engine::node(shared.clone(), "worker", &format!("{WORKER}{FAST}"))),
         ),
     };
     let deployment = Deployment {
