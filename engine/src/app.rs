@@ -7,7 +7,7 @@
 pub use crate::config::Role;
 use crate::{
     api::{self, ApiSettings, ApiState, Hub},
-    bus::{self, Bus, BusBackend, MemoryBus, RedisBus},
+    bus::{self, Bus, BusBackend, MemoryBus, RedisBus, SubscriberHealth},
     config::{Config, ConfigError, Sources, validate_for},
     domain::{TokenError, TokenRegistry},
     monitor::Monitor,
@@ -17,8 +17,8 @@ use crate::{
     },
     plugins::{self, PluginHost, watch::FileWatch},
     queue::{
-        MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisQueue,
-        RedisRateLimit, RedisRequestLimit, RequestLimit,
+        self, MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig,
+        RedisQueue, RedisRateLimit, RedisRequestLimit, RequestLimit,
     },
     store::{ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
     strategy::{Chain, PluginError, Strategy},
@@ -331,15 +331,7 @@ pub async fn keys(config: &Config) -> Result<Keys, AppError> {
 }
 
 fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
-    let mut settings = deadpool_redis::Config::from_url(&config.url);
-    let mut pool = deadpool_redis::PoolConfig::new(config.pool_size);
-    pool.timeouts.wait = Some(config.pool_wait_timeout.0);
-    pool.timeouts.create = Some(config.pool_wait_timeout.0);
-    pool.timeouts.recycle = Some(config.pool_wait_timeout.0);
-    settings.pool = Some(pool);
-    settings
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| AppError::RedisUrl(e.to_string()))
+    queue::redis::pool(config).map_err(|e| AppError::RedisUrl(e.to_string()))
 }
 
 /// A name for this process in the Redis consumer group.
@@ -396,13 +388,19 @@ impl Engine {
                 (Arc::new(bus), stream)
             }
             BusBackend::Redis => {
-                let client = deadpool_redis::redis::Client::open(redis.url.as_str())
-                    .map_err(|e| AppError::RedisUrl(e.to_string()))?;
+                let info = queue::redis::connection_info(redis).map_err(|e| AppError::RedisUrl(e.to_string()))?;
+                let client =
+                    deadpool_redis::redis::Client::open(info).map_err(|e| AppError::RedisUrl(e.to_string()))?;
+                let health = SubscriberHealth {
+                    interval: config.bus.health_interval.0,
+                    timeout: config.bus.health_timeout.0,
+                };
                 let (bus, stream) = RedisBus::new(
                     client,
                     redis_pool(redis)?,
                     &redis.key_prefix,
                     config.bus.buffer,
+                    health,
                     bus_stop.clone(),
                 );
                 (Arc::new(bus), stream)
@@ -486,6 +484,7 @@ pub async fn run_with_reload(
     let monitor = Monitor {
         store: engine.store.clone(),
         queue: engine.queue.clone(),
+        bus: engine.bus.clone(),
         interval: config.monitor.interval.0,
         stuck_after: config.monitor.stuck_after.0,
     };
@@ -590,6 +589,7 @@ pub async fn run_with_reload(
             intake,
             keys: Keys::new(engine.store.clone()).with_cache(config.auth.key_cache_ttl.0),
             hub,
+            bus: engine.bus.clone(),
             tokens: engine.tokens.clone(),
             settings: ApiSettings {
                 public_url: config.server.public_url.clone(),
@@ -607,6 +607,7 @@ pub async fn run_with_reload(
                 ticket_ttl: config.auth.ticket_ttl.0,
                 allowed_origins: config.server.allowed_origins.clone(),
                 require_idempotency_key: config.orders.require_idempotency_key,
+                probe_timeout: config.redis.command_timeout.0,
             },
             shutdown: token.clone(),
             sessions: TaskTracker::new(),

@@ -1,15 +1,17 @@
 //! The monitor: a periodic task in every process that samples what no
 //! single request sees — queue depth and the oldest waiting job, stuck orders
 //! (from the store, so across all nodes), pool usage — into gauges, and runs
-//! the metrics recorder's upkeep.
+//! the metrics recorder's upkeep — and this node's bus subscriber state
+//! (`swapline_bus_subscriber_up`, also set by the subscriber as it changes).
 //!
-//! May import: `domain`, `queue`, `store`, `telemetry`.
+//! May import: `domain`, `bus`, `queue`, `store`, `telemetry`.
 
 use crate::domain::Dur;
 use crate::{
+    bus::Bus,
     queue::Queue,
     store::Store,
-    telemetry::{self, event},
+    telemetry::{self, connection_health, event},
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,8 @@ pub struct Monitor {
     pub store: Arc<dyn Store>,
     /// Queue to sample.
     pub queue: Arc<dyn Queue>,
+    /// Bus whose subscriber state to sample.
+    pub bus: Arc<dyn Bus>,
     /// Time between samples.
     pub interval: Duration,
     /// An unfinished order with no event for this long is stuck.
@@ -73,6 +77,7 @@ impl Monitor {
     /// One round of sampling.
     pub async fn sample(&self) {
         telemetry::metrics().run_upkeep();
+        connection_health::bus_subscriber(self.bus.health().is_ok());
         match self.queue.depth().await {
             Ok(depth) => event::queue_sampled(depth.waiting, depth.active, depth.delayed, depth.oldest_waiting),
             Err(e) => {

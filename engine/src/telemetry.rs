@@ -157,8 +157,6 @@ pub mod names {
     pub const BACKEND_ERRORS: &str = "swapline_backend_errors_total";
     /// Gauge: worker loops running here.
     pub const WORKERS: &str = "swapline_workers";
-    /// Counter, `backend`: calls that missed their client-side deadline.
-    pub const BACKEND_TIMEOUTS: &str = "swapline_backend_timeouts_total";
     /// Counter: jobs released for making no progress within
     /// `worker.stall_timeout`.
     pub const JOBS_STALLED: &str = "swapline_jobs_stalled_total";
@@ -286,14 +284,9 @@ fn describe() {
     describe_gauge!(POOL_WAITING, "Callers waiting for a pooled connection.");
     describe_counter!(BACKEND_ERRORS, "Failed backend calls.");
     describe_gauge!(WORKERS, "Worker loops running in this process.");
-    // Deadlines on the store and the worker's stall release.
-    describe_counter!(
-        BACKEND_TIMEOUTS,
-        "Backend calls that missed their client-side deadline."
-    );
     describe_counter!(JOBS_STALLED, "Jobs released for making no progress.");
-    counter!(BACKEND_TIMEOUTS, "backend" => "store").absolute(0);
     counter!(JOBS_STALLED).absolute(0);
+    connection_health::describe();
     // Counters start at zero so dashboards and alerts see the series at once.
     for name in [
         QUEUE_CLAIMS,
@@ -470,9 +463,10 @@ pub mod event {
     }
 
     /// A backend call missed its client-side deadline (its connection is
-    /// dropped).
+    /// closed and replaced).
     pub fn backend_timeout(backend: &'static str) {
-        counter!(BACKEND_TIMEOUTS, "backend" => backend).increment(1);
+        super::connection_health::timed_out(backend, "query");
+        super::connection_health::reconnect(backend);
     }
 
     /// A job made no progress within the stall timeout and was released.
@@ -559,5 +553,60 @@ pub mod event {
         gauge!(POOL_CONNECTIONS, "pool" => pool).set(connections as f64);
         gauge!(POOL_IDLE, "pool" => pool).set(idle as f64);
         gauge!(POOL_WAITING, "pool" => pool).set(waiting as f64);
+    }
+}
+
+/// Connection health of the backends: deadlines missed, connections
+/// replaced, the bus subscriber's state. One block, apart from the rest, with
+/// its names, descriptions and events.
+pub mod connection_health {
+    use metrics::{counter, describe_counter, describe_gauge, gauge};
+
+    /// Counter, `backend`: commands that missed their client-side deadline
+    /// (`postgres.query_timeout`, `redis.command_timeout`, a pool's wait, a
+    /// subscriber PING).
+    pub const BACKEND_TIMEOUTS: &str = "swapline_backend_timeouts_total";
+    /// Counter, `backend`: connections closed as dead (timed out or
+    /// dropped) and replaced by a new one.
+    pub const BACKEND_RECONNECTS: &str = "swapline_backend_reconnects_total";
+    /// Gauge: 1 while this node's bus subscriber is connected and answers
+    /// its health PING, else 0 (always 1 on the memory bus).
+    pub const BUS_SUBSCRIBER_UP: &str = "swapline_bus_subscriber_up";
+
+    /// The `backend` labels of this block: the PostgreSQL store, the Redis
+    /// queue's pool (queue, claim and request limits) and the Redis bus
+    /// (publisher, subscriber).
+    pub const BACKENDS: [&str; 3] = ["store", "queue", "bus"];
+
+    pub(super) fn describe() {
+        describe_counter!(
+            BACKEND_TIMEOUTS,
+            "Backend commands that missed their client-side deadline."
+        );
+        describe_counter!(BACKEND_RECONNECTS, "Backend connections closed as dead and replaced.");
+        describe_gauge!(
+            BUS_SUBSCRIBER_UP,
+            "1 while this node's bus subscriber is connected and answers its health PING."
+        );
+        for backend in BACKENDS {
+            counter!(BACKEND_TIMEOUTS, "backend" => backend).absolute(0);
+            counter!(BACKEND_RECONNECTS, "backend" => backend).absolute(0);
+        }
+    }
+
+    /// A command on `backend` missed its deadline.
+    pub fn timed_out(backend: &'static str, what: &'static str) {
+        counter!(BACKEND_TIMEOUTS, "backend" => backend).increment(1);
+        tracing::warn!(backend, command = what, "backend command missed its deadline");
+    }
+
+    /// A connection to `backend` was closed as dead; a new one replaces it.
+    pub fn reconnect(backend: &'static str) {
+        counter!(BACKEND_RECONNECTS, "backend" => backend).increment(1);
+    }
+
+    /// The bus subscriber's state: `true` when connected and answering.
+    pub fn bus_subscriber(up: bool) {
+        gauge!(BUS_SUBSCRIBER_UP).set(if up { 1.0 } else { 0.0 });
     }
 }

@@ -56,6 +56,8 @@ pub struct Shared {
     pub backend: Backend,
     pub name: String,
     pub postgres_url: String,
+    /// Where the engine reaches Redis (the harness itself uses `REDIS`).
+    pub redis_url: String,
 }
 
 impl Shared {
@@ -65,6 +67,15 @@ impl Shared {
 
     /// As `new`, with the engine reaching PostgreSQL at `postgres_url`.
     pub fn with_postgres(backend: Backend, postgres_url: String) -> Arc<Shared> {
+        Self::with_urls(backend, postgres_url, REDIS.into())
+    }
+
+    /// As `new`, with the engine reaching Redis at `redis_url`.
+    pub fn with_redis(backend: Backend, redis_url: String) -> Arc<Shared> {
+        Self::with_urls(backend, POSTGRES.into(), redis_url)
+    }
+
+    fn with_urls(backend: Backend, postgres_url: String, redis_url: String) -> Arc<Shared> {
         if backend == Backend::Production {
             require(
                 "Redis",
@@ -83,6 +94,7 @@ impl Shared {
             backend,
             name,
             postgres_url,
+            redis_url,
         })
     }
 
@@ -107,14 +119,15 @@ url = "{}"
 schema = "{name}"
 
 [redis]
-url = "{REDIS}"
+url = "{redis}"
 key_prefix = "{name}"
 
 [reconciler]
 interval = "1s"
 "#,
                 self.postgres_url,
-                name = self.name
+                name = self.name,
+                redis = self.redis_url
             ),
         };
         let text = format!(

@@ -14,6 +14,7 @@ mod limits;
 mod metrics;
 mod ops;
 mod partition_pg;
+mod partition_redis;
 mod recovery;
 mod reload;
 mod retries;

@@ -186,19 +186,45 @@ fn view(state: &ApiState, order: Order) -> OrderView {
     OrderView::new(order, din, dout)
 }
 
+/// A backend check within `within` (`ApiSettings::probe_timeout`): a check
+/// that misses it counts as down, so neither probe waits on a silent
+/// backend.
+async fn probe<T, E: std::fmt::Display>(
+    within: std::time::Duration,
+    check: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(within, check).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
+    }
+}
+
+/// `GET /health`, the liveness probe: always 200 (a failing backend is
+/// reported, not fatal), answered within `probe_timeout`. `status` is
+/// `degraded` when the store, the queue or this node's bus subscriber is
+/// down.
 async fn health(state: &ApiState) -> Result<Response<Body>, ApiError> {
     let hub = state.hub.stats();
-    let store = match state.store.ping().await {
+    let within = state.settings.probe_timeout;
+    let (store, queue) = tokio::join!(
+        probe(within, state.store.ping()),
+        probe(within, state.intake.queue_depth())
+    );
+    let store = match store {
         Ok(()) => json!({"status": "ok"}),
-        Err(e) => json!({"status": "down", "error": e.to_string()}),
+        Err(e) => json!({"status": "down", "error": e}),
     };
-    let queue = match state.intake.queue_depth().await {
+    let queue = match queue {
         Ok(depth) => {
             json!({"status": "ok", "waiting": depth.waiting, "active": depth.active, "delayed": depth.delayed})
         }
+        Err(e) => json!({"status": "down", "error": e}),
+    };
+    let bus = match state.bus.health() {
+        Ok(()) => json!({"status": "ok"}),
         Err(e) => json!({"status": "down", "error": e.to_string()}),
     };
-    let healthy = store["status"] == "ok" && queue["status"] == "ok";
+    let healthy = [&store, &queue, &bus].iter().all(|check| check["status"] == "ok");
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -207,20 +233,33 @@ async fn health(state: &ApiState) -> Result<Response<Body>, ApiError> {
             "websocket": {"connectedOrders": hub.orders, "totalClients": hub.clients},
             "queue": queue,
             "store": store,
+            "bus": bus,
         }),
     ))
 }
 
+/// `GET /ready`, the readiness probe: 200 only when this node's bus
+/// subscriber is healthy, the store has no pending migration and answers,
+/// and the queue answers, each within `probe_timeout`; else 503 with the
+/// first reason.
 async fn ready(state: &ApiState) -> Result<Response<Body>, ApiError> {
-    let problem = match state.store.pending_migrations().await {
-        Ok(pending) if pending.is_empty() => match state.intake.queue_depth().await {
-            Ok(_) => None,
-            Err(e) => Some(e.to_string()),
-        },
-        Ok(pending) => Some(format!(
-            "migrations {pending:?} are not applied; run `swapline migrate`"
-        )),
+    let within = state.settings.probe_timeout;
+    let problem = match state.bus.health() {
         Err(e) => Some(e.to_string()),
+        Ok(()) => {
+            let (migrations, queue) = tokio::join!(
+                probe(within, state.store.pending_migrations()),
+                probe(within, state.intake.queue_depth())
+            );
+            match (migrations, queue) {
+                (Err(e), _) => Some(e),
+                (Ok(pending), _) if !pending.is_empty() => Some(format!(
+                    "migrations {pending:?} are not applied; run `swapline migrate`"
+                )),
+                (Ok(_), Err(e)) => Some(e),
+                (Ok(_), Ok(_)) => None,
+            }
+        }
     };
     Ok(match problem {
         None => json_response(StatusCode::OK, &json!({"status": "ready"})),

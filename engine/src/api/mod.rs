@@ -21,6 +21,7 @@ pub mod views;
 pub mod ws;
 
 use crate::{
+    bus::Bus,
     domain::TokenRegistry,
     pipeline::{Intake, Keys},
     store::Store,
@@ -71,6 +72,9 @@ pub struct ApiSettings {
     /// Refuse `POST /api/orders/execute` without an `Idempotency-Key`
     /// (`orders.require_idempotency_key`).
     pub require_idempotency_key: bool,
+    /// Deadline of each backend check of `/health` and `/ready`
+    /// (`redis.command_timeout`); a check that misses it counts as down.
+    pub probe_timeout: Duration,
 }
 
 /// Everything handlers share.
@@ -83,6 +87,8 @@ pub struct ApiState {
     pub keys: Keys,
     /// Local WebSocket fan-out.
     pub hub: Arc<Hub>,
+    /// The bus, for its subscriber's health (`/ready`, `/health`).
+    pub bus: Arc<dyn Bus>,
     /// Tradable tokens.
     pub tokens: Arc<TokenRegistry>,
     /// Settings.

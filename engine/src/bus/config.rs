@@ -1,5 +1,6 @@
-//! Settings of the event bus. A leaf: imports nothing of ours.
+//! Settings of the event bus. A leaf: imports nothing of ours but `domain`.
 
+use crate::domain::Dur;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,15 @@ pub struct BusConfig {
     pub backend: BusBackend,
     /// Events buffered between the bus and the WebSocket hub.
     pub buffer: usize,
+    /// Time between PINGs on the Redis subscriber connection. A PING that
+    /// misses `health_timeout` (or a dropped connection) marks the
+    /// subscriber down (`/ready` 503, `/health` `bus.status` `down`), then
+    /// it reconnects, resubscribes every watched order and tells their
+    /// watchers to re-read the store.
+    pub health_interval: Dur,
+    /// Deadline of each subscriber PING, of connecting, and of each
+    /// SUBSCRIBE on the subscriber connection.
+    pub health_timeout: Dur,
 }
 
 impl BusConfig {
@@ -29,6 +39,12 @@ impl BusConfig {
         let mut problems = Vec::new();
         if self.buffer < 1 {
             problems.push(format!("{key}.buffer: must be at least 1"));
+        }
+        if self.health_interval.0.is_zero() {
+            problems.push(format!("{key}.health_interval: must be greater than 0"));
+        }
+        if self.health_timeout.0.is_zero() {
+            problems.push(format!("{key}.health_timeout: must be greater than 0"));
         }
         problems
     }

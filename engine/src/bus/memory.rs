@@ -58,6 +58,16 @@ impl Bus for MemoryBus {
     fn unsubscribe(&self, order: OrderId) {
         self.subscribed().remove(&order);
     }
+
+    /// In-process delivery cannot be cut off: healthy until the hub stops
+    /// listening.
+    fn health(&self) -> Result<(), BusError> {
+        if self.sender.is_closed() {
+            Err(BusError::Stopped("the hub stopped listening".into()))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 pub use config::{BusBackend, BusConfig};
 pub use memory::MemoryBus;
-pub use redis::RedisBus;
+pub use redis::{RedisBus, SubscriberHealth};
 use std::{future::Future, pin::Pin};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -97,6 +97,16 @@ pub trait Bus: Send + Sync {
 
     /// Stops delivering an order's events to this node.
     fn unsubscribe(&self, order: OrderId);
+
+    /// Whether this node hears the bus now: `Ok` while its subscriber is
+    /// connected and answers its health check, else
+    /// [`BusError::Unavailable`] with the reason (or [`BusError::Stopped`]
+    /// once shut down). `/ready` and `/health` report it; it never waits.
+    /// The default (always `Ok`) suits a bus with no connection to lose,
+    /// such as a test double.
+    fn health(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// This node's stream of incoming events (subscribed orders' events and

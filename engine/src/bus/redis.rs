@@ -1,26 +1,41 @@
 //! The Redis bus: events are published on `<prefix>:order:<id>`. Each node
 //! holds one subscriber connection, subscribed to exactly the orders its
 //! WebSocket clients watch; a command task applies subscribe/unsubscribe in
-//! call order and reconnects (then resubscribes, and tells every watched
+//! call order. It PINGs the connection every `bus.health_interval`; a PING
+//! that misses `bus.health_timeout`, a SUBSCRIBE that does, or a dropped
+//! connection marks the subscriber down ([`Bus::health`]) and it reconnects,
+//! resubscribes every watched order in one command, and tells every watched
 //! order to resync from the store, since messages published meanwhile are
-//! gone). The task runs until the shutdown token given to [`RedisBus::new`]
-//! is cancelled or the bus is dropped. Imports `domain` and its own seam
-//! only; never `api`, `pipeline` or another adapter.
+//! gone. The task runs until the shutdown token given to [`RedisBus::new`]
+//! is cancelled or the bus is dropped.
+//!
+//! Publishing takes a connection from a pool whose commands have deadlines
+//! (`redis.command_timeout`); a connection whose PUBLISH timed out or broke
+//! is closed, never reused. Imports `domain` and `telemetry` only; never
+//! `api`, `pipeline` or another adapter.
 
 use super::{Bus, BusError, Published, Stream, Subscribed};
 use crate::domain::{EventKind, OrderId};
+use crate::telemetry::connection_health;
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_redis::{Pool, redis};
+use deadpool_redis::{Connection, Pool, redis};
 use futures_util::StreamExt;
 use std::{collections::HashSet, time::Duration};
-use tokio::sync::{mpsc, mpsc::error::TrySendError, oneshot};
+use tokio::sync::{mpsc, mpsc::error::TrySendError, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Subscribe/unsubscribe commands waiting for the subscriber task at most;
 /// past that, `subscribe` answers "unavailable" at once rather than queue
 /// without bound behind a stuck connection.
 const COMMAND_BUFFER: usize = 1024;
+/// The `backend` label of this adapter's connection-health metrics.
+const BACKEND: &str = "bus";
+/// First and longest pause between two failed subscriber connects.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+/// A pool step (wait, connect, recycle) without a configured deadline gets
+/// this one.
+const DEFAULT_STEP: Duration = Duration::from_secs(5);
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
@@ -35,11 +50,25 @@ enum Command {
     Unsubscribe(OrderId),
 }
 
+/// How the subscriber checks its connection (`bus.health_interval`,
+/// `bus.health_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberHealth {
+    /// Time between PINGs.
+    pub interval: Duration,
+    /// Deadline of a PING, of connecting and of a SUBSCRIBE.
+    pub timeout: Duration,
+}
+
+/// The subscriber's state: `Ok` while connected and answering, else why not.
+type State = Result<(), String>;
+
 /// The [`Bus`] on Redis pub/sub.
 pub struct RedisBus {
     publisher: Pool,
     prefix: String,
     commands: mpsc::Sender<Command>,
+    state: watch::Receiver<State>,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -49,25 +78,39 @@ impl std::fmt::Debug for RedisBus {
 }
 
 impl RedisBus {
-    /// Starts the subscriber task on `client`; publishes through `publisher`
-    /// (a pool of its own, apart from the queue's). Returns the bus and this
-    /// node's stream of incoming events (buffering up to `buffer`). The
-    /// task stops when `shutdown` is cancelled or the bus is dropped; then
-    /// `subscribe` answers [`BusError::Stopped`] and the stream ends.
+    /// Starts the subscriber task on `client` (checked as `health` says);
+    /// publishes through `publisher` (a pool of its own, apart from the
+    /// queue's). Returns the bus and this node's stream of incoming events
+    /// (buffering up to `buffer`). The subscriber counts as down until its
+    /// first connection answers. The task stops when `shutdown` is cancelled
+    /// or the bus is dropped; then `subscribe` answers [`BusError::Stopped`]
+    /// and the stream ends.
     pub fn new(
         client: redis::Client,
         publisher: Pool,
         prefix: &str,
         buffer: usize,
+        health: SubscriberHealth,
         shutdown: CancellationToken,
     ) -> (Self, Stream) {
         let (commands, rx) = mpsc::channel(COMMAND_BUFFER);
         let (sender, stream) = mpsc::channel(buffer);
-        tokio::spawn(subscriber(client, prefix.to_owned(), rx, sender, shutdown));
+        let (state_tx, state) = watch::channel(Err("connecting".to_owned()));
+        connection_health::bus_subscriber(false);
+        let subscriber = Subscriber {
+            client,
+            prefix: prefix.to_owned(),
+            health,
+            out: sender,
+            state: state_tx,
+            watched: HashSet::new(),
+        };
+        tokio::spawn(subscriber.run(rx, shutdown));
         let bus = RedisBus {
             publisher,
             prefix: prefix.to_owned(),
             commands,
+            state,
         };
         (bus, stream)
     }
@@ -77,16 +120,62 @@ fn channel(prefix: &str, order: OrderId) -> String {
     format!("{prefix}:order:{order}")
 }
 
+/// Closes every idle connection of `pool`: once one missed a deadline its
+/// idle siblings, on the same path, are most likely dead too.
+fn flush_idle(pool: &Pool) {
+    let _closed = pool.retain(|_, _| false);
+}
+
+/// A connection from `pool` within the sum of its wait, connect and recycle
+/// deadlines (deadpool applies them one step at a time).
+async fn checkout(pool: &Pool) -> Result<Connection, BusError> {
+    let timeouts = pool.timeouts();
+    let within: Duration = [timeouts.wait, timeouts.create, timeouts.recycle]
+        .into_iter()
+        .map(|step| step.unwrap_or(DEFAULT_STEP))
+        .sum();
+    match tokio::time::timeout(within, pool.get()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => {
+            if matches!(e, deadpool_redis::PoolError::Timeout(_)) {
+                connection_health::timed_out(BACKEND, "connect");
+                flush_idle(pool);
+            }
+            Err(unavailable(e))
+        }
+        Err(_) => {
+            connection_health::timed_out(BACKEND, "connect");
+            flush_idle(pool);
+            Err(unavailable(format!(
+                "no Redis connection within {} ms",
+                within.as_millis()
+            )))
+        }
+    }
+}
+
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, event: &Published) -> Result<(), BusError> {
-        let mut conn = self.publisher.get().await.map_err(unavailable)?;
-        redis::cmd("PUBLISH")
+        let mut conn = checkout(&self.publisher).await?;
+        let sent = redis::cmd("PUBLISH")
             .arg(channel(&self.prefix, event.order_id))
             .arg(event.payload.as_ref())
             .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
+            .await;
+        if let Err(e) = &sent {
+            if e.is_timeout() {
+                connection_health::timed_out(BACKEND, "publish");
+            }
+            // Its answer may still come and be read as the next command's:
+            // close it rather than hand it out again.
+            if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                drop(Connection::take(conn));
+                flush_idle(&self.publisher);
+                connection_health::reconnect(BACKEND);
+            }
+        }
+        sent.map_err(unavailable)
     }
 
     fn subscribe(&self, order: OrderId) -> Subscribed {
@@ -109,6 +198,16 @@ impl Bus for RedisBus {
             tracing::warn!(%order, "Redis subscriber is behind; unsubscribe dropped");
         }
     }
+
+    fn health(&self) -> Result<(), BusError> {
+        if self.commands.is_closed() {
+            return Err(stopped());
+        }
+        self.state
+            .borrow()
+            .clone()
+            .map_err(|reason| unavailable(format!("the subscriber is down: {reason}")))
+    }
 }
 
 /// Parses a message into what the hub needs.
@@ -130,94 +229,199 @@ fn parse(payload: &[u8]) -> Option<Published> {
     })
 }
 
-/// Owns the subscriber connection until `shutdown` is cancelled or the bus
-/// (the command sender) is dropped.
-async fn subscriber(
+/// What the bus is no longer told: the command channel closed.
+struct Gone;
+
+/// The subscriber task's state: the orders this node watches survive every
+/// reconnect.
+struct Subscriber {
     client: redis::Client,
     prefix: String,
-    commands: mpsc::Receiver<Command>,
+    health: SubscriberHealth,
     out: mpsc::Sender<Published>,
-    shutdown: CancellationToken,
-) {
-    shutdown
-        .run_until_cancelled(subscribe_loop(client, prefix, commands, out))
-        .await;
+    state: watch::Sender<State>,
+    watched: HashSet<OrderId>,
 }
 
-async fn subscribe_loop(
-    client: redis::Client,
-    prefix: String,
-    mut commands: mpsc::Receiver<Command>,
-    out: mpsc::Sender<Published>,
-) {
-    let mut watched: HashSet<OrderId> = HashSet::new();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let pubsub = match client.get_async_pubsub().await {
-            Ok(pubsub) => pubsub,
-            Err(e) => {
-                tracing::warn!(error = %e, "Redis subscriber connection failed; retrying");
-                // Refuse subscriptions while down so clients are told.
+impl Subscriber {
+    /// Owns the subscriber connection until `shutdown` is cancelled or the
+    /// bus (the command sender) is dropped.
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let state = self.state.clone();
+        shutdown
+            .run_until_cancelled(async {
+                let mut backoff = BACKOFF.0;
+                let mut connected_before = false;
+                let mut outage_logged = false;
                 loop {
-                    match commands.try_recv() {
-                        Ok(Command::Subscribe(order, done)) => {
-                            watched.insert(order);
-                            let _ = done.send(Err(unavailable(&e)));
+                    let reason = match self.connect().await {
+                        Ok((sink, messages)) => {
+                            backoff = BACKOFF.0;
+                            if connected_before {
+                                connection_health::reconnect(BACKEND);
+                                tracing::info!(watched = self.watched.len(), "Redis subscriber reconnected");
+                            }
+                            connected_before = true;
+                            outage_logged = false;
+                            self.set(Ok(()));
+                            match self.serve(sink, messages, &mut commands).await {
+                                Ok(reason) => reason,
+                                Err(Gone) => return,
+                            }
                         }
-                        Ok(Command::Unsubscribe(order)) => {
-                            watched.remove(&order);
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        // The bus is gone: nobody is left to serve.
-                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                        Err(reason) => reason,
+                    };
+                    // One warning per outage; each further failed attempt at debug.
+                    if outage_logged {
+                        tracing::debug!(%reason, "Redis subscriber still down");
+                    } else {
+                        tracing::warn!(%reason, "Redis subscriber down; reconnecting");
+                        outage_logged = true;
                     }
+                    self.set(Err(reason.clone()));
+                    if self.refuse_for(backoff, &reason, &mut commands).await.is_err() {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF.1);
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
+            })
+            .await;
+        let _previous = state.send_replace(Err("stopped".into()));
+        connection_health::bus_subscriber(false);
+    }
+
+    fn set(&self, state: State) {
+        connection_health::bus_subscriber(state.is_ok());
+        let _previous = self.state.send_replace(state);
+    }
+
+    /// A new subscriber connection, subscribed to every watched order and
+    /// answering a PING, each step within `bus.health_timeout`.
+    async fn connect(&self) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+        let limit = self.health.timeout;
+        let within = |what: &'static str| {
+            move |_| {
+                connection_health::timed_out(BACKEND, what);
+                format!("{what} took longer than {} ms", limit.as_millis())
             }
         };
-        backoff = Duration::from_millis(100);
-        let (mut sink, mut messages) = pubsub.split();
-        let mut healthy = true;
-        for order in &watched {
-            if let Err(e) = sink.subscribe(channel(&prefix, *order)).await {
-                tracing::warn!(error = %e, "resubscribe failed");
-                healthy = false;
-                break;
-            }
+        let pubsub = tokio::time::timeout(limit, self.client.get_async_pubsub())
+            .await
+            .map_err(within("connect"))?
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sink, messages) = pubsub.split();
+        if !self.watched.is_empty() {
+            let channels: Vec<String> = self.watched.iter().map(|o| channel(&self.prefix, *o)).collect();
+            tokio::time::timeout(limit, sink.subscribe(channels))
+                .await
+                .map_err(within("subscribe"))?
+                .map_err(|e| format!("resubscribe: {e}"))?;
         }
+        tokio::time::timeout(limit, sink.ping::<redis::Value>())
+            .await
+            .map_err(within("ping"))?
+            .map_err(|e| format!("ping: {e}"))?;
         // Anything published while disconnected is lost: sessions resync
         // from the store.
-        for order in &watched {
-            let _ = out.send(Published::resync(*order)).await;
+        for order in &self.watched {
+            let _ = self.out.send(Published::resync(*order)).await;
         }
-        while healthy {
+        Ok((sink, messages))
+    }
+
+    /// Serves commands and messages on a live connection, PINGing it every
+    /// `bus.health_interval`, until it fails (returns why) or the bus is
+    /// gone.
+    async fn serve(
+        &mut self,
+        mut sink: redis::aio::PubSubSink,
+        mut messages: redis::aio::PubSubStream,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Result<String, Gone> {
+        let limit = self.health.timeout;
+        let late = |what: &'static str| {
+            connection_health::timed_out(BACKEND, what);
+            format!("{what} took longer than {} ms", limit.as_millis())
+        };
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.health.interval, self.health.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    None => return,
+                    None => return Err(Gone),
                     Some(Command::Subscribe(order, done)) => {
-                        let result = sink.subscribe(channel(&prefix, order)).await.map_err(unavailable);
-                        healthy = result.is_ok();
-                        watched.insert(order);
-                        let _ = done.send(result);
+                        self.watched.insert(order);
+                        let subscribed = tokio::time::timeout(limit, sink.subscribe(channel(&self.prefix, order))).await;
+                        match subscribed {
+                            Ok(Ok(())) => {
+                                let _ = done.send(Ok(()));
+                            }
+                            Ok(Err(e)) => {
+                                let _ = done.send(Err(unavailable(&e)));
+                                return Ok(format!("subscribe: {e}"));
+                            }
+                            Err(_) => {
+                                let reason = late("subscribe");
+                                let _ = done.send(Err(unavailable(&reason)));
+                                return Ok(reason);
+                            }
+                        }
                     }
                     Some(Command::Unsubscribe(order)) => {
-                        watched.remove(&order);
-                        healthy = sink.unsubscribe(channel(&prefix, order)).await.is_ok();
+                        self.watched.remove(&order);
+                        match tokio::time::timeout(limit, sink.unsubscribe(channel(&self.prefix, order))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Ok(format!("unsubscribe: {e}")),
+                            Err(_) => return Ok(late("unsubscribe")),
+                        }
                     }
                 },
                 message = messages.next() => match message {
                     Some(message) => {
                         if let Some(event) = parse(message.get_payload_bytes()) {
-                            let _ = out.send(event).await;
+                            let _ = self.out.send(event).await;
                         }
                     }
-                    None => healthy = false,
+                    None => return Ok("the connection closed".into()),
+                },
+                _ = tick.tick() => {
+                    match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Ok(format!("ping: {e}")),
+                        Err(_) => return Ok(late("ping")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `pause` before the next connect, answering subscriptions at
+    /// once with "unavailable" (the orders stay watched, so they are
+    /// subscribed and resynced on reconnect).
+    async fn refuse_for(
+        &mut self,
+        pause: Duration,
+        reason: &str,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Result<(), Gone> {
+        let until = tokio::time::sleep(pause);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => return Ok(()),
+                command = commands.recv() => match command {
+                    None => return Err(Gone),
+                    Some(Command::Subscribe(order, done)) => {
+                        self.watched.insert(order);
+                        let _ = done.send(Err(unavailable(format!("the bus subscriber is down: {reason}"))));
+                    }
+                    Some(Command::Unsubscribe(order)) => {
+                        self.watched.remove(&order);
+                    }
                 },
             }
         }
-        tracing::warn!("Redis subscriber connection lost; reconnecting");
     }
 }
 
@@ -226,6 +430,11 @@ mod tests {
     use super::*;
     use crate::testing;
     use tokio::time::timeout;
+
+    const HEALTH: SubscriberHealth = SubscriberHealth {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(500),
+    };
 
     fn published(order_id: OrderId, seq: u64, kind: &str) -> Published {
         let payload = format!(r#"{{"orderId":"{order_id}","seq":{seq},"type":"{kind}"}}"#);
@@ -241,9 +450,10 @@ mod tests {
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .unwrap();
         let stop = CancellationToken::new();
-        let (bus, mut stream) = RedisBus::new(client, pool, &prefix, 16, stop.clone());
+        let (bus, mut stream) = RedisBus::new(client, pool, &prefix, 16, HEALTH, stop.clone());
         let (watched, other) = (OrderId::new(), OrderId::new());
         bus.subscribe(watched).await.unwrap();
+        assert_eq!(bus.health(), Ok(()), "subscribed: the subscriber is up");
         bus.publish(&published(other, 1, "routing")).await.unwrap();
         bus.publish(&published(watched, 2, "failed")).await.unwrap();
         let got = timeout(Duration::from_secs(5), stream.recv()).await.unwrap().unwrap();
@@ -254,6 +464,32 @@ mod tests {
         let refused = bus.subscribe(other).await.unwrap_err();
         assert_eq!(refused, stopped());
         assert!(!refused.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_silent_redis_keeps_the_subscriber_down_and_refuses_subscriptions_promptly() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let pool = deadpool_redis::Config::from_url(url)
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .unwrap();
+        let stop = CancellationToken::new();
+        let (bus, _stream) = RedisBus::new(client, pool, "unused", 16, HEALTH, stop.clone());
+        let refused = timeout(Duration::from_secs(10), bus.subscribe(OrderId::new()))
+            .await
+            .expect("subscribe answers within its deadlines")
+            .unwrap_err();
+        assert!(refused.is_transient(), "{refused:?}");
+        assert!(bus.health().unwrap_err().is_transient(), "down while Redis is silent");
+        stop.cancel();
+        holder.abort();
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub struct QueueConfig {
     pub backend: QueueBackend,
 }
 
+/// The smallest `redis.command_timeout`: a blocking read waits up to 200 ms
+/// and needs a margin on top.
+pub const MIN_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Redis connection settings.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +39,20 @@ pub struct RedisConfig {
     pub pool_size: usize,
     /// Time to wait for a free pooled connection.
     pub pool_wait_timeout: Dur,
+    /// Client-side deadline of every Redis command (a script, a pipeline, a
+    /// PUBLISH, the pool's recycling PING). A blocking `XREADGROUP` blocks
+    /// for at most 200 ms of it, so its margin is the rest. A connection
+    /// that misses it is closed, never handed out again; the caller gets a
+    /// transient error (`POST` answers 503).
+    pub command_timeout: Dur,
+    /// Deadline of opening a connection (TCP connect and handshake), for
+    /// pooled connections and the bus subscriber alike.
+    pub connect_timeout: Dur,
+    /// TCP keepalive on every Redis socket: idle time before the first
+    /// probe and time between probes; a peer that misses 3 probes (or leaves
+    /// sent data unacknowledged that long, `TCP_USER_TIMEOUT`) is dropped by
+    /// the kernel. `0s` leaves the system default (off).
+    pub tcp_keepalive: Dur,
 }
 
 impl RedisConfig {
@@ -43,6 +61,18 @@ impl RedisConfig {
         let mut problems = Vec::new();
         if self.pool_size < 1 {
             problems.push(format!("{key}.pool_size: must be at least 1"));
+        }
+        if self.command_timeout.0 < MIN_COMMAND_TIMEOUT {
+            problems.push(format!(
+                "{key}.command_timeout: must be at least {} ms (a blocking read waits up to 200 ms of it)",
+                MIN_COMMAND_TIMEOUT.as_millis()
+            ));
+        }
+        if self.connect_timeout.0.is_zero() {
+            problems.push(format!("{key}.connect_timeout: must be greater than 0"));
+        }
+        if self.pool_wait_timeout.0.is_zero() {
+            problems.push(format!("{key}.pool_wait_timeout: must be greater than 0"));
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             problems.push(format!("{key}.key_prefix: must be non-empty without spaces"));

@@ -10,25 +10,190 @@
 //! `p:requests:<client scope>` (a client's request-limit bucket).
 //!
 //! Redis failures are classified here, once, by the error's code and kind
-//! ([`classify`]), never by their text. Imports `domain` and
-//! `telemetry::PoolStatus` only; never `api`, `pipeline` or another adapter.
+//! ([`classify`]), never by their text.
+//!
+//! No call waits unbounded: every command has a client-side deadline
+//! (`redis.command_timeout`, the connection's response timeout, which also
+//! bounds a blocking read: it blocks [`BLOCK`] at most), taking a pooled
+//! connection has one (its wait, connect and recycle deadlines, summed), and
+//! every socket has TCP keepalive ([`connection_info`]). A connection whose
+//! command timed out or broke is closed, never handed out again
+//! ([`Checked`]): a silent peer cannot poison the pool.
+//!
+//! Imports `domain` and `telemetry` only; never `api`, `pipeline` or
+//! another adapter.
 
-use super::{Allowance, Depth, Job, Lease, Queue, QueueError, RateLimit, RequestLimit};
-use crate::telemetry::PoolStatus;
+use super::{Allowance, Depth, Job, Lease, Queue, QueueError, RateLimit, RedisConfig, RequestLimit};
+use crate::telemetry::{PoolStatus, connection_health};
 use async_trait::async_trait;
 use deadpool_redis::{
-    Pool,
+    Connection, Pool,
     redis::{
-        self, AsyncCommands, Script,
+        self, AsyncCommands, IntoConnectionInfo, Script,
+        io::tcp::{TcpSettings, socket2::TcpKeepalive},
         streams::{StreamReadOptions, StreamReadReply},
     },
 };
 use std::{sync::LazyLock, time::Duration};
+use thiserror::Error;
 
 const GROUP: &str = "workers";
 /// A blocking read returns at least this often, so delayed jobs are promoted
-/// promptly (and stays below the client's 500 ms response timeout).
-const BLOCK: Duration = Duration::from_millis(200);
+/// promptly; `redis.command_timeout` (at least
+/// [`super::config::MIN_COMMAND_TIMEOUT`]) is its deadline, the rest of it
+/// the margin.
+pub const BLOCK: Duration = Duration::from_millis(200);
+/// The `backend` label of this adapter's connection-health metrics.
+const BACKEND: &str = "queue";
+/// A pool step (wait, connect, recycle) without a configured deadline gets
+/// this one.
+const DEFAULT_STEP: Duration = Duration::from_secs(5);
+/// Keepalive probes a peer may miss before the kernel drops the connection.
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// A Redis setting the client refused (a malformed `redis.url`).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct RedisSetupError(String);
+
+/// Where and how to open a Redis connection: `redis.url`, with TCP keepalive
+/// probes every `redis.tcp_keepalive` after as long idle, and
+/// `TCP_USER_TIMEOUT` (Linux, `tcp(7)`) set to the time those probes take,
+/// so unacknowledged writes fail too. `tcp_keepalive = 0s` keeps the
+/// system's defaults. Used by the pools and the bus subscriber alike.
+pub fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, RedisSetupError> {
+    let info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| RedisSetupError(e.to_string()))?;
+    let idle = config.tcp_keepalive.0;
+    if idle.is_zero() {
+        return Ok(info);
+    }
+    let probes = TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(idle)
+        .with_retries(KEEPALIVE_PROBES);
+    let tcp = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(probes)
+        .set_user_timeout(idle * (KEEPALIVE_PROBES + 1));
+    Ok(info.set_tcp_settings(tcp))
+}
+
+/// A pool of Redis connections with every deadline of `config`: each command
+/// `redis.command_timeout` (also the recycling PING that checks an idle
+/// connection before it is handed out), each connect
+/// `redis.connect_timeout`, each wait for a free connection
+/// `redis.pool_wait_timeout`; at most `redis.pool_size` connections.
+pub fn pool(config: &RedisConfig) -> Result<Pool, RedisSetupError> {
+    let settings = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout.0))
+        .set_response_timeout(Some(config.command_timeout.0));
+    let manager = deadpool_redis::Manager::new_with_config(connection_info(config)?, settings)
+        .map_err(|e| RedisSetupError(e.to_string()))?;
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .wait_timeout(Some(config.pool_wait_timeout.0))
+        .create_timeout(Some(config.connect_timeout.0))
+        .recycle_timeout(Some(config.command_timeout.0))
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .map_err(|e| RedisSetupError(e.to_string()))
+}
+
+/// Longest taking a connection from `pool` may last: deadpool applies its
+/// wait, connect and recycle deadlines one step at a time and recycles idle
+/// connections one after another until one answers, so the whole call gets
+/// their sum.
+fn checkout_deadline(pool: &Pool) -> Duration {
+    let timeouts = pool.timeouts();
+    [timeouts.wait, timeouts.create, timeouts.recycle]
+        .into_iter()
+        .map(|step| step.unwrap_or(DEFAULT_STEP))
+        .sum()
+}
+
+/// Whether a failed command leaves its connection unusable: it timed out
+/// (its answer may still arrive and would be read as the next command's),
+/// or the connection dropped or failed at the I/O level.
+fn broken(e: &redis::RedisError) -> bool {
+    e.is_timeout() || e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error()
+}
+
+/// Closes every idle connection of `pool`: after one connection missed a
+/// deadline its idle siblings, on the same path to the same server, are
+/// most likely dead too, and recycling each in turn would cost a
+/// `redis.command_timeout` apiece. The next checkout connects afresh.
+fn flush_idle(pool: &Pool) {
+    let _closed = pool.retain(|_, _| false);
+}
+
+/// A pooled connection that is closed instead of going back to the pool once
+/// a command on it broke ([`broken`]); a reconnect replaces it.
+struct Checked {
+    pool: Pool,
+    conn: Option<Connection>,
+    dead: bool,
+}
+
+impl Checked {
+    /// A connection from `pool`, within [`checkout_deadline`].
+    async fn from(pool: &Pool) -> Result<Self, QueueError> {
+        let within = checkout_deadline(pool);
+        match tokio::time::timeout(within, pool.get()).await {
+            Ok(Ok(conn)) => Ok(Checked {
+                pool: pool.clone(),
+                conn: Some(conn),
+                dead: false,
+            }),
+            Ok(Err(e)) => {
+                if matches!(e, deadpool_redis::PoolError::Timeout(_)) {
+                    connection_health::timed_out(BACKEND, "connect");
+                    flush_idle(pool);
+                }
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                connection_health::timed_out(BACKEND, "connect");
+                flush_idle(pool);
+                Err(QueueError::Unavailable(format!(
+                    "no Redis connection within {} ms",
+                    within.as_millis()
+                )))
+            }
+        }
+    }
+
+    fn get(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("held until dropped")
+    }
+
+    /// Passes `result` through, marking the connection dead when it broke.
+    fn check<T>(&mut self, what: &'static str, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &result {
+            if e.is_timeout() {
+                connection_health::timed_out(BACKEND, what);
+            }
+            if broken(e) {
+                self.dead = true;
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Checked {
+    fn drop(&mut self) {
+        if let (true, Some(conn)) = (self.dead, self.conn.take()) {
+            // Out of the pool for good; dropping closes it.
+            drop(Connection::take(conn));
+            flush_idle(&self.pool);
+            connection_health::reconnect(BACKEND);
+        }
+    }
+}
 
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/enqueue.lua")));
 static PROMOTE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/promote.lua")));
@@ -115,8 +280,8 @@ impl RedisQueue {
         format!("{}:queued:{}", self.prefix, job.order_id)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> Result<Checked, QueueError> {
+        Checked::from(&self.pool).await
     }
 
     /// Creates the consumer group (and stream) if missing; also after Redis
@@ -129,9 +294,9 @@ impl RedisQueue {
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
-            .query_async(&mut conn)
+            .query_async(conn.get())
             .await;
-        match created {
+        match conn.check("xgroup", created) {
             Ok(()) => Ok(()),
             Err(e) if has_code(&e, "BUSYGROUP") => Ok(()),
             Err(e) => Err(classify(e)),
@@ -154,7 +319,8 @@ impl RedisQueue {
         for arg in args {
             invocation.arg(arg);
         }
-        let done: i64 = invocation.invoke_async(&mut conn).await.map_err(classify)?;
+        let done = invocation.invoke_async(conn.get()).await;
+        let done: i64 = conn.check("settle", done).map_err(classify)?;
         if done == 1 {
             Ok(())
         } else {
@@ -175,14 +341,14 @@ fn field(map: &std::collections::HashMap<String, redis::Value>, name: &str) -> O
 impl Queue for RedisQueue {
     async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
         let mut conn = self.conn().await?;
-        let _added: i64 = ENQUEUE
+        let added = ENQUEUE
             .key(self.key("jobs"))
             .key(self.marker(&job))
             .arg(&job.id)
             .arg(job.order_id.to_string())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(classify)?;
+            .invoke_async::<i64>(conn.get())
+            .await;
+        conn.check("enqueue", added).map_err(classify)?;
         Ok(())
     }
 
@@ -190,13 +356,13 @@ impl Queue for RedisQueue {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let mut conn = self.conn().await?;
-            let _moved: i64 = PROMOTE
+            let moved = PROMOTE
                 .key(self.key("delayed"))
                 .key(self.key("jobs"))
                 .arg(100)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(classify)?;
+                .invoke_async::<i64>(conn.get())
+                .await;
+            conn.check("promote", moved).map_err(classify)?;
             let block = deadline
                 .saturating_duration_since(tokio::time::Instant::now())
                 .min(BLOCK);
@@ -204,9 +370,11 @@ impl Queue for RedisQueue {
                 .group(GROUP, &self.consumer)
                 .count(1)
                 .block(block.as_millis().max(1) as usize);
+            // The connection's response timeout (`redis.command_timeout`)
+            // is this read's deadline: its block time plus a margin.
             let read: redis::RedisResult<Option<StreamReadReply>> =
-                conn.xread_options(&[self.key("jobs")], &[">"], &options).await;
-            let reply = match read {
+                conn.get().xread_options(&[self.key("jobs")], &[">"], &options).await;
+            let reply = match conn.check("xreadgroup", read) {
                 Ok(reply) => reply,
                 Err(e) if has_code(&e, "NOGROUP") => {
                     drop(conn);
@@ -221,7 +389,7 @@ impl Queue for RedisQueue {
             if let Some(entry) = entry {
                 let (Some(id), Some(order)) = (field(&entry.map, "job"), field(&entry.map, "order")) else {
                     tracing::warn!(entry = entry.id, "dropping a malformed job entry");
-                    let _: redis::RedisResult<()> = redis::pipe()
+                    let dropped: redis::RedisResult<()> = redis::pipe()
                         .cmd("XACK")
                         .arg(self.key("jobs"))
                         .arg(GROUP)
@@ -229,8 +397,9 @@ impl Queue for RedisQueue {
                         .cmd("XDEL")
                         .arg(self.key("jobs"))
                         .arg(&entry.id)
-                        .query_async(&mut conn)
+                        .query_async(conn.get())
                         .await;
+                    let _ = conn.check("xdel", dropped);
                     continue;
                 };
                 let order_id = order
@@ -274,9 +443,9 @@ impl Queue for RedisQueue {
             .arg(self.lease.as_millis().to_string())
             .arg(100)
             .arg(format!("{}-recovery", self.consumer))
-            .invoke_async(&mut conn)
+            .invoke_async(conn.get())
             .await;
-        match recovered {
+        match conn.check("recover", recovered) {
             Ok(n) => Ok(n as usize),
             Err(e) if has_code(&e, "NOGROUP") => {
                 drop(conn);
@@ -289,7 +458,7 @@ impl Queue for RedisQueue {
 
     async fn depth(&self) -> Result<Depth, QueueError> {
         let mut conn = self.conn().await?;
-        let (len, pending, delayed): (u64, redis::Value, u64) = redis::pipe()
+        let sampled = redis::pipe()
             .cmd("XLEN")
             .arg(self.key("jobs"))
             .cmd("XPENDING")
@@ -297,8 +466,10 @@ impl Queue for RedisQueue {
             .arg(GROUP)
             .cmd("ZCARD")
             .arg(self.key("delayed"))
-            .query_async(&mut conn)
-            .await
+            .query_async(conn.get())
+            .await;
+        let (len, pending, delayed): (u64, redis::Value, u64) = conn
+            .check("depth", sampled)
             .or_else(|e| {
                 // No group yet (fresh or flushed Redis): nothing is pending.
                 if has_code(&e, "NOGROUP") {
@@ -337,24 +508,24 @@ impl Queue for RedisQueue {
 impl RedisQueue {
     /// Age of the first entry the group has not delivered yet: entry ids
     /// start with their creation time in milliseconds.
-    async fn oldest_waiting(&self, conn: &mut deadpool_redis::Connection) -> Option<Duration> {
-        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+    async fn oldest_waiting(&self, conn: &mut Checked) -> Option<Duration> {
+        let groups = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(self.key("jobs"))
-            .query_async(conn)
-            .await
-            .ok()?;
+            .query_async(conn.get())
+            .await;
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = conn.check("xinfo", groups).ok()?;
         let delivered = groups.iter().find(|g| field(g, "name").as_deref() == Some(GROUP))?;
         let after = field(delivered, "last-delivered-id")?;
-        let next: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        let next = redis::cmd("XRANGE")
             .arg(self.key("jobs"))
             .arg(format!("({after}"))
             .arg("+")
             .arg("COUNT")
             .arg(1)
-            .query_async(conn)
-            .await
-            .ok()?;
+            .query_async(conn.get())
+            .await;
+        let next: redis::streams::StreamRangeReply = conn.check("xrange", next).ok()?;
         let millis: u64 = next.ids.first()?.id.split('-').next()?.parse().ok()?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -396,14 +567,14 @@ impl RateLimit for RedisRateLimit {
         }
         let per_ms = f64::from(self.per_minute) / 60_000.0;
         loop {
-            let mut conn = self.pool.get().await.map_err(unavailable)?;
-            let (allowed, _, next_ms, _): (i64, i64, i64, i64) = TOKEN_BUCKET
+            let mut conn = Checked::from(&self.pool).await?;
+            let taken = TOKEN_BUCKET
                 .key(&self.key)
                 .arg(self.per_minute)
                 .arg(per_ms.to_string())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(classify)?;
+                .invoke_async(conn.get())
+                .await;
+            let (allowed, _, next_ms, _): (i64, i64, i64, i64) = conn.check("claim_limit", taken).map_err(classify)?;
             drop(conn);
             if allowed == 1 {
                 return Ok(());
@@ -441,14 +612,15 @@ impl RequestLimit for RedisRequestLimit {
     async fn check(&self, client: &str, per_minute: u32) -> Result<Allowance, QueueError> {
         let per_minute = per_minute.max(1);
         let per_ms = f64::from(per_minute) / 60_000.0;
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        let (allowed, remaining, next_ms, full_ms): (i64, i64, i64, i64) = TOKEN_BUCKET
+        let mut conn = Checked::from(&self.pool).await?;
+        let taken = TOKEN_BUCKET
             .key(format!("{}:{client}", self.prefix))
             .arg(per_minute)
             .arg(per_ms.to_string())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(classify)?;
+            .invoke_async(conn.get())
+            .await;
+        let (allowed, remaining, next_ms, full_ms): (i64, i64, i64, i64) =
+            conn.check("request_limit", taken).map_err(classify)?;
         let millis = |ms: i64| Duration::from_millis(ms.max(0) as u64);
         Ok(Allowance {
             allowed: allowed == 1,
@@ -463,7 +635,7 @@ impl RequestLimit for RedisRequestLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{domain::OrderId, queue::conformance::TempPrefix};
+    use crate::{domain::OrderId, queue::conformance::TempPrefix, testing};
     use std::sync::Arc;
 
     fn queue_on(prefix: &TempPrefix, lease: Duration) -> RedisQueue {
@@ -549,6 +721,81 @@ mod tests {
         let error = queue.enqueue(job()).await.unwrap_err();
         assert!(matches!(error, QueueError::Rejected(_)), "{error:?}");
         assert!(!error.is_transient());
+    }
+
+    /// A server that accepts connections and never answers: a black hole.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        (url, holder)
+    }
+
+    fn config(url: String) -> RedisConfig {
+        use crate::domain::Dur;
+        RedisConfig {
+            url,
+            key_prefix: "unused".into(),
+            pool_size: 2,
+            pool_wait_timeout: Dur(Duration::from_millis(200)),
+            command_timeout: Dur(Duration::from_millis(500)),
+            connect_timeout: Dur(Duration::from_millis(200)),
+            tcp_keepalive: Dur(Duration::from_secs(10)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_redis_is_unavailable_within_the_deadlines_not_a_hang() {
+        let (url, holder) = silent_server().await;
+        let queue = RedisQueue::new(
+            pool(&config(url)).unwrap(),
+            "unused",
+            "c".into(),
+            Duration::from_secs(1),
+        );
+        for call in 0..2 {
+            let error = tokio::time::timeout(Duration::from_secs(10), queue.enqueue(job()))
+                .await
+                .unwrap_or_else(|_| panic!("call {call} hung past every deadline"))
+                .unwrap_err();
+            assert!(error.is_transient(), "{error:?}");
+        }
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_command_timed_out_is_never_handed_out_again() {
+        let prefix = TempPrefix::new();
+        let mut settings = config(testing::REDIS.into());
+        settings.pool_size = 1;
+        let pool = pool(&settings).unwrap();
+        let queue = RedisQueue::new(pool.clone(), &prefix.name, "c".into(), Duration::from_secs(1));
+        queue.ensure_group().await.unwrap();
+        let mut conn = Checked::from(&pool).await.unwrap();
+        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(conn.get()).await.unwrap();
+        // Blocks this connection past `command_timeout` (and no other):
+        // the client gives up on the answer.
+        let slow = redis::cmd("BLPOP")
+            .arg(format!("{}:never", prefix.name))
+            .arg(2)
+            .query_async::<Option<(String, String)>>(conn.get())
+            .await;
+        assert!(conn.check("blpop", slow).unwrap_err().is_timeout());
+        drop(conn);
+        assert_eq!(pool.status().size, 0, "the timed-out connection left the pool");
+        let mut conn = Checked::from(&pool).await.unwrap();
+        let next: i64 = redis::cmd("CLIENT").arg("ID").query_async(conn.get()).await.unwrap();
+        assert_ne!(next, id, "a new connection replaced it");
+        drop(conn);
+        queue
+            .enqueue(job())
+            .await
+            .expect("the queue works on the new connection");
     }
 
     #[tokio::test]
