@@ -18,3 +18,4 @@ mod retries;
 mod sandbox;
 mod scale;
 mod strategies;
+mod streams;

@@ -454,6 +454,11 @@ async fn order_status(
             .map_err(auth::unauthorized)?;
     }
     let order = visible_order(state, id, &access.caller).await?;
+    if upgrade {
+        // Refused before the 101: a cursor past the order's history would
+        // skip events (its terminal one included) that never come.
+        check_since(since, &order)?;
+    }
     if !upgrade {
         let response = OrderResponse {
             success: true,
@@ -520,6 +525,27 @@ fn since(request: &Request<Incoming>) -> Result<u64, ApiError> {
     }
 }
 
+/// 400 `invalid_since` when `since` is past the order's last stored event
+/// (`lastSeq`): a client never saw such a seq, so its cursor is from
+/// another order or made up. `since` equal to `lastSeq` is valid (nothing
+/// new yet, or the order is finished).
+fn check_since(since: u64, order: &Order) -> Result<(), ApiError> {
+    if since <= order.last_seq {
+        return Ok(());
+    }
+    Err(ApiError {
+        field: Some("since".into()),
+        ..ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_since",
+            format!(
+                "since={since} is past the order's last event (seq {}); send the last seq you saw",
+                order.last_seq
+            ),
+        )
+    })
+}
+
 async fn order_events(
     state: &ApiState,
     request: &Request<Incoming>,
@@ -528,7 +554,8 @@ async fn order_events(
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let since = since(request)?;
-    visible_order(state, id, caller).await?;
+    let order = visible_order(state, id, caller).await?;
+    check_since(since, &order)?;
     let events = state.store.events(id, since).await.map_err(ApiError::store)?;
     Ok(json_response(
         StatusCode::OK,
