@@ -184,6 +184,16 @@ async fn since_past_the_last_event_is_refused_with_400_on_the_socket_and_events(
     assert_eq!(events.status, 400);
     assert_eq!(events.json()["error"]["code"], "invalid_since");
 
+    let malformed = client::get(&engine.url, &format!("/api/orders/status/{id}?since=-1"))
+        .await
+        .unwrap();
+    assert_eq!(malformed.status, 400, "a plain GET checks since's form too");
+    assert_eq!(malformed.json()["error"]["code"], "invalid_since");
+    let plain = client::get(&engine.url, &format!("/api/orders/status/{id}?since={past}"))
+        .await
+        .unwrap();
+    assert_eq!(plain.status, 200, "a plain GET has no use for since's value");
+
     let at_the_end = client::get(&engine.url, &format!("/api/orders/{id}/events?since={last}"))
         .await
         .unwrap();

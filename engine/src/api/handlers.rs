@@ -443,7 +443,9 @@ async fn order_status(
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&request);
-    let since = if upgrade { since(&request)? } else { 0 };
+    // Parsed on a plain `GET` too (which has no use for it), so a malformed
+    // value is refused the same way everywhere.
+    let since = since(&request)?;
     if let Some(ticket) = access.ticket.as_deref() {
         // Used up now, whatever follows: a ticket opens one upgrade.
         state
