@@ -149,7 +149,8 @@ enum End {
 
 impl End {
     /// The close frame to send: code and reason (at most [`MAX_REASON`]
-    /// bytes); `None` when nothing can or need be sent.
+    /// bytes); `None` when the connection is gone, or for an empty close
+    /// (the answer to a client's close without a code).
     fn close(&self) -> Option<(u16, String)> {
         let (code, reason) = match self {
             End::Finished => (close::NORMAL, "order finished".to_owned()),
@@ -168,8 +169,10 @@ impl End {
                 close::TRY_AGAIN_LATER,
                 format!("too slow; reconnect with ?since={last}"),
             ),
-            End::ClientClosed(code) => return Some((code.unwrap_or(close::NORMAL), String::new())),
-            End::Gone => return None,
+            End::ClientClosed(Some(code)) => return Some((*code, String::new())),
+            // An empty close answers one without a code (RFC 6455, 7.1.5:
+            // the code is then 1005, which is never sent).
+            End::ClientClosed(None) | End::Gone => return None,
         };
         Some((code, truncated(reason)))
     }
@@ -267,7 +270,9 @@ async fn run_session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
             End::Gone
         }
     };
-    if let Some((code, reason)) = end.close() {
+    if end == End::ClientClosed(None) {
+        let _ = writer.write_frame(Frame::close_raw(Payload::Borrowed(&[]))).await;
+    } else if let Some((code, reason)) = end.close() {
         tracing::debug!(order_id = %order, code, reason, "closing a WebSocket");
         let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
         if !matches!(end, End::ClientClosed(_)) {
@@ -551,6 +556,7 @@ mod tests {
             assert!(!reason.is_empty(), "{end:?} gives a reason");
         }
         assert_eq!(code(End::Gone), None, "nothing is sent on a dead connection");
+        assert_eq!(code(End::ClientClosed(None)), None, "an empty close is answered empty");
     }
 
     #[test]
