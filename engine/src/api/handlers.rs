@@ -456,11 +456,6 @@ async fn order_status(
             .map_err(auth::unauthorized)?;
     }
     let order = visible_order(state, id, &access.caller).await?;
-    if upgrade {
-        // Refused before the 101: a cursor past the order's history would
-        // skip events (its terminal one included) that never come.
-        check_since(since, &order)?;
-    }
     if !upgrade {
         let response = OrderResponse {
             success: true,
@@ -468,6 +463,9 @@ async fn order_status(
         };
         return Ok(json_response(StatusCode::OK, &response));
     }
+    // Refused before the 101: a cursor past the order's history would skip
+    // events (its terminal one included) that never come.
+    check_since(since, &order)?;
     let max_per_ip = state.settings.ws_max_per_ip;
     let slot = state
         .hub
