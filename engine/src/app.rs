@@ -598,6 +598,7 @@ pub async fn run_with_reload(
                 ping_interval: config.websocket.ping_interval.0,
                 ping_timeout: config.websocket.ping_timeout.0,
                 client_buffer: config.websocket.client_buffer,
+                subscribe_timeout: config.websocket.subscribe_timeout.0,
                 metrics: config.metrics.enabled,
                 header_read_timeout: config.server.header_read_timeout.0,
                 keep_alive_timeout: config.server.keep_alive_timeout.0,

@@ -21,3 +21,4 @@ mod retries;
 mod sandbox;
 mod scale;
 mod strategies;
+mod streams;

@@ -77,6 +77,10 @@ pub struct WebSocketConfig {
     /// Most WebSockets open at once from one client IP address on this
     /// node; one more upgrade gets HTTP 429 `too_many_connections`.
     pub max_per_ip: u32,
+    /// Longest wait, after the upgrade, for the event bus to confirm the
+    /// order's subscription; past it the socket closes with 1011 `bus
+    /// unavailable` (no greeting is sent) and the client may reconnect.
+    pub subscribe_timeout: Dur,
 }
 
 /// Order intake rules.
@@ -202,6 +206,7 @@ impl WebSocketConfig {
         for (field, value) in [
             ("ping_interval", self.ping_interval),
             ("ping_timeout", self.ping_timeout),
+            ("subscribe_timeout", self.subscribe_timeout),
         ] {
             if value.0.is_zero() {
                 problems.push(format!("{key}.{field}: must be greater than 0"));
@@ -266,6 +271,7 @@ mod tests {
             ping_timeout: Dur(Duration::from_secs(10)),
             client_buffer: 1024,
             max_per_ip: 0,
+            subscribe_timeout: Dur(Duration::ZERO),
         };
         let problems = [server.problems("server"), websocket.problems("websocket")].concat();
         for key in [
@@ -273,13 +279,14 @@ mod tests {
             "server.keep_alive_timeout",
             "server.max_connections",
             "websocket.max_per_ip",
+            "websocket.subscribe_timeout",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),
                 "{key} missing from {problems:?}"
             );
         }
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
     }
 
     #[test]

@@ -482,7 +482,9 @@ async fn order_status(
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&request);
-    let since = if upgrade { since(&request)? } else { 0 };
+    // Parsed on a plain `GET` too (which has no use for it), so a malformed
+    // value is refused the same way everywhere.
+    let since = since(&request)?;
     if let Some(ticket) = access.ticket.as_deref() {
         // Used up now, whatever follows: a ticket opens one upgrade.
         state
@@ -500,6 +502,9 @@ async fn order_status(
         };
         return Ok(json_response(StatusCode::OK, &response));
     }
+    // Refused before the 101: a cursor past the order's history would skip
+    // events (its terminal one included) that never come.
+    check_since(since, &order)?;
     let max_per_ip = state.settings.ws_max_per_ip;
     let slot = state
         .hub
@@ -559,6 +564,27 @@ fn since(request: &Request<Incoming>) -> Result<u64, ApiError> {
     }
 }
 
+/// 400 `invalid_since` when `since` is past the order's last stored event
+/// (`lastSeq`): a client never saw such a seq, so its cursor is from
+/// another order or made up. `since` equal to `lastSeq` is valid (nothing
+/// new yet, or the order is finished).
+fn check_since(since: u64, order: &Order) -> Result<(), ApiError> {
+    if since <= order.last_seq {
+        return Ok(());
+    }
+    Err(ApiError {
+        field: Some("since".into()),
+        ..ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_since",
+            format!(
+                "since={since} is past the order's last event (seq {}); send the last seq you saw",
+                order.last_seq
+            ),
+        )
+    })
+}
+
 async fn order_events(
     state: &ApiState,
     request: &Request<Incoming>,
@@ -567,7 +593,8 @@ async fn order_events(
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let since = since(request)?;
-    visible_order(state, id, caller).await?;
+    let order = visible_order(state, id, caller).await?;
+    check_since(since, &order)?;
     let events = state.store.events(id, since).await.map_err(ApiError::store)?;
     Ok(json_response(
         StatusCode::OK,

@@ -4,6 +4,11 @@
 //! waits on a client: one whose buffer is full is dropped (and closed with
 //! 1013 by its session). It also counts open WebSockets per client address
 //! (`websocket.max_per_ip`), so one address cannot hold them all.
+//!
+//! Joining waits for the bus to confirm the order's subscription, never
+//! longer than `websocket.subscribe_timeout`: a bus that does not answer
+//! fails the join (the session closes with 1011 and the client may
+//! reconnect) instead of holding the socket open with nothing coming.
 
 use crate::{
     bus::{Bus, BusError, Published},
@@ -17,6 +22,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -135,7 +141,19 @@ impl Hub {
 
     /// Registers a client; returns once the bus delivers the order's events,
     /// so history read afterwards cannot miss one.
-    pub async fn join(self: &Arc<Self>, order: OrderId, buffer: usize) -> Result<Membership, BusError> {
+    ///
+    /// # Errors
+    /// The bus's error when its subscription failed, or
+    /// [`BusError::Unavailable`] when it was not confirmed within
+    /// `subscribe_timeout` (`websocket.subscribe_timeout`). Every client
+    /// waiting on the same subscription gets the same error and leaves, so
+    /// the next join subscribes afresh.
+    pub async fn join(
+        self: &Arc<Self>,
+        order: OrderId,
+        buffer: usize,
+        subscribe_timeout: Duration,
+    ) -> Result<Membership, BusError> {
         let (sender, events) = mpsc::channel(buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut ready = {
@@ -145,7 +163,17 @@ impl Hub {
                 let subscribed = self.bus.subscribe(order);
                 let (done, ready) = watch::channel(None);
                 tokio::spawn(async move {
-                    let _ = done.send(Some(subscribed.await));
+                    // Bounded, so a bus that never answers cannot hold the
+                    // task (or its waiting clients) forever.
+                    let outcome = tokio::time::timeout(subscribe_timeout, subscribed)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(BusError::Unavailable(format!(
+                                "subscription not confirmed within {}",
+                                humantime::format_duration(subscribe_timeout)
+                            )))
+                        });
+                    let _ = done.send(Some(outcome));
                 });
                 Topic {
                     clients: Vec::new(),
@@ -230,6 +258,70 @@ mod tests {
     use super::*;
     use crate::bus::MemoryBus;
     use bytes::Bytes;
+    use std::sync::atomic::AtomicUsize;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// A bus whose subscriptions never complete (a backend that accepted
+    /// the connection and then went silent); counts `subscribe` calls.
+    #[derive(Default)]
+    struct SilentBus {
+        subscribes: AtomicUsize,
+        unsubscribes: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Bus for SilentBus {
+        async fn publish(&self, _event: &Published) -> Result<(), BusError> {
+            Ok(())
+        }
+
+        fn subscribe(&self, _order: OrderId) -> crate::bus::Subscribed {
+            self.subscribes.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        }
+
+        fn unsubscribe(&self, _order: OrderId) {
+            self.unsubscribes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_join_gives_up_at_the_subscribe_timeout_and_the_next_one_subscribes_afresh() {
+        let bus = Arc::new(SilentBus::default());
+        let hub = Hub::new(bus.clone());
+        let order = OrderId::new();
+        let started = tokio::time::Instant::now();
+        let (first, second) = tokio::join!(hub.join(order, 8, WAIT), hub.join(order, 8, WAIT));
+        assert_eq!(
+            started.elapsed(),
+            WAIT,
+            "both waited exactly the timeout (paused clock)"
+        );
+        for outcome in [first, second] {
+            let error = outcome.expect_err("no subscription, no membership");
+            assert!(error.is_transient(), "the client may reconnect: {error}");
+            assert_eq!(
+                error.to_string(),
+                "bus unavailable: subscription not confirmed within 5s"
+            );
+        }
+        assert_eq!(bus.subscribes.load(Ordering::SeqCst), 1, "one subscription per order");
+        assert_eq!(
+            bus.unsubscribes.load(Ordering::SeqCst),
+            1,
+            "given up when the last waiter left"
+        );
+        assert_eq!(hub.stats(), HubStats { orders: 0, clients: 0 });
+
+        let again = hub.join(order, 8, WAIT).await;
+        assert!(again.is_err());
+        assert_eq!(
+            bus.subscribes.load(Ordering::SeqCst),
+            2,
+            "a later join tries the bus again"
+        );
+    }
 
     fn event(order_id: OrderId, seq: u64) -> Published {
         Published {
@@ -273,8 +365,8 @@ mod tests {
         let hub = Hub::new(bus.clone());
         tokio::spawn(hub.clone().run(stream, CancellationToken::new()));
         let order = OrderId::new();
-        let mut a = hub.join(order, 8).await.unwrap();
-        let mut b = hub.join(order, 8).await.unwrap();
+        let mut a = hub.join(order, 8, WAIT).await.unwrap();
+        let mut b = hub.join(order, 8, WAIT).await.unwrap();
         assert_eq!(hub.stats(), HubStats { orders: 1, clients: 2 });
         bus.publish(&event(order, 1)).await.unwrap();
         assert_eq!(a.events.recv().await.unwrap().seq, 1);
@@ -291,8 +383,8 @@ mod tests {
         let hub = Hub::new(bus.clone());
         tokio::spawn(hub.clone().run(stream, CancellationToken::new()));
         let order = OrderId::new();
-        let mut slow = hub.join(order, 1).await.unwrap();
-        let mut fast = hub.join(order, 8).await.unwrap();
+        let mut slow = hub.join(order, 1, WAIT).await.unwrap();
+        let mut fast = hub.join(order, 8, WAIT).await.unwrap();
         for seq in 1..=3 {
             bus.publish(&event(order, seq)).await.unwrap();
         }

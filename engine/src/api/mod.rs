@@ -51,6 +51,9 @@ pub struct ApiSettings {
     pub ping_timeout: Duration,
     /// Events buffered per WebSocket client.
     pub client_buffer: usize,
+    /// Longest wait for the bus to confirm a WebSocket's subscription
+    /// (`websocket.subscribe_timeout`).
+    pub subscribe_timeout: Duration,
     /// Serve `/metrics`.
     pub metrics: bool,
     /// Time to receive a request's headers (`server.header_read_timeout`).

@@ -3,8 +3,12 @@
 //!
 //! fastwebsockets' `read_frame` is not cancellation-safe, so it is never
 //! raced in a `select!`: a reader task owns the read half and reports
-//! control frames to the writer over a channel; the writer owns the write
-//! half and is the only task that selects.
+//! control frames (and a broken frame) to the writer over a channel; the
+//! writer owns the write half and is the only task that selects.
+//!
+//! Every way a session ends is one [`End`], which alone decides the close
+//! code and reason sent (RFC 6455, section 7.4.1); 1000 is sent only when
+//! the order reached its terminal event.
 
 use super::{
     ApiState,
@@ -12,33 +16,59 @@ use super::{
     views::{Greeting, GreetingKind},
 };
 use crate::{
-    bus::Published,
+    bus::{BusError, Published},
     domain::{OrderId, Timestamp},
     telemetry::event,
 };
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::{sync::Arc, time::Duration};
 use tokio::{
-    io::WriteHalf,
+    io::{AsyncReadExt, ReadHalf, WriteHalf},
     sync::mpsc,
     time::{Instant, sleep_until},
 };
 
 type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
 
-/// Close codes used by the server.
+/// Largest client frame accepted, bytes; a larger one (by its header, before
+/// its payload is read) ends the session with 1009. The stream is server to
+/// client: a client sends only control frames (at most 125 bytes each).
+pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+/// After a broken client frame, how long the server keeps reading (and
+/// discarding) what the client still sends before it hangs up, so that the
+/// close frame is not destroyed by a TCP reset (closing a socket with
+/// unread input sends RST, RFC 1122 section 4.2.2.13).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Within [`LINGER`], the drain stops after this long without a byte.
+const LINGER_IDLE: Duration = Duration::from_millis(500);
+
+/// Close codes used by the server (RFC 6455, section 7.4.1; 1013 from the
+/// IANA WebSocket Close Code Number Registry).
 pub mod close {
-    /// Finished: the order reached its terminal event.
+    /// The order reached its terminal event; sent for nothing else.
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down, or the client stopped answering pings.
     pub const GOING_AWAY: u16 = 1001;
-    /// A backend failed.
+    /// The client broke the WebSocket protocol (e.g. reserved bits set, a
+    /// fragmented control frame, an invalid close frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A client text frame was not UTF-8 (RFC 6455, section 8.1).
+    pub const INVALID_DATA: u16 = 1007;
+    /// A client frame was larger than [`super::MAX_CLIENT_FRAME`].
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A backend (store or bus) failed; reconnect with `?since`.
     pub const INTERNAL: u16 = 1011;
     /// The client fell too far behind; reconnect with `?since`.
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
+
+/// Longest close reason, bytes: a close frame's payload is at most 125
+/// bytes, 2 of them the code (RFC 6455, section 5.5).
+const MAX_REASON: usize = 123;
 
 /// Where a session stands in its order's history: the `seq` of the last
 /// event it sent. Pure (no I/O), so the no-gap, no-duplicate rule is tested
@@ -83,10 +113,139 @@ impl Cursor {
     }
 }
 
+/// Why a session ends. [`End::close`] is the one place that maps a cause to
+/// its close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    /// The order's terminal event was sent, or the client already had it.
+    Finished,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client did not answer a ping within `websocket.ping_timeout`.
+    PingTimeout,
+    /// The client broke the WebSocket protocol; the words say how.
+    Protocol(&'static str),
+    /// A client text frame (or close reason) was not UTF-8.
+    InvalidData,
+    /// A client frame was over [`MAX_CLIENT_FRAME`].
+    TooBig,
+    /// The store failed (replaying history, or reading the order).
+    StoreDown(String),
+    /// The bus did not confirm the order's subscription: it failed, or
+    /// `websocket.subscribe_timeout` passed.
+    BusDown(BusError),
+    /// The client fell `websocket.client_buffer` events behind; `last` is
+    /// the seq of the last event it was sent.
+    TooSlow {
+        /// The seq to reconnect with (`?since=`).
+        last: u64,
+    },
+    /// The client sent a close frame (with this code, if any); the answer
+    /// echoes its code (RFC 6455, section 5.5.1).
+    ClientClosed(Option<u16>),
+    /// The connection is gone (reset, or a write failed): nothing to send.
+    Gone,
+}
+
+impl End {
+    /// The close frame to send: code and reason (at most [`MAX_REASON`]
+    /// bytes); `None` when the connection is gone, or for an empty close
+    /// (the answer to a client's close without a code).
+    fn close(&self) -> Option<(u16, String)> {
+        let (code, reason) = match self {
+            End::Finished => (close::NORMAL, "order finished".to_owned()),
+            End::Shutdown => (close::GOING_AWAY, "server shutting down".to_owned()),
+            End::PingTimeout => (close::GOING_AWAY, "ping timeout".to_owned()),
+            End::Protocol(what) => (close::PROTOCOL_ERROR, format!("protocol error: {what}")),
+            End::InvalidData => (close::INVALID_DATA, "text frame is not UTF-8".to_owned()),
+            End::TooBig => (
+                close::MESSAGE_TOO_BIG,
+                format!("frame too big: at most {MAX_CLIENT_FRAME} bytes"),
+            ),
+            End::StoreDown(error) => (close::INTERNAL, format!("store unavailable: {error}")),
+            End::BusDown(BusError::Stopped(_)) => (close::GOING_AWAY, "server shutting down".to_owned()),
+            End::BusDown(error @ BusError::Unavailable(_)) => (close::INTERNAL, error.to_string()),
+            End::TooSlow { last } => (
+                close::TRY_AGAIN_LATER,
+                format!("too slow; reconnect with ?since={last}"),
+            ),
+            End::ClientClosed(Some(code)) => return Some((*code, String::new())),
+            // An empty close answers one without a code (RFC 6455, 7.1.5:
+            // the code is then 1005, which is never sent).
+            End::ClientClosed(None) | End::Gone => return None,
+        };
+        Some((code, truncated(reason)))
+    }
+
+    /// Whether the client's input may be mid-frame (a broken frame), so the
+    /// rest must be drained before hanging up ([`LINGER`]).
+    fn lingers(&self) -> bool {
+        matches!(self, End::Protocol(_) | End::InvalidData | End::TooBig)
+    }
+
+    /// How a failed frame read ends the session.
+    fn of_read_error(error: &WebSocketError) -> Self {
+        match error {
+            WebSocketError::FrameTooLarge => End::TooBig,
+            WebSocketError::InvalidUTF8 => End::InvalidData,
+            WebSocketError::ReservedBitsNotZero => End::Protocol("reserved bits set"),
+            WebSocketError::ControlFrameFragmented => End::Protocol("fragmented control frame"),
+            WebSocketError::PingFrameTooLarge => End::Protocol("control frame over 125 bytes"),
+            WebSocketError::InvalidValue => End::Protocol("unknown opcode"),
+            WebSocketError::InvalidFragment | WebSocketError::InvalidContinuationFrame => {
+                End::Protocol("invalid fragment")
+            }
+            WebSocketError::InvalidCloseFrame | WebSocketError::InvalidCloseCode => {
+                End::Protocol("invalid close frame")
+            }
+            _ => End::Gone,
+        }
+    }
+
+    /// How a close frame from the client (its payload) ends the session.
+    fn of_client_close(payload: &[u8]) -> Self {
+        match payload {
+            [] => End::ClientClosed(None),
+            [_] => End::Protocol("invalid close frame"),
+            [high, low, reason @ ..] => {
+                let code = u16::from_be_bytes([*high, *low]);
+                if !close_code_allowed(code) {
+                    End::Protocol("invalid close code")
+                } else if std::str::from_utf8(reason).is_err() {
+                    End::InvalidData
+                } else {
+                    End::ClientClosed(Some(code))
+                }
+            }
+        }
+    }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455, section 7.4:
+/// 1004–1006 and 1015 are reserved, 1016–2999 unassigned; 3000–4999 belong
+/// to libraries and applications).
+fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// `reason` cut to [`MAX_REASON`] bytes, on a character boundary.
+fn truncated(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+/// What the reader task tells the writer.
 enum Control {
     Ping(Vec<u8>),
     Pong,
-    Closed,
+    /// The session must end (the client closed, broke a frame, or left).
+    End(End),
 }
 
 /// Runs a session to its end.
@@ -97,53 +256,98 @@ pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
 }
 
 async fn run_session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, order: OrderId, since: u64) {
-    let (mut reader, mut writer) = ws.split(tokio::io::split);
-    reader.set_auto_close(false);
-    reader.set_auto_pong(false);
-    reader.set_max_message_size(64 * 1024);
+    // Split by hand rather than with `WebSocket::split`, so the reader task
+    // keeps the raw read half and can drain it after a broken frame.
+    let (raw_read, raw_write) = tokio::io::split(ws.into_inner());
+    let (_, mut writer) = fastwebsockets::after_handshake_split(tokio::io::empty(), raw_write, Role::Server);
     let (control, mut controls) = mpsc::channel(8);
-    let reading = tokio::spawn(async move {
+    let mut reading = tokio::spawn(read_client(raw_read, control));
+
+    let end = match stream(&mut writer, &mut controls, &state, order, since).await {
+        Ok(end) => end,
+        Err(e) => {
+            tracing::debug!(order_id = %order, error = %e, "WebSocket write failed");
+            End::Gone
+        }
+    };
+    if end == End::ClientClosed(None) {
+        let _ = writer.write_frame(Frame::close_raw(Payload::Borrowed(&[]))).await;
+    } else if let Some((code, reason)) = end.close() {
+        tracing::debug!(order_id = %order, code, reason, "closing a WebSocket");
+        let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
+        if !matches!(end, End::ClientClosed(_)) {
+            // Give the client a moment to answer the close, then hang up.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(message) = controls.recv().await {
+                    if matches!(message, Control::End(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    if end.lingers() {
+        // The reader drains the rest of the broken input (bounded by LINGER).
+        let _ = tokio::time::timeout(LINGER + Duration::from_secs(1), &mut reading).await;
+    }
+    reading.abort();
+}
+
+/// Reads the client's frames and reports control frames, and how the
+/// session must end, to the writer. After a broken frame the input is no
+/// longer frame-aligned: what the client still sends is read and discarded
+/// for at most [`LINGER`] (until the client goes quiet for
+/// [`LINGER_IDLE`]), so that hanging up does not reset the connection under
+/// the close frame.
+async fn read_client(mut raw: ReadHalf<TokioIo<Upgraded>>, control: mpsc::Sender<Control>) {
+    let broken = {
+        let (mut reader, _) = fastwebsockets::after_handshake_split(&mut raw, tokio::io::sink(), Role::Server);
+        reader.set_auto_close(false);
+        reader.set_auto_pong(false);
+        reader.set_max_message_size(MAX_CLIENT_FRAME + 1);
         loop {
             let frame = reader.read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) }).await;
             let message = match frame {
                 Ok(frame) => match frame.opcode {
                     OpCode::Ping => Control::Ping(frame.payload.to_vec()),
                     OpCode::Pong => Control::Pong,
-                    OpCode::Close => Control::Closed,
+                    OpCode::Close => Control::End(End::of_client_close(&frame.payload)),
                     // Clients have nothing to say; text and binary are ignored.
                     _ => continue,
                 },
-                Err(_) => Control::Closed,
+                Err(e) => Control::End(End::of_read_error(&e)),
             };
-            let closed = matches!(message, Control::Closed);
-            if control.send(message).await.is_err() || closed {
+            let broken = match &message {
+                Control::End(end) => Some(end.lingers()),
+                _ => None,
+            };
+            if control.send(message).await.is_err() {
                 return;
             }
-        }
-    });
-
-    let result = stream(&mut writer, &mut controls, &state, order, since).await;
-    let end = match result {
-        Ok(end) => end,
-        Err(e) => {
-            tracing::debug!(order_id = %order, error = %e, "WebSocket write failed");
-            reading.abort();
-            return;
+            if let Some(broken) = broken {
+                break broken;
+            }
         }
     };
-    if let End::Close(code, reason) = end {
-        let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
-        // Give the client a moment to answer the close, then hang up.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(message) = controls.recv().await {
-                if matches!(message, Control::Closed) {
-                    break;
-                }
-            }
-        })
-        .await;
+    drop(control);
+    if broken {
+        drain(&mut raw).await;
     }
-    reading.abort();
+}
+
+/// Reads and discards input until end of stream, an error, [`LINGER`], or
+/// [`LINGER_IDLE`] without a byte.
+async fn drain(raw: &mut ReadHalf<TokioIo<Upgraded>>) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + LINGER;
+    loop {
+        let until = deadline.min(Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(until, raw.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
 }
 
 /// Sends one text message; `replayed` marks events read from the store.
@@ -151,25 +355,6 @@ async fn send(writer: &mut Writer, payload: &[u8], replayed: bool) -> Result<(),
     writer.write_frame(Frame::text(Payload::Borrowed(payload))).await?;
     event::ws_sent(payload.len(), replayed);
     Ok(())
-}
-
-/// How a session ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum End {
-    /// Send a close frame with this code and reason, then hang up.
-    Close(u16, String),
-    /// The peer closed (or vanished) first: nothing more to send.
-    PeerGone,
-}
-
-impl End {
-    fn finished() -> Self {
-        End::Close(close::NORMAL, "order finished".into())
-    }
-
-    fn store_down(error: impl std::fmt::Display) -> Self {
-        End::Close(close::INTERNAL, format!("store unavailable: {error}"))
-    }
 }
 
 /// Streams until the session should close; returns how it ends.
@@ -180,9 +365,17 @@ async fn stream(
     order: OrderId,
     since: u64,
 ) -> Result<End, WebSocketError> {
-    let mut membership: Membership = match state.hub.join(order, state.settings.client_buffer).await {
+    let settings = &state.settings;
+    let joined = state
+        .hub
+        .join(order, settings.client_buffer, settings.subscribe_timeout)
+        .await;
+    let mut membership: Membership = match joined {
         Ok(membership) => membership,
-        Err(e) => return Ok(End::Close(close::INTERNAL, format!("event bus unavailable: {e}"))),
+        Err(e) => {
+            tracing::warn!(order_id = %order, error = %e, "closing a WebSocket: no bus subscription");
+            return Ok(End::BusDown(e));
+        }
     };
     let greeting = |kind, message: String| {
         let greeting = Greeting {
@@ -208,34 +401,32 @@ async fn stream(
     if let Some(end) = replay(writer, state, order, &mut cursor, u64::MAX).await? {
         return Ok(end);
     }
-    // `?since` at or past the terminal event replays nothing, yet the order
-    // may be finished all the same. (When something was replayed and none of
-    // it was terminal, the order is still running: no need to ask.)
+    // `?since` at the terminal event replays nothing, yet the order is
+    // finished all the same. (When something was replayed and none of it
+    // was terminal, the order is still running: no need to ask.)
     if cursor == Cursor::new(since) {
         match state.store.order(order).await {
             Ok(Some(current)) if current.status.is_terminal() && cursor.last >= current.last_seq => {
-                return Ok(End::finished());
+                return Ok(End::Finished);
             }
             Ok(_) => {}
-            Err(e) => return Ok(End::store_down(e)),
+            Err(e) => return Ok(End::StoreDown(e.to_string())),
         }
     }
 
-    let ping_interval = state.settings.ping_interval;
+    let ping_interval = settings.ping_interval;
     let mut pinger = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut pong_due: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
-            _ = state.shutdown.cancelled() => return Ok(End::Close(close::GOING_AWAY, "server shutting down".into())),
+            _ = state.shutdown.cancelled() => return Ok(End::Shutdown),
             control = controls.recv() => match control {
                 Some(Control::Ping(payload)) => writer.write_frame(Frame::pong(Payload::Owned(payload))).await?,
                 Some(Control::Pong) => pong_due = None,
-                Some(Control::Closed) | None => {
-                    let _ = writer.write_frame(Frame::close(close::NORMAL, b"")).await;
-                    return Ok(End::PeerGone);
-                }
+                Some(Control::End(end)) => return Ok(end),
+                None => return Ok(End::Gone),
             },
             event = membership.events.recv() => match event {
                 Some(event) if event.is_resync() => {
@@ -246,6 +437,9 @@ async fn stream(
                 }
                 Some(event) => {
                     match cursor.step(event.seq) {
+                        // The client has the terminal event already (it
+                        // came from history, or `since` covers it): done.
+                        Step::Skip if event.terminal => return Ok(End::Finished),
                         Step::Skip => continue,
                         Step::Send => {}
                         Step::FillGap => {
@@ -258,24 +452,24 @@ async fn stream(
                     send(writer, &event.payload, false).await?;
                     cursor.sent(event.seq);
                     if event.terminal {
-                        return Ok(End::finished());
+                        return Ok(End::Finished);
                     }
                 }
                 None => {
                     event::ws_slow_close();
                     let last = cursor.last;
                     tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
-                    return Ok(End::Close(close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?since={last}")));
+                    return Ok(End::TooSlow { last });
                 }
             },
             _ = sleep_until(pong_due.unwrap_or(far)) => {
                 event::ws_ping_timeout();
-                return Ok(End::Close(close::GOING_AWAY, "ping timeout".into()));
+                return Ok(End::PingTimeout);
             }
             _ = pinger.tick() => {
                 writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"swapline"))).await?;
                 if pong_due.is_none() {
-                    pong_due = Some(Instant::now() + state.settings.ping_timeout);
+                    pong_due = Some(Instant::now() + settings.ping_timeout);
                 }
             }
         }
@@ -294,14 +488,14 @@ async fn replay(
 ) -> Result<Option<End>, WebSocketError> {
     let history = match state.store.events(order, cursor.last).await {
         Ok(history) => history,
-        Err(e) => return Ok(Some(End::store_down(e))),
+        Err(e) => return Ok(Some(End::StoreDown(e.to_string()))),
     };
     for event in history.iter().filter(|e| e.seq < before) {
         let published = Published::new(event);
         send(writer, &published.payload, true).await?;
         cursor.sent(event.seq);
         if published.terminal {
-            return Ok(Some(End::finished()));
+            return Ok(Some(End::Finished));
         }
     }
     Ok(None)
@@ -336,5 +530,81 @@ mod tests {
             assert_eq!(cursor.step(seq), Step::Skip, "seq {seq}");
         }
         assert_eq!(cursor.step(6), Step::Send);
+    }
+
+    fn code(end: End) -> Option<u16> {
+        end.close().map(|(code, _)| code)
+    }
+
+    #[test]
+    fn only_a_finished_order_closes_with_1000() {
+        let ends = [
+            End::Shutdown,
+            End::PingTimeout,
+            End::Protocol("reserved bits set"),
+            End::InvalidData,
+            End::TooBig,
+            End::StoreDown("timed out".into()),
+            End::BusDown(BusError::Unavailable("subscription not confirmed within 5s".into())),
+            End::BusDown(BusError::Stopped("shutdown".into())),
+            End::TooSlow { last: 7 },
+        ];
+        assert_eq!(code(End::Finished), Some(close::NORMAL));
+        for end in ends {
+            let (code, reason) = end.close().expect("a close frame");
+            assert_ne!(code, close::NORMAL, "{end:?}");
+            assert!(!reason.is_empty(), "{end:?} gives a reason");
+        }
+        assert_eq!(code(End::Gone), None, "nothing is sent on a dead connection");
+        assert_eq!(code(End::ClientClosed(None)), None, "an empty close is answered empty");
+    }
+
+    #[test]
+    fn each_cause_has_its_rfc_6455_code() {
+        assert_eq!(code(End::of_read_error(&WebSocketError::FrameTooLarge)), Some(1009));
+        assert_eq!(
+            code(End::of_read_error(&WebSocketError::ReservedBitsNotZero)),
+            Some(1002)
+        );
+        assert_eq!(
+            code(End::of_read_error(&WebSocketError::ControlFrameFragmented)),
+            Some(1002)
+        );
+        assert_eq!(code(End::of_read_error(&WebSocketError::InvalidValue)), Some(1002));
+        assert_eq!(code(End::of_read_error(&WebSocketError::InvalidUTF8)), Some(1007));
+        assert_eq!(code(End::of_read_error(&WebSocketError::UnexpectedEOF)), None);
+        assert_eq!(code(End::StoreDown("x".into())), Some(1011));
+        assert_eq!(code(End::BusDown(BusError::Unavailable("x".into()))), Some(1011));
+        assert_eq!(code(End::TooSlow { last: 1 }), Some(1013));
+        assert_eq!(code(End::Shutdown), Some(1001));
+        assert_eq!(code(End::PingTimeout), Some(1001));
+    }
+
+    #[test]
+    fn a_client_close_is_echoed_and_a_bad_one_is_a_protocol_error() {
+        assert_eq!(End::of_client_close(&[]), End::ClientClosed(None));
+        assert_eq!(
+            End::of_client_close(&4000u16.to_be_bytes()),
+            End::ClientClosed(Some(4000))
+        );
+        assert_eq!(code(End::of_client_close(&1001u16.to_be_bytes())), Some(1001));
+        assert_eq!(code(End::of_client_close(&[3])), Some(1002), "a 1-byte payload");
+        assert_eq!(
+            code(End::of_client_close(&1005u16.to_be_bytes())),
+            Some(1002),
+            "reserved"
+        );
+        assert_eq!(
+            code(End::of_client_close(&[0x03, 0xe8, 0xff])),
+            Some(1007),
+            "reason not UTF-8"
+        );
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_fit_a_close_frame_on_a_char_boundary() {
+        let (_, reason) = End::StoreDown("é".repeat(200)).close().unwrap();
+        assert!(reason.len() <= MAX_REASON, "{}", reason.len());
+        assert!(reason.starts_with("store unavailable: é"));
     }
 }
