@@ -215,8 +215,8 @@ fn page(status: Option<Status>, limit: u32, cursor: Option<i64>) -> ListQuery {
 
 /// A fresh store has every migration pending; `migrate` applies them once.
 pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(store: Arc<S>) {
-    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3, 4]);
-    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5]);
     assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
     assert!(store.pending_migrations().await.unwrap().is_empty());
 }

@@ -908,7 +908,9 @@ impl Store for PostgresStore {
                         .map_err(|_| StoreError::Corrupt(format!("signing secret {name:?} is not 32 bytes")));
                 }
             }
-            Err(StoreError::Unavailable(format!("signing secret {name:?} could not be read")))
+            Err(StoreError::Unavailable(format!(
+                "signing secret {name:?} could not be read"
+            )))
         })
         .await
     }
