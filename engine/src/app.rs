@@ -319,6 +319,23 @@ pub async fn migrate(config: &Config) -> Result<Vec<u32>, AppError> {
     Ok(open_store(config)?.store.migrate().await?)
 }
 
+/// How long `/health` and `/ready` wait for one backend check: the longest
+/// a call of a configured backend may take by its own deadlines (a pool
+/// checkout, then the command), at least 2 s. A shorter probe would cut
+/// healthy calls short under load and report a backend down that is not.
+fn probe_timeout(config: &Config) -> std::time::Duration {
+    let mut within = std::time::Duration::from_secs(2);
+    if config.store.backend == StoreBackend::Postgres {
+        let pg = &config.postgres;
+        within = within.max(pg.pool_wait_timeout.0 + pg.connect_timeout.0 + pg.query_timeout.0);
+    }
+    if config.queue.backend == QueueBackend::Redis || config.bus.backend == BusBackend::Redis {
+        let redis = &config.redis;
+        within = within.max(redis.pool_wait_timeout.0 + redis.connect_timeout.0 + redis.command_timeout.0);
+    }
+    within
+}
+
 /// API keys in the configured store, for `swapline keys …`: migrates first
 /// when `store.migrate_on_start` (as `serve` would), so keys can be created
 /// before the first start.
@@ -608,7 +625,7 @@ pub async fn run_with_reload(
                 ticket_ttl: config.auth.ticket_ttl.0,
                 allowed_origins: config.server.allowed_origins.clone(),
                 require_idempotency_key: config.orders.require_idempotency_key,
-                probe_timeout: config.redis.command_timeout.0,
+                probe_timeout: probe_timeout(&config),
             },
             shutdown: token.clone(),
             sessions: TaskTracker::new(),

@@ -216,7 +216,8 @@ async fn a_key_sees_only_its_own_orders_and_admin_sees_all(backend: Backend) {
 }
 
 /// A ticket (from POST /api/ws-tickets or in a new order's wsUrl) opens its
-/// order's stream once; reused or expired it is 401 and no 101.
+/// order's stream once; reused or expired it is 401 and no 101; an upgrade
+/// refused for another reason leaves it usable.
 async fn a_ticket_opens_one_upgrade_once_and_not_after_it_expires(backend: Backend) {
     let engine = Engine::start_on(backend, AUTH);
     let (_, alice) = create_key(&engine, "alice", "trade,read");
@@ -236,6 +237,9 @@ async fn a_ticket_opens_one_upgrade_once_and_not_after_it_expires(backend: Backe
     let ticket = issued.json()["ticket"].as_str().unwrap().to_owned();
     let path = ws_path(issued.json()["wsUrl"].as_str().unwrap()).to_owned();
     assert_eq!(path, format!("/api/orders/status/{id}?ticket={ticket}"));
+    // Refused for another reason (a `since` past the history), the ticket
+    // is not used up.
+    refused_with(upgrade(&engine, &format!("{path}&since=999"), &[]).await, 400);
     let mut socket = upgrade(&engine, &path, &[])
         .await
         .expect("a fresh ticket opens the stream");

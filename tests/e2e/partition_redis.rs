@@ -351,3 +351,51 @@ async fn a_redis_reset_is_survived_with_one_node() {
 async fn a_redis_reset_is_survived_with_api_and_worker_apart() {
     reset(Topology::Split).await;
 }
+
+/// The quiet failure of the bus: the worker's publish of the terminal event
+/// is lost (its Redis goes silent) while the API node's subscriber stays
+/// healthy, so no resync marker comes. The watcher's session asks the store
+/// once per quiet ping interval and still ends with the terminal event and
+/// 1000, instead of being kept open by pings forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_terminal_publish_still_ends_the_stream_with_1000() {
+    let relay = Relay::start("127.0.0.1:6379").await;
+    let shared = Shared::new(Backend::Production);
+    let api = Engine::node(
+        shared.clone(),
+        "serve",
+        "[worker]\nenabled = false\n\n[websocket]\nping_interval = \"1s\"\n",
+    );
+    // Only the worker reaches Redis through the relay; the store is direct.
+    let _worker = Engine::node(
+        shared.clone(),
+        "worker",
+        &format!(
+            "[redis]\nurl = \"{}\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\npool_wait_timeout = \"1s\"\n\n\
+             [venues]\nexecute_latency_min = \"1500ms\"\nexecute_latency_max = \"1500ms\"\n",
+            relay.redis_url()
+        ),
+    );
+    let id = api.order(sol_usdc(1.0)).await;
+    let mut socket = api.watch(&id, None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.status(&id).await["status"] != "submitted" {
+        assert!(Instant::now() < deadline, "the order was submitted:\n{}", api.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.black_hole(Duration::from_secs(120));
+    let stream = tokio::time::timeout(Duration::from_secs(30), read_stream(&mut socket))
+        .await
+        .expect("the stream ended although the terminal event was never published");
+    let stored = api.status(&id).await;
+    assert_eq!(stored["status"], "confirmed", "{stored}");
+    assert_eq!(
+        stream.types().last().copied(),
+        Some("confirmed"),
+        "{:?}",
+        stream.types()
+    );
+    assert_eq!(stream.close, 1000);
+    assert_gapless(&stream);
+    assert_eq!(shared.executions(&id).await, 1, "one execution");
+}

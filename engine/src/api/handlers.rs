@@ -485,15 +485,20 @@ async fn order_status(
     // Parsed on a plain `GET` too (which has no use for it), so a malformed
     // value is refused the same way everywhere.
     let since = since(&request)?;
-    if let Some(ticket) = access.ticket.as_deref() {
-        // Used up now, whatever follows: a ticket opens one upgrade.
-        state
-            .keys
-            .redeem_ticket(ticket, id)
-            .await
-            .map_err(ApiError::store)?
-            .map_err(auth::unauthorized)?;
-    }
+    // Checked now (signature, expiry, order); used up only once the
+    // upgrade is certain, so a request refused for another reason (a bad
+    // `since`, the address's limit) leaves the ticket usable.
+    let ticket = match access.ticket.as_deref() {
+        Some(secret) => Some(
+            state
+                .keys
+                .check_ticket(secret, id)
+                .await
+                .map_err(ApiError::store)?
+                .map_err(auth::unauthorized)?,
+        ),
+        None => None,
+    };
     let order = visible_order(state, id, &access.caller).await?;
     if !upgrade {
         let response = OrderResponse {
@@ -512,6 +517,15 @@ async fn order_status(
         .ok_or_else(|| too_many_connections(max_per_ip))?;
     let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string()))?;
+    if let Some(ticket) = &ticket {
+        // One upgrade per ticket, on any node.
+        state
+            .keys
+            .use_ticket(ticket)
+            .await
+            .map_err(ApiError::store)?
+            .map_err(auth::unauthorized)?;
+    }
     let session_state = state.clone();
     state.sessions.spawn(async move {
         // Held for the session's life: the address's allowance comes back

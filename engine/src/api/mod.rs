@@ -75,8 +75,9 @@ pub struct ApiSettings {
     /// Refuse `POST /api/orders/execute` without an `Idempotency-Key`
     /// (`orders.require_idempotency_key`).
     pub require_idempotency_key: bool,
-    /// Deadline of each backend check of `/health` and `/ready`
-    /// (`redis.command_timeout`); a check that misses it counts as down.
+    /// Deadline of each backend check of `/health` and `/ready`: the
+    /// longest a configured backend's own deadlines allow (checkout plus
+    /// command), at least 2 s; a check that misses it counts as down.
     pub probe_timeout: Duration,
 }
 

@@ -418,6 +418,12 @@ async fn stream(
     let mut pinger = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut pong_due: Option<Instant> = None;
+    // No event since the last ping tick. A quiet session asks the store
+    // once per ping interval: an event whose publish was lost while this
+    // node's subscriber stayed healthy (so no resync marker comes) would
+    // otherwise never arrive, and after a lost terminal event pings alone
+    // would keep the socket open forever.
+    let mut quiet = true;
     loop {
         tokio::select! {
             biased;
@@ -428,7 +434,7 @@ async fn stream(
                 Some(Control::End(end)) => return Ok(end),
                 None => return Ok(End::Gone),
             },
-            event = membership.events.recv() => match event {
+            event = membership.events.recv() => { quiet = false; match event {
                 Some(event) if event.is_resync() => {
                     // The bus may have dropped events: the store has them all.
                     if let Some(end) = replay(writer, state, order, &mut cursor, u64::MAX).await? {
@@ -461,7 +467,7 @@ async fn stream(
                     tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
                     return Ok(End::TooSlow { last });
                 }
-            },
+            }},
             _ = sleep_until(pong_due.unwrap_or(far)) => {
                 event::ws_ping_timeout();
                 return Ok(End::PingTimeout);
@@ -470,6 +476,15 @@ async fn stream(
                 writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"swapline"))).await?;
                 if pong_due.is_none() {
                     pong_due = Some(Instant::now() + settings.ping_timeout);
+                }
+                if std::mem::replace(&mut quiet, true) {
+                    match replay(writer, state, order, &mut cursor, u64::MAX).await? {
+                        // A store that does not answer now is asked again
+                        // at the next tick; the session itself is fine.
+                        Some(End::StoreDown(e)) => tracing::debug!(order_id = %order, error = %e, "quiet-session check failed"),
+                        Some(end) => return Ok(end),
+                        None => {}
+                    }
                 }
             }
         }

@@ -81,8 +81,25 @@ pub fn check_pipelines(config: &Config) -> Vec<String> {
     if !config.pipelines.contains_key("market") {
         problems.push("pipelines.market: missing; every order type needs a pipeline".to_owned());
     }
+    // One leg's call, and the store write after it, must fit inside the
+    // stall rule, or a healthy but slow call is cut and re-run.
+    let store_deadline = match config.store.backend {
+        crate::store::StoreBackend::Postgres => config.postgres.query_timeout.0,
+        crate::store::StoreBackend::Sqlite => std::time::Duration::ZERO,
+    };
     for (name, pipeline) in &config.pipelines {
         problems.extend(pipeline.problems(&format!("pipelines.{name}")));
+        let longest = pipeline.execute_timeout.0 + store_deadline;
+        if config.worker.stall_timeout.0 <= longest {
+            problems.push(format!(
+                "worker.stall_timeout: must be greater than pipelines.{name}.execute_timeout{} ({longest:?})",
+                if store_deadline.is_zero() {
+                    ""
+                } else {
+                    " + postgres.query_timeout"
+                }
+            ));
+        }
     }
     problems
 }

@@ -11,7 +11,8 @@
 //! A ticket (`swt_…`) is stateless until it is used: it carries its order,
 //! its key, its expiry and a random nonce, signed with HMAC-SHA256 (RFC
 //! 2104; the tag truncated to 128 bits, §5) under a secret all nodes share
-//! through the store. Issuing one writes nothing; using one records its
+//! through the store, in URL-safe base64 (RFC 4648 §5) since it travels in
+//! a query string. Issuing one writes nothing; using one records its
 //! digest in the store, so it opens one stream once on any node.
 //!
 //! Imports `domain` and the `store` seam; never `api`.
@@ -20,6 +21,7 @@ use crate::{
     domain::{ApiKey, KeyGrant, KeyId, NewKey, OrderId, Scope, SecretHash, Ticket, Timestamp},
     store::{Store, StoreError},
 };
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::{
@@ -188,14 +190,14 @@ fn sign_ticket(secret: &[u8; 32], order: OrderId, key: Option<KeyId>, expires_ms
     token.extend_from_slice(&random_bytes()[..16]);
     let tag = ticket_mac(secret, &token).finalize().into_bytes();
     token.extend_from_slice(&tag[..TICKET_TAG]);
-    format!("{TICKET_PREFIX}{}", bs58::encode(token).into_string())
+    format!("{TICKET_PREFIX}{}", URL_SAFE_NO_PAD.encode(token))
 }
 
 /// The claims of a ticket signed with `secret`, or `None` for anything
 /// else (not ours, altered, truncated): the tag is checked in constant
 /// time before any claim is read.
 fn verify_ticket(secret: &[u8; 32], ticket: &str) -> Option<(OrderId, Option<KeyId>, SystemTime)> {
-    let token = bs58::decode(ticket.strip_prefix(TICKET_PREFIX)?).into_vec().ok()?;
+    let token = URL_SAFE_NO_PAD.decode(ticket.strip_prefix(TICKET_PREFIX)?).ok()?;
     if token.len() != TICKET_CLAIMS + TICKET_TAG {
         return None;
     }
@@ -393,14 +395,16 @@ impl Keys {
         })
     }
 
-    /// Uses up the ticket `secret` for `order`'s stream: once it opened a
-    /// stream, it never opens anything again, on any node. A ticket that
-    /// is not ours, was altered, was used, expired, or is for another order
-    /// is refused (and, refused, is not used up).
+    /// Checks the ticket `secret` for `order`'s stream without using it up:
+    /// a ticket that is not ours, was altered, expired, or is for another
+    /// order is refused. Whether it was used already is decided by
+    /// [`Keys::use_ticket`], once everything else about the request is
+    /// known to be fine.
     ///
     /// # Errors
-    /// The store's; a refused ticket is the inner `Err`.
-    pub async fn redeem_ticket(&self, secret: &str, order: OrderId) -> Result<Result<Ticket, Rejection>, StoreError> {
+    /// The store's, reading the signing secret; a refused ticket is the
+    /// inner `Err`.
+    pub async fn check_ticket(&self, secret: &str, order: OrderId) -> Result<Result<Ticket, Rejection>, StoreError> {
         let Some((order_id, key, expires_at)) = verify_ticket(self.signing_secret().await?, secret) else {
             return Ok(Err(Rejection::BadTicket));
         };
@@ -416,11 +420,33 @@ impl Keys {
         if ticket.order_id != order {
             return Ok(Err(Rejection::WrongOrder));
         }
-        Ok(if self.store.use_ticket(&ticket).await? {
-            Ok(ticket)
+        Ok(Ok(ticket))
+    }
+
+    /// Uses up a ticket [`Keys::check_ticket`] accepted: it opens one
+    /// stream once, on any node; a second use is
+    /// [`Rejection::BadTicket`].
+    ///
+    /// # Errors
+    /// The store's; a used ticket is the inner `Err`.
+    pub async fn use_ticket(&self, ticket: &Ticket) -> Result<Result<(), Rejection>, StoreError> {
+        Ok(if self.store.use_ticket(ticket).await? {
+            Ok(())
         } else {
             Err(Rejection::BadTicket)
         })
+    }
+
+    /// [`Keys::check_ticket`] then [`Keys::use_ticket`].
+    ///
+    /// # Errors
+    /// The store's; a refused ticket is the inner `Err`.
+    pub async fn redeem_ticket(&self, secret: &str, order: OrderId) -> Result<Result<Ticket, Rejection>, StoreError> {
+        let ticket = match self.check_ticket(secret, order).await? {
+            Ok(ticket) => ticket,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        Ok(self.use_ticket(&ticket).await?.map(|()| ticket))
     }
 }
 
@@ -514,15 +540,15 @@ mod tests {
         );
 
         assert_eq!(verify_ticket(&[8u8; 32], &ticket), None, "another node's secret");
-        let bytes = bs58::decode(&ticket[4..]).into_vec().unwrap();
+        let bytes = URL_SAFE_NO_PAD.decode(&ticket[4..]).unwrap();
         for at in [0, 1, 20, 40, bytes.len() - 1] {
             let mut altered = bytes.clone();
             altered[at] ^= 1;
-            let altered = format!("swt_{}", bs58::encode(altered).into_string());
+            let altered = format!("swt_{}", URL_SAFE_NO_PAD.encode(altered));
             assert_eq!(verify_ticket(&secret, &altered), None, "byte {at} flipped");
         }
-        let short = format!("swt_{}", bs58::encode(&bytes[..bytes.len() - 1]).into_string());
-        for bad in [short.as_str(), "swt_", "swt_0OIl", "swl_abc", ""] {
+        let short = format!("swt_{}", URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() - 1]));
+        for bad in [short.as_str(), "swt_", "swt_0OIl", "swt_a+b/c=", "swl_abc", ""] {
             assert_eq!(verify_ticket(&secret, bad), None, "{bad:?}");
         }
     }

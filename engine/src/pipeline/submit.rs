@@ -73,7 +73,12 @@ impl Pipeline {
             };
             self.tracker.executed(&leg.dex, result.is_ok());
             match result {
-                Ok(fill) => route.legs[index].filled_out = Some(Units(fill.amount_out)),
+                Ok(fill) => {
+                    // A leg that filled is progress: a long multi-leg route
+                    // is never released by the stall rule between legs.
+                    super::worker::progressed();
+                    route.legs[index].filled_out = Some(Units(fill.amount_out));
+                }
                 Err(error) => {
                     return self
                         .failed_attempt(order, route, attempt, submitted_progress, error)

@@ -7,7 +7,8 @@
 //! each time it stores an event of its order (every stage ends with one:
 //! `quoted`, `routed`, `submitted`, `execution-failed`, `confirmed`, …;
 //! [`progressed`] is called by `Pipeline::emit` once the store has the
-//! event). The lease is renewed only while the last progress is less than
+//! event), and each time a leg of its route fills (a multi-leg route runs
+//! its legs with no event in between). The lease is renewed only while the last progress is less than
 //! `stall_timeout` ago (the rate-limit wait before the pipeline starts
 //! counts as progress: it waits on us, not on a backend). A job with no
 //! progress for `stall_timeout` (its store or venue calls keep failing or

@@ -97,10 +97,18 @@ impl PostgresStore {
             .keepalives_idle(config.keepalive_idle.0)
             .keepalives_interval(config.keepalive_interval.0)
             .keepalives_retries(config.keepalive_retries);
+        // Keepalive probes only an idle socket; a socket with unacknowledged
+        // data (a query sent into a black hole) is given up after this
+        // (TCP_USER_TIMEOUT, RFC 5482), so a connection abandoned on a
+        // deadline really closes instead of lingering for minutes.
+        pg.tcp_user_timeout(config.keepalive_idle.0 + config.keepalive_interval.0 * config.keepalive_retries);
+        // The server ends a session whose client left it inside a
+        // transaction (an abandoned call), so no lock outlives its caller.
         pg.options(format!(
-            "-c search_path={} -c statement_timeout={}",
+            "-c search_path={} -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
             config.schema,
-            config.statement_timeout.0.as_millis()
+            config.statement_timeout.0.as_millis(),
+            config.query_timeout.0.as_millis().max(1)
         ));
         pg.application_name("swapline");
         let manager = Manager::from_config(
@@ -149,7 +157,8 @@ impl PostgresStore {
         match tokio::time::timeout(self.checkout_timeout, self.pool.get()).await {
             Ok(client) => client.map_err(unavailable),
             Err(_) => {
-                event::backend_timeout("store");
+                // Nothing was closed: a missed deadline, not a reconnect.
+                crate::telemetry::connection_health::timed_out("store", "checkout");
                 Err(StoreError::Unavailable(format!(
                     "no PostgreSQL connection within {:?} (postgres.pool_wait_timeout + connect_timeout)",
                     self.checkout_timeout
@@ -171,21 +180,49 @@ impl PostgresStore {
     /// connection is held) the call fails as [`StoreError::Unavailable`] and
     /// the connection is taken out of the pool and closed: it may be dead,
     /// or owe the answer of a query nobody reads, so it is never reused.
+    /// The pool's idle connections are closed with it (after a silent
+    /// network they are all dead; verifying them one by one would cost a
+    /// `connect_timeout` each). A call abandoned by its caller (a probe's
+    /// or a worker's deadline, a client that left) is treated the same:
+    /// its connection never goes back to the pool.
     async fn run_within<T>(
         &self,
         deadline: Duration,
         call: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut client = self.client().await?;
-        match tokio::time::timeout(deadline, call(&mut client)).await {
-            Ok(answer) => answer,
+        let mut held = Held(Some(self.client().await?));
+        let client = held.0.as_mut().expect("held until the call ends");
+        match tokio::time::timeout(deadline, call(client)).await {
+            Ok(answer) => {
+                // Finished: the connection may serve the next call.
+                drop(held.0.take());
+                answer
+            }
             Err(_) => {
-                drop(deadpool_postgres::Object::take(client));
+                drop(held);
+                let closed = self.pool.retain(|_, _| false).removed.len();
                 event::backend_timeout("store");
+                tracing::warn!(
+                    closed_idle = closed,
+                    "PostgreSQL missed its deadline; idle connections closed too"
+                );
                 Err(StoreError::Unavailable(format!(
                     "no answer from PostgreSQL within {deadline:?} (postgres.query_timeout)"
                 )))
             }
+        }
+    }
+}
+
+/// A connection held by a call: unless the call finished (and took it
+/// back), dropping it takes it out of the pool and closes it, so a call
+/// cancelled mid-query never hands its connection to the next caller.
+struct Held(Option<deadpool_postgres::Object>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
         }
     }
 }

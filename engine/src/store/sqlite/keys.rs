@@ -103,22 +103,22 @@ pub(super) fn keys(conn: &Connection) -> Result<Vec<ApiKey>, StoreError> {
 }
 
 pub(super) fn use_ticket(conn: &Connection, ticket: &Ticket) -> Result<bool, StoreError> {
-    conn.execute(
-        "DELETE FROM ws_tickets WHERE expires_at <= ?1",
-        [millis(Timestamp(SystemTime::now()))],
-    )
-    .map_err(unavailable)?;
+    conn.prepare_cached("DELETE FROM ws_tickets WHERE expires_at <= ?1")
+        .map_err(unavailable)?
+        .execute([millis(Timestamp(SystemTime::now()))])
+        .map_err(unavailable)?;
     let inserted = conn
-        .execute(
+        .prepare_cached(
             "INSERT INTO ws_tickets (hash, order_id, key_id, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (hash) DO NOTHING",
-            params![
-                &ticket.hash.0[..],
-                ticket.order_id.to_string(),
-                ticket.key.map(|k| k.to_string()),
-                millis(ticket.expires_at)
-            ],
         )
+        .map_err(unavailable)?
+        .execute(params![
+            &ticket.hash.0[..],
+            ticket.order_id.to_string(),
+            ticket.key.map(|k| k.to_string()),
+            millis(ticket.expires_at)
+        ])
         .map_err(unavailable)?;
     Ok(inserted == 1)
 }

@@ -267,7 +267,7 @@ fn create_keyed(
     key: &NewIdempotencyKey,
 ) -> Result<KeyedCreate, StoreError> {
     let taken = conn
-        .execute(
+        .prepare_cached(
             "INSERT INTO idempotency_keys
                  (scope, idem_key, fingerprint, order_id, status, body, completed, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)
@@ -276,17 +276,18 @@ fn create_keyed(
                  body = excluded.body, completed = 0, created_at = excluded.created_at,
                  expires_at = excluded.expires_at
              WHERE idempotency_keys.expires_at <= excluded.created_at",
-            params![
-                key.scope,
-                key.key,
-                key.fingerprint,
-                order.id.to_string(),
-                key.answer.status,
-                key.answer.body,
-                Timestamp::now().to_string(),
-                key.expires_at.to_string(),
-            ],
         )
+        .map_err(unavailable)?
+        .execute(params![
+            key.scope,
+            key.key,
+            key.fingerprint,
+            order.id.to_string(),
+            key.answer.status,
+            key.answer.body,
+            Timestamp::now().to_string(),
+            key.expires_at.to_string(),
+        ])
         .map_err(unavailable)?;
     if taken == 0 {
         return Ok(KeyedCreate::Taken);
@@ -295,11 +296,17 @@ fn create_keyed(
 }
 
 fn settle_key(conn: &Connection, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE idempotency_keys SET completed = 1, status = COALESCE(?3, status), body = COALESCE(?4, body)
          WHERE scope = ?1 AND idem_key = ?2",
-        params![scope, key, answer.map(|a| a.status), answer.map(|a| a.body.as_str())],
     )
+    .map_err(unavailable)?
+    .execute(params![
+        scope,
+        key,
+        answer.map(|a| a.status),
+        answer.map(|a| a.body.as_str())
+    ])
     .map_err(unavailable)?;
     Ok(())
 }
