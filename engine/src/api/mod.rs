@@ -12,6 +12,7 @@
 mod auth;
 pub mod config;
 mod conn;
+mod control;
 mod error;
 mod handlers;
 pub mod http;
