@@ -22,4 +22,5 @@ mod retries;
 mod sandbox;
 mod scale;
 mod strategies;
+mod stream;
 mod streams;
