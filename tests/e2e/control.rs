@@ -228,6 +228,22 @@ async fn the_orders_cli_lists_dead_letters_cancels_and_retries_with_the_api_rule
     assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("retriedBy: {retry}")));
 }
 
+/// `orders.default_ttl` gives a deadline to orders whose request has none;
+/// a request's own `expiresAt` wins.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_ttl_applies_only_when_the_request_gives_no_deadline() {
+    let engine = Engine::start("[orders]\ndefault_ttl = \"1ms\"\n");
+    let defaulted = engine.order(sol_usdc(1.0)).await;
+    let order = until(&engine, &defaulted, |o| o["status"] == "failed").await;
+    assert_eq!(order["lastError"]["code"], "deadline_exceeded");
+    assert!(order["expiresAt"].is_string());
+    assert_eq!(engine.shared.executions(&defaulted).await, 0);
+    let mut body = sol_usdc(1.0);
+    body["expiresAt"] = json!("2999-01-01T00:00:00Z");
+    let own = engine.order(body).await;
+    until(&engine, &own, |o| o["status"] == "confirmed").await;
+}
+
 /// Polls an order with a key until it has `status` (at most 30 s).
 async fn until_as(engine: &Engine, secret: &str, id: &str, status: &str) {
     let auth = format!("Bearer {secret}");
