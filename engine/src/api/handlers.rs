@@ -5,9 +5,10 @@
 use super::{
     ApiState,
     auth::{self, Access},
+    control,
     error::ApiError,
     http::{Body, json_response, query_param},
-    idempotency,
+    idempotency, sse,
     views::{Created, EventList, OrderList, OrderResponse, OrderView, TicketView},
     ws,
 };
@@ -16,7 +17,7 @@ use crate::{
     store::ListQuery,
     telemetry::{self, event},
 };
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use serde_json::json;
 use std::{net::SocketAddr, sync::Arc};
@@ -33,6 +34,8 @@ enum Route<'a> {
     Status(&'a str),
     Events(&'a str),
     WsTickets,
+    Cancel(&'a str),
+    Retry(&'a str),
     Other,
 }
 
@@ -47,6 +50,8 @@ impl<'a> Route<'a> {
             ["api", "orders", "status", id] => Route::Status(id),
             ["api", "orders", id, "events"] => Route::Events(id),
             ["api", "ws-tickets"] => Route::WsTickets,
+            ["api", "orders", id, "cancel"] => Route::Cancel(id),
+            ["api", "orders", id, "retry"] => Route::Retry(id),
             _ => Route::Other,
         }
     }
@@ -62,6 +67,8 @@ impl<'a> Route<'a> {
             Route::Status(_) => "/api/orders/status/{id}",
             Route::Events(_) => "/api/orders/{id}/events",
             Route::WsTickets => "/api/ws-tickets",
+            Route::Cancel(_) => "/api/orders/{id}/cancel",
+            Route::Retry(_) => "/api/orders/{id}/retry",
             Route::Other => "other",
         }
     }
@@ -69,7 +76,7 @@ impl<'a> Route<'a> {
     /// The one method the route answers.
     fn method(self) -> Option<Method> {
         match self {
-            Route::Execute | Route::WsTickets => Some(Method::POST),
+            Route::Execute | Route::WsTickets | Route::Cancel(_) | Route::Retry(_) => Some(Method::POST),
             Route::Other => None,
             _ => Some(Method::GET),
         }
@@ -78,7 +85,7 @@ impl<'a> Route<'a> {
     /// The scope a key needs here; `None`: open to anyone (probes, metrics).
     fn scope(self) -> Option<Scope> {
         match self {
-            Route::Execute => Some(Scope::Trade),
+            Route::Execute | Route::Cancel(_) | Route::Retry(_) => Some(Scope::Trade),
             Route::List | Route::Status(_) | Route::Events(_) | Route::WsTickets => Some(Scope::Read),
             Route::Health | Route::Ready | Route::Metrics | Route::Other => None,
         }
@@ -138,6 +145,8 @@ async fn authenticated(
         }
         Route::Events(id) => order_events(state, &request, id, caller).await,
         Route::WsTickets => create_ticket(state, request, caller).await,
+        Route::Cancel(id) => control::cancel_order(state, id, caller).await,
+        Route::Retry(id) => control::retry_order(state, &request, id, caller).await,
         Route::Health | Route::Ready | Route::Metrics | Route::Other => {
             unreachable!("answered before authentication")
         }
@@ -149,7 +158,7 @@ pub(super) fn metrics_response() -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(Full::new(bytes::Bytes::from(telemetry::metrics().render())))
+        .body(Body::new(telemetry::metrics().render()))
         .expect("static response parts are valid")
 }
 
@@ -165,7 +174,7 @@ fn not_allowed(method: &Method, allowed: Method) -> ApiError {
     }
 }
 
-fn parse_id(id: &str) -> Result<OrderId, ApiError> {
+pub(super) fn parse_id(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|_| ApiError {
         field: Some("orderId".into()),
         ..ApiError::new(
@@ -180,7 +189,7 @@ fn order_not_found(id: OrderId) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("no order {id}"))
 }
 
-fn view(state: &ApiState, order: Order) -> OrderView {
+pub(super) fn view(state: &ApiState, order: Order) -> OrderView {
     let decimals = |symbol: &str| state.tokens.get(symbol).map_or(0, |t| t.decimals);
     let (din, dout) = (decimals(&order.token_in), decimals(&order.token_out));
     OrderView::new(order, din, dout)
@@ -360,7 +369,13 @@ async fn create_order(
 
 /// The `201` answer for an order accepted on this node (with a fresh
 /// WebSocket ticket in `wsUrl` when auth is required).
-async fn created(state: &ApiState, base_url: &str, order_id: OrderId, job_id: String, caller: &Caller) -> Created {
+pub(super) async fn created(
+    state: &ApiState,
+    base_url: &str,
+    order_id: OrderId,
+    job_id: String,
+    caller: &Caller,
+) -> Created {
     Created {
         success: true,
         order_id: order_id.to_string(),
@@ -443,7 +458,7 @@ async fn create_ticket(
 
 /// The order, if `caller` may see it; another key's order is
 /// `order_not_found`, like one that does not exist.
-async fn visible_order(state: &ApiState, id: OrderId, caller: &Caller) -> Result<Order, ApiError> {
+pub(super) async fn visible_order(state: &ApiState, id: OrderId, caller: &Caller) -> Result<Order, ApiError> {
     state
         .store
         .order(id)
@@ -454,7 +469,7 @@ async fn visible_order(state: &ApiState, id: OrderId, caller: &Caller) -> Result
 }
 
 /// `ws://host` from the configured public URL or the request's `Host`.
-fn ws_base(state: &ApiState, request: &Request<Incoming>) -> String {
+pub(super) fn ws_base(state: &ApiState, request: &Request<Incoming>) -> String {
     let public = state.settings.public_url.trim_end_matches('/');
     if let Some(rest) = public.strip_prefix("https://") {
         return format!("wss://{rest}");
@@ -500,6 +515,12 @@ async fn order_status(
         None => None,
     };
     let order = visible_order(state, id, &access.caller).await?;
+    if !upgrade && sse::wanted(request.headers()) {
+        // Server-Sent Events: `Last-Event-ID` (a reconnect) wins over `?since`.
+        let since = sse::last_event_id(request.headers())?.unwrap_or(since);
+        check_since(since, &order)?;
+        return Ok(sse::respond(state, id, since));
+    }
     if !upgrade {
         let response = OrderResponse {
             success: true,
@@ -537,7 +558,7 @@ async fn order_status(
         }
     });
     let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, Full::default()))
+    Ok(Response::from_parts(parts, Body::empty()))
 }
 
 /// 408 Request Timeout (RFC 9110, section 15.5.9): the body did not arrive
@@ -666,10 +687,13 @@ async fn list_orders(
             )
         })?),
     };
+    // Dead letters: `status=failed&code=deadline_exceeded`.
+    let code = query_param(query, "code").filter(|c| !c.is_empty());
     let page = state
         .store
         .list_orders(&ListQuery {
             status,
+            code,
             limit,
             cursor,
             // A key without `admin` lists its own orders only.

@@ -12,11 +12,13 @@
 mod auth;
 pub mod config;
 mod conn;
+mod control;
 mod error;
 mod handlers;
 pub mod http;
 pub mod hub;
 pub mod idempotency;
+mod sse;
 pub mod views;
 pub mod ws;
 
