@@ -386,7 +386,7 @@ async fn a_lost_terminal_publish_still_ends_the_stream_with_1000() {
     relay.black_hole(Duration::from_secs(120));
     let stream = tokio::time::timeout(Duration::from_secs(30), read_stream(&mut socket))
         .await
-        .expect("the stream ended although the terminal event was never published");
+        .expect("the stream ends although its terminal event was never published");
     let stored = api.status(&id).await;
     assert_eq!(stored["status"], "confirmed", "{stored}");
     assert_eq!(
