@@ -45,6 +45,12 @@ const POST_LIMIT: Duration = Duration::from_secs(1 + 1 + 2 + 3);
 /// lease (2 s, the harness's) + the deadlines + one backoff; this allows a
 /// generous margin on top.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+/// The bound for the in-flight order once the network is back: the
+/// lease (2 s) + a checkout (1 s + 1 s) and `query_timeout` (2 s) + one
+/// backoff (1 s) + its remaining venue call (1.5 s), with 6 s of margin for
+/// a loaded machine. A correctness bound (the order must not stay stuck),
+/// not a speed target.
+const IN_FLIGHT_BOUND: Duration = Duration::from_millis(2_000 + 2_000 + 2_000 + 1_000 + 1_500 + 6_000);
 
 /// Which fault the relay injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +218,10 @@ async fn survive(fault: Fault, deploy: fn(Arc<Shared>) -> Deployment) {
         .await
         .expect("the in-flight order finished");
     let in_flight_done = healed.elapsed();
+    assert!(
+        in_flight_done < IN_FLIGHT_BOUND,
+        "the in-flight order took {in_flight_done:?} after the network came back (bound {IN_FLIGHT_BOUND:?})"
+    );
     seen.extend(rest.events);
     let whole = Stream {
         greetings: rest.greetings,
