@@ -48,7 +48,7 @@ const WORKER: &str = "[worker]\nrate_limit_per_minute = 6000\n";
 /// An API node without a worker.
 const API: &str = "[worker]\nenabled = false\nrate_limit_per_minute = 6000\n";
 /// How long new connections are refused after the black hole strikes.
-const REFUSED_FOR: Duration = Duration::from_secs(5);
+const REFUSED_FOR: Duration = Duration::from_secs(8);
 /// A POST during the black hole must answer within this: the worst case is
 /// two pool checkouts (each at most wait + connect + recycle = 3 s) before
 /// the queue's refusal, plus a margin. A hang fails the test.
