@@ -130,6 +130,8 @@ mod tests {
                 "/api/orders/status/{id}",
                 "/api/orders/{id}/events",
                 "/api/ws-tickets",
+                "/console",
+                "/console/{asset}",
                 "/health",
                 "/metrics",
                 "/ready"

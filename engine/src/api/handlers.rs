@@ -5,6 +5,7 @@
 use super::{
     ApiState,
     auth::{self, Access},
+    console,
     error::ApiError,
     http::{Body, json_response, query_param},
     idempotency,
@@ -33,6 +34,8 @@ enum Route<'a> {
     Status(&'a str),
     Events(&'a str),
     WsTickets,
+    /// The operator console: the page (`""`) or one of its assets.
+    Console(&'a str),
     Other,
 }
 
@@ -47,6 +50,8 @@ impl<'a> Route<'a> {
             ["api", "orders", "status", id] => Route::Status(id),
             ["api", "orders", id, "events"] => Route::Events(id),
             ["api", "ws-tickets"] => Route::WsTickets,
+            ["console"] => Route::Console(""),
+            ["console", asset] => Route::Console(asset),
             _ => Route::Other,
         }
     }
@@ -62,6 +67,7 @@ impl<'a> Route<'a> {
             Route::Status(_) => "/api/orders/status/{id}",
             Route::Events(_) => "/api/orders/{id}/events",
             Route::WsTickets => "/api/ws-tickets",
+            Route::Console(_) => "/console",
             Route::Other => "other",
         }
     }
@@ -80,7 +86,7 @@ impl<'a> Route<'a> {
         match self {
             Route::Execute => Some(Scope::Trade),
             Route::List | Route::Status(_) | Route::Events(_) | Route::WsTickets => Some(Scope::Read),
-            Route::Health | Route::Ready | Route::Metrics | Route::Other => None,
+            Route::Health | Route::Ready | Route::Metrics | Route::Console(_) | Route::Other => None,
         }
     }
 }
@@ -100,6 +106,10 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>, pee
         (Route::Metrics, _) => Ok(metrics_response()),
         (Route::Health, _) => health(&state).await,
         (Route::Ready, _) => ready(&state).await,
+        // Open: the page holds no data; what it fetches needs a key.
+        (Route::Console(name), _) => console::asset(name)
+            .map(console::response)
+            .ok_or_else(|| ApiError::no_route(&path)),
         _ => authenticated(&state, route, request, peer).await,
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
@@ -138,7 +148,7 @@ async fn authenticated(
         }
         Route::Events(id) => order_events(state, &request, id, caller).await,
         Route::WsTickets => create_ticket(state, request, caller).await,
-        Route::Health | Route::Ready | Route::Metrics | Route::Other => {
+        Route::Health | Route::Ready | Route::Metrics | Route::Console(_) | Route::Other => {
             unreachable!("answered before authentication")
         }
     }
