@@ -571,6 +571,7 @@ pub async fn run_with_reload(
             engine.pairs(),
             default_slippage_bps,
         )
+        .with_default_ttl(config.orders.default_ttl.0)
         .with_idempotency(IdempotencySettings {
             ttl: config.orders.idempotency_ttl.0,
             wait: config.orders.idempotency_wait.0,

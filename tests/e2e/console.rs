@@ -280,7 +280,7 @@ fn is_uuid(text: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_operator_logs_in_submits_watches_and_filters_from_the_console() {
+async fn an_operator_logs_in_submits_watches_filters_cancels_and_retries_from_the_console() {
     // Checked first: without the browser the test fails here, never skips.
     require("chromium");
     let driver = Driver::start().await;
@@ -430,6 +430,39 @@ async fn an_operator_logs_in_submits_watches_and_filters_from_the_console() {
         .await
         .unwrap();
     text_when(&browser, &row(&confirmed, "td.status"), |t| t == "confirmed").await;
+
+    // Cancel an order held before submission: two orders first empty the
+    // worker's rate limit (two claims, then one per 30 s), so the third
+    // waits, `pending`, for at least half a minute.
+    let sol = json!({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1, "slippage": 0.5});
+    for _ in 0..2 {
+        create_order(&engine, &secret, sol.clone()).await;
+    }
+    let held = create_order(&engine, &secret, sol).await;
+    text_when(&browser, &row(&held, "td.status"), |t| t == "pending").await;
+    shown(&browser, &row(&held, "button.cancel"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    text_when(&browser, &row(&held, "td.status"), |t| t == "cancelled").await;
+    let cancelled = status(&engine, &secret, &held).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(cancelled["txHash"].is_null(), "{cancelled}");
+
+    // Retry the failed one: a new order, linked both ways.
+    shown(&browser, &row(&failed, "button.retry"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let retry = text_when(&browser, "#created-id", |t| is_uuid(t) && t != confirmed).await;
+    text_when(&browser, &row(&retry, "td.pair"), |t| t == "USDC → USDT").await;
+    let new = status(&engine, &secret, &retry).await;
+    assert_eq!(new["retryOf"], failed, "{new}");
+    let old = status(&engine, &secret, &failed).await;
+    assert_eq!(old["retriedBy"], retry, "{old}");
+    text_when(&browser, &row(&failed, ".note"), |t| t.starts_with("retried by")).await;
 
     browser.close().await.unwrap();
 }

@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod console;
+mod control;
 mod idempotency;
 mod lifecycle;
 mod limits;

@@ -103,6 +103,10 @@ pub struct OrdersConfig {
     /// Refuse `POST /api/orders/execute` without an `Idempotency-Key` (400
     /// `missing_idempotency_key`).
     pub require_idempotency_key: bool,
+    /// Deadline of an order whose request has no `expiresAt`: it is never
+    /// submitted later than this after it was accepted, and fails with
+    /// `deadline_exceeded` instead. `0s` turns it off (no deadline).
+    pub default_ttl: Dur,
 }
 
 /// Per-client request limits of the API, shared by every API node (in Redis

@@ -4,7 +4,7 @@
 use super::http::Body;
 use crate::{
     domain::FieldError,
-    pipeline::{Allowance, QueueError, SubmitError},
+    pipeline::{Allowance, CancelError, QueueError, RetryError, SubmitError},
     store::{StoreError, StoredAnswer},
 };
 use bytes::Bytes;
@@ -238,6 +238,26 @@ impl From<SubmitError> for ApiError {
                 "idempotency_key_in_use",
                 "a request with this Idempotency-Key is still being handled; retry shortly to get its answer",
             ),
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            // RFC 9110, 15.5.10: conflicts with the order's current state.
+            CancelError::Cannot(..) => ApiError::new(StatusCode::CONFLICT, "cannot_cancel", e.to_string()),
+            CancelError::Store(e) => ApiError::store(e),
+        }
+    }
+}
+
+impl From<RetryError> for ApiError {
+    fn from(e: RetryError) -> Self {
+        match e {
+            RetryError::NotFinishedBadly(..) => ApiError::new(StatusCode::CONFLICT, "cannot_retry", e.to_string()),
+            RetryError::AlreadyRetried(..) => ApiError::new(StatusCode::CONFLICT, "already_retried", e.to_string()),
+            RetryError::Submit(e) => ApiError::from(e),
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::{
     ApiState,
     auth::{self, Access},
-    console,
+    console, control,
     error::ApiError,
     http::{Body, json_response, query_param},
     idempotency,
@@ -36,6 +36,8 @@ enum Route<'a> {
     WsTickets,
     /// The operator console: the page (`""`) or one of its assets.
     Console(&'a str),
+    Cancel(&'a str),
+    Retry(&'a str),
     Other,
 }
 
@@ -52,6 +54,8 @@ impl<'a> Route<'a> {
             ["api", "ws-tickets"] => Route::WsTickets,
             ["console"] => Route::Console(""),
             ["console", asset] => Route::Console(asset),
+            ["api", "orders", id, "cancel"] => Route::Cancel(id),
+            ["api", "orders", id, "retry"] => Route::Retry(id),
             _ => Route::Other,
         }
     }
@@ -68,6 +72,8 @@ impl<'a> Route<'a> {
             Route::Events(_) => "/api/orders/{id}/events",
             Route::WsTickets => "/api/ws-tickets",
             Route::Console(_) => "/console",
+            Route::Cancel(_) => "/api/orders/{id}/cancel",
+            Route::Retry(_) => "/api/orders/{id}/retry",
             Route::Other => "other",
         }
     }
@@ -75,7 +81,7 @@ impl<'a> Route<'a> {
     /// The one method the route answers.
     fn method(self) -> Option<Method> {
         match self {
-            Route::Execute | Route::WsTickets => Some(Method::POST),
+            Route::Execute | Route::WsTickets | Route::Cancel(_) | Route::Retry(_) => Some(Method::POST),
             Route::Other => None,
             _ => Some(Method::GET),
         }
@@ -84,7 +90,7 @@ impl<'a> Route<'a> {
     /// The scope a key needs here; `None`: open to anyone (probes, metrics).
     fn scope(self) -> Option<Scope> {
         match self {
-            Route::Execute => Some(Scope::Trade),
+            Route::Execute | Route::Cancel(_) | Route::Retry(_) => Some(Scope::Trade),
             Route::List | Route::Status(_) | Route::Events(_) | Route::WsTickets => Some(Scope::Read),
             Route::Health | Route::Ready | Route::Metrics | Route::Console(_) | Route::Other => None,
         }
@@ -148,6 +154,8 @@ async fn authenticated(
         }
         Route::Events(id) => order_events(state, &request, id, caller).await,
         Route::WsTickets => create_ticket(state, request, caller).await,
+        Route::Cancel(id) => control::cancel_order(state, id, caller).await,
+        Route::Retry(id) => control::retry_order(state, &request, id, caller).await,
         Route::Health | Route::Ready | Route::Metrics | Route::Console(_) | Route::Other => {
             unreachable!("answered before authentication")
         }
@@ -175,7 +183,7 @@ fn not_allowed(method: &Method, allowed: Method) -> ApiError {
     }
 }
 
-fn parse_id(id: &str) -> Result<OrderId, ApiError> {
+pub(super) fn parse_id(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|_| ApiError {
         field: Some("orderId".into()),
         ..ApiError::new(
@@ -190,7 +198,7 @@ fn order_not_found(id: OrderId) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("no order {id}"))
 }
 
-fn view(state: &ApiState, order: Order) -> OrderView {
+pub(super) fn view(state: &ApiState, order: Order) -> OrderView {
     let decimals = |symbol: &str| state.tokens.get(symbol).map_or(0, |t| t.decimals);
     let (din, dout) = (decimals(&order.token_in), decimals(&order.token_out));
     OrderView::new(order, din, dout)
@@ -370,7 +378,13 @@ async fn create_order(
 
 /// The `201` answer for an order accepted on this node (with a fresh
 /// WebSocket ticket in `wsUrl` when auth is required).
-async fn created(state: &ApiState, base_url: &str, order_id: OrderId, job_id: String, caller: &Caller) -> Created {
+pub(super) async fn created(
+    state: &ApiState,
+    base_url: &str,
+    order_id: OrderId,
+    job_id: String,
+    caller: &Caller,
+) -> Created {
     Created {
         success: true,
         order_id: order_id.to_string(),
@@ -453,7 +467,7 @@ async fn create_ticket(
 
 /// The order, if `caller` may see it; another key's order is
 /// `order_not_found`, like one that does not exist.
-async fn visible_order(state: &ApiState, id: OrderId, caller: &Caller) -> Result<Order, ApiError> {
+pub(super) async fn visible_order(state: &ApiState, id: OrderId, caller: &Caller) -> Result<Order, ApiError> {
     state
         .store
         .order(id)
@@ -464,7 +478,7 @@ async fn visible_order(state: &ApiState, id: OrderId, caller: &Caller) -> Result
 }
 
 /// `ws://host` from the configured public URL or the request's `Host`.
-fn ws_base(state: &ApiState, request: &Request<Incoming>) -> String {
+pub(super) fn ws_base(state: &ApiState, request: &Request<Incoming>) -> String {
     let public = state.settings.public_url.trim_end_matches('/');
     if let Some(rest) = public.strip_prefix("https://") {
         return format!("wss://{rest}");
@@ -662,10 +676,13 @@ async fn list_orders(
             )
         })?),
     };
+    // Dead letters: `status=failed&code=deadline_exceeded`.
+    let code = query_param(query, "code").filter(|c| !c.is_empty());
     let page = state
         .store
         .list_orders(&ListQuery {
             status,
+            code,
             limit,
             cursor,
             // A key without `admin` lists its own orders only.

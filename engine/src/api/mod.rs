@@ -14,6 +14,7 @@ mod auth;
 pub mod config;
 mod conn;
 pub mod console;
+mod control;
 mod error;
 mod handlers;
 pub mod http;

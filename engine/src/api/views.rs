@@ -83,6 +83,14 @@ pub struct OrderView {
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
+    /// Never submitted after this instant (`expiresAt` of the request, or
+    /// `orders.default_ttl`); null: no deadline.
+    pub expires_at: Option<Timestamp>,
+    /// The failed or cancelled order this one retries (`POST
+    /// /api/orders/{id}/retry`); null: none.
+    pub retry_of: Option<String>,
+    /// The order that retries this one; null: none.
+    pub retried_by: Option<String>,
 }
 
 impl OrderView {
@@ -108,6 +116,9 @@ impl OrderView {
             last_seq: order.last_seq,
             created_at: order.created_at,
             updated_at: order.updated_at,
+            expires_at: order.expires_at,
+            retry_of: order.retry_of.map(|id| id.to_string()),
+            retried_by: order.retried_by.map(|id| id.to_string()),
         }
     }
 }

@@ -103,6 +103,9 @@ pub enum EventData {
         /// Whole `tokenOut` per whole `tokenIn`.
         executed_price: String,
     },
+    /// Cancelled before submission (`POST /api/orders/{id}/cancel`).
+    /// Terminal.
+    Cancelled {},
     /// Given up. Terminal.
     Failed {
         /// What went wrong.
@@ -136,10 +139,12 @@ pub enum EventKind {
     Confirmed,
     /// `failed`
     Failed,
+    /// `cancelled`
+    Cancelled,
 }
 
 impl EventKind {
-    const ALL: [EventKind; 8] = [
+    const ALL: [EventKind; 9] = [
         EventKind::Pending,
         EventKind::Routing,
         EventKind::Building,
@@ -148,6 +153,7 @@ impl EventKind {
         EventKind::RetryPending,
         EventKind::Confirmed,
         EventKind::Failed,
+        EventKind::Cancelled,
     ];
 
     /// The wire name (`type`).
@@ -161,6 +167,7 @@ impl EventKind {
             EventKind::RetryPending => "retry-pending",
             EventKind::Confirmed => "confirmed",
             EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
         }
     }
 
@@ -178,13 +185,14 @@ impl EventKind {
             EventKind::Submitted => Some(Status::Submitted),
             EventKind::Confirmed => Some(Status::Confirmed),
             EventKind::Failed => Some(Status::Failed),
+            EventKind::Cancelled => Some(Status::Cancelled),
             EventKind::ExecutionFailed | EventKind::RetryPending => None,
         }
     }
 
     /// Whether nothing follows an event of this kind.
     pub fn is_terminal(self) -> bool {
-        matches!(self, EventKind::Confirmed | EventKind::Failed)
+        matches!(self, EventKind::Confirmed | EventKind::Failed | EventKind::Cancelled)
     }
 }
 
@@ -200,6 +208,7 @@ impl EventData {
             EventData::RetryPending { .. } => EventKind::RetryPending,
             EventData::Confirmed { .. } => EventKind::Confirmed,
             EventData::Failed { .. } => EventKind::Failed,
+            EventData::Cancelled {} => EventKind::Cancelled,
         }
     }
 }
@@ -220,6 +229,8 @@ pub mod progress {
     pub const CONFIRMED: u8 = 100;
     /// `failed`.
     pub const FAILED: u8 = 0;
+    /// `cancelled`.
+    pub const CANCELLED: u8 = 0;
 
     /// `submitted`: 75 on the first attempt, +5 per retry, at most 90.
     pub fn submitted(attempt: u32) -> u8 {
@@ -281,10 +292,10 @@ mod tests {
     }
 
     #[test]
-    fn kinds_round_trip_and_only_two_are_terminal() {
+    fn kinds_round_trip_and_only_three_are_terminal() {
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
         }
-        assert_eq!(EventKind::ALL.iter().filter(|k| k.is_terminal()).count(), 2);
+        assert_eq!(EventKind::ALL.iter().filter(|k| k.is_terminal()).count(), 3);
     }
 }

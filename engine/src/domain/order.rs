@@ -72,22 +72,26 @@ pub enum Status {
     Confirmed,
     /// Given up. Terminal.
     Failed,
+    /// Cancelled by its owner (or an admin) before it was submitted.
+    /// Terminal.
+    Cancelled,
 }
 
 impl Status {
     /// All statuses, in lifecycle order.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Pending,
         Status::Routing,
         Status::Building,
         Status::Submitted,
         Status::Confirmed,
         Status::Failed,
+        Status::Cancelled,
     ];
 
-    /// Confirmed and failed orders never change again.
+    /// Confirmed, failed and cancelled orders never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Confirmed | Status::Failed)
+        matches!(self, Status::Confirmed | Status::Failed | Status::Cancelled)
     }
 
     /// The wire name.
@@ -99,6 +103,7 @@ impl Status {
             Status::Submitted => "submitted",
             Status::Confirmed => "confirmed",
             Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -148,6 +153,13 @@ pub struct NewOrder {
     /// The API key that created it; `None`: created without a key (auth
     /// off). Only this key (or an `admin` key) sees the order.
     pub owner: Option<KeyId>,
+    /// The order is never submitted after this instant (it fails with
+    /// `deadline_exceeded`); from the request's `expiresAt` or
+    /// `orders.default_ttl`. `None`: no deadline.
+    pub expires_at: Option<Timestamp>,
+    /// The failed or cancelled order this one retries (`POST
+    /// /api/orders/{id}/retry`); the store links both ways.
+    pub retry_of: Option<OrderId>,
 }
 
 /// An order as stored.
@@ -201,6 +213,21 @@ pub struct Order {
     pub created_seq: i64,
     /// The API key that created it (`None`: created without a key).
     pub owner: Option<KeyId>,
+    /// Not submitted after this instant (`None`: no deadline).
+    pub expires_at: Option<Timestamp>,
+    /// The order this one retries.
+    pub retry_of: Option<OrderId>,
+    /// The order that retries this one.
+    pub retried_by: Option<OrderId>,
+}
+
+impl Order {
+    /// Whether a submission of this order has started (a `submitted`
+    /// event was stored): from then on it cannot be cancelled, and its
+    /// deadline no longer applies.
+    pub fn was_submitted(&self) -> bool {
+        self.attempts > 0 || self.status == Status::Submitted
+    }
 }
 
 /// Order fields an event sets, in the same transaction as the event.
@@ -231,9 +258,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_confirmed_and_failed_are_terminal() {
+    fn only_confirmed_failed_and_cancelled_are_terminal() {
         let terminal: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, [Status::Confirmed, Status::Failed]);
+        assert_eq!(terminal, [Status::Confirmed, Status::Failed, Status::Cancelled]);
         for status in Status::ALL {
             assert_eq!(Status::parse(status.as_str()), Some(status));
         }

@@ -5,7 +5,7 @@
 //! through `f64`: `1.0000000000000001` SOL is refused as too precise rather
 //! than rounded to `1`.
 
-use crate::domain::{AmountError, NewOrder, OrderId, OrderType, TokenRegistry, parse_units};
+use crate::domain::{AmountError, NewOrder, OrderId, OrderType, Timestamp, TokenRegistry, parse_units};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
@@ -31,6 +31,13 @@ pub struct OrderRequest {
     /// Only `market` exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_type: Option<OrderType>,
+    /// Deadline (RFC 3339 UTC, `Z`): the order is never submitted after
+    /// it and fails with `deadline_exceeded` instead. Defaults to now plus
+    /// `orders.default_ttl` (none when that is off). One already past is
+    /// accepted: the order is created and fails `deadline_exceeded`
+    /// without being submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// An amount given as a JSON number or a decimal string. Either form is
@@ -71,11 +78,13 @@ pub enum RequestError {
     UnsupportedOrderType,
     /// `unsupported_pair`.
     UnsupportedPair,
+    /// `invalid_expires_at`.
+    InvalidExpiresAt,
 }
 
 impl RequestError {
     /// Every kind, in the order the README's error table lists them.
-    pub const ALL: [RequestError; 11] = [
+    pub const ALL: [RequestError; 12] = [
         RequestError::InvalidBody,
         RequestError::UnknownField,
         RequestError::MissingField,
@@ -87,6 +96,7 @@ impl RequestError {
         RequestError::SameToken,
         RequestError::UnsupportedOrderType,
         RequestError::UnsupportedPair,
+        RequestError::InvalidExpiresAt,
     ];
 
     /// The stable snake_case code.
@@ -103,6 +113,7 @@ impl RequestError {
             RequestError::SameToken => "same_token",
             RequestError::UnsupportedOrderType => "unsupported_order_type",
             RequestError::UnsupportedPair => "unsupported_pair",
+            RequestError::InvalidExpiresAt => "invalid_expires_at",
         }
     }
 
@@ -141,7 +152,7 @@ impl FieldError {
     }
 }
 
-const FIELDS: [&str; 5] = ["tokenIn", "tokenOut", "amount", "slippage", "orderType"];
+const FIELDS: [&str; 6] = ["tokenIn", "tokenOut", "amount", "slippage", "orderType", "expiresAt"];
 const MAX_SLIPPAGE_BPS: u32 = 5_000;
 
 /// The ids a new order gets (minted by the caller, so validation stays a
@@ -312,6 +323,24 @@ pub fn validate_request(
         ));
     }
 
+    let expires_at = match object.get("expiresAt").map(Raw::value) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(Timestamp::parse(&text).ok_or_else(|| {
+            FieldError::new(
+                RequestError::InvalidExpiresAt,
+                "expiresAt",
+                format!("`expiresAt` {text:?} is not an RFC 3339 UTC time such as 2026-11-23T10:30:00Z"),
+            )
+        })?),
+        Some(_) => {
+            return Err(FieldError::new(
+                RequestError::InvalidType,
+                "expiresAt",
+                "`expiresAt` must be an RFC 3339 string",
+            ));
+        }
+    };
+
     Ok(NewOrder {
         id: ids.order,
         job_id: ids.job,
@@ -321,6 +350,8 @@ pub fn validate_request(
         amount_in,
         slippage_bps,
         owner: None,
+        expires_at,
+        retry_of: None,
     })
 }
 

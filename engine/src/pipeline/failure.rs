@@ -26,6 +26,9 @@ pub enum FailureCode {
     RetriesExhausted,
     /// `plugin_error`: every strategy of the chain failed.
     Plugin,
+    /// `deadline_exceeded`: the order's `expiresAt` passed before it was
+    /// submitted; it never will be.
+    DeadlineExceeded,
     /// A venue's own code for an attempt that failed (`slippage_exceeded`,
     /// `execute_timeout`, …), kept as the venue or an earlier attempt
     /// recorded it.
@@ -41,6 +44,7 @@ impl FailureCode {
             FailureCode::UnknownVenue => "unknown_venue",
             FailureCode::RetriesExhausted => "retries_exhausted",
             FailureCode::Plugin => PluginError::CODE,
+            FailureCode::DeadlineExceeded => "deadline_exceeded",
             FailureCode::Venue(code) => code,
         }
     }
@@ -73,6 +77,17 @@ impl Failure {
     /// Every strategy of the chain failed: `plugin_error: <last error> …`.
     pub fn plugin(error: ChainFailed) -> Self {
         Failure::new(FailureCode::Plugin, format!("{}: {error}", PluginError::CODE))
+    }
+
+    /// The order's deadline (`expires_at`) passed before its submission.
+    pub fn deadline(order: &Order) -> Self {
+        let at = order
+            .expires_at
+            .map_or_else(|| "its deadline".to_owned(), |t| t.to_string());
+        Failure::new(
+            FailureCode::DeadlineExceeded,
+            format!("not submitted before {at}; it never will be"),
+        )
     }
 
     /// The same failure, its words followed by how many attempts were made.

@@ -144,7 +144,7 @@ pub fn fingerprint(order: &NewOrder) -> String {
 /// The intake use case and what it checks requests against.
 #[derive(Clone)]
 pub struct Intake {
-    recorder: Recorder,
+    pub(super) recorder: Recorder,
     queue: Arc<dyn Queue>,
     tokens: Arc<TokenRegistry>,
     pairs: Arc<HashSet<(String, String)>>,
@@ -154,6 +154,8 @@ pub struct Intake {
     limit: Option<(Arc<dyn RequestLimit>, u32)>,
     /// Keys of queued orders waiting to be settled, in batches.
     settler: Arc<Settler>,
+    /// Deadline of an order whose request gives none (`None`: no deadline).
+    pub(super) default_ttl: Option<Duration>,
 }
 
 /// Most keys settled by one store write.
@@ -246,7 +248,16 @@ impl Intake {
             idempotency: IdempotencySettings::default(),
             limit: None,
             settler: Arc::default(),
+            default_ttl: None,
         }
+    }
+
+    /// This intake, giving an order whose request has no `expiresAt` the
+    /// deadline `ttl` after it is accepted (`orders.default_ttl`; zero:
+    /// none, the default).
+    pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl).filter(|t| !t.is_zero());
+        self
     }
 
     /// This intake, keeping `Idempotency-Key`s as `settings` say (default:
@@ -312,7 +323,13 @@ impl Intake {
             job: uuid::Uuid::new_v4().to_string(),
         };
         let tradable = |a: &str, b: &str| self.pairs.contains(&(a.to_owned(), b.to_owned()));
-        validate_request(body, &self.tokens, self.default_slippage_bps, tradable, ids)
+        let mut order = validate_request(body, &self.tokens, self.default_slippage_bps, tradable, ids)?;
+        if order.expires_at.is_none()
+            && let Some(ttl) = self.default_ttl
+        {
+            order.expires_at = Some(crate::domain::Timestamp(std::time::SystemTime::now() + ttl));
+        }
+        Ok(order)
     }
 
     /// Creates the order for `caller` (owned by its key) with its `pending` event, publishes it, enqueues
@@ -327,6 +344,13 @@ impl Intake {
         tracing::debug!(order_id = %order.id, client = caller.client_scope(), "order submitted");
         // The caller's key owns the order: only it (or an admin) sees it.
         order.owner = caller.owner();
+        self.store_and_enqueue(order).await
+    }
+
+    /// Stores `order` with its `pending` event, publishes it and enqueues
+    /// its job; a queue failure fails the order for good (see
+    /// [`Intake::submit`]).
+    pub(super) async fn store_and_enqueue(&self, order: NewOrder) -> Result<Accepted, SubmitError> {
         self.recorder
             .create(&order, self.pending_event(&order))
             .await
@@ -522,7 +546,7 @@ impl Intake {
         }
     }
 
-    fn pending_event(&self, order: &NewOrder) -> NewEvent {
+    pub(super) fn pending_event(&self, order: &NewOrder) -> NewEvent {
         let decimals = self.tokens.get(&order.token_in).map_or(0, |t| t.decimals);
         let amount = format_units(order.amount_in, decimals);
         NewEvent {
@@ -900,6 +924,7 @@ mod tests {
                 limit: 100,
                 cursor: None,
                 owner: None,
+                code: None,
             })
             .await
             .unwrap()
@@ -1073,6 +1098,7 @@ mod tests {
                 limit: 10,
                 cursor: None,
                 owner: None,
+                code: None,
             })
             .await
             .unwrap();

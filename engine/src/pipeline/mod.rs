@@ -9,13 +9,15 @@
 //!
 //! One file per stage: `quote` (venues' quotes), `route` (strategy and
 //! build), `submit` (execute, retry), `confirm`, and `failure` (codes and
-//! the `failed` event); `intake` (the POST use case), `keys` (API keys and
+//! the `failed` event); `intake` (the POST use case), `control` (cancel
+//! and retry), `keys` (API keys and
 //! WebSocket tickets) and `recorder` (every event stored, then published). Never `api`, `config`, `plugins`
 //! (wasmtime) or an adapter: only seams.
 //!
 //! May import: `domain`, `bus`, `queue`, `store`, `strategy`, `telemetry`, `venues`.
 
 mod confirm;
+pub mod control;
 mod failure;
 pub mod intake;
 pub mod keys;
@@ -38,6 +40,7 @@ use crate::{
     strategy::Chain,
     venues::Venue,
 };
+pub use control::{CancelError, Cancelled, RetryError};
 pub use failure::{Failure, FailureCode, StepError};
 pub use intake::{
     Accepted, IdempotencySettings, Intake, KeyedAnswer, KeyedRequest, RequeueError, STALE_IN_FLIGHT, SubmitError,
@@ -181,10 +184,27 @@ impl Pipeline {
             tracing::warn!(order_id = %job.order_id, "job for an unknown order dropped");
             return Ok(Outcome::Finished);
         };
+        // A cancelled order is terminal: its job is acked, nothing runs.
         if order.status.is_terminal() {
             return Ok(Outcome::Finished);
         }
+        // Past its deadline and never submitted: fail it now rather than
+        // route it (the store refuses its submission anyway).
+        if !order.was_submitted() && order.expires_at.is_some_and(|at| at.0 <= std::time::SystemTime::now()) {
+            return self.finish(self.fail(&order, Failure::deadline(&order), 0, None).await);
+        }
         match self.run(&order).await {
+            // The store refused the first submission: the deadline passed
+            // meanwhile.
+            Err(StoreError::Expired(_)) => self.finish(self.fail(&order, Failure::deadline(&order), 0, None).await),
+            other => self.finish(other),
+        }
+    }
+
+    /// An order finished under the run (a cancel won the race, or another
+    /// worker ended it): the job is done.
+    fn finish(&self, run: Result<Outcome, StoreError>) -> Result<Outcome, StoreError> {
+        match run {
             Err(StoreError::Finished(_)) => Ok(Outcome::Finished),
             other => other,
         }

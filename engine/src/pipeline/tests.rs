@@ -410,6 +410,8 @@ impl Harness {
             amount_in: AMOUNT,
             slippage_bps: 50,
             owner: None,
+            expires_at: None,
+            retry_of: None,
         };
         let pending = EventData::Pending {
             token_in: "SOL".into(),

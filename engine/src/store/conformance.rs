@@ -10,8 +10,8 @@ use super::{
 };
 use crate::{
     domain::{
-        ErrorInfo, EventData, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, Scope, SecretHash, Status,
-        Ticket, Timestamp,
+        ErrorInfo, EventData, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderPatch, OrderType, Scope,
+        SecretHash, Status, Ticket, Timestamp,
     },
     testing,
 };
@@ -55,6 +55,11 @@ macro_rules! store_contract {
             a_taken_key_stores_nothing_and_scopes_keep_keys_apart,
             racing_creates_with_one_key_make_one_order,
             an_expired_key_is_forgotten_replaced_and_swept,
+            a_cancelled_order_is_never_submitted_and_a_submitted_one_never_cancelled,
+            a_cancel_racing_the_submission_lets_exactly_one_win,
+            an_order_past_its_deadline_is_never_first_submitted,
+            a_retry_links_both_ways_once,
+            the_dead_letter_filter_matches_the_failure_code,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -133,6 +138,9 @@ pub(crate) fn sample_order() -> Order {
         updated_at: Timestamp::now(),
         created_seq: 1,
         owner: None,
+        expires_at: None,
+        retry_of: None,
+        retried_by: None,
     }
 }
 
@@ -146,6 +154,8 @@ fn new_order() -> NewOrder {
         amount_in: 10,
         slippage_bps: 50,
         owner: None,
+        expires_at: None,
+        retry_of: None,
     }
 }
 
@@ -210,13 +220,14 @@ fn page(status: Option<Status>, limit: u32, cursor: Option<i64>) -> ListQuery {
         limit,
         cursor,
         owner: None,
+        code: None,
     }
 }
 
 /// A fresh store has every migration pending; `migrate` applies them once.
 pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(store: Arc<S>) {
-    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3, 4, 5]);
-    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
     assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
     assert!(store.pending_migrations().await.unwrap().is_empty());
 }
@@ -653,6 +664,7 @@ pub(crate) async fn orders_keep_their_owner_and_a_list_can_show_one_owner<S: Bac
         limit: 2,
         cursor,
         owner: Some(alice),
+        code: None,
     };
     let first = store.list_orders(&mine(None)).await.unwrap();
     assert_eq!(first.orders.iter().map(|o| o.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
@@ -858,4 +870,231 @@ pub(crate) async fn an_expired_key_is_forgotten_replaced_and_swept<S: Backend>(s
     assert_eq!(store.sweep_keys().await.unwrap(), 1, "only the expired record");
     assert_eq!(store.sweep_keys().await.unwrap(), 0);
     assert!(store.key_record("ip:10.0.0.2", "kept").await.unwrap().is_some());
+}
+
+fn submitted() -> EventData {
+    EventData::Submitted {
+        attempt: 1,
+        max_attempts: 3,
+        signatures: vec!["sig".into()],
+    }
+}
+
+/// A `submitted` event with the attempt count it sets, as the worker
+/// appends it.
+fn submission() -> NewEvent {
+    NewEvent {
+        patch: OrderPatch {
+            attempts: Some(1),
+            ..OrderPatch::default()
+        },
+        ..event(submitted())
+    }
+}
+
+/// `cancelled` is terminal, so a later `submitted` is `Finished`; once an
+/// order is submitted, `cancelled` is refused with `Submitted`, even after
+/// a failed attempt left it waiting for a retry.
+pub(crate) async fn a_cancelled_order_is_never_submitted_and_a_submitted_one_never_cancelled<S: Backend>(
+    store: Arc<S>,
+) {
+    migrated(&*store).await;
+    let cancelled = created(&*store).await;
+    store.append_event(cancelled, event(routing())).await.unwrap();
+    let event_cancelled = store
+        .append_event(cancelled, event(EventData::Cancelled {}))
+        .await
+        .unwrap();
+    assert_eq!(event_cancelled.seq, 3);
+    assert_eq!(
+        store.append_event(cancelled, submission()).await.unwrap_err(),
+        StoreError::Finished(cancelled)
+    );
+    assert_eq!(
+        store
+            .append_event(cancelled, event(EventData::Cancelled {}))
+            .await
+            .unwrap_err(),
+        StoreError::Finished(cancelled),
+        "a second cancel stores nothing"
+    );
+    let stored = store.order(cancelled).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.last_seq), (Status::Cancelled, 3));
+    assert!(!store.unfinished_orders().await.unwrap().contains(&cancelled));
+
+    let submitted = created(&*store).await;
+    store.append_event(submitted, submission()).await.unwrap();
+    assert_eq!(
+        store
+            .append_event(submitted, event(EventData::Cancelled {}))
+            .await
+            .unwrap_err(),
+        StoreError::Submitted(submitted)
+    );
+    store.append_event(submitted, event(retry_pending())).await.unwrap();
+    store.append_event(submitted, event(routing())).await.unwrap();
+    assert_eq!(
+        store
+            .append_event(submitted, event(EventData::Cancelled {}))
+            .await
+            .unwrap_err(),
+        StoreError::Submitted(submitted),
+        "routed again for a retry, it was still submitted once"
+    );
+    assert_eq!(store.order(submitted).await.unwrap().unwrap().last_seq, 4);
+}
+
+/// A cancel and the first submission sent at once, many times over:
+/// exactly one is stored each time, and the order ends as that one says.
+pub(crate) async fn a_cancel_racing_the_submission_lets_exactly_one_win<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    for _ in 0..20 {
+        let id = created(&*store).await;
+        let (cancel, submit) = {
+            let (a, b) = (store.clone(), store.clone());
+            (
+                tokio::spawn(async move { a.append_event(id, event(EventData::Cancelled {})).await }),
+                tokio::spawn(async move { b.append_event(id, submission()).await }),
+            )
+        };
+        let (cancel, submit) = (cancel.await.unwrap(), submit.await.unwrap());
+        let status = store.order(id).await.unwrap().unwrap().status;
+        match (cancel, submit) {
+            (Ok(_), Err(e)) => {
+                assert_eq!(e, StoreError::Finished(id));
+                assert_eq!(status, Status::Cancelled);
+            }
+            (Err(e), Ok(_)) => {
+                assert_eq!(e, StoreError::Submitted(id));
+                assert_eq!(status, Status::Submitted);
+            }
+            other => panic!("exactly one must win: {other:?}"),
+        }
+        assert_eq!(store.events(id, 0).await.unwrap().len(), 2);
+    }
+}
+
+/// An order whose `expires_at` passed refuses its first `submitted` with
+/// `Expired` (other events still append, so it can be failed); one
+/// submitted in time keeps going after the deadline.
+pub(crate) async fn an_order_past_its_deadline_is_never_first_submitted<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    // Whole milliseconds, as every backend keeps them.
+    let past = Timestamp::parse(&Timestamp(std::time::SystemTime::now() - Duration::from_secs(1)).to_string())
+        .expect("a formatted timestamp parses");
+    let late = NewOrder {
+        expires_at: Some(past),
+        ..new_order()
+    };
+    store.create_order(&late, event(pending())).await.unwrap();
+    assert_eq!(store.order(late.id).await.unwrap().unwrap().expires_at, Some(past));
+    assert_eq!(
+        store.append_event(late.id, submission()).await.unwrap_err(),
+        StoreError::Expired(late.id)
+    );
+    store.append_event(late.id, event(failed())).await.unwrap();
+    assert_eq!(store.order(late.id).await.unwrap().unwrap().last_seq, 2);
+
+    let future = Timestamp(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let timely = NewOrder {
+        expires_at: Some(future),
+        ..new_order()
+    };
+    store.create_order(&timely, event(pending())).await.unwrap();
+    store.append_event(timely.id, submission()).await.unwrap();
+
+    let resumed = NewOrder {
+        expires_at: Some(past),
+        ..new_order()
+    };
+    store.create_order(&resumed, event(pending())).await.unwrap();
+    // Submitted before the deadline (attempts already 1): a retry goes on.
+    store
+        .append_event(
+            resumed.id,
+            NewEvent {
+                patch: OrderPatch {
+                    attempts: Some(1),
+                    ..OrderPatch::default()
+                },
+                ..event(retry_pending())
+            },
+        )
+        .await
+        .unwrap();
+    store.append_event(resumed.id, submission()).await.unwrap();
+}
+
+/// A retry sets `retry_of` on the new order and `retried_by` on the old
+/// one in one transaction; a second retry of the same order stores
+/// nothing (`AlreadyRetried`), and a retry of a missing order is
+/// `NotFound`.
+pub(crate) async fn a_retry_links_both_ways_once<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let original = created(&*store).await;
+    store.append_event(original, event(failed())).await.unwrap();
+    let retry = NewOrder {
+        retry_of: Some(original),
+        ..new_order()
+    };
+    store.create_order(&retry, event(pending())).await.unwrap();
+    assert_eq!(store.order(retry.id).await.unwrap().unwrap().retry_of, Some(original));
+    assert_eq!(store.order(original).await.unwrap().unwrap().retried_by, Some(retry.id));
+
+    let again = NewOrder {
+        retry_of: Some(original),
+        ..new_order()
+    };
+    assert_eq!(
+        store.create_order(&again, event(pending())).await.unwrap_err(),
+        StoreError::AlreadyRetried(original)
+    );
+    assert_eq!(store.order(again.id).await.unwrap(), None, "nothing stored");
+    assert_eq!(store.order(original).await.unwrap().unwrap().retried_by, Some(retry.id));
+
+    let missing = OrderId::new();
+    let orphan = NewOrder {
+        retry_of: Some(missing),
+        ..new_order()
+    };
+    assert_eq!(
+        store.create_order(&orphan, event(pending())).await.unwrap_err(),
+        StoreError::NotFound(missing)
+    );
+    assert_eq!(store.order(orphan.id).await.unwrap(), None);
+}
+
+/// `code` keeps only orders whose `last_error.code` is that code.
+pub(crate) async fn the_dead_letter_filter_matches_the_failure_code<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let fail = |code: &str| NewEvent {
+        patch: OrderPatch {
+            last_error: Some(ErrorInfo {
+                code: code.into(),
+                message: "m".into(),
+            }),
+            ..OrderPatch::default()
+        },
+        ..event(EventData::Failed {
+            error: "m".into(),
+            code: code.into(),
+            is_final: true,
+            total_attempts: 0,
+        })
+    };
+    let late = created(&*store).await;
+    store.append_event(late, fail("deadline_exceeded")).await.unwrap();
+    let slipped = created(&*store).await;
+    store.append_event(slipped, fail("slippage_exceeded")).await.unwrap();
+    created(&*store).await;
+    let query = |code: &str| ListQuery {
+        status: Some(Status::Failed),
+        code: Some(code.into()),
+        ..page(None, 10, None)
+    };
+    let dead = store.list_orders(&query("deadline_exceeded")).await.unwrap();
+    assert_eq!(dead.orders.iter().map(|o| o.id).collect::<Vec<_>>(), [late]);
+    assert!(store.list_orders(&query("no_quotes")).await.unwrap().orders.is_empty());
+    let all_failed = store.list_orders(&page(Some(Status::Failed), 10, None)).await.unwrap();
+    assert_eq!(all_failed.orders.len(), 2);
 }

@@ -35,9 +35,20 @@ pub enum StoreError {
     /// No such order.
     #[error("order {0} not found")]
     NotFound(OrderId),
-    /// The order already reached `confirmed` or `failed`.
+    /// The order already reached `confirmed`, `failed` or `cancelled`.
     #[error("order {0} is already finished")]
     Finished(OrderId),
+    /// A `cancelled` event for an order whose submission started: it may
+    /// execute, so it can no longer be cancelled.
+    #[error("order {0} was submitted and can no longer be cancelled")]
+    Submitted(OrderId),
+    /// The first `submitted` event of an order whose `expires_at` passed:
+    /// it must never be submitted now.
+    #[error("order {0} passed its deadline before it was submitted")]
+    Expired(OrderId),
+    /// A retry of an order that another order already retries.
+    #[error("order {0} was already retried")]
+    AlreadyRetried(OrderId),
     /// The backend is unreachable or failed; retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -126,6 +137,9 @@ pub enum KeyedCreate {
 pub struct ListQuery {
     /// Only orders in this status.
     pub status: Option<Status>,
+    /// Only orders whose latest error (`lastError.code`) has this code,
+    /// e.g. the dead letters `status=failed&code=deadline_exceeded`.
+    pub code: Option<String>,
     /// Page size.
     pub limit: u32,
     /// Continue after this position (exclusive), from a previous page.
@@ -152,7 +166,10 @@ pub trait Store: Send + Sync {
     /// Versions not applied yet.
     async fn pending_migrations(&self) -> Result<Vec<u32>, StoreError>;
 
-    /// Inserts the order with its first event (`seq` 1).
+    /// Inserts the order with its first event (`seq` 1). With
+    /// `order.retry_of`, also sets `retried_by` of that order, in the same
+    /// transaction; [`StoreError::AlreadyRetried`] (nothing stored) when
+    /// it already has a retry, [`StoreError::NotFound`] when it is gone.
     async fn create_order(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError>;
 
     /// Inserts the order with its first event and the `Idempotency-Key`
@@ -185,7 +202,13 @@ pub trait Store: Send + Sync {
     async fn sweep_keys(&self) -> Result<u64, StoreError>;
 
     /// Appends the next event of an order and applies its patch and status,
-    /// atomically. Refuses finished orders.
+    /// atomically. Refuses finished orders ([`StoreError::Finished`]), so a
+    /// cancelled order is never submitted; refuses a `cancelled` event once
+    /// a submission started ([`StoreError::Submitted`]: attempts > 0 or
+    /// status `submitted`), and the first `submitted` event at or after the
+    /// order's `expires_at` ([`StoreError::Expired`]). Each rule is decided
+    /// in the transaction that appends, so a cancel and the worker's
+    /// submission racing each other cannot both win.
     async fn append_event(&self, id: OrderId, event: NewEvent) -> Result<Event, StoreError>;
 
     /// One order.
@@ -262,8 +285,9 @@ pub(crate) fn cut_page(mut orders: Vec<Order>, limit: u32) -> OrderPage {
 
 /// The SQL predicate "the order is not finished" over the `status` column,
 /// generated from the domain's terminal statuses:
-/// `status NOT IN ('confirmed', 'failed')`. It is textually the predicate of
-/// the `orders_unfinished_updated` partial index (migration 0002), so the
+/// `status NOT IN ('confirmed', 'failed', 'cancelled')`. It is textually the
+/// predicate of the `orders_unfinished_updated` partial index (rebuilt by
+/// migration 0006), so the
 /// planners can use that index.
 pub(crate) fn unfinished_sql() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
@@ -296,8 +320,8 @@ mod tests {
 
     #[test]
     fn unfinished_predicate_names_the_terminal_statuses_like_the_partial_index() {
-        assert_eq!(unfinished_sql(), "status NOT IN ('confirmed', 'failed')");
-        for migration in [sqlite::MIGRATIONS[1].2, postgres::MIGRATIONS[1].2] {
+        assert_eq!(unfinished_sql(), "status NOT IN ('confirmed', 'failed', 'cancelled')");
+        for migration in [sqlite::MIGRATIONS[5].2, postgres::MIGRATIONS[5].2] {
             assert!(migration.contains(unfinished_sql()), "{migration}");
         }
     }

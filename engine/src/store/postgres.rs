@@ -48,6 +48,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "signing_secrets",
         include_str!("migrations/postgres/0005_signing_secrets.sql"),
     ),
+    (
+        6,
+        "order_control",
+        include_str!("migrations/postgres/0006_order_control.sql"),
+    ),
 ];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -200,7 +205,7 @@ fn parse<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, StoreError>
 
 const ORDER_COLUMNS: &str = "id, job_id, order_type, token_in, token_out, amount_in::text, slippage_bps, status,
     last_kind, last_seq, quotes, quoted_at, route, strategy, attempts, last_error, tx_hash, dex, amount_out::text,
-    executed_price, created_at, updated_at, created_seq, owner";
+    executed_price, created_at, updated_at, created_seq, owner, expires_at, retry_of, retried_by";
 
 fn order_from_row(row: &Row) -> Result<Order, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("order column {what}"));
@@ -241,6 +246,18 @@ fn order_from_row(row: &Row) -> Result<Order, StoreError> {
         updated_at: Timestamp(row.try_get("updated_at").map_err(unavailable)?),
         created_seq: row.try_get("created_seq").map_err(unavailable)?,
         owner: row.try_get::<_, Option<Uuid>>("owner").map_err(unavailable)?.map(KeyId),
+        expires_at: row
+            .try_get::<_, Option<SystemTime>>("expires_at")
+            .map_err(unavailable)?
+            .map(Timestamp),
+        retry_of: row
+            .try_get::<_, Option<Uuid>>("retry_of")
+            .map_err(unavailable)?
+            .map(OrderId),
+        retried_by: row
+            .try_get::<_, Option<Uuid>>("retried_by")
+            .map_err(unavailable)?
+            .map(OrderId),
     })
 }
 
@@ -279,11 +296,15 @@ fn append_sql() -> &'static str {
         format!(
             "
 WITH locked AS (
-    SELECT id, last_seq, status FROM orders WHERE id = $1 FOR UPDATE
+    SELECT id, last_seq, status, attempts > 0 OR status = 'submitted' AS submitted,
+           expires_at IS NOT NULL AND expires_at <= $4 AS expired
+    FROM orders WHERE id = $1 FOR UPDATE
 ), inserted AS (
     INSERT INTO order_events (order_id, seq, kind, body, created_at)
     SELECT id, last_seq + 1, $2, jsonb_set($3::jsonb, '{{seq}}', to_jsonb(last_seq + 1)), $4
     FROM locked WHERE {unfinished}
+        AND NOT ($2 = 'cancelled' AND submitted)
+        AND NOT ($2 = 'submitted' AND NOT submitted AND expired)
     RETURNING seq
 ), updated AS (
     UPDATE orders SET
@@ -298,7 +319,8 @@ WITH locked AS (
     FROM inserted WHERE orders.id = $1
     RETURNING orders.last_seq
 )
-SELECT (SELECT status FROM locked) AS status, (SELECT last_seq FROM updated) AS seq",
+SELECT (SELECT status FROM locked) AS status, (SELECT last_seq FROM updated) AS seq,
+       (SELECT submitted FROM locked) AS submitted, (SELECT expired FROM locked) AS expired",
             unfinished = unfinished_sql()
         )
     });
@@ -347,11 +369,26 @@ async fn append(client: &deadpool_postgres::Object, id: OrderId, new: &NewEvent)
         .map_err(unavailable)?;
     match (row.get::<_, Option<String>>("status"), row.get::<_, Option<i64>>("seq")) {
         (None, _) => Err(StoreError::NotFound(id)),
-        (Some(_), None) => Err(StoreError::Finished(id)),
+        (Some(status), None) => Err(refusal(id, kind, &status, &row)),
         (Some(_), Some(seq)) => {
             event.seq = seq as u64;
             Ok(event)
         }
+    }
+}
+
+/// Why `append` stored nothing for an order that exists (the rules of
+/// [`Store::append_event`], as the statement applied them).
+fn refusal(id: OrderId, kind: EventKind, status: &str, row: &Row) -> StoreError {
+    let flag = |name: &str| row.get::<_, Option<bool>>(name).unwrap_or(false);
+    if Status::parse(status).is_some_and(Status::is_terminal) {
+        StoreError::Finished(id)
+    } else if kind == EventKind::Cancelled && flag("submitted") {
+        StoreError::Submitted(id)
+    } else if kind == EventKind::Submitted && flag("expired") {
+        StoreError::Expired(id)
+    } else {
+        StoreError::Corrupt(format!("order {id}: event refused for no known reason"))
     }
 }
 
@@ -461,18 +498,29 @@ impl Store for PostgresStore {
             // One statement: the order and its first event commit together.
             let statement = client
                 .prepare_cached(
-                    "WITH created AS (
+                    // The retried order's link is set in the same statement, and
+                    // only when it has no retry yet; otherwise nothing is
+                    // inserted.
+                    "WITH linked AS (
+                         UPDATE orders SET retried_by = $1::uuid
+                         WHERE id = $14::uuid AND retried_by IS NULL
+                         RETURNING id
+                     ), created AS (
                          INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
-                                             status, last_kind, last_seq, created_at, updated_at, owner)
-                         VALUES ($1, $2, $3, $4, $5, CAST($6::text AS NUMERIC), $7, $8, $9, 1, $10, $10, $12)
+                                             status, last_kind, last_seq, created_at, updated_at, owner,
+                                             expires_at, retry_of)
+                         SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, CAST($6::text AS NUMERIC),
+                                $7::int4, $8::text, $9::text, 1, $10::timestamptz, $10::timestamptz, $12::uuid,
+                                $13::timestamptz, $14::uuid
+                         WHERE $14::uuid IS NULL OR EXISTS (SELECT 1 FROM linked)
                          RETURNING id
                      )
                      INSERT INTO order_events (order_id, seq, kind, body, created_at)
-                     SELECT id, 1, $9, $11, $10 FROM created",
+                     SELECT id, 1, $9::text, $11::jsonb, $10::timestamptz FROM created",
                 )
                 .await
                 .map_err(unavailable)?;
-            client
+            let inserted = client
                 .execute(
                     &statement,
                     &[
@@ -488,11 +536,26 @@ impl Store for PostgresStore {
                         &event.timestamp.0,
                         &json(&event),
                         &order.owner.map(|k| k.0),
+                        &order.expires_at.map(|t| t.0),
+                        &order.retry_of.map(|id| id.0),
                     ],
                 )
                 .await
                 .map_err(unavailable)?;
-            Ok(event)
+            if inserted == 1 {
+                return Ok(event);
+            }
+            let Some(original) = order.retry_of else {
+                return Err(unavailable("the order was not inserted"));
+            };
+            let exists = client
+                .query_opt("SELECT 1 FROM orders WHERE id = $1", &[&original.0])
+                .await
+                .map_err(unavailable)?;
+            Err(match exists {
+                Some(_) => StoreError::AlreadyRetried(original),
+                None => StoreError::NotFound(original),
+            })
         })
         .await
     }
@@ -528,9 +591,10 @@ impl Store for PostgresStore {
                          RETURNING order_id
                      ), created AS (
                          INSERT INTO orders (id, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
-                                             status, last_kind, last_seq, created_at, updated_at, owner)
+                                             status, last_kind, last_seq, created_at, updated_at, owner, expires_at)
                          SELECT order_id, $2::text, $3::text, $4::text, $5::text, CAST($6::text AS NUMERIC),
-                                $7::int4, $8::text, $9::text, 1, $10::timestamptz, $10::timestamptz, $18::uuid
+                                $7::int4, $8::text, $9::text, 1, $10::timestamptz, $10::timestamptz, $18::uuid,
+                                $19::timestamptz
                          FROM taken
                          RETURNING id
                      )
@@ -540,7 +604,8 @@ impl Store for PostgresStore {
                 .await
                 .map_err(db_error)?;
             let owner = order.owner.map(|k| k.0);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
+            let expires_at = order.expires_at.map(|t| t.0);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 19] = [
                 &order.id.0,
                 &order.job_id,
                 &order.order_type.as_str(),
@@ -559,6 +624,7 @@ impl Store for PostgresStore {
                 &key.answer.body,
                 &key.expires_at.0,
                 &owner,
+                &expires_at,
             ];
             if client.execute(&statement, &params).await.map_err(db_error)? == 1 {
                 return Ok(KeyedCreate::Created(Box::new(event)));
@@ -718,6 +784,7 @@ impl Store for PostgresStore {
                     "SELECT {ORDER_COLUMNS} FROM orders
                      WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR created_seq < $2)
                        AND ($4::uuid IS NULL OR owner = $4)
+                       AND ($5::text IS NULL OR last_error->>'code' = $5)
                      ORDER BY created_seq DESC LIMIT $3"
                 ))
                 .await
@@ -730,6 +797,7 @@ impl Store for PostgresStore {
                         &query.cursor,
                         &rows_for_page(query.limit),
                         &query.owner.map(|k| k.0),
+                        &query.code,
                     ],
                 )
                 .await

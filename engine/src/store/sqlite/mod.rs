@@ -13,7 +13,9 @@ use super::{
 mod keys;
 mod rows;
 
-use crate::domain::{ApiKey, Event, KeyId, NewKey, NewOrder, Order, OrderId, SecretHash, Status, Ticket, Timestamp};
+use crate::domain::{
+    ApiKey, Event, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, SecretHash, Status, Ticket, Timestamp,
+};
 use async_trait::async_trait;
 use rows::{ORDER_COLUMNS, OrderRow, json, parse_json, read_row, to_i64};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -45,6 +47,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         5,
         "signing_secrets",
         include_str!("../migrations/sqlite/0005_signing_secrets.sql"),
+    ),
+    (
+        6,
+        "order_control",
+        include_str!("../migrations/sqlite/0006_order_control.sql"),
     ),
 ];
 /// Writes committed together at most.
@@ -239,9 +246,9 @@ fn create(conn: &Connection, order: &NewOrder, first: &NewEvent) -> Result<Event
     let now = Timestamp::now().to_string();
     conn.execute(
         "INSERT INTO orders (id, created_seq, job_id, order_type, token_in, token_out, amount_in, slippage_bps,
-                             status, last_kind, last_seq, created_at, updated_at, owner)
+                             status, last_kind, last_seq, created_at, updated_at, owner, expires_at, retry_of)
          VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM orders), ?2, ?3, ?4, ?5, ?6, ?7,
-                 'pending', 'pending', 0, ?8, ?8, ?9)",
+                 'pending', 'pending', 0, ?8, ?8, ?9, ?10, ?11)",
         params![
             order.id.to_string(),
             order.job_id,
@@ -251,11 +258,38 @@ fn create(conn: &Connection, order: &NewOrder, first: &NewEvent) -> Result<Event
             to_i64(order.amount_in, "amount")?,
             order.slippage_bps,
             now,
-            order.owner.map(|k| k.to_string())
+            order.owner.map(|k| k.to_string()),
+            order.expires_at.map(|t| t.to_string()),
+            order.retry_of.map(|id| id.to_string()),
         ],
     )
     .map_err(unavailable)?;
+    if let Some(original) = order.retry_of {
+        link_retry(conn, original, order.id)?;
+    }
     append(conn, order.id, first)
+}
+
+/// Sets `retried_by` of `original` unless it already has a retry (the
+/// caller's savepoint then drops the new order with it).
+fn link_retry(conn: &Connection, original: OrderId, retry: OrderId) -> Result<(), StoreError> {
+    let linked = conn
+        .execute(
+            "UPDATE orders SET retried_by = ?2 WHERE id = ?1 AND retried_by IS NULL",
+            params![original.to_string(), retry.to_string()],
+        )
+        .map_err(unavailable)?;
+    if linked == 1 {
+        return Ok(());
+    }
+    let exists = conn
+        .query_row("SELECT 1 FROM orders WHERE id = ?1", [original.to_string()], |_| Ok(()))
+        .optional()
+        .map_err(unavailable)?;
+    Err(match exists {
+        Some(()) => StoreError::AlreadyRetried(original),
+        None => StoreError::NotFound(original),
+    })
 }
 
 /// Takes the key (a new record, or one replacing an expired record), then
@@ -348,17 +382,32 @@ fn key_record(conn: &Connection, scope: &str, key: &str) -> Result<Option<KeyRec
 
 fn append(conn: &Connection, id: OrderId, new: &NewEvent) -> Result<Event, StoreError> {
     let key = id.to_string();
-    let (last_seq, status): (i64, String) = conn
-        .query_row("SELECT last_seq, status FROM orders WHERE id = ?1", [&key], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+    type Guard = (i64, String, u32, Option<String>);
+    let (last_seq, status, attempts, expires_at): Guard = conn
+        .query_row(
+            "SELECT last_seq, status, attempts, expires_at FROM orders WHERE id = ?1",
+            [&key],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
         .optional()
         .map_err(unavailable)?
         .ok_or(StoreError::NotFound(id))?;
-    if Status::parse(&status).is_some_and(Status::is_terminal) {
+    let status = Status::parse(&status);
+    if status.is_some_and(Status::is_terminal) {
         return Err(StoreError::Finished(id));
     }
     let kind = new.data.kind();
+    let submitted = attempts > 0 || status == Some(Status::Submitted);
+    if kind == EventKind::Cancelled && submitted {
+        return Err(StoreError::Submitted(id));
+    }
+    let expired = expires_at
+        .as_deref()
+        .and_then(Timestamp::parse)
+        .is_some_and(|at| at.0 <= std::time::SystemTime::now());
+    if kind == EventKind::Submitted && !submitted && expired {
+        return Err(StoreError::Expired(id));
+    }
     let event = Event {
         order_id: id,
         seq: last_seq as u64 + 1,
@@ -611,6 +660,7 @@ impl Store for SqliteStore {
                     "SELECT {ORDER_COLUMNS} FROM orders
                      WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR created_seq < ?2)
                        AND (?4 IS NULL OR owner = ?4)
+                       AND (?5 IS NULL OR json_extract(last_error, '$.code') = ?5)
                      ORDER BY created_seq DESC LIMIT ?3"
                 ))
                 .map_err(unavailable)?;
@@ -620,7 +670,8 @@ impl Store for SqliteStore {
                         query.status.map(Status::as_str),
                         query.cursor,
                         rows_for_page(query.limit),
-                        query.owner.map(|k| k.to_string())
+                        query.owner.map(|k| k.to_string()),
+                        query.code
                     ],
                     read_row,
                 )

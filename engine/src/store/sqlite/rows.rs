@@ -22,7 +22,7 @@ pub(super) fn parse_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<
 pub(super) const ORDER_COLUMNS: &str =
     "id, job_id, order_type, token_in, token_out, amount_in, slippage_bps, status, last_kind,
     last_seq, quotes, quoted_at, route, strategy, attempts, last_error, tx_hash, dex, amount_out, executed_price,
-    created_at, updated_at, created_seq, owner";
+    created_at, updated_at, created_seq, owner, expires_at, retry_of, retried_by";
 
 /// Raw columns of an order row, read by name and parsed outside
 /// rusqlite's error type (so a bad value is `Corrupt`, not `Unavailable`).
@@ -51,6 +51,9 @@ pub(super) struct OrderRow {
     updated_at: Option<String>,
     created_seq: i64,
     owner: Option<String>,
+    expires_at: Option<String>,
+    retry_of: Option<String>,
+    retried_by: Option<String>,
 }
 
 pub(super) fn read_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
@@ -79,6 +82,9 @@ pub(super) fn read_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
         updated_at: row.get("updated_at")?,
         created_seq: row.get("created_seq")?,
         owner: row.get("owner")?,
+        expires_at: row.get("expires_at")?,
+        retry_of: row.get("retry_of")?,
+        retried_by: row.get("retried_by")?,
     })
 }
 
@@ -130,6 +136,15 @@ impl OrderRow {
             owner: self
                 .owner
                 .map(|k| k.parse().map_err(|_| corrupt("owner")))
+                .transpose()?,
+            expires_at: self.expires_at.map(|t| time(Some(t), "expires_at")).transpose()?,
+            retry_of: self
+                .retry_of
+                .map(|id| id.parse().map_err(|_| corrupt("retry_of")))
+                .transpose()?,
+            retried_by: self
+                .retried_by
+                .map(|id| id.parse().map_err(|_| corrupt("retried_by")))
                 .transpose()?,
         })
     }
