@@ -340,6 +340,12 @@ async fn an_operator_logs_in_submits_watches_filters_cancels_and_retries_from_th
         .await
         .unwrap();
     assert_eq!(stored, json!([secret, 0]));
+    // Live updates: the multi-order stream where the engine has one, else a
+    // ticketed socket per unfinished order; never polling alone.
+    text_when(&browser, "#stat-live", |t| {
+        t.starts_with("one stream") || t.starts_with("per-order sockets")
+    })
+    .await;
 
     // Submit an order from the page; see it reach `confirmed` in the table.
     browser
@@ -440,6 +446,13 @@ async fn an_operator_logs_in_submits_watches_filters_cancels_and_retries_from_th
     }
     let held = create_order(&engine, &secret, sol).await;
     text_when(&browser, &row(&held, "td.status"), |t| t == "pending").await;
+    // The page follows an unfinished order live: its socket really opens (a
+    // same-origin upgrade with a ticket); nothing else here opens one.
+    let started = Instant::now();
+    while ws_messages_sent(&engine).await == 0.0 {
+        assert!(started.elapsed() < DEADLINE, "the page opened no WebSocket");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     shown(&browser, &row(&held, "button.cancel"))
         .await
         .click()
@@ -478,4 +491,14 @@ async fn order_failing(engine: &Engine, secret: &str) -> String {
     let failed = api_reaches(engine, secret, &id, "failed").await;
     assert_eq!(failed["lastError"]["code"], "no_quotes", "{failed}");
     id
+}
+
+/// `swapline_ws_messages_sent_total` of the engine.
+async fn ws_messages_sent(engine: &Engine) -> f64 {
+    let metrics = client::get(&engine.url, "/metrics").await.unwrap();
+    String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .find_map(|line| line.strip_prefix("swapline_ws_messages_sent_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
 }
