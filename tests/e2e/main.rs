@@ -23,4 +23,5 @@ mod retries;
 mod sandbox;
 mod scale;
 mod strategies;
+mod stream;
 mod streams;

@@ -16,7 +16,6 @@ use crate::{
     pipeline::Rejection,
     telemetry::event,
 };
-use http_body_util::Full;
 use hyper::{
     HeaderMap, Method, Request, Response, StatusCode,
     header::{self, HeaderValue},
@@ -214,7 +213,7 @@ pub(super) fn preflight(state: &ApiState, origin: Option<&str>, method: &Method)
     let mut response = Response::builder()
         .status(StatusCode::NO_CONTENT)
         .header(header::ALLOW, &methods)
-        .body(Full::default())
+        .body(Body::empty())
         .expect("static response parts are valid");
     let Some(origin) = origin else {
         return Ok(response);

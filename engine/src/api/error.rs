@@ -7,8 +7,7 @@ use crate::{
     pipeline::{Allowance, CancelError, QueueError, RetryError, SubmitError},
     store::{StoreError, StoredAnswer},
 };
-use bytes::Bytes;
-use http_body_util::Full;
+
 use hyper::{
     Response, StatusCode,
     header::{self, HeaderValue},
@@ -181,7 +180,7 @@ pub(super) fn answer_response(answer: &StoredAnswer) -> Response<Body> {
     Response::builder()
         .status(answer.status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(answer.body.clone())))
+        .body(Body::new(answer.body.clone()))
         .expect("stored statuses are valid")
 }
 

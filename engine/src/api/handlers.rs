@@ -8,7 +8,7 @@ use super::{
     console, control,
     error::ApiError,
     http::{Body, json_response, query_param},
-    idempotency,
+    idempotency, sse,
     views::{Created, EventList, OrderList, OrderResponse, OrderView, TicketView},
     ws,
 };
@@ -17,7 +17,7 @@ use crate::{
     store::ListQuery,
     telemetry::{self, event},
 };
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use serde_json::json;
 use std::{net::SocketAddr, sync::Arc};
@@ -167,7 +167,7 @@ pub(super) fn metrics_response() -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(Full::new(bytes::Bytes::from(telemetry::metrics().render())))
+        .body(Body::new(telemetry::metrics().render()))
         .expect("static response parts are valid")
 }
 
@@ -519,6 +519,12 @@ async fn order_status(
             .map_err(auth::unauthorized)?;
     }
     let order = visible_order(state, id, &access.caller).await?;
+    if !upgrade && sse::wanted(request.headers()) {
+        // Server-Sent Events: `Last-Event-ID` (a reconnect) wins over `?since`.
+        let since = sse::last_event_id(request.headers())?.unwrap_or(since);
+        check_since(since, &order)?;
+        return Ok(sse::respond(state, id, since));
+    }
     if !upgrade {
         let response = OrderResponse {
             success: true,
@@ -547,7 +553,7 @@ async fn order_status(
         }
     });
     let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, Full::default()))
+    Ok(Response::from_parts(parts, Body::empty()))
 }
 
 /// 408 Request Timeout (RFC 9110, section 15.5.9): the body did not arrive

@@ -1,12 +1,70 @@
 //! HTTP plumbing: body type, JSON responses, query strings.
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode, header};
+use hyper::{
+    Response, StatusCode,
+    body::{Frame, SizeHint},
+    header,
+};
 use serde::Serialize;
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+use tokio::sync::mpsc;
 
-/// Every response body is a buffered one.
-pub type Body = Full<Bytes>;
+/// A response body: buffered (every answer but one), or streamed from a
+/// bounded channel (Server-Sent Events), ending when its sender is dropped.
+#[derive(Debug)]
+pub enum Body {
+    /// The whole body, sent once (`None` once sent).
+    Full(Option<Bytes>),
+    /// Chunks as they come.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    /// A buffered body.
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Body::Full(Some(bytes).filter(|b| !b.is_empty()))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Body::Full(None)
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(chunks) => chunks.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// A JSON response.
 pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
@@ -14,7 +72,7 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Bo
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(bytes)))
+        .body(Body::new(bytes))
         .expect("static response parts are valid")
 }
 

@@ -20,6 +20,7 @@ mod handlers;
 pub mod http;
 pub mod hub;
 pub mod idempotency;
+mod sse;
 pub mod views;
 pub mod ws;
 

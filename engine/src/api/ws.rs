@@ -74,13 +74,13 @@ const MAX_REASON: usize = 123;
 /// event it sent. Pure (no I/O), so the no-gap, no-duplicate rule is tested
 /// apart from framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cursor {
-    last: u64,
+pub(super) struct Cursor {
+    pub(super) last: u64,
 }
 
 /// What to do with a live event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+pub(super) enum Step {
     /// Already sent (from history or an earlier delivery): drop it.
     Skip,
     /// The next one: send it.
@@ -92,12 +92,12 @@ enum Step {
 
 impl Cursor {
     /// A cursor after `since` (0: nothing sent yet).
-    fn new(since: u64) -> Self {
+    pub(super) fn new(since: u64) -> Self {
         Cursor { last: since }
     }
 
     /// The step for a live event numbered `seq`.
-    fn step(self, seq: u64) -> Step {
+    pub(super) fn step(self, seq: u64) -> Step {
         if seq <= self.last {
             Step::Skip
         } else if seq == self.last + 1 {
@@ -108,7 +108,7 @@ impl Cursor {
     }
 
     /// Records that event `seq` was sent.
-    fn sent(&mut self, seq: u64) {
+    pub(super) fn sent(&mut self, seq: u64) {
         self.last = seq;
     }
 }
