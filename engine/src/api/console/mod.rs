@@ -10,7 +10,6 @@
 
 use super::http::Body;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{Response, StatusCode, header};
 
 /// The page.
@@ -64,7 +63,7 @@ pub fn response(asset: Asset) -> Response<Body> {
         .header(header::REFERRER_POLICY, "no-referrer")
         .header(header::X_FRAME_OPTIONS, "DENY")
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(Full::new(Bytes::from_static(asset.body.as_bytes())))
+        .body(Body::new(Bytes::from_static(asset.body.as_bytes())))
         .expect("static response parts are valid")
 }
 
