@@ -502,3 +502,28 @@ async fn ws_messages_sent(engine: &Engine) -> f64 {
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// On an engine that requires no key (the `bench` profile the harness
+/// uses), an empty key signs in and no `Authorization` header is sent (a
+/// key that is sent is always checked).
+#[tokio::test(flavor = "multi_thread")]
+async fn without_auth_an_empty_key_signs_in_and_orders_confirm() {
+    require("chromium");
+    let driver = Driver::start().await;
+    let engine = Engine::start("");
+    let browser = driver.browser().await;
+    browser.goto(&format!("{}/console", engine.url)).await.unwrap();
+    shown(&browser, "#login-button").await.click().await.unwrap();
+    shown(&browser, "#orders-table").await;
+    text_when(&browser, "#who", |t| t == "Signed in without a key.").await;
+    browser
+        .find(Locator::Id("submit-order"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let id = text_when(&browser, "#created-id", is_uuid).await;
+    text_when(&browser, &row(&id, "td.status"), |t| t == "confirmed").await;
+    browser.close().await.unwrap();
+}

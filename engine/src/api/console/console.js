@@ -104,7 +104,9 @@
 
   /** One API call with the operator's key; never throws for HTTP errors. */
   async function api(method, path, body) {
-    const headers = { Authorization: `Bearer ${state.key}` };
+    // No key (an engine with auth.required = false): no header at all, as
+    // a key that is sent is always checked.
+    const headers = state.key ? { Authorization: `Bearer ${state.key}` } : {};
     const init = { method, headers, cache: "no-store", credentials: "omit" };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -157,7 +159,7 @@
       state.key = null;
       sessionStorage.removeItem(KEY_STORAGE);
       if (!quiet) {
-        const why = probe.status === 401 ? "the key was refused" :
+        const why = probe.status === 401 ? (key ? "the key was refused" : "this engine requires a key") :
           probe.status === 403 ? "the key lacks the read scope" : errorText(probe);
         showAlert(`Could not sign in: ${why}.`);
         $("api-key").focus();
@@ -172,7 +174,7 @@
     $("app").hidden = false;
     $("sign-out").hidden = false;
     $("who").hidden = false;
-    $("who").textContent = "Signed in; the key is kept for this tab only.";
+    $("who").textContent = key ? "Signed in; the key is kept for this tab only." : "Signed in without a key.";
     announce("Signed in.");
     start();
   }
@@ -361,7 +363,7 @@
   }
 
   async function refreshOrders() {
-    if (!state.key) return;
+    if (!state.signedIn) return;
     const { status, code } = state.filters;
     state.listSeq += 1;
     const seq = state.listSeq;
@@ -535,7 +537,7 @@
   // ---- overview ----------------------------------------------------------
 
   async function refreshStats() {
-    if (!state.key) return;
+    if (!state.signedIn) return;
     const [health, metrics, failed] = await Promise.all([
       fetch("/health", { cache: "no-store", credentials: "omit" })
         .then((r) => r.json()).catch(() => null),
@@ -763,13 +765,8 @@
   document.addEventListener("DOMContentLoaded", () => {
     $("login-form").addEventListener("submit", (event) => {
       event.preventDefault();
-      const key = $("api-key").value.trim();
-      if (!key) {
-        showAlert("Enter an API key.");
-        $("api-key").focus();
-        return;
-      }
-      signIn(key, false);
+      // Empty: an engine that requires no key (dev, bench).
+      signIn($("api-key").value.trim(), false);
     });
     $("sign-out").addEventListener("click", () => signOut(""));
     $("order-form").addEventListener("submit", submitOrder);
@@ -780,7 +777,7 @@
       if (event.key === "Escape" && !$("timeline").hidden) closeTimeline();
     });
     const saved = sessionStorage.getItem(KEY_STORAGE);
-    if (saved) signIn(saved, true);
+    if (saved !== null) signIn(saved, true);
     else $("api-key").focus();
   });
 })();

@@ -19,11 +19,11 @@ const JS: &str = include_str!("console.js");
 /// Its stylesheet.
 const CSS: &str = include_str!("console.css");
 
-/// `Content-Security-Policy` of every console response (CSP Level 3,
-/// W3C): scripts, styles and fetches from this origin only, WebSockets to
-/// `ws:`/`wss:` (CSP 3 §6.1.2: `'self'` does not match a `ws:` URL in every
-/// browser in use), no plugins, no framing, no `<base>`, no form posts
-/// (forms are handled by the script).
+/// `Content-Security-Policy` of every console response (W3C CSP Level 3):
+/// scripts, styles and fetches from this origin only; WebSockets to
+/// `ws:`/`wss:` as well, because browsers that predate CSP 3 do not let
+/// `'self'` match a `ws:` URL; no plugins, no framing, no `<base>`, no form
+/// posts (the script handles every form).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
