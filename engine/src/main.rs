@@ -64,6 +64,21 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Operate orders of a running engine: list (the dead letters
+    /// with `--status failed --code …`), show, cancel, retry.
+    ///
+    /// Through the engine's HTTP API rather than the store directly: a
+    /// cancel must publish its event to the watchers and a retry must
+    /// enqueue its job, which only the engine can do on every backend
+    /// (the embedded queue and bus live inside the serving process), and
+    /// the API applies the same rules to operators as to clients (scopes,
+    /// owners, 409s); use an `admin` key to act on every order.
+    Orders {
+        #[command(flatten)]
+        target: OrdersTarget,
+        #[command(subcommand)]
+        action: OrdersAction,
+    },
     /// Load-test a running engine.
     Loadtest {
         #[command(subcommand)]
@@ -89,6 +104,58 @@ enum LoadtestKind {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Which engine `swapline orders` talks to, and with which key.
+#[derive(clap::Args, Debug)]
+struct OrdersTarget {
+    /// Engine base URL.
+    #[arg(long, env = "SWAPLINE_URL", default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// API key secret (`swl_…`), sent as `Authorization: Bearer`; an `admin`
+    /// key sees and acts on every order. Needed when `auth.required`.
+    #[arg(long, env = "SWAPLINE_API_KEY", value_name = "SECRET", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print the API's JSON answer as it came.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum OrdersAction {
+    /// Orders, newest first (`GET /api/orders`).
+    List {
+        /// Only this status (pending, routing, building, submitted,
+        /// confirmed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this failure code (`lastError.code`), e.g.
+        /// deadline_exceeded.
+        #[arg(long)]
+        code: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// `nextCursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One order (`GET /api/orders/status/{id}`).
+    Show {
+        /// The order's id.
+        id: String,
+    },
+    /// Cancel an order not submitted yet (`POST /api/orders/{id}/cancel`).
+    Cancel {
+        /// The order's id.
+        id: String,
+    },
+    /// Retry a failed or cancelled order as a new, linked order
+    /// (`POST /api/orders/{id}/retry`).
+    Retry {
+        /// The order's id.
+        id: String,
     },
 }
 
@@ -208,6 +275,9 @@ async fn main() -> Result<()> {
     if let Command::Loadtest { kind } = command {
         return loadtest(kind).await;
     }
+    if let Command::Orders { target, action } = command {
+        return orders(target, action).await;
+    }
     if let Command::Schemas { out } = command {
         let written = swapline::schemas::write_all(out).with_context(|| format!("writing into {}", out.display()))?;
         println!("wrote {} schemas into {}", written.len(), out.display());
@@ -266,7 +336,7 @@ async fn main() -> Result<()> {
             telemetry::init(&config.log);
             app::run_with_reload(config, Role::Worker, shutdown_signal(), Some(sources(&cli))).await?;
         }
-        Command::Loadtest { .. } | Command::Schemas { .. } => {
+        Command::Loadtest { .. } | Command::Schemas { .. } | Command::Orders { .. } => {
             unreachable!("handled before loading the configuration")
         }
     }
@@ -383,6 +453,94 @@ async fn keys(config: &Config, action: &KeysAction) -> Result<()> {
             let key = keys.revoke(id).await?;
             println!("revoked key {} ({})", key.id, key.name);
         }
+    }
+    Ok(())
+}
+
+async fn orders(target: &OrdersTarget, action: &OrdersAction) -> Result<()> {
+    use swapline::client;
+    let encode = |text: &str| form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let (method, path) = match action {
+        OrdersAction::List {
+            status,
+            code,
+            limit,
+            cursor,
+        } => {
+            let mut query = format!("limit={limit}");
+            for (name, value) in [("status", status), ("code", code), ("cursor", cursor)] {
+                if let Some(value) = value {
+                    query.push_str(&format!("&{name}={}", encode(value)));
+                }
+            }
+            ("GET", format!("/api/orders?{query}"))
+        }
+        OrdersAction::Show { id } => ("GET", format!("/api/orders/status/{}", encode(id))),
+        OrdersAction::Cancel { id } => ("POST", format!("/api/orders/{}/cancel", encode(id))),
+        OrdersAction::Retry { id } => ("POST", format!("/api/orders/{}/retry", encode(id))),
+    };
+    let auth = target.api_key.as_ref().map(|key| format!("Bearer {key}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("authorization", auth.as_str()));
+    }
+    let body = (method == "POST").then(|| bytes::Bytes::from_static(b"{}"));
+    let response = client::request(&target.url, method, &path, &headers, body)
+        .await
+        .with_context(|| format!("{method} {}{path}", target.url))?;
+    let answer: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+    if !response.status.is_success() {
+        let error = &answer["error"];
+        bail!(
+            "{} {}: {}",
+            response.status.as_u16(),
+            error["code"].as_str().unwrap_or("error"),
+            error["message"].as_str().unwrap_or("")
+        );
+    }
+    if target.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let line = |o: &serde_json::Value| {
+        let text = |key: &str| o[key].as_str().unwrap_or("-").to_owned();
+        format!(
+            "{:<36}  {:<9}  {:>12} {:<5} → {:<5}  {:<20}  {}",
+            text("id"),
+            text("status"),
+            text("amount"),
+            text("tokenIn"),
+            text("tokenOut"),
+            o["lastError"]["code"].as_str().unwrap_or("-"),
+            text("createdAt"),
+        )
+    };
+    match action {
+        OrdersAction::List { .. } => {
+            let list = answer["orders"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no orders");
+            }
+            for order in &list {
+                println!("{}", line(order));
+            }
+            if let Some(next) = answer["nextCursor"].as_str() {
+                println!("more: --cursor {next}");
+            }
+        }
+        OrdersAction::Show { .. } => {
+            println!("{}", line(&answer));
+            for key in ["retryOf", "retriedBy", "expiresAt", "txHash", "dex", "amountOut"] {
+                if let Some(value) = answer[key].as_str() {
+                    println!("  {key}: {value}");
+                }
+            }
+        }
+        OrdersAction::Cancel { id } => println!("cancelled order {id}"),
+        OrdersAction::Retry { id } => println!(
+            "retried order {id} as order {}",
+            answer["orderId"].as_str().unwrap_or("?")
+        ),
     }
     Ok(())
 }

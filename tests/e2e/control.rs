@@ -153,6 +153,122 @@ async fn a_retry_is_a_new_order_linked_both_ways(backend: Backend) {
     assert_eq!(confirmed.json()["error"]["code"], "cannot_retry");
 }
 
+/// `swapline orders` against a running engine with auth required: a
+/// trader's key cancels and retries its own orders only; an `admin` key
+/// lists the dead letters of every key and acts on any order.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_orders_cli_lists_dead_letters_cancels_and_retries_with_the_api_rules() {
+    let engine = Engine::start(&format!("[auth]\nrequired = true\n{SLOW_VENUES}"));
+    let key = |name: &str, scopes: &str| {
+        let output = engine.cli(&["keys", "create", "--name", name, "--scopes", scopes, "--json"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+        created["secret"].as_str().unwrap().to_owned()
+    };
+    let (trader, other, admin) = (
+        key("desk", "trade,read"),
+        key("other", "trade,read"),
+        key("ops", "admin"),
+    );
+    let post_as = async |secret: &str, body: Value| {
+        let auth = format!("Bearer {secret}");
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap());
+        let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+        let response = client::request(&engine.url, "POST", "/api/orders/execute", &headers, Some(bytes))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 201);
+        response.json()["orderId"].as_str().unwrap().to_owned()
+    };
+    let orders = |secret: &str, args: &[&str]| {
+        let mut all = vec!["orders", "--url", engine.url.as_str(), "--api-key", secret];
+        all.extend_from_slice(args);
+        engine.cli(&all)
+    };
+    let mut late = sol_usdc(1.0);
+    late["expiresAt"] = json!("2020-01-01T00:00:00Z");
+    let dead = post_as(&trader, late).await;
+    until_as(&engine, &admin, &dead, "failed").await;
+    let waiting = post_as(&trader, sol_usdc(1.0)).await;
+
+    // Another key's order is not there for it (404), as over HTTP.
+    let refused = orders(&other, &["cancel", &waiting]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("order_not_found"));
+    let cancelled = orders(&trader, &["cancel", &waiting]);
+    assert!(
+        cancelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
+
+    let listed = orders(
+        &admin,
+        &["--json", "list", "--status", "failed", "--code", "deadline_exceeded"],
+    );
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let ids: Vec<&str> = listed["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [dead.as_str()]);
+
+    let retried = orders(&admin, &["--json", "retry", &dead]);
+    assert!(retried.status.success(), "{}", String::from_utf8_lossy(&retried.stderr));
+    let retry: Value = serde_json::from_slice(&retried.stdout).unwrap();
+    let retry = retry["orderId"].as_str().unwrap().to_owned();
+    let shown = orders(&trader, &["--json", "show", &retry]);
+    assert!(shown.status.success(), "the retry keeps the original owner");
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["retryOf"], dead.as_str());
+    let text = orders(&admin, &["show", &dead]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("retriedBy: {retry}")));
+}
+
+/// `orders.default_ttl` gives a deadline to orders whose request has none;
+/// a request's own `expiresAt` wins.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_ttl_applies_only_when_the_request_gives_no_deadline() {
+    let engine = Engine::start("[orders]\ndefault_ttl = \"1ms\"\n");
+    let defaulted = engine.order(sol_usdc(1.0)).await;
+    let order = until(&engine, &defaulted, |o| o["status"] == "failed").await;
+    assert_eq!(order["lastError"]["code"], "deadline_exceeded");
+    assert!(order["expiresAt"].is_string());
+    assert_eq!(engine.shared.executions(&defaulted).await, 0);
+    let mut body = sol_usdc(1.0);
+    body["expiresAt"] = json!("2999-01-01T00:00:00Z");
+    let own = engine.order(body).await;
+    until(&engine, &own, |o| o["status"] == "confirmed").await;
+}
+
+/// Polls an order with a key until it has `status` (at most 30 s).
+async fn until_as(engine: &Engine, secret: &str, id: &str, status: &str) {
+    let auth = format!("Bearer {secret}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client::request(
+            &engine.url,
+            "GET",
+            &format!("/api/orders/status/{id}"),
+            &[("authorization", auth.as_str())],
+            None,
+        )
+        .await
+        .unwrap();
+        if response.json()["status"] == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {id} never became {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 crate::on_both_backends!(
     cancel_before_submission_wins_and_after_it_is_refused,
     a_deadline_in_the_past_fails_deadline_exceeded_and_never_swaps,

@@ -126,8 +126,13 @@ pub enum KeyedAnswer {
 /// be (type, tokens, amount in base units, slippage in basis points), so
 /// the same order written differently (`1.5` or `"1.5"`, slippage left
 /// out or given as the default) is the same request.
+///
+/// An `expiresAt` the request gave is part of it (appended only when
+/// present, so fingerprints of requests without one are unchanged); the
+/// deadline `orders.default_ttl` adds is not (it is applied after the
+/// fingerprint is taken, so a repeat of the same request is the same).
 pub fn fingerprint(order: &NewOrder) -> String {
-    let text = format!(
+    let mut text = format!(
         "v1\n{}\n{}\n{}\n{}\n{}",
         order.order_type.as_str(),
         order.token_in,
@@ -135,6 +140,9 @@ pub fn fingerprint(order: &NewOrder) -> String {
         order.amount_in,
         order.slippage_bps
     );
+    if let Some(at) = order.expires_at {
+        text.push_str(&format!("\nexpires {at}"));
+    }
     Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -323,13 +331,18 @@ impl Intake {
             job: uuid::Uuid::new_v4().to_string(),
         };
         let tradable = |a: &str, b: &str| self.pairs.contains(&(a.to_owned(), b.to_owned()));
-        let mut order = validate_request(body, &self.tokens, self.default_slippage_bps, tradable, ids)?;
+        validate_request(body, &self.tokens, self.default_slippage_bps, tradable, ids)
+    }
+
+    /// The order with `orders.default_ttl` applied when its request gave no
+    /// `expiresAt` (after the fingerprint was taken: see [`fingerprint`]).
+    fn with_default_deadline(&self, mut order: NewOrder) -> NewOrder {
         if order.expires_at.is_none()
             && let Some(ttl) = self.default_ttl
         {
-            order.expires_at = Some(crate::domain::Timestamp(std::time::SystemTime::now() + ttl));
+            order.expires_at = Some(crate::domain::Timestamp(SystemTime::now() + ttl));
         }
-        Ok(order)
+        order
     }
 
     /// Creates the order for `caller` (owned by its key) with its `pending` event, publishes it, enqueues
@@ -344,7 +357,7 @@ impl Intake {
         tracing::debug!(order_id = %order.id, client = caller.client_scope(), "order submitted");
         // The caller's key owns the order: only it (or an admin) sees it.
         order.owner = caller.owner();
-        self.store_and_enqueue(order).await
+        self.store_and_enqueue(self.with_default_deadline(order)).await
     }
 
     /// Stores `order` with its `pending` event, publishes it and enqueues
@@ -414,6 +427,7 @@ impl Intake {
             answer: request.created.clone(),
             expires_at: crate::domain::Timestamp(SystemTime::now() + self.idempotency.ttl),
         };
+        let order = self.with_default_deadline(order);
         let store_error = |e| {
             event::backend_error("store");
             SubmitError::Store(e)
@@ -939,6 +953,34 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&body("1.6")));
         assert_eq!(fingerprint(&a).len(), 64);
+        let deadline = |at: &str| NewOrder {
+            expires_at: crate::domain::Timestamp::parse(at),
+            ..body("1.5")
+        };
+        assert_ne!(fingerprint(&a), fingerprint(&deadline("2030-01-01T00:00:00Z")));
+        assert_eq!(
+            fingerprint(&deadline("2030-01-01T00:00:00Z")),
+            fingerprint(&deadline("2030-01-01T00:00:00.000Z"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_default_deadline_is_added_after_the_fingerprint_and_never_over_a_given_one() {
+        let fixture = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        let intake = fixture.intake.clone().with_default_ttl(Duration::from_secs(30));
+        let plain = intake.with_default_deadline(body("1.5"));
+        let at = plain.expires_at.expect("the default deadline");
+        assert!(at.0 > SystemTime::now() + Duration::from_secs(20));
+        let given = crate::domain::Timestamp::parse("2030-01-01T00:00:00Z");
+        let kept = intake.with_default_deadline(NewOrder {
+            expires_at: given,
+            ..body("1.5")
+        });
+        assert_eq!(kept.expires_at, given);
+        let off = intake
+            .with_default_ttl(Duration::ZERO)
+            .with_default_deadline(body("1.5"));
+        assert_eq!(off.expires_at, None);
     }
 
     #[tokio::test]
