@@ -132,6 +132,8 @@ mod tests {
                 "/api/orders/{id}/events",
                 "/api/orders/{id}/retry",
                 "/api/ws-tickets",
+                "/console",
+                "/console/{asset}",
                 "/health",
                 "/metrics",
                 "/ready"

@@ -106,12 +106,28 @@ fn origin_allowed(state: &ApiState, origin: &str) -> bool {
 }
 
 /// A WebSocket upgrade from a browser origin that is not allowed is refused
-/// (browsers send `Origin` on every upgrade; other clients need not).
+/// (browsers send `Origin` on every upgrade; other clients need not). A page
+/// served by this engine (the console at `/console`) is same-origin and
+/// always allowed: its `Origin` names the `Host` it was loaded from
+/// (RFC 6454 §4), which another site's page cannot forge.
 pub(super) fn check_upgrade_origin(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     match origin(headers) {
-        Some(origin) if !origin_allowed(state, &origin) => Err(origin_refused(&origin)),
+        Some(origin) if !origin_allowed(state, &origin) && !same_origin(headers, &origin) => {
+            Err(origin_refused(&origin))
+        }
         _ => Ok(()),
     }
+}
+
+/// Whether `origin` is `http://<Host>` or `https://<Host>` of this request.
+fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) && rest.eq_ignore_ascii_case(host)
 }
 
 /// Authenticates a request: the key of `Authorization: Bearer`, else (on a
@@ -233,6 +249,21 @@ mod tests {
         for bad in ["Basic dXNlcg==", "Bearer", "Bearer ", "swl_abc", "Bearer a b"] {
             assert_eq!(bearer(&value(bad)), Err(Rejection::Malformed), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_origin_naming_the_requests_own_host_is_same_origin() {
+        let headers = |host: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static(host));
+            headers
+        };
+        assert!(same_origin(&headers("127.0.0.1:3000"), "http://127.0.0.1:3000"));
+        assert!(same_origin(&headers("swap.example.com"), "https://swap.example.com"));
+        assert!(!same_origin(&headers("127.0.0.1:3000"), "http://127.0.0.1:3001"));
+        assert!(!same_origin(&headers("swap.example.com"), "https://evil.example"));
+        assert!(!same_origin(&headers("swap.example.com"), "null"));
+        assert!(!same_origin(&HeaderMap::new(), "http://127.0.0.1:3000"));
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub struct ServerConfig {
     /// Browser origins allowed to call the API, exactly as a browser sends
     /// them in `Origin` (`https://app.example.com`, no path); empty: none.
     /// REST answers CORS headers to these; a WebSocket upgrade from any
-    /// other origin gets 403. Requests without `Origin` (not from a
-    /// browser) are not affected.
+    /// other origin gets 403, except from the engine's own (`http://` or
+    /// `https://` plus the request's `Host`: the `/console` page).
+    /// Requests without `Origin` (not from a browser) are not affected.
     pub allowed_origins: Vec<String>,
 }
 

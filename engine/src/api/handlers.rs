@@ -5,7 +5,7 @@
 use super::{
     ApiState,
     auth::{self, Access},
-    control,
+    console, control,
     error::ApiError,
     http::{Body, json_response, query_param},
     idempotency, sse,
@@ -34,6 +34,8 @@ enum Route<'a> {
     Status(&'a str),
     Events(&'a str),
     WsTickets,
+    /// The operator console: the page (`""`) or one of its assets.
+    Console(&'a str),
     Cancel(&'a str),
     Retry(&'a str),
     Other,
@@ -50,6 +52,8 @@ impl<'a> Route<'a> {
             ["api", "orders", "status", id] => Route::Status(id),
             ["api", "orders", id, "events"] => Route::Events(id),
             ["api", "ws-tickets"] => Route::WsTickets,
+            ["console"] => Route::Console(""),
+            ["console", asset] => Route::Console(asset),
             ["api", "orders", id, "cancel"] => Route::Cancel(id),
             ["api", "orders", id, "retry"] => Route::Retry(id),
             _ => Route::Other,
@@ -67,6 +71,7 @@ impl<'a> Route<'a> {
             Route::Status(_) => "/api/orders/status/{id}",
             Route::Events(_) => "/api/orders/{id}/events",
             Route::WsTickets => "/api/ws-tickets",
+            Route::Console(_) => "/console",
             Route::Cancel(_) => "/api/orders/{id}/cancel",
             Route::Retry(_) => "/api/orders/{id}/retry",
             Route::Other => "other",
@@ -87,7 +92,7 @@ impl<'a> Route<'a> {
         match self {
             Route::Execute | Route::Cancel(_) | Route::Retry(_) => Some(Scope::Trade),
             Route::List | Route::Status(_) | Route::Events(_) | Route::WsTickets => Some(Scope::Read),
-            Route::Health | Route::Ready | Route::Metrics | Route::Other => None,
+            Route::Health | Route::Ready | Route::Metrics | Route::Console(_) | Route::Other => None,
         }
     }
 }
@@ -107,6 +112,10 @@ pub(super) async fn handle(state: Arc<ApiState>, request: Request<Incoming>, pee
         (Route::Metrics, _) => Ok(metrics_response()),
         (Route::Health, _) => health(&state).await,
         (Route::Ready, _) => ready(&state).await,
+        // Open: the page holds no data; what it fetches needs a key.
+        (Route::Console(name), _) => console::asset(name)
+            .map(console::response)
+            .ok_or_else(|| ApiError::no_route(&path)),
         _ => authenticated(&state, route, request, peer).await,
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
@@ -147,7 +156,7 @@ async fn authenticated(
         Route::WsTickets => create_ticket(state, request, caller).await,
         Route::Cancel(id) => control::cancel_order(state, id, caller).await,
         Route::Retry(id) => control::retry_order(state, &request, id, caller).await,
-        Route::Health | Route::Ready | Route::Metrics | Route::Other => {
+        Route::Health | Route::Ready | Route::Metrics | Route::Console(_) | Route::Other => {
             unreachable!("answered before authentication")
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! `POST /api/orders/execute`, `GET /api/orders/status/{id}` (JSON, or a
 //! WebSocket upgrade), `GET /api/orders/{id}/events`, `GET /api/orders`,
-//! `POST /api/ws-tickets`, `GET /health`, `GET /ready`. Requests
+//! `POST /api/ws-tickets`, `GET /health`, `GET /ready`, and the operator
+//! console's page and assets under `GET /console` (`console`). Requests
 //! authenticate with an API key (`auth`); a key sees only its own orders. HTTP only: orders are created through
 //! the intake use case (`pipeline::Intake`), events are read from the store
 //! and heard on the bus; never the queue, `config` or an adapter.
@@ -12,6 +13,7 @@
 mod auth;
 pub mod config;
 mod conn;
+pub mod console;
 mod control;
 mod error;
 mod handlers;
