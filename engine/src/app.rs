@@ -17,7 +17,7 @@ use crate::{
     },
     plugins::{self, PluginHost, watch::FileWatch},
     queue::{
-        self, MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig,
+        self, MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisMode,
         RedisQueue, RedisRateLimit, RedisRequestLimit, RequestLimit,
     },
     store::{ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
@@ -48,8 +48,8 @@ pub enum AppError {
     /// The store has migrations to apply and `store.migrate_on_start` is off.
     #[error("store migrations {0:?} are not applied and store.migrate_on_start is false; run `swapline migrate`")]
     PendingMigrations(Vec<u32>),
-    /// `redis.url` is not a Redis URL.
-    #[error("redis.url: {0}")]
+    /// `redis.url` (or one of `redis.urls`) is not a Redis URL.
+    #[error("redis.url/redis.urls: {0}")]
     RedisUrl(String),
     /// Unfinished orders could not be re-enqueued.
     #[error(transparent)]
@@ -330,8 +330,16 @@ pub async fn keys(config: &Config) -> Result<Keys, AppError> {
     Ok(Keys::new(store).with_cache(config.auth.key_cache_ttl.0))
 }
 
-fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
+fn redis_pool(config: &RedisConfig) -> Result<queue::redis::Pool, AppError> {
     queue::redis::pool(config).map_err(|e| AppError::RedisUrl(e.to_string()))
+}
+
+/// The standalone bus publisher's pool.
+fn deadpool_redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
+    match redis_pool(config)? {
+        queue::redis::Pool::Standalone(pool) => Ok(pool),
+        queue::redis::Pool::Cluster(_) => Err(AppError::RedisUrl("a cluster pool for a standalone bus".into())),
+    }
 }
 
 /// A name for this process in the Redis consumer group.
@@ -367,7 +375,13 @@ impl Engine {
         type Limits = (Arc<dyn Queue>, Arc<dyn RateLimit>, Arc<dyn RequestLimit>);
         let (queue, rate_limit, request_limit): Limits = match (config.queue.backend, &queue_pool) {
             (QueueBackend::Redis, Some(pool)) => {
-                let queue = RedisQueue::new(pool.clone(), &redis.key_prefix, consumer_name(), config.worker.lease.0);
+                let queue = RedisQueue::partitioned(
+                    pool.clone(),
+                    &redis.key_prefix,
+                    consumer_name(),
+                    config.worker.lease.0,
+                    config.queue.partitions,
+                );
                 if let Err(e) = queue.ensure_group().await {
                     tracing::warn!(error = %e, "Redis is not reachable yet; the queue connects when it is");
                 }
@@ -388,21 +402,41 @@ impl Engine {
                 (Arc::new(bus), stream)
             }
             BusBackend::Redis => {
-                let info = queue::redis::connection_info(redis).map_err(|e| AppError::RedisUrl(e.to_string()))?;
-                let client =
-                    deadpool_redis::redis::Client::open(info).map_err(|e| AppError::RedisUrl(e.to_string()))?;
                 let health = SubscriberHealth {
                     interval: config.bus.health_interval.0,
                     timeout: config.bus.health_timeout.0,
                 };
-                let (bus, stream) = RedisBus::new(
-                    client,
-                    redis_pool(redis)?,
-                    &redis.key_prefix,
-                    config.bus.buffer,
-                    health,
-                    bus_stop.clone(),
-                );
+                let (bus, stream) = match redis.mode {
+                    RedisMode::Standalone => {
+                        let info =
+                            queue::redis::connection_info(redis).map_err(|e| AppError::RedisUrl(e.to_string()))?;
+                        let client =
+                            deadpool_redis::redis::Client::open(info).map_err(|e| AppError::RedisUrl(e.to_string()))?;
+                        RedisBus::new(
+                            client,
+                            deadpool_redis_pool(redis)?,
+                            &redis.key_prefix,
+                            config.bus.buffer,
+                            health,
+                            bus_stop.clone(),
+                        )
+                    }
+                    RedisMode::Cluster => {
+                        let publisher = queue::pool::cluster_client(redis, None).map_err(AppError::RedisUrl)?;
+                        let settings = redis.clone();
+                        let subscriber: bus::PushClient =
+                            Box::new(move |pushes| queue::pool::cluster_client(&settings, Some(pushes)));
+                        RedisBus::cluster(
+                            subscriber,
+                            publisher,
+                            redis.connect_timeout.0,
+                            &redis.key_prefix,
+                            config.bus.buffer,
+                            health,
+                            bus_stop.clone(),
+                        )
+                    }
+                };
                 (Arc::new(bus), stream)
             }
         };
