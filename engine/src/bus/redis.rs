@@ -812,6 +812,70 @@ mod tests {
         holder.abort();
     }
 
+    /// Sharded pub/sub on a real 3-master cluster: each order's events come
+    /// from the master of its channel's slot; orders spread over the
+    /// masters all arrive; an unsubscribed order's events no longer do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sharded_pub_sub_on_a_cluster_delivers_each_watched_order() {
+        use crate::queue::{RedisConfig, RedisMode, pool::cluster_client, test_cluster::RedisCluster};
+        let cluster = RedisCluster::start(3, 0, Duration::from_secs(2));
+        let settings: RedisConfig = serde_json::from_value(serde_json::json!({
+            "mode": "cluster", "url": "", "urls": cluster.urls(), "key_prefix": "bus",
+            "pool_size": 2, "pool_wait_timeout": "2s", "command_timeout": "2s",
+            "connect_timeout": "2s", "tcp_keepalive": "10s",
+        }))
+        .unwrap();
+        assert_eq!(settings.mode, RedisMode::Cluster);
+        let publisher = cluster_client(&settings, None).unwrap();
+        let subscriber_settings = settings.clone();
+        let subscriber: PushClient = Box::new(move |tx| cluster_client(&subscriber_settings, Some(tx)));
+        let stop = CancellationToken::new();
+        let (bus, mut stream) = RedisBus::cluster(
+            subscriber,
+            publisher,
+            Duration::from_secs(2),
+            "bus",
+            64,
+            HEALTH,
+            stop.clone(),
+        );
+        let orders: Vec<OrderId> = (0..12).map(|_| OrderId::new()).collect();
+        for order in &orders {
+            timeout(Duration::from_secs(10), bus.subscribe(*order))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(bus.health(), Ok(()));
+        for (n, order) in orders.iter().enumerate() {
+            bus.publish(&published(*order, n as u64 + 1, "routing")).await.unwrap();
+        }
+        let mut got = HashSet::new();
+        while got.len() < orders.len() {
+            let event = timeout(Duration::from_secs(10), stream.recv()).await.unwrap().unwrap();
+            if !event.is_resync() {
+                got.insert(event.order_id);
+            }
+        }
+        assert_eq!(got, orders.iter().copied().collect::<HashSet<_>>());
+        bus.unsubscribe(orders[0]);
+        // Commands apply in call order: once a later subscribe is confirmed,
+        // the unsubscribe was applied.
+        timeout(Duration::from_secs(10), bus.subscribe(OrderId::new()))
+            .await
+            .unwrap()
+            .unwrap();
+        bus.publish(&published(orders[0], 99, "routing")).await.unwrap();
+        bus.publish(&published(orders[1], 99, "failed")).await.unwrap();
+        let next = timeout(Duration::from_secs(10), stream.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            (next.order_id, next.seq),
+            (orders[1], 99),
+            "the unsubscribed order's event is not delivered"
+        );
+        stop.cancel();
+    }
+
     #[test]
     fn parses_the_head_of_an_event() {
         let id = OrderId::new();

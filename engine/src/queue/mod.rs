@@ -12,6 +12,8 @@ pub(crate) mod conformance;
 pub mod memory;
 pub mod pool;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod test_cluster;
 
 use crate::domain::OrderId;
 use crate::telemetry::PoolStatus;

@@ -783,6 +783,86 @@ mod tests {
         request_limit: fresh_request_limit
     );
 
+    /// The same contract on a real Redis Cluster (3 masters started for the
+    /// test): each script touches one slot, or the cluster refuses it.
+    mod on_cluster {
+        use super::*;
+        use crate::queue::test_cluster::RedisCluster;
+
+        pub(super) fn cluster_config(cluster: &RedisCluster) -> RedisConfig {
+            let mut settings = super::config(String::new());
+            settings.mode = RedisMode::Cluster;
+            settings.urls = cluster.urls();
+            settings.command_timeout = crate::domain::Dur(Duration::from_secs(2));
+            settings.connect_timeout = crate::domain::Dur(Duration::from_secs(2));
+            settings.pool_wait_timeout = crate::domain::Dur(Duration::from_secs(2));
+            settings
+        }
+
+        fn cluster() -> (RedisCluster, Pool) {
+            let cluster = RedisCluster::start(3, 0, Duration::from_secs(2));
+            let pool = pool(&cluster_config(&cluster)).expect("a cluster pool");
+            (cluster, pool)
+        }
+
+        async fn fresh_queue(lease: Duration) -> (RedisCluster, Arc<RedisQueue>) {
+            let (cluster, pool) = cluster();
+            let queue = RedisQueue::new(pool, "test", "test-consumer".into(), lease);
+            queue.ensure_group().await.expect("creating the consumer group");
+            (cluster, Arc::new(queue))
+        }
+
+        async fn fresh_limit(per_minute: u32) -> (RedisCluster, Arc<RedisRateLimit>) {
+            let (cluster, pool) = cluster();
+            (cluster, Arc::new(RedisRateLimit::new(pool, "test", per_minute)))
+        }
+
+        async fn fresh_request_limit() -> (RedisCluster, Arc<RedisRequestLimit>) {
+            let (cluster, pool) = cluster();
+            (cluster, Arc::new(RedisRequestLimit::new(pool, "test")))
+        }
+
+        crate::queue::conformance::queue_contract!(
+            queue: fresh_queue,
+            rate_limit: fresh_limit,
+            request_limit: fresh_request_limit
+        );
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn partitions_spread_over_the_masters_and_every_job_is_claimed_once() {
+            let (cluster, pool) = cluster();
+            let queue = RedisQueue::partitioned(pool, "spread", "c".into(), Duration::from_secs(30), 16);
+            queue.ensure_group().await.unwrap();
+            let mut orders = std::collections::HashSet::new();
+            for n in 0..200 {
+                let job = Job {
+                    id: format!("job-{n}"),
+                    order_id: OrderId::new(),
+                };
+                orders.insert(job.order_id);
+                queue.enqueue(job).await.unwrap();
+            }
+            let holding: Vec<u16> = cluster
+                .masters()
+                .into_iter()
+                .filter(|port| cluster.keys_on(*port, "spread:*") > 0)
+                .collect();
+            assert!(holding.len() >= 2, "queue keys on masters {holding:?} only");
+            let mut claimed = std::collections::HashSet::new();
+            while let Some(lease) = queue.claim(Duration::from_millis(300)).await.unwrap() {
+                assert!(
+                    claimed.insert(lease.job.order_id),
+                    "{} claimed twice",
+                    lease.job.order_id
+                );
+                queue.ack(&lease).await.unwrap();
+            }
+            assert_eq!(claimed, orders, "every job claimed once, from every partition");
+            let depth = queue.depth().await.unwrap();
+            assert_eq!((depth.waiting, depth.active, depth.delayed), (0, 0, 0));
+        }
+    }
+
     fn job() -> Job {
         Job {
             id: "job-1".into(),
