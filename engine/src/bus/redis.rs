@@ -609,10 +609,11 @@ impl Subscriber {
 
     /// Serves commands and pushes on a live cluster connection, PINGing it
     /// every `bus.health_interval`, until it fails (returns why) or the bus
-    /// is gone. A node's socket that dropped (a `disconnection` push) or a
-    /// slot that moved (an `sunsubscribe` Redis sent on its own, for a
-    /// watched order) means messages may be lost: the channel is subscribed
-    /// again, where its slot lives now, and the watchers resync.
+    /// is gone. A node's socket that dropped (a `disconnection` push) ends
+    /// the connection: the subscriber reconnects from a fresh slot map (see
+    /// [`Subscriber::connect_cluster`]). A slot that moved (an `sunsubscribe`
+    /// Redis sent on its own, for a watched order) is subscribed again where
+    /// it lives now and its watchers resync.
     async fn serve_cluster(
         &mut self,
         mut conn: ClusterConnection,
@@ -674,14 +675,13 @@ impl Subscriber {
                             }
                         }
                         PushKind::Disconnection => {
-                            // A node's socket dropped: the client reconnects
-                            // and subscribes its channels again; whatever was
-                            // published meanwhile is gone.
-                            connection_health::reconnect(BACKEND);
-                            tracing::info!(watched = self.watched.len(), "a Redis Cluster node's subscriber socket dropped; resyncing");
-                            for order in &self.watched {
-                                let _ = self.out.send(Published::resync(*order)).await;
-                            }
+                            // A node's socket dropped: whatever was published
+                            // meanwhile is gone, and if the node failed its
+                            // slots move to a replica the client would not
+                            // follow for pushes. Reconnect from a fresh slot
+                            // map, subscribe every watched order where its
+                            // slot lives now, and resync them all.
+                            return Ok("a Redis Cluster node's connection dropped".into());
                         }
                         PushKind::SUnsubscribe => {
                             let order = match push.data.first() {
