@@ -51,6 +51,10 @@ pub enum AppError {
     /// `redis.url` (or one of `redis.urls`) is not a Redis URL.
     #[error("redis.url/redis.urls: {0}")]
     RedisUrl(String),
+    /// The Redis Cluster of `redis.urls` is not usable: each seed node that
+    /// failed and why.
+    #[error(transparent)]
+    RedisCluster(#[from] queue::pool::ClusterCheckError),
     /// Unfinished orders could not be re-enqueued.
     #[error(transparent)]
     Requeue(#[from] RequeueError),
@@ -314,9 +318,26 @@ async fn reload_loop(
     }
 }
 
-/// Applies pending migrations; returns the versions applied.
+/// Applies pending migrations; returns the versions applied. In Redis
+/// cluster mode (when the queue or the bus uses Redis) first checks that the
+/// cluster is usable ([`queue::pool::check_cluster`]), naming each node that
+/// failed.
 pub async fn migrate(config: &Config) -> Result<Vec<u32>, AppError> {
+    check_redis_cluster(config).await?;
     Ok(open_store(config)?.store.migrate().await?)
+}
+
+/// In Redis cluster mode, when Redis is used: errors when no seed node
+/// says the cluster is ok; logs each other node problem as a warning.
+async fn check_redis_cluster(config: &Config) -> Result<(), AppError> {
+    let uses_redis = config.queue.backend == QueueBackend::Redis || config.bus.backend == BusBackend::Redis;
+    if !uses_redis || config.redis.mode != RedisMode::Cluster {
+        return Ok(());
+    }
+    for warning in queue::pool::check_cluster(&config.redis).await? {
+        tracing::warn!(%warning, "Redis Cluster");
+    }
+    Ok(())
 }
 
 /// API keys in the configured store, for `swapline keys …`: migrates first
@@ -367,6 +388,7 @@ impl Engine {
             }
         }
 
+        check_redis_cluster(&config).await?;
         let redis = &config.redis;
         let uses_redis = config.queue.backend == QueueBackend::Redis || config.bus.backend == BusBackend::Redis;
         // The queue (with the rate limit) and the publisher use pools of their

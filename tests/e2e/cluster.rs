@@ -313,3 +313,20 @@ async fn a_master_killed_with_orders_in_flight_loses_nothing() {
         all_done.as_secs_f64(),
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_refuses_an_unreachable_cluster_and_names_the_node() {
+    let shared = Shared::new(Backend::Production);
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let extra = format!("\n[redis]\nmode = \"cluster\"\nurls = [\"redis://127.0.0.1:{closed}\"]\n");
+    let output = shared.cli(&extra, &["migrate"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "migrate passed without a cluster");
+    assert!(
+        stderr.contains(&format!("redis.urls[0] (redis://127.0.0.1:{closed}): unreachable")),
+        "{stderr}"
+    );
+}

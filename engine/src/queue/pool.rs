@@ -210,3 +210,136 @@ impl ConnectionLike for RedisConnection {
         }
     }
 }
+
+/// What [`check_cluster`] found wrong, naming the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Redis Cluster not usable:\n  - {}", .0.join("\n  - "))]
+pub struct ClusterCheckError(pub Vec<String>);
+
+/// Checks the cluster of `redis.urls` before use: asks every seed node for
+/// `CLUSTER INFO` and `CLUSTER NODES` (each within `redis.connect_timeout`
+/// and `redis.command_timeout`). Returns the warnings to log (a seed node
+/// that does not answer, a node the cluster marks `fail`) when at least one
+/// seed answers and says `cluster_state:ok`.
+///
+/// # Errors
+/// [`ClusterCheckError`] naming each seed node and why, when none answers
+/// with `cluster_state:ok` (unreachable, not in cluster mode, slots
+/// unassigned, or the cluster is down).
+pub async fn check_cluster(config: &RedisConfig) -> Result<Vec<String>, ClusterCheckError> {
+    let mut problems = Vec::new();
+    let mut failed_nodes = std::collections::BTreeSet::new();
+    let mut healthy = false;
+    for (n, url) in config.urls.iter().enumerate() {
+        let seed = format!("redis.urls[{n}] ({url})");
+        match ask_node(config, url).await {
+            Ok((info, nodes)) => {
+                for line in nodes.lines() {
+                    let fields: Vec<&str> = line.split(' ').collect();
+                    if let (Some(address), Some(flags)) = (fields.get(1), fields.get(2))
+                        && flags.split(',').any(|f| f == "fail" || f == "fail?")
+                    {
+                        let address = address.split('@').next().unwrap_or(address);
+                        failed_nodes.insert(format!("node {address} is marked {flags} by the cluster"));
+                    }
+                }
+                if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                    healthy = true;
+                } else {
+                    let state = info
+                        .lines()
+                        .find(|l| l.starts_with("cluster_state:"))
+                        .unwrap_or("no cluster_state")
+                        .trim();
+                    problems.push(format!("{seed}: {state} (slots unassigned or a master down)"));
+                }
+            }
+            Err(e) => problems.push(format!("{seed}: {e}")),
+        }
+    }
+    problems.extend(failed_nodes);
+    if healthy {
+        Ok(problems)
+    } else {
+        if problems.is_empty() {
+            problems.push("redis.urls: no seed node".into());
+        }
+        Err(ClusterCheckError(problems))
+    }
+}
+
+/// `CLUSTER INFO` and `CLUSTER NODES` of one node, within the deadlines.
+async fn ask_node(config: &RedisConfig, url: &str) -> Result<(String, String), String> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| e.to_string())?;
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let settings = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout.0))
+        .set_response_timeout(Some(config.command_timeout.0));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&settings)
+        .await
+        .map_err(|e| format!("unreachable: {e}"))?;
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("CLUSTER INFO: {e} (is it started with cluster-enabled yes?)"))?;
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("CLUSTER NODES: {e}"))?;
+    Ok((info, nodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{queue::test_cluster::RedisCluster, testing};
+
+    fn config(urls: Vec<String>) -> RedisConfig {
+        serde_json::from_value(serde_json::json!({
+            "mode": "cluster", "url": "", "urls": urls, "key_prefix": "check",
+            "pool_size": 2, "pool_wait_timeout": "1s", "command_timeout": "1s",
+            "connect_timeout": "1s", "tcp_keepalive": "0s",
+        }))
+        .expect("a Redis config")
+    }
+
+    #[tokio::test]
+    async fn the_check_names_every_seed_node_that_failed() {
+        testing::require_redis();
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("redis://{}", listener.local_addr().unwrap())
+        };
+        let error = check_cluster(&config(vec![closed.clone(), testing::REDIS.into()]))
+            .await
+            .unwrap_err();
+        let [unreachable, standalone] = error.0.as_slice() else {
+            panic!("one problem per seed: {error}");
+        };
+        assert!(
+            unreachable.starts_with(&format!("redis.urls[0] ({closed}): unreachable")),
+            "{unreachable}"
+        );
+        assert!(
+            standalone.starts_with(&format!("redis.urls[1] ({}): CLUSTER INFO", testing::REDIS)),
+            "a server without cluster mode: {standalone}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_healthy_cluster_passes_with_a_dead_seed_named_as_a_warning() {
+        let cluster = RedisCluster::start(3, 0, std::time::Duration::from_secs(2));
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("redis://{}", listener.local_addr().unwrap())
+        };
+        let mut urls = cluster.urls();
+        urls.insert(0, closed.clone());
+        let warnings = check_cluster(&config(urls)).await.expect("the cluster is usable");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains(&closed), "{warnings:?}");
+    }
+}
