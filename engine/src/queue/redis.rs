@@ -4,10 +4,15 @@
 //! a sorted set and are promoted atomically. Each state change is one Lua
 //! script (see `lua/`), so two workers never see a half-done change.
 //!
-//! Keys, under the configured prefix `p`: `p:jobs` (stream, group
-//! `workers`), `p:delayed` (sorted set), `p:queued:<order id>` (one marker
-//! per order that has a job), `p:rate` (the shared token bucket),
-//! `p:requests:<client scope>` (a client's request-limit bucket).
+//! Keys, under the configured prefix `p`, for each partition `n` of
+//! `queue.partitions` (an order's partition: [`partition_of`] its id):
+//! `p:{qn}:jobs` (stream, group `workers`), `p:{qn}:delayed` (sorted set),
+//! `p:{qn}:queued:<order id>` (one marker per order that has a job); the
+//! hash tag `{qn}` puts a partition's keys in one Redis Cluster slot, so
+//! every script touches one slot. `p:rate` (the shared token bucket) and
+//! `p:requests:<client scope>` (a client's request-limit bucket) are one key
+//! each, so one slot each. The pool ([`Pool`]) reaches one server or a
+//! cluster alike (`redis.mode`).
 //!
 //! Redis failures are classified here, once, by the error's code and kind
 //! ([`classify`]), never by their text.
