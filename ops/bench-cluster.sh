@@ -41,7 +41,7 @@ for i in 0 1 2 3 4 5; do
   port=$((BASE + i))
   redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
     --cluster-config-file "$WORK/nodes-$port.conf" --cluster-node-timeout 2000 \
-    --save "" --appendonly no --dir "$WORK" --daemonize no > "$WORK/redis-$port.log" 2>&1 &
+    --repl-diskless-sync-delay 0 --save "" --appendonly no --dir "$WORK" --daemonize no > "$WORK/redis-$port.log" 2>&1 &
   PIDS+=($!)
   PORTS+=("$port")
 done
@@ -82,6 +82,7 @@ for mode in standalone cluster; do
   echo "== $mode Redis: $COUNT orders, 64 in flight"
   url=$(start "$mode" "$WORK/$mode.toml")
   engine=$(pgrep -n -f "$WORK/$mode.toml")
+  PIDS+=("$engine")   # started in a subshell: the exit trap kills it by pid
   if [ "$mode" = standalone ]; then redis=("$STANDALONE_PID"); else redis=("${CLUSTER_PIDS[@]}"); fi
   before=$(ticks "$engine" "${redis[@]}")
   "$BIN" loadtest orders --url "$url" --count "$COUNT" --concurrency 64

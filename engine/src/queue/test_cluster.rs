@@ -116,6 +116,9 @@ impl RedisCluster {
                 .arg(cluster.dir.join(format!("nodes-{port}.conf")))
                 .args(["--cluster-node-timeout", &node_timeout.as_millis().to_string()])
                 .args(["--save", "", "--appendonly", "no"])
+                // Replicas sync at once (Redis 7 waits 5 s by default), so
+                // a master killed early already has a replica to take over.
+                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
                 .arg(&cluster.dir)
                 .stdin(Stdio::null())
