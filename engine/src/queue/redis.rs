@@ -555,23 +555,40 @@ impl Queue for RedisQueue {
     /// Looks at every partition once without blocking, starting one further
     /// each call (so none starves), then blocks on the first of them for up
     /// to [`BLOCK`]; again until `wait` is over. With one partition this is
-    /// one blocking read at a time.
+    /// one blocking read at a time. A partition whose node is unavailable (a
+    /// cluster master failing over) is skipped, so the others keep being
+    /// served; the error comes back only when every partition failed.
     async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError> {
         let deadline = tokio::time::Instant::now() + wait;
         let n = self.partitions;
         loop {
             let first = (self.next.fetch_add(1, Ordering::Relaxed) % usize::from(n)) as u16;
+            let mut unavailable = None;
             if n > 1 {
+                let mut failed = 0;
                 for k in 0..n {
-                    if let Some(lease) = self.claim_from((first + k) % n, None).await? {
-                        return Ok(Some(lease));
+                    match self.claim_from((first + k) % n, None).await {
+                        Ok(Some(lease)) => return Ok(Some(lease)),
+                        Ok(None) => {}
+                        Err(e) if e.is_transient() => {
+                            failed += 1;
+                            unavailable = Some(e);
+                        }
+                        Err(e) => return Err(e),
                     }
+                }
+                if failed == n {
+                    return Err(unavailable.unwrap_or_else(|| QueueError::Unavailable("no partition answered".into())));
                 }
             }
             let block = deadline
                 .saturating_duration_since(tokio::time::Instant::now())
                 .min(BLOCK);
-            if (n == 1 || !block.is_zero())
+            if unavailable.is_some() {
+                // Some partition is down: pause instead of blocking on a
+                // partition that may be the dead one.
+                tokio::time::sleep(block).await;
+            } else if (n == 1 || !block.is_zero())
                 && let Some(lease) = self.claim_from(first, Some(block)).await?
             {
                 return Ok(Some(lease));
@@ -597,13 +614,24 @@ impl Queue for RedisQueue {
             .await
     }
 
-    /// Recovers every partition (XAUTOCLAIM on each stream).
+    /// Recovers every partition (XAUTOCLAIM on each stream); a partition
+    /// that fails does not stop the others, and the first error is returned
+    /// once all were tried.
     async fn recover_stalled(&self) -> Result<usize, QueueError> {
         let mut recovered = 0;
+        let mut failure = None;
         for p in 0..self.partitions {
-            recovered += self.recover_from(p).await?;
+            match self.recover_from(p).await {
+                Ok(n) => recovered += n,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
         }
-        Ok(recovered)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(recovered),
+        }
     }
 
     /// Sums every partition; the oldest waiting job is the oldest of all.
