@@ -17,7 +17,7 @@ use crate::{
     },
     plugins::{self, PluginHost, watch::FileWatch},
     queue::{
-        self, MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig,
+        self, MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisMode,
         RedisQueue, RedisRateLimit, RedisRequestLimit, RequestLimit,
     },
     store::{ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
@@ -48,9 +48,13 @@ pub enum AppError {
     /// The store has migrations to apply and `store.migrate_on_start` is off.
     #[error("store migrations {0:?} are not applied and store.migrate_on_start is false; run `swapline migrate`")]
     PendingMigrations(Vec<u32>),
-    /// `redis.url` is not a Redis URL.
-    #[error("redis.url: {0}")]
+    /// `redis.url` (or one of `redis.urls`) is not a Redis URL.
+    #[error("redis.url/redis.urls: {0}")]
     RedisUrl(String),
+    /// The Redis Cluster of `redis.urls` is not usable: each seed node that
+    /// failed and why.
+    #[error(transparent)]
+    RedisCluster(#[from] queue::pool::ClusterCheckError),
     /// Unfinished orders could not be re-enqueued.
     #[error(transparent)]
     Requeue(#[from] RequeueError),
@@ -314,8 +318,12 @@ async fn reload_loop(
     }
 }
 
-/// Applies pending migrations; returns the versions applied.
+/// Applies pending migrations; returns the versions applied. In Redis
+/// cluster mode (when the queue or the bus uses Redis) first checks that the
+/// cluster is usable ([`queue::pool::check_cluster`]), naming each node that
+/// failed.
 pub async fn migrate(config: &Config) -> Result<Vec<u32>, AppError> {
+    check_redis_cluster(config).await?;
     Ok(open_store(config)?.store.migrate().await?)
 }
 
@@ -336,6 +344,19 @@ fn probe_timeout(config: &Config) -> std::time::Duration {
     within
 }
 
+/// In Redis cluster mode, when Redis is used: errors when no seed node
+/// says the cluster is ok; logs each other node problem as a warning.
+async fn check_redis_cluster(config: &Config) -> Result<(), AppError> {
+    let uses_redis = config.queue.backend == QueueBackend::Redis || config.bus.backend == BusBackend::Redis;
+    if !uses_redis || config.redis.mode != RedisMode::Cluster {
+        return Ok(());
+    }
+    for warning in queue::pool::check_cluster(&config.redis).await? {
+        tracing::warn!(%warning, "Redis Cluster");
+    }
+    Ok(())
+}
+
 /// API keys in the configured store, for `swapline keys …`: migrates first
 /// when `store.migrate_on_start` (as `serve` would), so keys can be created
 /// before the first start.
@@ -347,8 +368,16 @@ pub async fn keys(config: &Config) -> Result<Keys, AppError> {
     Ok(Keys::new(store).with_cache(config.auth.key_cache_ttl.0))
 }
 
-fn redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
+fn redis_pool(config: &RedisConfig) -> Result<queue::redis::Pool, AppError> {
     queue::redis::pool(config).map_err(|e| AppError::RedisUrl(e.to_string()))
+}
+
+/// The standalone bus publisher's pool.
+fn deadpool_redis_pool(config: &RedisConfig) -> Result<deadpool_redis::Pool, AppError> {
+    match redis_pool(config)? {
+        queue::redis::Pool::Standalone(pool) => Ok(pool),
+        queue::redis::Pool::Cluster(_) => Err(AppError::RedisUrl("a cluster pool for a standalone bus".into())),
+    }
 }
 
 /// A name for this process in the Redis consumer group.
@@ -376,6 +405,7 @@ impl Engine {
             }
         }
 
+        check_redis_cluster(&config).await?;
         let redis = &config.redis;
         let uses_redis = config.queue.backend == QueueBackend::Redis || config.bus.backend == BusBackend::Redis;
         // The queue (with the rate limit) and the publisher use pools of their
@@ -384,7 +414,13 @@ impl Engine {
         type Limits = (Arc<dyn Queue>, Arc<dyn RateLimit>, Arc<dyn RequestLimit>);
         let (queue, rate_limit, request_limit): Limits = match (config.queue.backend, &queue_pool) {
             (QueueBackend::Redis, Some(pool)) => {
-                let queue = RedisQueue::new(pool.clone(), &redis.key_prefix, consumer_name(), config.worker.lease.0);
+                let queue = RedisQueue::partitioned(
+                    pool.clone(),
+                    &redis.key_prefix,
+                    consumer_name(),
+                    config.worker.lease.0,
+                    config.queue.partitions,
+                );
                 if let Err(e) = queue.ensure_group().await {
                     tracing::warn!(error = %e, "Redis is not reachable yet; the queue connects when it is");
                 }
@@ -405,21 +441,41 @@ impl Engine {
                 (Arc::new(bus), stream)
             }
             BusBackend::Redis => {
-                let info = queue::redis::connection_info(redis).map_err(|e| AppError::RedisUrl(e.to_string()))?;
-                let client =
-                    deadpool_redis::redis::Client::open(info).map_err(|e| AppError::RedisUrl(e.to_string()))?;
                 let health = SubscriberHealth {
                     interval: config.bus.health_interval.0,
                     timeout: config.bus.health_timeout.0,
                 };
-                let (bus, stream) = RedisBus::new(
-                    client,
-                    redis_pool(redis)?,
-                    &redis.key_prefix,
-                    config.bus.buffer,
-                    health,
-                    bus_stop.clone(),
-                );
+                let (bus, stream) = match redis.mode {
+                    RedisMode::Standalone => {
+                        let info =
+                            queue::redis::connection_info(redis).map_err(|e| AppError::RedisUrl(e.to_string()))?;
+                        let client =
+                            deadpool_redis::redis::Client::open(info).map_err(|e| AppError::RedisUrl(e.to_string()))?;
+                        RedisBus::new(
+                            client,
+                            deadpool_redis_pool(redis)?,
+                            &redis.key_prefix,
+                            config.bus.buffer,
+                            health,
+                            bus_stop.clone(),
+                        )
+                    }
+                    RedisMode::Cluster => {
+                        let publisher = queue::pool::cluster_client(redis, None).map_err(AppError::RedisUrl)?;
+                        let settings = redis.clone();
+                        let subscriber: bus::PushClient =
+                            Box::new(move |pushes| queue::pool::cluster_client(&settings, Some(pushes)));
+                        RedisBus::cluster(
+                            subscriber,
+                            publisher,
+                            redis.connect_timeout.0,
+                            &redis.key_prefix,
+                            config.bus.buffer,
+                            health,
+                            bus_stop.clone(),
+                        )
+                    }
+                };
                 (Arc::new(bus), stream)
             }
         };

@@ -8,6 +8,7 @@ mod relay;
 mod auth;
 mod bad_input;
 mod cli;
+mod cluster;
 mod console;
 mod control;
 mod idempotency;

@@ -2,7 +2,7 @@
 //! that subscribed to their order. A node has one stream of incoming events,
 //! handed out once by the bus's constructor (to its WebSocket hub), and
 //! subscribes per order. Implementations: [`memory`] (in-process) and
-//! [`redis`] (pub/sub).
+//! [`redis`] (pub/sub; sharded pub/sub on a Redis Cluster).
 //!
 //! May import: `domain`, `telemetry`.
 
@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 pub use config::{BusBackend, BusConfig};
 pub use memory::MemoryBus;
-pub use redis::{RedisBus, SubscriberHealth};
+pub use redis::{PushClient, RedisBus, SubscriberHealth};
 use std::{future::Future, pin::Pin};
 use thiserror::Error;
 use tokio::sync::mpsc;

@@ -11,15 +11,29 @@
 //!
 //! Publishing takes a connection from a pool whose commands have deadlines
 //! (`redis.command_timeout`); a connection whose PUBLISH timed out or broke
-//! is closed, never reused. Imports `domain` and `telemetry` only; never
-//! `api`, `pipeline` or another adapter.
+//! is closed, never reused.
+//!
+//! On a Redis Cluster ([`RedisBus::cluster`]) the bus uses sharded pub/sub
+//! (Redis 7 `SPUBLISH`/`SSUBSCRIBE`): each order's channel lives on the
+//! master of its slot, so publishing loads one shard, not the whole cluster.
+//! The subscriber is one RESP3 cluster connection (one socket per node that
+//! owns a watched channel's slot); its pushes carry the messages. When a
+//! node's socket drops or a slot moves (Redis sends `sunsubscribe`, the
+//! client follows `MOVED`), the channels are subscribed again where their
+//! slot now lives and every watched order is resynced from the store.
+//!
+//! Imports `domain` and `telemetry` only; never `api`, `pipeline` or
+//! another adapter.
 
 use super::{Bus, BusError, Published, Stream, Subscribed};
 use crate::domain::{EventKind, OrderId};
 use crate::telemetry::connection_health;
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_redis::{Connection, Pool, redis};
+use deadpool_redis::{
+    Connection, Pool,
+    redis::{self, PushInfo, PushKind, cluster::ClusterClient, cluster_async::ClusterConnection},
+};
 use futures_util::StreamExt;
 use std::{collections::HashSet, time::Duration};
 use tokio::sync::{mpsc, mpsc::error::TrySendError, oneshot, watch};
@@ -63,9 +77,34 @@ pub struct SubscriberHealth {
 /// The subscriber's state: `Ok` while connected and answering, else why not.
 type State = Result<(), String>;
 
+/// Makes a RESP3 cluster client whose pushes go to the given sender; called
+/// on every (re)connect of the cluster subscriber.
+pub type PushClient = Box<dyn Fn(mpsc::UnboundedSender<PushInfo>) -> Result<ClusterClient, String> + Send + Sync>;
+
+/// Where the subscriber connects.
+enum Transport {
+    /// One server: classic pub/sub on a dedicated connection.
+    Standalone(redis::Client),
+    /// A cluster: sharded pub/sub on a RESP3 cluster connection.
+    Cluster(PushClient),
+}
+
+/// Where events are published.
+enum Publisher {
+    /// `PUBLISH` through a pool of single-server connections.
+    Standalone(Pool),
+    /// `SPUBLISH` through one multiplexed cluster connection (made on first
+    /// use, dropped and made again after it broke).
+    Cluster {
+        client: Box<ClusterClient>,
+        conn: tokio::sync::Mutex<Option<ClusterConnection>>,
+        connect_timeout: Duration,
+    },
+}
+
 /// The [`Bus`] on Redis pub/sub.
 pub struct RedisBus {
-    publisher: Pool,
+    publisher: Publisher,
     prefix: String,
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<State>,
@@ -93,12 +132,59 @@ impl RedisBus {
         health: SubscriberHealth,
         shutdown: CancellationToken,
     ) -> (Self, Stream) {
+        Self::start(
+            Transport::Standalone(client),
+            Publisher::Standalone(publisher),
+            prefix,
+            buffer,
+            health,
+            shutdown,
+        )
+    }
+
+    /// The bus on a Redis Cluster (sharded pub/sub, Redis 7): subscribes
+    /// through clients made by `subscriber` (RESP3, pushes to the given
+    /// sender) and publishes with `SPUBLISH` through `publisher` (its
+    /// response timeout is each publish's deadline; connecting waits
+    /// `connect_timeout` at most). Otherwise as [`RedisBus::new`].
+    pub fn cluster(
+        subscriber: PushClient,
+        publisher: ClusterClient,
+        connect_timeout: Duration,
+        prefix: &str,
+        buffer: usize,
+        health: SubscriberHealth,
+        shutdown: CancellationToken,
+    ) -> (Self, Stream) {
+        let publisher = Publisher::Cluster {
+            client: Box::new(publisher),
+            conn: tokio::sync::Mutex::new(None),
+            connect_timeout,
+        };
+        Self::start(
+            Transport::Cluster(subscriber),
+            publisher,
+            prefix,
+            buffer,
+            health,
+            shutdown,
+        )
+    }
+
+    fn start(
+        transport: Transport,
+        publisher: Publisher,
+        prefix: &str,
+        buffer: usize,
+        health: SubscriberHealth,
+        shutdown: CancellationToken,
+    ) -> (Self, Stream) {
         let (commands, rx) = mpsc::channel(COMMAND_BUFFER);
         let (sender, stream) = mpsc::channel(buffer);
         let (state_tx, state) = watch::channel(Err("connecting".to_owned()));
         connection_health::bus_subscriber(false);
         let subscriber = Subscriber {
-            client,
+            transport,
             prefix: prefix.to_owned(),
             health,
             out: sender,
@@ -157,7 +243,24 @@ async fn checkout(pool: &Pool) -> Result<Connection, BusError> {
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, event: &Published) -> Result<(), BusError> {
-        let mut conn = checkout(&self.publisher).await?;
+        let publisher = match &self.publisher {
+            Publisher::Standalone(pool) => pool,
+            Publisher::Cluster {
+                client,
+                conn,
+                connect_timeout,
+            } => {
+                return spublish(
+                    client,
+                    conn,
+                    *connect_timeout,
+                    &channel(&self.prefix, event.order_id),
+                    event,
+                )
+                .await;
+            }
+        };
+        let mut conn = checkout(publisher).await?;
         let sent = redis::cmd("PUBLISH")
             .arg(channel(&self.prefix, event.order_id))
             .arg(event.payload.as_ref())
@@ -171,7 +274,7 @@ impl Bus for RedisBus {
             // close it rather than hand it out again.
             if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
                 drop(Connection::take(conn));
-                flush_idle(&self.publisher);
+                flush_idle(publisher);
                 connection_health::reconnect(BACKEND);
             }
         }
@@ -210,6 +313,53 @@ impl Bus for RedisBus {
     }
 }
 
+/// `SPUBLISH` of `event` on `channel` through the shared cluster connection
+/// (made within `connect_timeout` if there is none); a connection whose
+/// command timed out or broke is dropped, the next publish makes a new one.
+async fn spublish(
+    client: &ClusterClient,
+    shared: &tokio::sync::Mutex<Option<ClusterConnection>>,
+    connect_timeout: Duration,
+    channel: &str,
+    event: &Published,
+) -> Result<(), BusError> {
+    let mut conn = {
+        let mut held = shared.lock().await;
+        match held.as_ref() {
+            Some(conn) => conn.clone(),
+            None => {
+                let made = tokio::time::timeout(connect_timeout, client.get_async_connection())
+                    .await
+                    .map_err(|_| {
+                        connection_health::timed_out(BACKEND, "connect");
+                        unavailable(format!(
+                            "no Redis Cluster connection within {} ms",
+                            connect_timeout.as_millis()
+                        ))
+                    })?
+                    .map_err(unavailable)?;
+                *held = Some(made.clone());
+                made
+            }
+        }
+    };
+    let sent = redis::cmd("SPUBLISH")
+        .arg(channel)
+        .arg(event.payload.as_ref())
+        .query_async::<()>(&mut conn)
+        .await;
+    if let Err(e) = &sent {
+        if e.is_timeout() {
+            connection_health::timed_out(BACKEND, "publish");
+        }
+        if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+            *shared.lock().await = None;
+            connection_health::reconnect(BACKEND);
+        }
+    }
+    sent.map_err(unavailable)
+}
+
 /// Parses a message into what the hub needs.
 fn parse(payload: &[u8]) -> Option<Published> {
     #[derive(serde::Deserialize)]
@@ -232,10 +382,16 @@ fn parse(payload: &[u8]) -> Option<Published> {
 /// What the bus is no longer told: the command channel closed.
 struct Gone;
 
+/// A live subscriber connection of either transport.
+enum Live {
+    Standalone((redis::aio::PubSubSink, redis::aio::PubSubStream)),
+    Cluster((ClusterConnection, mpsc::UnboundedReceiver<PushInfo>)),
+}
+
 /// The subscriber task's state: the orders this node watches survive every
 /// reconnect.
 struct Subscriber {
-    client: redis::Client,
+    transport: Transport,
     prefix: String,
     health: SubscriberHealth,
     out: mpsc::Sender<Published>,
@@ -254,8 +410,12 @@ impl Subscriber {
                 let mut connected_before = false;
                 let mut outage_logged = false;
                 loop {
-                    let reason = match self.connect().await {
-                        Ok((sink, messages)) => {
+                    let live = match &self.transport {
+                        Transport::Standalone(_) => self.connect().await.map(Live::Standalone),
+                        Transport::Cluster(_) => self.connect_cluster().await.map(Live::Cluster),
+                    };
+                    let reason = match live {
+                        Ok(live) => {
                             backoff = BACKOFF.0;
                             if connected_before {
                                 connection_health::reconnect(BACKEND);
@@ -264,7 +424,11 @@ impl Subscriber {
                             connected_before = true;
                             outage_logged = false;
                             self.set(Ok(()));
-                            match self.serve(sink, messages, &mut commands).await {
+                            let served = match live {
+                                Live::Standalone((sink, messages)) => self.serve(sink, messages, &mut commands).await,
+                                Live::Cluster((conn, pushes)) => self.serve_cluster(conn, pushes, &mut commands).await,
+                            };
+                            match served {
                                 Ok(reason) => reason,
                                 Err(Gone) => return,
                             }
@@ -305,7 +469,10 @@ impl Subscriber {
                 format!("{what} took longer than {} ms", limit.as_millis())
             }
         };
-        let pubsub = tokio::time::timeout(limit, self.client.get_async_pubsub())
+        let Transport::Standalone(client) = &self.transport else {
+            return Err("a cluster transport has no single-server connection".into());
+        };
+        let pubsub = tokio::time::timeout(limit, client.get_async_pubsub())
             .await
             .map_err(within("connect"))?
             .map_err(|e| format!("connect: {e}"))?;
@@ -387,6 +554,159 @@ impl Subscriber {
                 },
                 _ = tick.tick() => {
                     match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Ok(format!("ping: {e}")),
+                        Err(_) => return Ok(late("ping")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new RESP3 cluster connection whose pushes come on the returned
+    /// receiver, subscribed (sharded) to every watched order and answering
+    /// a PING, each step within `bus.health_timeout`; then every watched
+    /// order is resynced.
+    async fn connect_cluster(&self) -> Result<(ClusterConnection, mpsc::UnboundedReceiver<PushInfo>), String> {
+        let Transport::Cluster(make) = &self.transport else {
+            return Err("a single-server transport has no cluster connection".into());
+        };
+        let limit = self.health.timeout;
+        let within = |what: &'static str| {
+            move |_| {
+                connection_health::timed_out(BACKEND, what);
+                format!("{what} took longer than {} ms", limit.as_millis())
+            }
+        };
+        let (pushes_tx, pushes) = mpsc::unbounded_channel();
+        let client = make(pushes_tx)?;
+        let mut conn = tokio::time::timeout(limit, client.get_async_connection())
+            .await
+            .map_err(within("connect"))?
+            .map_err(|e| format!("connect: {e}"))?;
+        // One SSUBSCRIBE per channel: a command's channels must share a slot.
+        for order in &self.watched {
+            tokio::time::timeout(limit, conn.ssubscribe(channel(&self.prefix, *order)))
+                .await
+                .map_err(within("subscribe"))?
+                .map_err(|e| format!("resubscribe: {e}"))?;
+        }
+        tokio::time::timeout(limit, redis::cmd("PING").query_async::<redis::Value>(&mut conn))
+            .await
+            .map_err(within("ping"))?
+            .map_err(|e| format!("ping: {e}"))?;
+        for order in &self.watched {
+            let _ = self.out.send(Published::resync(*order)).await;
+        }
+        Ok((conn, pushes))
+    }
+
+    /// The order of a sharded channel of ours, if it is one.
+    fn order_of(&self, channel_name: &[u8]) -> Option<OrderId> {
+        let name = std::str::from_utf8(channel_name).ok()?;
+        name.strip_prefix(&self.prefix)?.strip_prefix(":order:")?.parse().ok()
+    }
+
+    /// Serves commands and pushes on a live cluster connection, PINGing it
+    /// every `bus.health_interval`, until it fails (returns why) or the bus
+    /// is gone. A node's socket that dropped (a `disconnection` push) ends
+    /// the connection: the subscriber reconnects from a fresh slot map (see
+    /// [`Subscriber::connect_cluster`]). A slot that moved (an `sunsubscribe`
+    /// Redis sent on its own, for a watched order) is subscribed again where
+    /// it lives now and its watchers resync.
+    async fn serve_cluster(
+        &mut self,
+        mut conn: ClusterConnection,
+        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Result<String, Gone> {
+        let limit = self.health.timeout;
+        let late = |what: &'static str| {
+            connection_health::timed_out(BACKEND, what);
+            format!("{what} took longer than {} ms", limit.as_millis())
+        };
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.health.interval, self.health.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Channels we asked to leave: their `sunsubscribe` push is expected.
+        let mut leaving: HashSet<OrderId> = HashSet::new();
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return Err(Gone),
+                    Some(Command::Subscribe(order, done)) => {
+                        self.watched.insert(order);
+                        leaving.remove(&order);
+                        match tokio::time::timeout(limit, conn.ssubscribe(channel(&self.prefix, order))).await {
+                            Ok(Ok(())) => {
+                                let _ = done.send(Ok(()));
+                            }
+                            Ok(Err(e)) => {
+                                let _ = done.send(Err(unavailable(&e)));
+                                return Ok(format!("subscribe: {e}"));
+                            }
+                            Err(_) => {
+                                let reason = late("subscribe");
+                                let _ = done.send(Err(unavailable(&reason)));
+                                return Ok(reason);
+                            }
+                        }
+                    }
+                    Some(Command::Unsubscribe(order)) => {
+                        self.watched.remove(&order);
+                        leaving.insert(order);
+                        match tokio::time::timeout(limit, conn.sunsubscribe(channel(&self.prefix, order))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Ok(format!("unsubscribe: {e}")),
+                            Err(_) => return Ok(late("unsubscribe")),
+                        }
+                    }
+                },
+                push = pushes.recv() => {
+                    let Some(push) = push else {
+                        return Ok("the cluster connection closed".into());
+                    };
+                    match push.kind {
+                        PushKind::SMessage => {
+                            if let Some(redis::Value::BulkString(payload)) = push.data.get(1)
+                                && let Some(event) = parse(payload)
+                            {
+                                let _ = self.out.send(event).await;
+                            }
+                        }
+                        PushKind::Disconnection => {
+                            // A node's socket dropped: whatever was published
+                            // meanwhile is gone, and if the node failed its
+                            // slots move to a replica the client would not
+                            // follow for pushes. Reconnect from a fresh slot
+                            // map, subscribe every watched order where its
+                            // slot lives now, and resync them all.
+                            return Ok("a Redis Cluster node's connection dropped".into());
+                        }
+                        PushKind::SUnsubscribe => {
+                            let order = match push.data.first() {
+                                Some(redis::Value::BulkString(name)) => self.order_of(name),
+                                _ => None,
+                            };
+                            let Some(order) = order else { continue };
+                            if leaving.remove(&order) || !self.watched.contains(&order) {
+                                continue;
+                            }
+                            // Redis dropped it: its slot moved or its master
+                            // changed. Subscribe where the slot lives now.
+                            tracing::info!(%order, "sharded channel unsubscribed by Redis (slot moved); resubscribing");
+                            match tokio::time::timeout(limit, conn.ssubscribe(channel(&self.prefix, order))).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => return Ok(format!("resubscribe: {e}")),
+                                Err(_) => return Ok(late("subscribe")),
+                            }
+                            let _ = self.out.send(Published::resync(order)).await;
+                        }
+                        _ => {}
+                    }
+                },
+                _ = tick.tick() => {
+                    match tokio::time::timeout(limit, redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Ok(format!("ping: {e}")),
                         Err(_) => return Ok(late("ping")),
@@ -490,6 +810,70 @@ mod tests {
         assert!(bus.health().unwrap_err().is_transient(), "down while Redis is silent");
         stop.cancel();
         holder.abort();
+    }
+
+    /// Sharded pub/sub on a real 3-master cluster: each order's events come
+    /// from the master of its channel's slot; orders spread over the
+    /// masters all arrive; an unsubscribed order's events no longer do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sharded_pub_sub_on_a_cluster_delivers_each_watched_order() {
+        use crate::queue::{RedisConfig, RedisMode, pool::cluster_client, test_cluster::RedisCluster};
+        let cluster = RedisCluster::start(3, 0, Duration::from_secs(2));
+        let settings: RedisConfig = serde_json::from_value(serde_json::json!({
+            "mode": "cluster", "url": "", "urls": cluster.urls(), "key_prefix": "bus",
+            "pool_size": 2, "pool_wait_timeout": "2s", "command_timeout": "2s",
+            "connect_timeout": "2s", "tcp_keepalive": "10s",
+        }))
+        .unwrap();
+        assert_eq!(settings.mode, RedisMode::Cluster);
+        let publisher = cluster_client(&settings, None).unwrap();
+        let subscriber_settings = settings.clone();
+        let subscriber: PushClient = Box::new(move |tx| cluster_client(&subscriber_settings, Some(tx)));
+        let stop = CancellationToken::new();
+        let (bus, mut stream) = RedisBus::cluster(
+            subscriber,
+            publisher,
+            Duration::from_secs(2),
+            "bus",
+            64,
+            HEALTH,
+            stop.clone(),
+        );
+        let orders: Vec<OrderId> = (0..12).map(|_| OrderId::new()).collect();
+        for order in &orders {
+            timeout(Duration::from_secs(10), bus.subscribe(*order))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(bus.health(), Ok(()));
+        for (n, order) in orders.iter().enumerate() {
+            bus.publish(&published(*order, n as u64 + 1, "routing")).await.unwrap();
+        }
+        let mut got = HashSet::new();
+        while got.len() < orders.len() {
+            let event = timeout(Duration::from_secs(10), stream.recv()).await.unwrap().unwrap();
+            if !event.is_resync() {
+                got.insert(event.order_id);
+            }
+        }
+        assert_eq!(got, orders.iter().copied().collect::<HashSet<_>>());
+        bus.unsubscribe(orders[0]);
+        // Commands apply in call order: once a later subscribe is confirmed,
+        // the unsubscribe was applied.
+        timeout(Duration::from_secs(10), bus.subscribe(OrderId::new()))
+            .await
+            .unwrap()
+            .unwrap();
+        bus.publish(&published(orders[0], 99, "routing")).await.unwrap();
+        bus.publish(&published(orders[1], 99, "failed")).await.unwrap();
+        let next = timeout(Duration::from_secs(10), stream.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            (next.order_id, next.seq),
+            (orders[1], 99),
+            "the unsubscribed order's event is not delivered"
+        );
+        stop.cancel();
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub fn check_sections(config: &Config) -> Vec<String> {
         config.bus.problems("bus"),
         config.postgres.problems("postgres"),
         config.redis.problems("redis"),
+        config.queue.problems("queue"),
         config.reconciler.problems("reconciler"),
         config.metrics.problems("metrics"),
         config.monitor.problems("monitor"),

@@ -21,6 +21,40 @@ pub enum QueueBackend {
 pub struct QueueConfig {
     /// Which queue.
     pub backend: QueueBackend,
+    /// Redis queue: streams the jobs are split over, each with its delayed
+    /// set and order markers under one hash tag (`<prefix>:{q<n>}:…`, one
+    /// Redis Cluster hash slot), the stream of an order chosen by a hash of
+    /// its id. 1 in standalone mode; e.g. 16 in cluster mode, so the load
+    /// spreads over the masters. Workers claim from every partition in turn.
+    /// Changing it strands the jobs of the partitions that go away: drain
+    /// the queue first.
+    pub partitions: u16,
+}
+
+/// Most `queue.partitions`.
+pub const MAX_PARTITIONS: u16 = 1024;
+
+impl QueueConfig {
+    /// Rule problems, each starting with `key` (the section's path).
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            problems.push(format!("{key}.partitions: must be between 1 and {MAX_PARTITIONS}"));
+        }
+        problems
+    }
+}
+
+/// How the engine reaches Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    /// One server at `redis.url`.
+    Standalone,
+    /// A Redis Cluster (Redis 7 or later, for sharded pub/sub) found through
+    /// the seed nodes `redis.urls`; commands follow `MOVED`/`ASK` redirects
+    /// and the slot map is refreshed after a failover.
+    Cluster,
 }
 
 /// The smallest `redis.command_timeout`: a blocking read waits up to 200 ms
@@ -31,8 +65,15 @@ pub const MIN_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_m
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Connection URL, e.g. `redis://127.0.0.1:6379`.
+    /// `standalone` (one server, `redis.url`) or `cluster` (seed nodes
+    /// `redis.urls`).
+    pub mode: RedisMode,
+    /// Standalone mode: connection URL, e.g. `redis://127.0.0.1:6379`.
     pub url: String,
+    /// Cluster mode: seed nodes, e.g. `["redis://10.0.0.1:7000",
+    /// "redis://10.0.0.2:7000"]`; any one that answers gives the slot map.
+    /// Ignored in standalone mode.
+    pub urls: Vec<String>,
     /// Prefix of every key and channel; isolates deployments and tests.
     pub key_prefix: String,
     /// Connections in each pool (the queue's and the publisher's).
@@ -74,8 +115,17 @@ impl RedisConfig {
         if self.pool_wait_timeout.0.is_zero() {
             problems.push(format!("{key}.pool_wait_timeout: must be greater than 0"));
         }
-        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
-            problems.push(format!("{key}.key_prefix: must be non-empty without spaces"));
+        if self.key_prefix.is_empty()
+            || self
+                .key_prefix
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            problems.push(format!(
+                "{key}.key_prefix: must be non-empty without spaces or braces (braces would change the Redis Cluster hash tags)"
+            ));
+        }
+        if self.mode == RedisMode::Cluster && self.urls.is_empty() {
+            problems.push(format!("{key}.urls: cluster mode needs at least one seed node"));
         }
         problems
     }

@@ -100,10 +100,11 @@ impl TempPrefix {
     }
 
     /// A pool on the test Redis.
-    pub(crate) fn pool(&self) -> deadpool_redis::Pool {
+    pub(crate) fn pool(&self) -> super::redis::Pool {
         deadpool_redis::Config::from_url(testing::REDIS)
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("a Redis pool")
+            .into()
     }
 }
 

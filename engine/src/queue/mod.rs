@@ -10,12 +10,15 @@ pub mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod memory;
+pub mod pool;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod test_cluster;
 
 use crate::domain::OrderId;
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
-pub use config::{QueueBackend, QueueConfig, RedisConfig};
+pub use config::{QueueBackend, QueueConfig, RedisConfig, RedisMode};
 pub use memory::{MemoryQueue, MemoryRateLimit, MemoryRequestLimit};
 pub use redis::{RedisQueue, RedisRateLimit, RedisRequestLimit};
 use serde::Serialize;

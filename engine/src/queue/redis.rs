@@ -4,10 +4,15 @@
 //! a sorted set and are promoted atomically. Each state change is one Lua
 //! script (see `lua/`), so two workers never see a half-done change.
 //!
-//! Keys, under the configured prefix `p`: `p:jobs` (stream, group
-//! `workers`), `p:delayed` (sorted set), `p:queued:<order id>` (one marker
-//! per order that has a job), `p:rate` (the shared token bucket),
-//! `p:requests:<client scope>` (a client's request-limit bucket).
+//! Keys, under the configured prefix `p`, for each partition `n` of
+//! `queue.partitions` (an order's partition: [`partition_of`] its id):
+//! `p:{qn}:jobs` (stream, group `workers`), `p:{qn}:delayed` (sorted set),
+//! `p:{qn}:queued:<order id>` (one marker per order that has a job); the
+//! hash tag `{qn}` puts a partition's keys in one Redis Cluster slot, so
+//! every script touches one slot. `p:rate` (the shared token bucket) and
+//! `p:requests:<client scope>` (a client's request-limit bucket) are one key
+//! each, so one slot each. The pool ([`Pool`]) reaches one server or a
+//! cluster alike (`redis.mode`).
 //!
 //! Redis failures are classified here, once, by the error's code and kind
 //! ([`classify`]), never by their text.
@@ -23,18 +28,24 @@
 //! Imports `domain` and `telemetry` only; never `api`, `pipeline` or
 //! another adapter.
 
+use super::config::RedisMode;
+pub use super::pool::{RedisConnection as Connection, RedisPool as Pool};
 use super::{Allowance, Depth, Job, Lease, Queue, QueueError, RateLimit, RedisConfig, RequestLimit};
+use crate::domain::OrderId;
 use crate::telemetry::{PoolStatus, connection_health};
 use async_trait::async_trait;
-use deadpool_redis::{
-    Connection, Pool,
-    redis::{
-        self, AsyncCommands, IntoConnectionInfo, Script,
-        io::tcp::{TcpSettings, socket2::TcpKeepalive},
-        streams::{StreamReadOptions, StreamReadReply},
-    },
+use deadpool_redis::redis::{
+    self, AsyncCommands, IntoConnectionInfo, Script,
+    io::tcp::{TcpSettings, socket2::TcpKeepalive},
+    streams::{StreamReadOptions, StreamReadReply},
 };
-use std::{sync::LazyLock, time::Duration};
+use std::{
+    sync::{
+        LazyLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 use thiserror::Error;
 
 const GROUP: &str = "workers";
@@ -67,19 +78,29 @@ pub fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, Re
         .as_str()
         .into_connection_info()
         .map_err(|e| RedisSetupError(e.to_string()))?;
+    Ok(match tcp_settings(config) {
+        Some(tcp) => info.set_tcp_settings(tcp),
+        None => info,
+    })
+}
+
+/// The TCP settings of every Redis socket (see [`connection_info`]); `None`
+/// with `redis.tcp_keepalive = 0s`.
+pub fn tcp_settings(config: &RedisConfig) -> Option<TcpSettings> {
     let idle = config.tcp_keepalive.0;
     if idle.is_zero() {
-        return Ok(info);
+        return None;
     }
     let probes = TcpKeepalive::new()
         .with_time(idle)
         .with_interval(idle)
         .with_retries(KEEPALIVE_PROBES);
-    let tcp = TcpSettings::default()
-        .set_nodelay(true)
-        .set_keepalive(probes)
-        .set_user_timeout(idle * (KEEPALIVE_PROBES + 1));
-    Ok(info.set_tcp_settings(tcp))
+    Some(
+        TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(probes)
+            .set_user_timeout(idle * (KEEPALIVE_PROBES + 1)),
+    )
 }
 
 /// A pool of Redis connections with every deadline of `config`: each command
@@ -87,19 +108,35 @@ pub fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, Re
 /// connection before it is handed out), each connect
 /// `redis.connect_timeout`, each wait for a free connection
 /// `redis.pool_wait_timeout`; at most `redis.pool_size` connections.
+///
+/// In cluster mode the pool holds cluster connections to the seed nodes
+/// `redis.urls` ([`super::pool::cluster_client`]), with the same deadlines.
 pub fn pool(config: &RedisConfig) -> Result<Pool, RedisSetupError> {
+    if config.mode == RedisMode::Cluster {
+        let client = super::pool::cluster_client(config, None).map_err(RedisSetupError)?;
+        return super::pool::ClusterPool::builder(super::pool::ClusterManager::new(client))
+            .max_size(config.pool_size)
+            .wait_timeout(Some(config.pool_wait_timeout.0))
+            .create_timeout(Some(config.connect_timeout.0))
+            .recycle_timeout(Some(config.command_timeout.0))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map(Pool::Cluster)
+            .map_err(|e| RedisSetupError(e.to_string()));
+    }
     let settings = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout.0))
         .set_response_timeout(Some(config.command_timeout.0));
     let manager = deadpool_redis::Manager::new_with_config(connection_info(config)?, settings)
         .map_err(|e| RedisSetupError(e.to_string()))?;
-    Pool::builder(manager)
+    deadpool_redis::Pool::builder(manager)
         .max_size(config.pool_size)
         .wait_timeout(Some(config.pool_wait_timeout.0))
         .create_timeout(Some(config.connect_timeout.0))
         .recycle_timeout(Some(config.command_timeout.0))
         .runtime(deadpool_redis::Runtime::Tokio1)
         .build()
+        .map(Pool::Standalone)
         .map_err(|e| RedisSetupError(e.to_string()))
 }
 
@@ -127,7 +164,7 @@ fn broken(e: &redis::RedisError) -> bool {
 /// most likely dead too, and recycling each in turn would cost a
 /// `redis.command_timeout` apiece. The next checkout connects afresh.
 fn flush_idle(pool: &Pool) {
-    let _closed = pool.retain(|_, _| false);
+    pool.close_idle();
 }
 
 /// A pooled connection that is closed instead of going back to the pool once
@@ -188,7 +225,7 @@ impl Drop for Checked {
     fn drop(&mut self) {
         if let (true, Some(conn)) = (self.dead, self.conn.take()) {
             // Out of the pool for good; dropping closes it.
-            drop(Connection::take(conn));
+            Connection::take(conn);
             flush_idle(&self.pool);
             connection_health::reconnect(BACKEND);
         }
@@ -247,12 +284,16 @@ fn classify(e: redis::RedisError) -> QueueError {
     }
 }
 
-/// The [`Queue`] on Redis Streams.
+/// The [`Queue`] on Redis Streams, split over `queue.partitions` streams.
 pub struct RedisQueue {
     pool: Pool,
     prefix: String,
     consumer: String,
     lease: Duration,
+    partitions: u16,
+    /// The partition the next claim looks at first: claims go round the
+    /// partitions so none starves.
+    next: AtomicUsize,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -261,36 +302,69 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
+/// The partition of an order among `partitions`: FNV-1a (64 bit) of its id's
+/// text, so every process agrees without coordination.
+pub fn partition_of(order: &OrderId, partitions: u16) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in order.to_string().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(partitions.max(1))) as u16
+}
+
 impl RedisQueue {
-    /// A queue under `prefix`; `consumer` names this process in the group.
+    /// A queue under `prefix` on one stream; `consumer` names this process
+    /// in the group.
     pub fn new(pool: Pool, prefix: &str, consumer: String, lease: Duration) -> Self {
+        Self::partitioned(pool, prefix, consumer, lease, 1)
+    }
+
+    /// A queue under `prefix` split over `partitions` streams (at least 1).
+    pub fn partitioned(pool: Pool, prefix: &str, consumer: String, lease: Duration, partitions: u16) -> Self {
         RedisQueue {
             pool,
             prefix: prefix.to_owned(),
             consumer,
             lease,
+            partitions: partitions.max(1),
+            next: AtomicUsize::new(0),
         }
     }
 
-    fn key(&self, name: &str) -> String {
-        format!("{}:{name}", self.prefix)
+    /// Key `name` of partition `p`: `<prefix>:{q<p>}:<name>`; the hash tag
+    /// `{q<p>}` puts every key of a partition in one cluster slot, so each
+    /// script touches one slot.
+    fn key(&self, p: u16, name: &str) -> String {
+        format!("{}:{{q{p}}}:{name}", self.prefix)
+    }
+
+    fn partition(&self, job: &Job) -> u16 {
+        partition_of(&job.order_id, self.partitions)
     }
 
     fn marker(&self, job: &Job) -> String {
-        format!("{}:queued:{}", self.prefix, job.order_id)
+        self.key(self.partition(job), &format!("queued:{}", job.order_id))
     }
 
     async fn conn(&self) -> Result<Checked, QueueError> {
         Checked::from(&self.pool).await
     }
 
-    /// Creates the consumer group (and stream) if missing; also after Redis
-    /// lost everything.
+    /// Creates the consumer group (and stream) of every partition if
+    /// missing; also after Redis lost everything.
     pub async fn ensure_group(&self) -> Result<(), QueueError> {
+        for p in 0..self.partitions {
+            self.ensure_group_of(p).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_group_of(&self, p: u16) -> Result<(), QueueError> {
         let mut conn = self.conn().await?;
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(self.key("jobs"))
+            .arg(self.key(p, "jobs"))
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -307,13 +381,14 @@ impl RedisQueue {
         &self,
         script: &Script,
         lease: &Lease,
-        extra_key: Option<String>,
+        extra_key: Option<&str>,
         args: &[String],
     ) -> Result<(), QueueError> {
+        let p = self.partition(&lease.job);
         let mut conn = self.conn().await?;
-        let mut invocation = script.key(self.key("jobs"));
-        if let Some(key) = extra_key {
-            invocation.key(key);
+        let mut invocation = script.key(self.key(p, "jobs"));
+        if let Some(name) = extra_key {
+            invocation.key(self.key(p, name));
         }
         invocation.arg(GROUP).arg(&lease.token).arg(&self.consumer);
         for arg in args {
@@ -327,58 +402,32 @@ impl RedisQueue {
             Err(QueueError::LeaseLost(lease.job.id.clone()))
         }
     }
-}
 
-fn field(map: &std::collections::HashMap<String, redis::Value>, name: &str) -> Option<String> {
-    match map.get(name)? {
-        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        redis::Value::SimpleString(text) => Some(text.clone()),
-        _ => None,
-    }
-}
-
-#[async_trait]
-impl Queue for RedisQueue {
-    async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
-        let mut conn = self.conn().await?;
-        let added = ENQUEUE
-            .key(self.key("jobs"))
-            .key(self.marker(&job))
-            .arg(&job.id)
-            .arg(job.order_id.to_string())
-            .invoke_async::<i64>(conn.get())
-            .await;
-        conn.check("enqueue", added).map_err(classify)?;
-        Ok(())
-    }
-
-    async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError> {
-        let deadline = tokio::time::Instant::now() + wait;
+    /// Promotes due delayed jobs of partition `p`, then reads one new entry
+    /// of it, blocking up to `block` (`None`: not at all).
+    async fn claim_from(&self, p: u16, block: Option<Duration>) -> Result<Option<Lease>, QueueError> {
         loop {
             let mut conn = self.conn().await?;
             let moved = PROMOTE
-                .key(self.key("delayed"))
-                .key(self.key("jobs"))
+                .key(self.key(p, "delayed"))
+                .key(self.key(p, "jobs"))
                 .arg(100)
                 .invoke_async::<i64>(conn.get())
                 .await;
             conn.check("promote", moved).map_err(classify)?;
-            let block = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .min(BLOCK);
-            let options = StreamReadOptions::default()
-                .group(GROUP, &self.consumer)
-                .count(1)
-                .block(block.as_millis().max(1) as usize);
+            let mut options = StreamReadOptions::default().group(GROUP, &self.consumer).count(1);
+            if let Some(block) = block {
+                options = options.block(block.as_millis().max(1) as usize);
+            }
             // The connection's response timeout (`redis.command_timeout`)
             // is this read's deadline: its block time plus a margin.
             let read: redis::RedisResult<Option<StreamReadReply>> =
-                conn.get().xread_options(&[self.key("jobs")], &[">"], &options).await;
+                conn.get().xread_options(&[self.key(p, "jobs")], &[">"], &options).await;
             let reply = match conn.check("xreadgroup", read) {
                 Ok(reply) => reply,
                 Err(e) if has_code(&e, "NOGROUP") => {
                     drop(conn);
-                    self.ensure_group().await?;
+                    self.ensure_group_of(p).await?;
                     continue;
                 }
                 Err(e) => return Err(classify(e)),
@@ -386,59 +435,38 @@ impl Queue for RedisQueue {
             let entry = reply
                 .and_then(|r| r.keys.into_iter().next())
                 .and_then(|k| k.ids.into_iter().next());
-            if let Some(entry) = entry {
-                let (Some(id), Some(order)) = (field(&entry.map, "job"), field(&entry.map, "order")) else {
-                    tracing::warn!(entry = entry.id, "dropping a malformed job entry");
-                    let dropped: redis::RedisResult<()> = redis::pipe()
-                        .cmd("XACK")
-                        .arg(self.key("jobs"))
-                        .arg(GROUP)
-                        .arg(&entry.id)
-                        .cmd("XDEL")
-                        .arg(self.key("jobs"))
-                        .arg(&entry.id)
-                        .query_async(conn.get())
-                        .await;
-                    let _ = conn.check("xdel", dropped);
-                    continue;
-                };
-                let order_id = order
-                    .parse()
-                    .map_err(|e| unavailable(format!("job {id}: order id {order}: {e}")))?;
-                return Ok(Some(Lease {
-                    job: Job { id, order_id },
-                    token: entry.id,
-                }));
-            }
-            if tokio::time::Instant::now() >= deadline {
+            let Some(entry) = entry else {
                 return Ok(None);
-            }
+            };
+            let (Some(id), Some(order)) = (field(&entry.map, "job"), field(&entry.map, "order")) else {
+                tracing::warn!(entry = entry.id, "dropping a malformed job entry");
+                let dropped: redis::RedisResult<()> = redis::pipe()
+                    .cmd("XACK")
+                    .arg(self.key(p, "jobs"))
+                    .arg(GROUP)
+                    .arg(&entry.id)
+                    .cmd("XDEL")
+                    .arg(self.key(p, "jobs"))
+                    .arg(&entry.id)
+                    .query_async(conn.get())
+                    .await;
+                let _ = conn.check("xdel", dropped);
+                continue;
+            };
+            let order_id = order
+                .parse()
+                .map_err(|e| unavailable(format!("job {id}: order id {order}: {e}")))?;
+            return Ok(Some(Lease {
+                job: Job { id, order_id },
+                token: entry.id,
+            }));
         }
     }
 
-    async fn heartbeat(&self, lease: &Lease) -> Result<(), QueueError> {
-        self.settle(&HEARTBEAT, lease, None, &[]).await
-    }
-
-    async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
-        self.settle(&ACK, lease, Some(self.marker(&lease.job)), &[]).await
-    }
-
-    async fn retry_after(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError> {
-        let member = format!("{}|{}", lease.job.id, lease.job.order_id);
-        self.settle(
-            &RETRY,
-            lease,
-            Some(self.key("delayed")),
-            &[delay.as_millis().to_string(), member],
-        )
-        .await
-    }
-
-    async fn recover_stalled(&self) -> Result<usize, QueueError> {
+    async fn recover_from(&self, p: u16) -> Result<usize, QueueError> {
         let mut conn = self.conn().await?;
         let recovered: redis::RedisResult<i64> = RECOVER
-            .key(self.key("jobs"))
+            .key(self.key(p, "jobs"))
             .arg(GROUP)
             .arg(self.lease.as_millis().to_string())
             .arg(100)
@@ -449,23 +477,23 @@ impl Queue for RedisQueue {
             Ok(n) => Ok(n as usize),
             Err(e) if has_code(&e, "NOGROUP") => {
                 drop(conn);
-                self.ensure_group().await?;
+                self.ensure_group_of(p).await?;
                 Ok(0)
             }
             Err(e) => Err(classify(e)),
         }
     }
 
-    async fn depth(&self) -> Result<Depth, QueueError> {
+    async fn depth_of(&self, p: u16) -> Result<Depth, QueueError> {
         let mut conn = self.conn().await?;
         let sampled = redis::pipe()
             .cmd("XLEN")
-            .arg(self.key("jobs"))
+            .arg(self.key(p, "jobs"))
             .cmd("XPENDING")
-            .arg(self.key("jobs"))
+            .arg(self.key(p, "jobs"))
             .arg(GROUP)
             .cmd("ZCARD")
-            .arg(self.key("delayed"))
+            .arg(self.key(p, "delayed"))
             .query_async(conn.get())
             .await;
         let (len, pending, delayed): (u64, redis::Value, u64) = conn
@@ -490,7 +518,7 @@ impl Queue for RedisQueue {
         let oldest_waiting = if waiting == 0 {
             None
         } else {
-            self.oldest_waiting(&mut conn).await
+            self.oldest_waiting(p, &mut conn).await
         };
         Ok(Depth {
             waiting,
@@ -498,6 +526,125 @@ impl Queue for RedisQueue {
             delayed,
             oldest_waiting,
         })
+    }
+}
+
+fn field(map: &std::collections::HashMap<String, redis::Value>, name: &str) -> Option<String> {
+    match map.get(name)? {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        redis::Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
+        let mut conn = self.conn().await?;
+        let added = ENQUEUE
+            .key(self.key(self.partition(&job), "jobs"))
+            .key(self.marker(&job))
+            .arg(&job.id)
+            .arg(job.order_id.to_string())
+            .invoke_async::<i64>(conn.get())
+            .await;
+        conn.check("enqueue", added).map_err(classify)?;
+        Ok(())
+    }
+
+    /// Looks at every partition once without blocking, starting one further
+    /// each call (so none starves), then blocks on the first of them for up
+    /// to [`BLOCK`]; again until `wait` is over. With one partition this is
+    /// one blocking read at a time. A partition whose node is unavailable (a
+    /// cluster master failing over) is skipped, so the others keep being
+    /// served; the error comes back only when every partition failed.
+    async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let n = self.partitions;
+        loop {
+            let first = (self.next.fetch_add(1, Ordering::Relaxed) % usize::from(n)) as u16;
+            let mut unavailable = None;
+            if n > 1 {
+                let mut failed = 0;
+                for k in 0..n {
+                    match self.claim_from((first + k) % n, None).await {
+                        Ok(Some(lease)) => return Ok(Some(lease)),
+                        Ok(None) => {}
+                        Err(e) if e.is_transient() => {
+                            failed += 1;
+                            unavailable = Some(e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if failed == n {
+                    return Err(unavailable.unwrap_or_else(|| QueueError::Unavailable("no partition answered".into())));
+                }
+            }
+            let block = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(BLOCK);
+            if unavailable.is_some() {
+                // Some partition is down: pause instead of blocking on a
+                // partition that may be the dead one.
+                tokio::time::sleep(block).await;
+            } else if (n == 1 || !block.is_zero())
+                && let Some(lease) = self.claim_from(first, Some(block)).await?
+            {
+                return Ok(Some(lease));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn heartbeat(&self, lease: &Lease) -> Result<(), QueueError> {
+        self.settle(&HEARTBEAT, lease, None, &[]).await
+    }
+
+    async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
+        let marker = format!("queued:{}", lease.job.order_id);
+        self.settle(&ACK, lease, Some(&marker), &[]).await
+    }
+
+    async fn retry_after(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError> {
+        let member = format!("{}|{}", lease.job.id, lease.job.order_id);
+        self.settle(&RETRY, lease, Some("delayed"), &[delay.as_millis().to_string(), member])
+            .await
+    }
+
+    /// Recovers every partition (XAUTOCLAIM on each stream); a partition
+    /// that fails does not stop the others, and the first error is returned
+    /// once all were tried.
+    async fn recover_stalled(&self) -> Result<usize, QueueError> {
+        let mut recovered = 0;
+        let mut failure = None;
+        for p in 0..self.partitions {
+            match self.recover_from(p).await {
+                Ok(n) => recovered += n,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(recovered),
+        }
+    }
+
+    /// Sums every partition; the oldest waiting job is the oldest of all.
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        let mut total = Depth::default();
+        for p in 0..self.partitions {
+            let part = self.depth_of(p).await?;
+            total.waiting += part.waiting;
+            total.active += part.active;
+            total.delayed += part.delayed;
+            total.oldest_waiting = total.oldest_waiting.max(part.oldest_waiting);
+        }
+        Ok(total)
     }
 
     fn pool_status(&self) -> Option<PoolStatus> {
@@ -508,17 +655,17 @@ impl Queue for RedisQueue {
 impl RedisQueue {
     /// Age of the first entry the group has not delivered yet: entry ids
     /// start with their creation time in milliseconds.
-    async fn oldest_waiting(&self, conn: &mut Checked) -> Option<Duration> {
+    async fn oldest_waiting(&self, p: u16, conn: &mut Checked) -> Option<Duration> {
         let groups = redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(self.key("jobs"))
+            .arg(self.key(p, "jobs"))
             .query_async(conn.get())
             .await;
         let groups: Vec<std::collections::HashMap<String, redis::Value>> = conn.check("xinfo", groups).ok()?;
         let delivered = groups.iter().find(|g| field(g, "name").as_deref() == Some(GROUP))?;
         let after = field(delivered, "last-delivered-id")?;
         let next = redis::cmd("XRANGE")
-            .arg(self.key("jobs"))
+            .arg(self.key(p, "jobs"))
             .arg(format!("({after}"))
             .arg("+")
             .arg("COUNT")
@@ -669,6 +816,86 @@ mod tests {
         request_limit: fresh_request_limit
     );
 
+    /// The same contract on a real Redis Cluster (3 masters started for the
+    /// test): each script touches one slot, or the cluster refuses it.
+    mod on_cluster {
+        use super::*;
+        use crate::queue::test_cluster::RedisCluster;
+
+        pub(super) fn cluster_config(cluster: &RedisCluster) -> RedisConfig {
+            let mut settings = super::config(String::new());
+            settings.mode = RedisMode::Cluster;
+            settings.urls = cluster.urls();
+            settings.command_timeout = crate::domain::Dur(Duration::from_secs(2));
+            settings.connect_timeout = crate::domain::Dur(Duration::from_secs(2));
+            settings.pool_wait_timeout = crate::domain::Dur(Duration::from_secs(2));
+            settings
+        }
+
+        fn cluster() -> (RedisCluster, Pool) {
+            let cluster = RedisCluster::start(3, 0, Duration::from_secs(2));
+            let pool = pool(&cluster_config(&cluster)).expect("a cluster pool");
+            (cluster, pool)
+        }
+
+        async fn fresh_queue(lease: Duration) -> (RedisCluster, Arc<RedisQueue>) {
+            let (cluster, pool) = cluster();
+            let queue = RedisQueue::new(pool, "test", "test-consumer".into(), lease);
+            queue.ensure_group().await.expect("creating the consumer group");
+            (cluster, Arc::new(queue))
+        }
+
+        async fn fresh_limit(per_minute: u32) -> (RedisCluster, Arc<RedisRateLimit>) {
+            let (cluster, pool) = cluster();
+            (cluster, Arc::new(RedisRateLimit::new(pool, "test", per_minute)))
+        }
+
+        async fn fresh_request_limit() -> (RedisCluster, Arc<RedisRequestLimit>) {
+            let (cluster, pool) = cluster();
+            (cluster, Arc::new(RedisRequestLimit::new(pool, "test")))
+        }
+
+        crate::queue::conformance::queue_contract!(
+            queue: fresh_queue,
+            rate_limit: fresh_limit,
+            request_limit: fresh_request_limit
+        );
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn partitions_spread_over_the_masters_and_every_job_is_claimed_once() {
+            let (cluster, pool) = cluster();
+            let queue = RedisQueue::partitioned(pool, "spread", "c".into(), Duration::from_secs(30), 16);
+            queue.ensure_group().await.unwrap();
+            let mut orders = std::collections::HashSet::new();
+            for n in 0..200 {
+                let job = Job {
+                    id: format!("job-{n}"),
+                    order_id: OrderId::new(),
+                };
+                orders.insert(job.order_id);
+                queue.enqueue(job).await.unwrap();
+            }
+            let holding: Vec<u16> = cluster
+                .masters()
+                .into_iter()
+                .filter(|port| cluster.keys_on(*port, "spread:*") > 0)
+                .collect();
+            assert!(holding.len() >= 2, "queue keys on masters {holding:?} only");
+            let mut claimed = std::collections::HashSet::new();
+            while let Some(lease) = queue.claim(Duration::from_millis(300)).await.unwrap() {
+                assert!(
+                    claimed.insert(lease.job.order_id),
+                    "{} claimed twice",
+                    lease.job.order_id
+                );
+                queue.ack(&lease).await.unwrap();
+            }
+            assert_eq!(claimed, orders, "every job claimed once, from every partition");
+            let depth = queue.depth().await.unwrap();
+            assert_eq!((depth.waiting, depth.active, depth.delayed), (0, 0, 0));
+        }
+    }
+
     fn job() -> Job {
         Job {
             id: "job-1".into(),
@@ -713,7 +940,7 @@ mod tests {
         let queue = queue_on(&prefix, Duration::from_secs(30));
         let mut conn = prefix.pool().get().await.unwrap();
         let _: () = redis::cmd("SET")
-            .arg(format!("{}:jobs", prefix.name))
+            .arg(format!("{}:{{q0}}:jobs", prefix.name))
             .arg("not a stream")
             .query_async(&mut conn)
             .await
@@ -739,7 +966,9 @@ mod tests {
     fn config(url: String) -> RedisConfig {
         use crate::domain::Dur;
         RedisConfig {
+            mode: crate::queue::RedisMode::Standalone,
             url,
+            urls: Vec::new(),
             key_prefix: "unused".into(),
             pool_size: 2,
             pool_wait_timeout: Dur(Duration::from_millis(200)),
@@ -803,7 +1032,7 @@ mod tests {
         let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .unwrap();
-        let queue = RedisQueue::new(pool, "unused", "c".into(), Duration::from_secs(1));
+        let queue = RedisQueue::new(pool.into(), "unused", "c".into(), Duration::from_secs(1));
         let error = queue.depth().await.unwrap_err();
         assert!(error.is_transient(), "{error:?}");
     }
