@@ -506,9 +506,10 @@ async fn order_status(
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
     let upgrade = fastwebsockets::upgrade::is_upgrade_request(&request);
-    // Parsed on a plain `GET` too (which has no use for it), so a malformed
-    // value is refused the same way everywhere.
+    // Parsed on a plain `GET` and an upgrade too (which have no use for
+    // them), so a malformed value is refused the same way everywhere.
     let since = since(&request)?;
+    let last_event_id = sse::last_event_id(request.headers())?;
     // Checked now (signature, expiry, order); used up only once the
     // upgrade is certain, so a request refused for another reason (a bad
     // `since`, the address's limit) leaves the ticket usable.
@@ -526,7 +527,7 @@ async fn order_status(
     let order = visible_order(state, id, &access.caller).await?;
     if !upgrade && sse::wanted(request.headers()) {
         // Server-Sent Events: `Last-Event-ID` (a reconnect) wins over `?since`.
-        let since = sse::last_event_id(request.headers())?.unwrap_or(since);
+        let since = last_event_id.unwrap_or(since);
         check_since(since, &order)?;
         return Ok(sse::respond(state, id, since));
     }
