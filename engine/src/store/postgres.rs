@@ -319,6 +319,18 @@ fn key_from_row(row: &Row) -> Result<ApiKey, StoreError> {
 }
 
 /// Unix milliseconds of an instant (0 before 1970).
+/// An order's first event (seq 1), stamped now.
+fn first_event(order_id: OrderId, first: NewEvent) -> Event {
+    Event {
+        order_id,
+        seq: 1,
+        timestamp: Timestamp::now(),
+        message: first.message,
+        progress: first.progress,
+        data: first.data,
+    }
+}
+
 fn millis(at: Timestamp) -> i64 {
     at.0.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -523,14 +535,7 @@ impl Store for PostgresStore {
 
     async fn create_order(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError> {
         self.run(async |client| {
-            let event = Event {
-                order_id: order.id,
-                seq: 1,
-                timestamp: Timestamp::now(),
-                message: first.message,
-                progress: first.progress,
-                data: first.data,
-            };
+            let event = first_event(order.id, first);
             let kind = event.data.kind();
             // One statement: the order and its first event commit together.
             let statement = client
@@ -604,14 +609,7 @@ impl Store for PostgresStore {
         key: &NewIdempotencyKey,
     ) -> Result<KeyedCreate, StoreError> {
         self.run(async |client| {
-            let event = Event {
-                order_id: order.id,
-                seq: 1,
-                timestamp: Timestamp::now(),
-                message: first.message,
-                progress: first.progress,
-                data: first.data,
-            };
+            let event = first_event(order.id, first);
             let kind = event.data.kind();
             // One statement, so one transaction: the key first (a record that
             // holds it returns no row, and then neither the order nor its event
