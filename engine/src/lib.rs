@@ -33,7 +33,10 @@
 //! - [`plugins`]: the wasmtime adapter of `Strategy`: limits, the
 //!   compiled-module cache, file watch for hot reload, the `swapline
 //!   plugins` reports.
-//! - [`venues`]: the `Venue` seam and the simulated DEX pools.
+//! - [`chain`]: the `ChainRpc` seam (slots, blockhashes, send, signature
+//!   statuses, priority fees), as a Solana RPC node answers.
+//! - [`venues`]: the `Venue` seam, the simulated DEX pools and the
+//!   simulated chain they live on.
 //! - [`store`], [`queue`], [`bus`]: seams, each a trait plus implementations
 //!   and a contract suite every implementation passes; `store` also holds
 //!   the execution ledger seam and `Idempotency-Key` records, `queue` the
@@ -60,6 +63,7 @@ pub mod app;
 #[cfg(test)]
 mod architecture;
 pub mod bus;
+pub mod chain;
 pub mod client;
 pub mod config;
 pub mod domain;

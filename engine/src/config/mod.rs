@@ -12,13 +12,14 @@
 //! `config` imports the components' config types; no component imports
 //! `config` (it is a leaf aggregate, so there is no circle).
 //!
-//! May import: `api`, `bus`, `domain`, `monitor`, `pipeline`, `plugins`, `queue`, `store`, `telemetry`, `venues`.
+//! May import: `api`, `bus`, `chain`, `domain`, `monitor`, `pipeline`, `plugins`, `queue`, `store`, `telemetry`, `venues`.
 
 pub mod validate;
 
 use crate::{
     api::{AuthConfig, LimitsConfig, OrdersConfig, ServerConfig, WebSocketConfig},
     bus::BusConfig,
+    chain::ChainConfig,
     domain::{TokenConfig, TokenError, TokenRegistry},
     monitor::MonitorConfig,
     pipeline::{ReconcilerConfig, RetryConfig, WorkerConfig},
@@ -90,6 +91,10 @@ pub struct Config {
     pub pipelines: BTreeMap<String, PipelineConfig>,
     /// Simulated venues.
     pub venues: VenuesConfig,
+    /// The chain: the simulated chain's clock and faults, and how the
+    /// engine lands transactions on it. Optional; defaults are Solana's.
+    #[serde(default)]
+    pub chain: ChainConfig,
     /// Logging.
     pub log: LogConfig,
     /// The Prometheus endpoint.

@@ -69,6 +69,7 @@ pub fn check_sections(config: &Config) -> Vec<String> {
         config.monitor.problems("monitor"),
         config.plugins.problems("plugins"),
         config.venues.problems("venues"),
+        config.chain.problems("chain"),
     ]
     .into_iter()
     .flatten()

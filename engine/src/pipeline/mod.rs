@@ -14,7 +14,7 @@
 //! WebSocket tickets) and `recorder` (every event stored, then published). Never `api`, `config`, `plugins`
 //! (wasmtime) or an adapter: only seams.
 //!
-//! May import: `domain`, `bus`, `queue`, `store`, `strategy`, `telemetry`, `venues`.
+//! May import: `domain`, `bus`, `chain`, `queue`, `store`, `strategy`, `telemetry`, `venues`.
 
 mod confirm;
 pub mod control;

@@ -7,7 +7,7 @@
 //! signatures. Holds what the backends share (page cutting, the unfinished
 //! SQL predicate, the pool status).
 //!
-//! May import: `domain`, `telemetry`.
+//! May import: `chain` (its types, for the chain's durable state), `domain`, `telemetry`.
 
 pub mod config;
 #[cfg(test)]

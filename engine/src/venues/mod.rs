@@ -2,7 +2,7 @@
 //! signature). The simulated DEX pools live in [`simulated`]; a real chain
 //! adapter would implement the same trait.
 //!
-//! May import: `domain`, `store` (the execution ledger seam).
+//! May import: `chain`, `domain`, `store` (the chain's durable state).
 
 pub mod config;
 mod rng;
