@@ -492,9 +492,11 @@ impl Engine {
         let settings = PipelineSettings {
             retry: RetryPolicy::from_config(&config.retry)?,
             requote_after: config.retry.requote_after.0,
+            landing: config.chain.clone(),
         };
         let recorder = Recorder::new(store.clone(), bus.clone());
-        let pipeline = Pipeline::new(settings, recorder, venues.clone(), stages, tokens.clone());
+        let chain: Arc<dyn crate::chain::ChainRpc> = Arc::new(UnwiredChain);
+        let pipeline = Pipeline::new(settings, recorder, venues.clone(), chain, stages, tokens.clone());
         Ok(Engine {
             config,
             store,
@@ -806,5 +808,30 @@ mod tests {
             validate_for(&config, Role::Worker).is_err(),
             "dev has an in-process queue"
         );
+    }
+}
+
+/// MERGE-TEMP: stands in until the simulated chain lands.
+struct UnwiredChain;
+
+#[async_trait::async_trait]
+impl crate::chain::ChainRpc for UnwiredChain {
+    async fn slot(&self) -> Result<u64, crate::chain::ChainError> {
+        Err(crate::chain::ChainError::Unavailable("unwired".into()))
+    }
+    async fn latest_blockhash(&self) -> Result<crate::chain::Blockhash, crate::chain::ChainError> {
+        Err(crate::chain::ChainError::Unavailable("unwired".into()))
+    }
+    async fn recent_priority_fees(&self, _slots: u64) -> Result<Vec<u64>, crate::chain::ChainError> {
+        Err(crate::chain::ChainError::Unavailable("unwired".into()))
+    }
+    async fn send_transaction(&self, _tx: &crate::chain::Transaction) -> Result<(), crate::chain::ChainError> {
+        Err(crate::chain::ChainError::Unavailable("unwired".into()))
+    }
+    async fn signature_statuses(
+        &self,
+        _signatures: &[String],
+    ) -> Result<Vec<Option<crate::chain::SignatureStatus>>, crate::chain::ChainError> {
+        Err(crate::chain::ChainError::Unavailable("unwired".into()))
     }
 }

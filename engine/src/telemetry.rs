@@ -610,3 +610,18 @@ pub mod connection_health {
         gauge!(BUS_SUBSCRIBER_UP).set(if up { 1.0 } else { 0.0 });
     }
 }
+
+/// The engine's side of landing transactions.
+pub mod chain {
+    use super::*;
+
+    /// A transaction was sent for the first time.
+    pub fn sent() {
+        counter!("swapline_chain_transactions_sent_total").increment(1);
+    }
+
+    /// A transaction not landed yet was sent again.
+    pub fn rebroadcast() {
+        counter!("swapline_chain_rebroadcasts_total").increment(1);
+    }
+}

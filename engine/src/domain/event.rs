@@ -63,14 +63,24 @@ pub enum EventData {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         strategy: Option<String>,
     },
-    /// The transaction went to the venue.
+    /// The legs' transactions were signed and recorded, and are being sent
+    /// (a resumed attempt repeats this with the same signatures).
     Submitted {
         /// This attempt, from 1.
         attempt: u32,
         /// Attempts allowed.
         max_attempts: u32,
-        /// Signatures of the legs.
+        /// Signatures of the transactions of the legs not landed yet.
         signatures: Vec<String>,
+        /// The first of `signatures`.
+        signature: String,
+        /// The recent blockhash the new transactions name (base58).
+        blockhash: String,
+        /// The last slot in which they can land; past it they never will,
+        /// and only then is a leg signed again.
+        last_valid_slot: u64,
+        /// Priority fee, micro-lamports per compute unit.
+        priority_fee: u64,
     },
     /// An attempt failed.
     ExecutionFailed {
@@ -102,6 +112,11 @@ pub enum EventData {
         amount_out: String,
         /// Whole `tokenOut` per whole `tokenIn`.
         executed_price: String,
+        /// The slot the last leg landed in.
+        slot: u64,
+        /// Priority fee paid (first leg's), micro-lamports per compute
+        /// unit.
+        priority_fee: u64,
     },
     /// Cancelled before submission (`POST /api/orders/{id}/cancel`).
     /// Terminal.

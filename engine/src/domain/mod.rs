@@ -21,6 +21,6 @@ pub use event::{Event, EventData, EventKind, progress};
 pub use key::{ApiKey, NewKey, SecretHash, Ticket, parse_scopes, scopes_text};
 pub use order::{ErrorInfo, NewOrder, Order, OrderId, OrderPatch, OrderType, Status, StrategyRef};
 pub use request::{AmountInput, FieldError, NewIds, OrderRequest, RequestError, slippage_bps, validate_request};
-pub use route::{QuoteView, Route, RouteLeg};
+pub use route::{LegTransaction, QuoteView, Route, RouteLeg};
 pub use time::{Dur, Timestamp};
 pub use token::{Token, TokenConfig, TokenError, TokenRegistry};

@@ -47,19 +47,48 @@ pub struct RouteLeg {
     pub amount_in: Units,
     /// Output the quote promised, base units of `tokenOut`.
     pub expected_out: Units,
-    /// Floor below which the venue must refuse, base units.
+    /// Floor below which the swap fails on chain, base units.
     pub min_amount_out: Units,
-    /// Deterministic transaction signature of this leg.
-    pub signature: String,
-    /// Output received once executed.
+    /// The leg's current transaction, recorded before it is sent; replaced
+    /// only once its blockhash expired without it landing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<LegTransaction>,
+    /// Output received once its transaction landed, base units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filled_out: Option<Units>,
+    /// The slot its transaction landed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landed_slot: Option<u64>,
+}
+
+/// A leg's signed transaction, as recorded on the order before sending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LegTransaction {
+    /// Base58 signature (64 bytes), derived from the whole transaction.
+    pub signature: String,
+    /// The recent blockhash it names (base58).
+    pub blockhash: String,
+    /// The last slot it can land in; past it, it never will.
+    pub last_valid_slot: u64,
+    /// Priority fee, micro-lamports per compute unit.
+    pub priority_fee: u64,
+    /// The submission attempt that signed it, from 1.
+    pub attempt: u32,
 }
 
 impl Route {
     /// Whether any leg already executed (then the route must not change).
     pub fn any_filled(&self) -> bool {
         self.legs.iter().any(|leg| leg.filled_out.is_some())
+    }
+
+    /// The signatures of the legs' current transactions, in leg order.
+    pub fn signatures(&self) -> Vec<String> {
+        self.legs
+            .iter()
+            .filter_map(|leg| leg.transaction.as_ref().map(|tx| tx.signature.clone()))
+            .collect()
     }
 
     /// The venues of the route, `+`-joined.

@@ -1,27 +1,125 @@
-//! The confirm stage: every leg filled, so total the output, price it, and
-//! record the terminal `confirmed` event with the filled route. Imports
-//! `domain` and the `store` seam; never `api`, `config` or an adapter.
+//! The confirm stage: poll the legs' transactions (`getSignatureStatuses`,
+//! the slot first) with a doubling delay, rebroadcast the ones still out
+//! there, until every leg landed or provably expired; then record the
+//! terminal `confirmed` event with the landed route, or end the attempt.
+//! Three "unknown" answers are not a failure: only a slot past a
+//! transaction's `last_valid_slot` is. Imports `domain` and the `chain` and
+//! `store` seams; never `api`, `config` or an adapter.
 
-use super::{Outcome, Pipeline};
+use super::{
+    Outcome, Pipeline, Stage,
+    submit::{AttemptFailure, Leg},
+};
 use crate::{
+    chain::Slot,
     domain::{EventData, Order, OrderPatch, Route, format_price, format_units, progress},
     store::StoreError,
     telemetry,
 };
+use tokio::time::Instant;
 
 impl Pipeline {
-    /// Every leg filled: record the totals and the `confirmed` event.
+    /// Polls until no leg is [`Leg::Live`], then confirms, fails or ends
+    /// the attempt. A chain that stops answering keeps it polling (nothing
+    /// may be decided while a transaction may land); the worker's stall
+    /// rule releases the job when the slot stops advancing, and the
+    /// resumed job polls the same signatures.
+    pub(super) async fn land(
+        &self,
+        order: &Order,
+        stage: &Stage,
+        mut route: Route,
+        attempt: u32,
+        mut legs: Vec<Leg>,
+    ) -> Result<Outcome, StoreError> {
+        let started = Instant::now();
+        let mut delay = self.landing.poll_initial.0;
+        let mut sent_at = Instant::now();
+        let mut last_slot: Option<Slot> = None;
+        while legs.contains(&Leg::Live) {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.landing.poll_max.0);
+            if sent_at.elapsed() >= self.landing.rebroadcast_every.0 {
+                let live: Vec<usize> = (0..legs.len()).filter(|&i| legs[i] == Leg::Live).collect();
+                self.rebroadcast(order, stage, &route, &live).await;
+                sent_at = Instant::now();
+            }
+            let slot = match self.rpc(stage, self.chain.slot()).await {
+                Ok(slot) => slot,
+                Err(error) => {
+                    tracing::debug!(order_id = %order.id, %error, "slot unknown; polling on");
+                    continue;
+                }
+            };
+            let mut polled = route.clone();
+            let found = match self.look(stage, &mut polled, slot).await {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::debug!(order_id = %order.id, %error, "statuses unknown; polling on");
+                    continue;
+                }
+            };
+            // A chain whose slot advances is progress for the worker's
+            // lease; one that answers but stands still is not.
+            if last_slot.is_some_and(|last| slot > last) {
+                super::worker::progressed();
+            }
+            last_slot = Some(slot);
+            // Legs decided earlier in this attempt (a refused send) stay
+            // decided; the others take the new answer.
+            for (index, leg) in found.into_iter().enumerate() {
+                if legs[index] == Leg::Live {
+                    legs[index] = leg;
+                }
+            }
+            route = polled;
+        }
+        telemetry::event::stage("land", started.elapsed());
+        if let Some(Leg::Failed(err)) = legs.iter().find(|l| matches!(l, Leg::Failed(_))) {
+            let failure = AttemptFailure {
+                code: err.code.clone(),
+                message: err.message.clone(),
+                transient: false,
+            };
+            return self
+                .failed_attempt(order, route, attempt, progress::submitted(attempt), failure)
+                .await;
+        }
+        if legs.contains(&Leg::Expired) {
+            let last_valid = route
+                .legs
+                .iter()
+                .filter(|l| l.filled_out.is_none())
+                .filter_map(|l| l.transaction.as_ref().map(|tx| tx.last_valid_slot))
+                .max()
+                .unwrap_or_default();
+            let failure = AttemptFailure {
+                code: "blockhash_expired".into(),
+                message: format!("not landed by its last valid slot {last_valid}; it never will be, so it is signed again"),
+                transient: true,
+            };
+            return self
+                .failed_attempt(order, route, attempt, progress::submitted(attempt), failure)
+                .await;
+        }
+        self.confirm(order, route, attempt).await
+    }
+
+    /// Every leg landed: record the totals and the `confirmed` event.
     pub(super) async fn confirm(&self, order: &Order, route: Route, attempt: u32) -> Result<Outcome, StoreError> {
         let amount_out: u128 = route.legs.iter().filter_map(|l| l.filled_out).map(|u| u.0).sum();
         let (din, dout) = (self.decimals(&order.token_in), self.decimals(&order.token_out));
         let price = format_price(order.amount_in, din, amount_out, dout);
         let dex = route.dex();
-        let tx_hash = route.legs[0].signature.clone();
+        let first = route.legs[0].transaction.as_ref();
+        let tx_hash = first.map(|tx| tx.signature.clone()).unwrap_or_default();
         let confirmed = EventData::Confirmed {
             tx_hash: tx_hash.clone(),
             dex: dex.clone(),
             amount_out: format_units(amount_out, dout),
             executed_price: price.clone(),
+            slot: route.legs.iter().filter_map(|l| l.landed_slot).max().unwrap_or_default(),
+            priority_fee: first.map_or(0, |tx| tx.priority_fee),
         };
         let patch = OrderPatch {
             route: Some(route),

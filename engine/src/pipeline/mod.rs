@@ -3,12 +3,14 @@
 //!
 //! The store decides where an order resumes: a job carries only the order
 //! id, and `process` reads the order to know its next step, so a retried,
-//! recovered or duplicated job does the right thing. A submission reuses the
-//! route's signatures, which the venue deduplicates: an order never swaps
+//! recovered or duplicated job does the right thing. Each leg's transaction
+//! is recorded on the order before it is sent, and a leg is signed again
+//! only once its last transaction provably expired: an order never swaps
 //! twice.
 //!
 //! One file per stage: `quote` (venues' quotes), `route` (strategy and
-//! build), `submit` (execute, retry), `confirm`, and `failure` (codes and
+//! build), `submit` (sign, record, send; retry), `confirm` (poll until
+//! landed or expired; the `confirmed` event), and `failure` (codes and
 //! the `failed` event); `intake` (the POST use case), `control` (cancel
 //! and retry), `keys` (API keys and
 //! WebSocket tickets) and `recorder` (every event stored, then published). Never `api`, `config`, `plugins`
@@ -34,6 +36,7 @@ mod worker;
 
 pub use crate::queue::{Allowance, QueueError};
 use crate::{
+    chain::{ChainConfig, ChainRpc},
     domain::{Event, EventData, EventKind, Order, OrderId, OrderPatch, TokenRegistry},
     queue::Job,
     store::{NewEvent, Store, StoreError},
@@ -50,7 +53,6 @@ pub use keys::{CreatedKey, IssuedTicket, KeyError, Keys, Rejection};
 pub use reconcile::{ReconcilerConfig, reconcile};
 pub use recorder::Recorder;
 pub use retry::{Backoff, BackoffKind, InvalidBackoff, JitterKind, RetryConfig, RetryPolicy, random_unit};
-pub use route::signature;
 pub use stats::VenueTracker;
 use std::{
     collections::HashMap,
@@ -76,7 +78,7 @@ pub struct Stage {
     pub chain: Chain,
     /// Per-venue quote timeout.
     pub quote_timeout: Duration,
-    /// Per-leg execution timeout.
+    /// Timeout of each chain RPC call (slot, blockhash, send, statuses).
     pub execute_timeout: Duration,
 }
 
@@ -86,14 +88,19 @@ pub struct PipelineSettings {
     /// Whether and when a failed submission is tried again.
     pub retry: RetryPolicy,
     /// Quotes older than this are fetched again before a retry (unless a
-    /// leg of the route already executed).
+    /// leg of the route already landed).
     pub requote_after: Duration,
+    /// How transactions are landed: priority fee estimate, status polling,
+    /// rebroadcasts (the engine's keys of `[chain]`).
+    pub landing: ChainConfig,
 }
 
 /// Everything a worker needs to run orders.
 pub struct Pipeline {
     recorder: Recorder,
     venues: Vec<Arc<dyn Venue>>,
+    chain: Arc<dyn ChainRpc>,
+    landing: ChainConfig,
     stages: RwLock<HashMap<String, Arc<Stage>>>,
     tokens: Arc<TokenRegistry>,
     retry: RetryPolicy,
@@ -113,17 +120,21 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Assembles a pipeline; `stages` by order type (`market`).
+    /// Assembles a pipeline: `venues` quote, `chain` lands; `stages` by
+    /// order type (`market`).
     pub fn new(
         settings: PipelineSettings,
         recorder: Recorder,
         venues: Vec<Arc<dyn Venue>>,
+        chain: Arc<dyn ChainRpc>,
         stages: HashMap<String, Stage>,
         tokens: Arc<TokenRegistry>,
     ) -> Self {
         Pipeline {
             recorder,
             venues,
+            chain,
+            landing: settings.landing,
             stages: RwLock::new(stages.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
             tokens,
             retry: settings.retry,

@@ -1,6 +1,6 @@
 //! The route and build stages: quote, hand the strategy chain a
 //! [`RouteInput`], and turn its checked answer into a [`Route`] whose legs
-//! carry deterministic [`signature`]s. Records `routing` (10, 30) and
+//! are signed later, by `submit`. Records `routing` (10, 30) and
 //! `building` (50, 70). Imports `domain`, the `strategy` seam and the ABI
 //! types; never wasmtime, `api`, `config` or an adapter.
 
@@ -9,11 +9,10 @@ use super::{
     failure::{Failure, FailureCode, StepError},
 };
 use crate::{
-    domain::{EventData, Order, OrderId, OrderPatch, QuoteView, Route, RouteLeg, Timestamp, progress},
+    domain::{EventData, Order, OrderPatch, QuoteView, Route, RouteLeg, Timestamp, progress},
     strategy::Routed,
     telemetry,
 };
-use sha2::{Digest, Sha512};
 use swapline_abi::{OrderInfo, RouteInput, Units, VenueQuote};
 use tokio::time::Instant;
 
@@ -58,7 +57,7 @@ impl Pipeline {
         let routed = routed.map_err(Failure::plugin)?;
         let version = order.route.as_ref().map_or(1, |r| r.version + 1);
         let strategy = routed.by.clone();
-        let route = build(order.id, version, routed);
+        let route = build(version, routed);
         let dex = route.dex();
         let chosen = EventData::Building {
             chosen_dex: Some(dex.clone()),
@@ -102,9 +101,8 @@ fn route_input(order: &Order, quotes: Vec<VenueQuote>) -> RouteInput {
     }
 }
 
-/// Route `version` of an order from a checked answer: one leg per venue,
-/// each signed; the reason names strategies that failed before this one.
-fn build(order: OrderId, version: u32, routed: Routed) -> Route {
+/// Route `version` of an order from a checked answer: one leg per venue; the reason names strategies that failed before this one.
+fn build(version: u32, routed: Routed) -> Route {
     let reason = match routed.failed.as_slice() {
         [] => routed.reason,
         failed => {
@@ -119,42 +117,18 @@ fn build(order: OrderId, version: u32, routed: Routed) -> Route {
             ))
         }
     };
-    let legs = routed.legs.into_iter().enumerate().map(|(index, leg)| RouteLeg {
-        signature: signature(order, version, index),
+    let legs = routed.legs.into_iter().map(|leg| RouteLeg {
         dex: leg.venue,
         amount_in: Units(leg.amount_in),
         expected_out: Units(leg.expected_out),
         min_amount_out: Units(leg.min_amount_out),
+        transaction: None,
         filled_out: None,
+        landed_slot: None,
     });
     Route {
         version,
         reason,
         legs: legs.collect(),
-    }
-}
-
-/// A leg's deterministic transaction signature: the same order, route
-/// version and leg always sign the same, so the venue can deduplicate.
-/// 64 bytes (SHA-512) in base58, like a Solana signature.
-pub fn signature(order: OrderId, route_version: u32, leg: usize) -> String {
-    let digest = Sha512::digest(format!("swapline/v1|{order}|{route_version}|{leg}"));
-    bs58::encode(digest).into_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures_are_deterministic_and_distinct() {
-        let id = OrderId::new();
-        assert_eq!(signature(id, 1, 0), signature(id, 1, 0));
-        assert_ne!(signature(id, 1, 0), signature(id, 1, 1));
-        assert_ne!(signature(id, 1, 0), signature(id, 2, 0));
-        assert!(
-            signature(id, 1, 0).len() >= 86,
-            "64 bytes in base58, like a Solana signature"
-        );
     }
 }

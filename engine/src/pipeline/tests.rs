@@ -1,17 +1,26 @@
-//! The pipeline at its seams: a scripted `Venue` in tower-test's
-//! `(mock, handle)` shape, an in-Rust `Strategy`, `MemoryBus`,
-//! `MemoryQueue` and a temp-dir `SqliteStore`, under paused time.
+//! The pipeline at its seams: a scripted `Venue` and a scripted
+//! `ChainRpc` in tower-test's `(mock, handle)` shape, an in-Rust
+//! `Strategy`, `MemoryBus`, `MemoryQueue` and a temp-dir `SqliteStore`,
+//! under paused time.
+//!
+//! The scripted chain asks the test about the first send of each
+//! signature (the answer is its fate: lands, dropped, lands with an
+//! error, or the send never answers) and answers everything else itself:
+//! slots advance with (virtual) time, a blockhash is valid for
+//! [`VALIDITY`] slots, a status is known once the transaction landed, and
+//! a send of a known signature is a rebroadcast, recorded, never landed
+//! twice.
 //!
 //! Paused time and SQLite: tokio advances a paused clock to the next timer
 //! whenever every task waits. The SQLite writer is a thread, so a store
-//! write is such a wait; it is harmless here because no timer is pending
-//! during a write: quote and execute timeouts are only armed while a venue
-//! is asked, and the test answers at once (or, for [`Answer::Silence`],
-//! never, which is exactly when the clock should jump to the timeout).
+//! write is such a wait; it is harmless here because the pipeline's timers
+//! (RPC deadlines, poll delays) only decide what the chain answers, and the
+//! chain is a function of the clock.
 
 use super::*;
 use crate::{
     bus::MemoryBus,
+    chain::{Blockhash, ChainError, Commitment, SignatureStatus, Slot, Transaction, TxError},
     domain::{ErrorInfo, NewOrder, OrderType, Status, StrategyRef},
     queue::{MemoryQueue, MemoryRateLimit, Queue},
     store::{SqliteStore, SqliteSync},
@@ -19,6 +28,7 @@ use crate::{
     venues::{Fill, LegOrder, VenueError},
 };
 use async_trait::async_trait;
+use std::sync::Mutex;
 use swapline_abi::{Leg, RouteDecision, RouteInput, Units, VenueQuote, testing::QuoteBuilder};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -33,38 +43,45 @@ const AMOUNT: u128 = 1_000_000_000;
 const HOUR: Duration = Duration::from_secs(3600);
 /// The first backoff delay (exponential ×2, no jitter).
 const FIRST_DELAY: Duration = Duration::from_millis(500);
+/// The scripted chain's slot time.
+const SLOT: Duration = Duration::from_millis(100);
+/// Slots a blockhash stays valid on the scripted chain.
+const VALIDITY: u64 = 150;
+/// The scripted chain's whole validity window in time.
+const WINDOW: Duration = Duration::from_millis(100 * 150);
 
 // ---------------------------------------------------------------------------
-// The scripted venue: `mock(names)` gives the venues for the pipeline and
-// one `Handle` on which the test receives every request and answers it.
+// The scripted venue and chain: `mock(names)` gives the venues and the
+// chain for the pipeline, and one `Handle` on which the test receives
+// every quote request and every first send, and answers it.
 
-/// What a scripted venue was asked.
+/// What the test was asked.
 #[derive(Debug, Clone, PartialEq)]
 enum Request {
     Quote { venue: String, amount_in: u128 },
-    Execute { venue: String, leg: LegOrder },
+    Send { venue: String, tx: Transaction },
 }
 
 impl Request {
     fn venue(&self) -> &str {
         match self {
-            Request::Quote { venue, .. } | Request::Execute { venue, .. } => venue,
+            Request::Quote { venue, .. } | Request::Send { venue, .. } => venue,
         }
     }
 
     fn ask(&self) -> Ask {
         match self {
             Request::Quote { .. } => Ask::Quote,
-            Request::Execute { .. } => Ask::Execute,
+            Request::Send { .. } => Ask::Send,
         }
     }
 }
 
-/// The two things a venue is asked.
+/// The two things the test is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
     Quote,
-    Execute,
+    Send,
 }
 
 /// A scripted answer.
@@ -72,29 +89,101 @@ enum Ask {
 enum Answer {
     /// A quote priced on a constant-product pool of `DEPTH` / `DEPTH`.
     Quote,
-    /// The leg fills at its floor.
+    /// The transaction lands the next slot and fills at its floor.
     Fill,
-    /// The venue fails with this error.
+    /// The transaction lands this many slots after it was sent, at its
+    /// floor (late, but valid).
+    LandAfter(u64),
+    /// Quote: the venue fails with this error. Send: a transient error is
+    /// a dropped transaction (it never lands); a permanent one lands with
+    /// that error and no swap.
     Fail(VenueError),
-    /// The venue never answers: the pipeline's timeout decides.
+    /// Nobody answers: the pipeline's timeout decides. A send that never
+    /// answered may still be landed later by the test (`land_now`).
     Silence,
 }
 
 type Exchange = (Request, oneshot::Sender<Answer>);
 
-/// A venue that forwards every request to its [`Handle`] and waits there
-/// for the answer.
+/// What the scripted chain decided for a signature.
+#[derive(Debug, Clone)]
+struct Landing {
+    slot: Slot,
+    err: Option<TxError>,
+    amount_out: u128,
+    fee: u64,
+}
+
+/// The scripted chain's state.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Signatures ever sent (asked about once).
+    known: HashMap<String, Transaction>,
+    /// Their fate, once decided: `None` = never lands.
+    fates: HashMap<String, Option<Landing>>,
+    /// Sends of known signatures: (signature, when).
+    rebroadcasts: Vec<(String, Instant)>,
+    /// Whether every call hangs.
+    silent: bool,
+}
+
+/// A chain that forwards the first send of each signature to its
+/// [`Handle`] and answers the rest from its [`Ledger`] and the clock.
+struct ScriptedChain {
+    requests: mpsc::UnboundedSender<Exchange>,
+    genesis: Instant,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+/// A scripted venue (quotes only).
 struct ScriptedVenue {
     name: String,
     requests: mpsc::UnboundedSender<Exchange>,
 }
 
-/// The test's side of the scripted venues.
+/// The test's side of the scripted venues and chain.
 struct Handle {
     requests: mpsc::UnboundedReceiver<Exchange>,
+    ledger: Arc<Mutex<Ledger>>,
+    genesis: Instant,
 }
 
-fn mock(names: &[&str]) -> (Vec<Arc<dyn Venue>>, Handle) {
+impl Handle {
+    /// The slot now.
+    fn slot(&self) -> Slot {
+        slot_at(self.genesis)
+    }
+
+    /// Lands `signature` at the current slot, filling at `amount_out`.
+    fn land_now(&self, signature: &str, amount_out: u128) {
+        let slot = self.slot();
+        let mut ledger = self.ledger.lock().unwrap();
+        let fee = ledger.known.get(signature).map_or(0, |tx| tx.priority_fee);
+        let landing = Landing {
+            slot,
+            err: None,
+            amount_out,
+            fee,
+        };
+        ledger.fates.insert(signature.to_owned(), Some(landing));
+    }
+
+    /// Rebroadcasts seen so far.
+    fn rebroadcasts(&self) -> Vec<(String, Instant)> {
+        self.ledger.lock().unwrap().rebroadcasts.clone()
+    }
+
+    /// Makes every chain call hang (or answer again).
+    fn silence(&self, silent: bool) {
+        self.ledger.lock().unwrap().silent = silent;
+    }
+}
+
+fn slot_at(genesis: Instant) -> Slot {
+    (genesis.elapsed().as_millis() / SLOT.as_millis()) as Slot
+}
+
+fn mock(names: &[&str]) -> (Vec<Arc<dyn Venue>>, Arc<dyn ChainRpc>, Handle) {
     let (sender, requests) = mpsc::unbounded_channel();
     let venues = names
         .iter()
@@ -105,20 +194,28 @@ fn mock(names: &[&str]) -> (Vec<Arc<dyn Venue>>, Handle) {
             }) as Arc<dyn Venue>
         })
         .collect();
-    (venues, Handle { requests })
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let genesis = Instant::now();
+    let chain = ScriptedChain {
+        requests: sender,
+        genesis,
+        ledger: ledger.clone(),
+    };
+    let handle = Handle {
+        requests,
+        ledger,
+        genesis,
+    };
+    (venues, Arc::new(chain), handle)
 }
 
-impl ScriptedVenue {
-    async fn ask(&self, request: Request) -> Answer {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send((request, reply))
-            .expect("the handle outlives the venues");
-        match answer.await {
-            Ok(answer) => answer,
-            // The handle dropped the reply: silence.
-            Err(_) => std::future::pending().await,
-        }
+async fn ask(requests: &mpsc::UnboundedSender<Exchange>, request: Request) -> Answer {
+    let (reply, answer) = oneshot::channel();
+    requests.send((request, reply)).expect("the handle outlives the venues");
+    match answer.await {
+        Ok(answer) => answer,
+        // The handle dropped the reply: silence.
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -137,7 +234,7 @@ impl Venue for ScriptedVenue {
             venue: self.name.clone(),
             amount_in,
         };
-        match self.ask(request).await {
+        match ask(&self.requests, request).await {
             Answer::Quote => Ok(QuoteBuilder::new(&self.name)
                 .cpmm(DEPTH, DEPTH, 25)
                 .quoted_for(amount_in)
@@ -147,19 +244,98 @@ impl Venue for ScriptedVenue {
         }
     }
 
-    async fn execute(&self, leg: &LegOrder) -> Result<Fill, VenueError> {
-        let request = Request::Execute {
-            venue: self.name.clone(),
-            leg: leg.clone(),
-        };
-        match self.ask(request).await {
-            Answer::Fill => Ok(Fill {
-                signature: leg.signature.clone(),
-                amount_out: leg.min_amount_out,
-            }),
-            Answer::Fail(error) => Err(error),
-            other => unreachable!("play() checks the kind of {other:?}"),
+    async fn execute(&self, _leg: &LegOrder) -> Result<Fill, VenueError> {
+        unreachable!("the pipeline lands on the chain")
+    }
+}
+
+impl ScriptedChain {
+    async fn hang_if_silent(&self) {
+        if self.ledger.lock().unwrap().silent {
+            std::future::pending::<()>().await;
         }
+    }
+}
+
+#[async_trait]
+impl ChainRpc for ScriptedChain {
+    async fn slot(&self) -> Result<Slot, ChainError> {
+        self.hang_if_silent().await;
+        Ok(slot_at(self.genesis))
+    }
+
+    async fn latest_blockhash(&self) -> Result<Blockhash, ChainError> {
+        self.hang_if_silent().await;
+        let slot = slot_at(self.genesis);
+        Ok(Blockhash {
+            hash: format!("hash-{slot}"),
+            slot,
+            last_valid_slot: slot + VALIDITY,
+        })
+    }
+
+    async fn recent_priority_fees(&self, _slots: u64) -> Result<Vec<u64>, ChainError> {
+        self.hang_if_silent().await;
+        Ok(vec![7_000, 12_000, 20_000, 50_000])
+    }
+
+    async fn send_transaction(&self, tx: &Transaction) -> Result<(), ChainError> {
+        self.hang_if_silent().await;
+        let sent = slot_at(self.genesis);
+        if sent > tx.last_valid_slot {
+            return Err(ChainError::Rejected {
+                code: "blockhash_not_found".into(),
+                message: "blockhash expired".into(),
+            });
+        }
+        {
+            let mut ledger = self.ledger.lock().unwrap();
+            if ledger.known.contains_key(&tx.signature) {
+                ledger.rebroadcasts.push((tx.signature.clone(), Instant::now()));
+                return Ok(());
+            }
+            ledger.known.insert(tx.signature.clone(), tx.clone());
+        }
+        let request = Request::Send {
+            venue: tx.venue.clone(),
+            tx: tx.clone(),
+        };
+        let landing = |after: u64, err: Option<TxError>| {
+            Some(Landing {
+                slot: sent + after,
+                err,
+                amount_out: tx.min_amount_out,
+                fee: tx.priority_fee,
+            })
+        };
+        let fate = match ask(&self.requests, request).await {
+            Answer::Fill => landing(1, None),
+            Answer::LandAfter(slots) => landing(slots, None),
+            Answer::Fail(VenueError::Transient { .. }) => None,
+            Answer::Fail(VenueError::Permanent { code, message }) => landing(1, Some(TxError { code, message })),
+            other => unreachable!("play() checks the kind of {other:?}"),
+        };
+        self.ledger.lock().unwrap().fates.insert(tx.signature.clone(), fate);
+        Ok(())
+    }
+
+    async fn signature_statuses(&self, signatures: &[String]) -> Result<Vec<Option<SignatureStatus>>, ChainError> {
+        self.hang_if_silent().await;
+        let now = slot_at(self.genesis);
+        let ledger = self.ledger.lock().unwrap();
+        Ok(signatures
+            .iter()
+            .map(|signature| match ledger.fates.get(signature) {
+                Some(Some(landing)) if landing.slot <= now => Some(SignatureStatus {
+                    slot: landing.slot,
+                    commitment: Commitment::Confirmed,
+                    err: landing.err.clone(),
+                    amount_out: landing.err.is_none().then_some(landing.amount_out),
+                    priority_fee: landing.fee,
+                }),
+                _ => None,
+            })
+            .collect())
     }
 }
 
@@ -187,34 +363,47 @@ fn no_quote(venue: &'static str) -> Step {
     }
 }
 
+/// The transaction lands the next slot.
 fn fill(venue: &'static str) -> Step {
     Step {
         venue,
-        ask: Ask::Execute,
+        ask: Ask::Send,
         answer: Answer::Fill,
     }
 }
 
-fn congested(venue: &'static str) -> Step {
+/// The transaction lands `slots` after it was sent.
+fn late(venue: &'static str, slots: u64) -> Step {
     Step {
         venue,
-        ask: Ask::Execute,
-        answer: Answer::Fail(VenueError::transient("congested", "the network is congested")),
+        ask: Ask::Send,
+        answer: Answer::LandAfter(slots),
     }
 }
 
+/// The transaction is dropped: it never lands, and expires.
+fn dropped(venue: &'static str) -> Step {
+    Step {
+        venue,
+        ask: Ask::Send,
+        answer: Answer::Fail(VenueError::transient("dropped", "dropped by the leader")),
+    }
+}
+
+/// The transaction lands with a slippage error (no swap).
 fn slipped(venue: &'static str) -> Step {
     Step {
         venue,
-        ask: Ask::Execute,
+        ask: Ask::Send,
         answer: Answer::Fail(VenueError::permanent("slippage_exceeded", "price moved past the floor")),
     }
 }
 
+/// The send never answers.
 fn silent(venue: &'static str) -> Step {
     Step {
         venue,
-        ask: Ask::Execute,
+        ask: Ask::Send,
         answer: Answer::Silence,
     }
 }
@@ -249,13 +438,26 @@ async fn play(pipeline: &Pipeline, job: &Job, handle: &mut Handle, mut script: V
     }
 }
 
-/// The legs each execution request carried: (venue, signature, attempt).
-fn executions(requests: &[Request]) -> Vec<(String, String, u32)> {
+/// The first sends of transactions: (venue, signature).
+fn sends(requests: &[Request]) -> Vec<(String, String)> {
     requests
         .iter()
         .filter_map(|r| match r {
-            Request::Execute { venue, leg } => Some((venue.clone(), leg.signature.clone(), leg.attempt)),
+            Request::Send { venue, tx } => Some((venue.clone(), tx.signature.clone())),
             Request::Quote { .. } => None,
+        })
+        .collect()
+}
+
+/// `(attempt, signatures)` of every `submitted` event.
+fn submissions(events: &[Event]) -> Vec<(u32, Vec<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::Submitted {
+                attempt, signatures, ..
+            } => Some((*attempt, signatures.clone())),
+            _ => None,
         })
         .collect()
 }
@@ -301,6 +503,19 @@ impl Strategy for EvenSplit {
             legs,
             reason: Some("even split".into()),
         })
+    }
+}
+
+/// Landing on the scripted chain: polls from one slot to four, a
+/// rebroadcast a second, fees between 5,000 and 40,000.
+fn landing() -> ChainConfig {
+    ChainConfig {
+        poll_initial: crate::domain::Dur(SLOT),
+        poll_max: crate::domain::Dur(4 * SLOT),
+        rebroadcast_every: crate::domain::Dur(Duration::from_secs(1)),
+        min_priority_fee: 5_000,
+        max_priority_fee: 40_000,
+        ..ChainConfig::default()
     }
 }
 
@@ -365,7 +580,7 @@ impl Harness {
         requote_after: Duration,
         stages: HashMap<String, Stage>,
     ) -> (Pipeline, Handle) {
-        let (venues, handle) = mock(names);
+        let (venues, chain, handle) = mock(names);
         let backoff = Backoff::new(
             BackoffKind::Exponential,
             FIRST_DELAY,
@@ -377,6 +592,7 @@ impl Harness {
         let settings = PipelineSettings {
             retry: RetryPolicy { max_attempts, backoff },
             requote_after,
+            landing: landing(),
         };
         let tokens = TokenRegistry::new([
             (
@@ -393,7 +609,7 @@ impl Harness {
             ),
         ])
         .unwrap();
-        let pipeline = Pipeline::new(settings, self.recorder.clone(), venues, stages, Arc::new(tokens));
+        let pipeline = Pipeline::new(settings, self.recorder.clone(), venues, chain, stages, Arc::new(tokens));
         (pipeline, handle)
     }
 
@@ -507,7 +723,7 @@ struct AttemptCase {
     outcomes: Vec<Outcome>,
     kinds: Vec<&'static str>,
     codes: &'static [&'static str],
-    /// Attempt of each execution the venue saw.
+    /// Attempt of each `submitted` event.
     attempts: &'static [u32],
     status: Status,
     /// How the final `failed` message ends, if the order failed.
@@ -519,9 +735,9 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
     let retry = Outcome::RetryAfter;
     let cases = vec![
         AttemptCase {
-            name: "transient failure, then confirmed",
+            name: "dropped: expired, then signed again and confirmed",
             max_attempts: 3,
-            rounds: vec![vec![quote("raydium"), congested("raydium")], vec![fill("raydium")]],
+            rounds: vec![vec![quote("raydium"), dropped("raydium")], vec![fill("raydium")]],
             outcomes: vec![retry(FIRST_DELAY), Outcome::Finished],
             kinds: after_routing(&[
                 "submitted",
@@ -530,13 +746,13 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
                 "submitted",
                 "confirmed",
             ]),
-            codes: &["congested"],
+            codes: &["blockhash_expired"],
             attempts: &[1, 2],
             status: Status::Confirmed,
             failed_suffix: None,
         },
         AttemptCase {
-            name: "a silent venue times out, transiently",
+            name: "a send that never answers is polled until it expires",
             max_attempts: 3,
             rounds: vec![vec![quote("raydium"), silent("raydium")], vec![fill("raydium")]],
             outcomes: vec![retry(FIRST_DELAY), Outcome::Finished],
@@ -547,13 +763,13 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
                 "submitted",
                 "confirmed",
             ]),
-            codes: &["execute_timeout"],
+            codes: &["blockhash_expired"],
             attempts: &[1, 2],
             status: Status::Confirmed,
             failed_suffix: None,
         },
         AttemptCase {
-            name: "permanent failure fails at once with its code",
+            name: "landed with an error fails at once with its code",
             max_attempts: 3,
             rounds: vec![vec![quote("raydium"), slipped("raydium")]],
             outcomes: vec![Outcome::Finished],
@@ -567,9 +783,9 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
             name: "retries exhausted",
             max_attempts: 3,
             rounds: vec![
-                vec![quote("raydium"), congested("raydium")],
-                vec![congested("raydium")],
-                vec![congested("raydium")],
+                vec![quote("raydium"), dropped("raydium")],
+                vec![dropped("raydium")],
+                vec![dropped("raydium")],
             ],
             outcomes: vec![retry(FIRST_DELAY), retry(2 * FIRST_DELAY), Outcome::Finished],
             kinds: after_routing(&[
@@ -583,7 +799,12 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
                 "execution-failed",
                 "failed",
             ]),
-            codes: &["congested", "congested", "congested", "congested"],
+            codes: &[
+                "blockhash_expired",
+                "blockhash_expired",
+                "blockhash_expired",
+                "blockhash_expired",
+            ],
             attempts: &[1, 2, 3],
             status: Status::Failed,
             failed_suffix: Some("(after 3 attempts)"),
@@ -627,13 +848,20 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
         let events = h.events(job.order_id).await;
         assert_eq!(kinds(&events), case.kinds, "{name}");
         assert_eq!(codes(&events), case.codes, "{name}");
-        let executions = executions(&requests);
-        let attempts: Vec<u32> = executions.iter().map(|(_, _, attempt)| *attempt).collect();
+        let submitted = submissions(&events);
+        let attempts: Vec<u32> = submitted.iter().map(|(attempt, _)| *attempt).collect();
         assert_eq!(attempts, case.attempts, "{name}");
-        assert!(
-            executions.windows(2).all(|w| w[0].1 == w[1].1),
-            "{name}: every attempt resubmits the same signature"
+        let sent = sends(&requests);
+        assert_eq!(sent.len(), case.attempts.len(), "{name}: one transaction per attempt");
+        let distinct: std::collections::HashSet<&String> = sent.iter().map(|(_, sig)| sig).collect();
+        assert_eq!(
+            distinct.len(),
+            sent.len(),
+            "{name}: each attempt after an expiry signs anew"
         );
+        for ((_, signatures), (_, signature)) in submitted.iter().zip(&sent) {
+            assert_eq!(signatures, &vec![signature.clone()], "{name}: recorded, then sent");
+        }
         assert_eq!(quote_requests(&requests), 1, "{name}: fresh quotes are fetched once");
 
         let order = h.stored(job.order_id).await;
@@ -649,59 +877,201 @@ async fn attempts_end_confirmed_failed_or_retried_after_the_backoff() {
                 assert!(error.ends_with(suffix), "{name}: {error}");
                 assert_eq!(*total_attempts, order.attempts, "{name}");
             }
-            (EventData::Confirmed { tx_hash, .. }, None) => {
-                assert_eq!(*tx_hash, executions[0].1, "{name}: the first leg's signature");
+            (
+                EventData::Confirmed {
+                    tx_hash,
+                    slot,
+                    priority_fee,
+                    ..
+                },
+                None,
+            ) => {
+                assert_eq!(*tx_hash, sent.last().unwrap().1, "{name}: the landed signature");
+                let route = order.route.as_ref().unwrap();
+                assert_eq!(Some(*slot), route.legs[0].landed_slot, "{name}");
+                // 75th percentile of 7k, 12k, 20k, 50k is 20k, within the cap.
+                assert_eq!(*priority_fee, 20_000, "{name}");
             }
             (other, suffix) => panic!("{name}: ended with {other:?}, expected failed {suffix:?}"),
         }
     }
 }
 
+/// The rule the whole stage exists for: a leg is signed again only once
+/// the slot is past its last transaction's `last_valid_slot` and that
+/// transaction has not landed; until then "unknown" is only unknown.
 #[tokio::test(start_paused = true)]
-async fn a_crash_after_submitted_resumes_the_same_attempt_with_the_same_signature() {
+async fn unknown_is_not_failed_only_expiry_allows_a_new_signature() {
+    struct Case {
+        name: &'static str,
+        first: Step,
+        /// Slots after sending at which the answer came.
+        lands_after: Option<u64>,
+    }
+    let cases = [
+        Case {
+            name: "lands after many unknown answers",
+            first: late("raydium", 40),
+            lands_after: Some(40),
+        },
+        Case {
+            name: "lands in its last valid slot",
+            first: late("raydium", VALIDITY),
+            lands_after: Some(VALIDITY),
+        },
+        Case {
+            name: "never lands: expires, then a new signature",
+            first: dropped("raydium"),
+            lands_after: None,
+        },
+    ];
+    for case in cases {
+        let name = case.name;
+        let h = Harness::new().await;
+        let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
+        let job = h.order().await;
+        let (outcome, requests) = play(&pipeline, &job, &mut handle, vec![quote("raydium"), case.first]).await;
+        let first = match &requests[1] {
+            Request::Send { tx, .. } => tx.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        let events = h.events(job.order_id).await;
+        match case.lands_after {
+            Some(_) => {
+                assert_eq!(outcome, Outcome::Finished, "{name}");
+                assert_eq!(kinds(&events), after_routing(&["submitted", "confirmed"]), "{name}");
+                assert!(
+                    handle.rebroadcasts().iter().all(|(sig, _)| *sig == first.signature),
+                    "{name}: only the one signature was ever sent"
+                );
+                let order = h.stored(job.order_id).await;
+                assert_eq!(order.tx_hash.as_deref(), Some(first.signature.as_str()), "{name}");
+            }
+            None => {
+                assert_eq!(outcome, Outcome::RetryAfter(FIRST_DELAY), "{name}");
+                assert_eq!(
+                    codes(&events),
+                    ["blockhash_expired"],
+                    "{name}: expiry is transient"
+                );
+                assert!(
+                    handle.slot() > first.last_valid_slot,
+                    "{name}: given up only past slot {}",
+                    first.last_valid_slot
+                );
+                // Attempt 2 signs a new transaction, with a later blockhash.
+                let (outcome, requests) = play(&pipeline, &job, &mut handle, vec![fill("raydium")]).await;
+                assert_eq!(outcome, Outcome::Finished, "{name}");
+                let second = match &requests[0] {
+                    Request::Send { tx, .. } => tx.clone(),
+                    other => panic!("{name}: {other:?}"),
+                };
+                assert_ne!(second.signature, first.signature, "{name}");
+                assert!(second.last_valid_slot > first.last_valid_slot + VALIDITY, "{name}");
+            }
+        }
+        // Rebroadcasts went out while it was unknown, at most one a second.
+        let rebroadcasts = handle.rebroadcasts();
+        assert!(!rebroadcasts.is_empty(), "{name}: rebroadcast while unknown");
+        assert!(
+            rebroadcasts
+                .windows(2)
+                .all(|w| w[1].1 - w[0].1 >= Duration::from_secs(1)),
+            "{name}"
+        );
+    }
+}
+
+/// A chain that stops answering (no error, no reset) while a transaction
+/// is out: nothing is decided, nothing is signed again, the order does not
+/// fail; once the chain answers again, the same signature confirms.
+#[tokio::test(start_paused = true)]
+async fn a_chain_that_goes_quiet_never_gets_a_second_signature() {
+    let h = Harness::new().await;
+    let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
+    let job = h.order().await;
+    let process = pipeline.process(&job);
+    tokio::pin!(process);
+    let mut first = None;
+    loop {
+        tokio::select! {
+            _ = &mut process, if first.is_none() => panic!("finished before sending"),
+            Some((request, reply)) = handle.requests.recv() => match request {
+                Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
+                Request::Send { tx, .. } => {
+                    // Accepted, but the chain goes quiet before it lands.
+                    handle.silence(true);
+                    drop(reply);
+                    first = Some(tx);
+                    break;
+                }
+            },
+        }
+    }
+    let first = first.unwrap();
+    // Far past the blockhash's validity in wall time: still undecided
+    // (no store write is due meanwhile, so the paused clock is safe here).
+    let run = tokio::time::timeout(3 * WINDOW, &mut process).await;
+    assert!(run.is_err(), "a run with a transaction out waits for the chain: {run:?}");
+    let events = h.events(job.order_id).await;
+    assert_eq!(kinds(&events), after_routing(&["submitted"]));
+
+    // The chain comes back; the transaction landed meanwhile.
+    handle.land_now(&first.signature, 42);
+    handle.silence(false);
+    // No timeout around this: a paused clock would jump to it while the
+    // SQLite writer thread stores `confirmed` (module doc).
+    assert_eq!(process.await.unwrap(), Outcome::Finished);
+    let order = h.stored(job.order_id).await;
+    assert_eq!(order.status, Status::Confirmed);
+    assert_eq!(order.tx_hash.as_deref(), Some(first.signature.as_str()));
+    assert_eq!(order.amount_out, Some(42));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_submitted_resumes_polling_the_same_signature() {
     let h = Harness::new().await;
     let job = h.order().await;
     let first = {
         let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
         let process = pipeline.process(&job);
         tokio::pin!(process);
-        // Quote, then stop the run (drop it) while the venue holds the leg.
+        // Quote, then stop the run (drop it) while its send is in flight:
+        // the transaction was recorded first.
         loop {
             tokio::select! {
                 _ = &mut process => panic!("the run must not finish before the crash"),
                 Some((request, reply)) = handle.requests.recv() => match request {
                     Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
-                    Request::Execute { leg, .. } => break leg,
+                    Request::Send { tx, .. } => break tx,
                 },
             }
         }
     };
     let crashed = h.stored(job.order_id).await;
     assert_eq!((crashed.last_kind, crashed.attempts), (EventKind::Submitted, 1));
+    let recorded = crashed.route.as_ref().unwrap().legs[0].transaction.clone().unwrap();
+    assert_eq!(recorded.signature, first.signature, "recorded before it was sent");
 
-    // A restart with quotes that count as stale still keeps the route.
+    // A restart (a new chain that never saw the send, and quotes that count
+    // as stale) keeps the route and sends the same bytes again.
     let (restarted, mut handle) = h.pipeline(&["raydium"], 3, Duration::ZERO);
     let (outcome, requests) = play(&restarted, &job, &mut handle, vec![fill("raydium")]).await;
     assert_eq!(outcome, Outcome::Finished);
     assert_eq!(
-        executions(&requests),
-        [("raydium".to_owned(), first.signature.clone(), 1)],
-        "one execution request: same signature, same attempt, no re-quote"
+        sends(&requests),
+        [("raydium".to_owned(), first.signature.clone())],
+        "the same signature, no re-quote"
     );
+    match &requests[0] {
+        Request::Send { tx, .. } => assert_eq!(*tx, first, "byte for byte"),
+        other => panic!("{other:?}"),
+    }
 
     let events = h.events(job.order_id).await;
     assert_eq!(kinds(&events), after_routing(&["submitted", "submitted", "confirmed"]));
-    let submitted: Vec<(u32, Vec<String>)> = events
-        .iter()
-        .filter_map(|e| match &e.data {
-            EventData::Submitted {
-                attempt, signatures, ..
-            } => Some((*attempt, signatures.clone())),
-            _ => None,
-        })
-        .collect();
     let same = (1, vec![first.signature.clone()]);
-    assert_eq!(submitted, [same.clone(), same]);
+    assert_eq!(submissions(&events), [same.clone(), same]);
     let order = h.stored(job.order_id).await;
     assert_eq!((order.status, order.attempts), (Status::Confirmed, 1));
     assert_eq!(order.route.map(|r| r.version), Some(1));
@@ -720,13 +1090,13 @@ struct RequoteCase {
 }
 
 #[tokio::test(start_paused = true)]
-async fn stale_quotes_reroute_a_retry_unless_a_leg_filled() {
+async fn stale_quotes_reroute_a_retry_unless_a_leg_landed() {
     let cases = vec![
         RequoteCase {
             name: "fresh quotes keep the route",
             venues: &["raydium"],
             requote_after: HOUR,
-            first: vec![quote("raydium"), congested("raydium")],
+            first: vec![quote("raydium"), dropped("raydium")],
             second: vec![fill("raydium")],
             requotes: 0,
             version: 1,
@@ -735,16 +1105,16 @@ async fn stale_quotes_reroute_a_retry_unless_a_leg_filled() {
             name: "stale quotes route again",
             venues: &["raydium"],
             requote_after: Duration::ZERO,
-            first: vec![quote("raydium"), congested("raydium")],
+            first: vec![quote("raydium"), dropped("raydium")],
             second: vec![quote("raydium"), fill("raydium")],
             requotes: 1,
             version: 2,
         },
         RequoteCase {
-            name: "stale quotes, but a leg filled: the route stays",
+            name: "stale quotes, but a leg landed: the route stays",
             venues: &["raydium", "orca"],
             requote_after: Duration::ZERO,
-            first: vec![quote("raydium"), quote("orca"), fill("raydium"), congested("orca")],
+            first: vec![quote("raydium"), quote("orca"), fill("raydium"), dropped("orca")],
             second: vec![fill("orca")],
             requotes: 0,
             version: 1,
@@ -763,20 +1133,15 @@ async fn stale_quotes_reroute_a_retry_unless_a_leg_filled() {
         assert_eq!(outcome, Outcome::Finished, "{name}");
         assert_eq!(quote_requests(&second), case.requotes, "{name}");
 
-        let (first, second) = (executions(&first), executions(&second));
-        let retried = second.last().expect("the retry executes");
-        let failed = first.last().expect("the first attempt executed");
-        assert_eq!(retried.0, failed.0, "{name}: the failed leg's venue runs again");
-        assert_eq!(retried.2, 2, "{name}: as attempt 2");
-        assert_eq!(
-            retried.1 == failed.1,
-            case.version == 1,
-            "{name}: new signatures iff re-routed"
-        );
+        let (first, second) = (sends(&first), sends(&second));
+        let retried = second.last().expect("the retry sends");
+        let failed = first.last().expect("the first attempt sent");
+        assert_eq!(retried.0, failed.0, "{name}: the expired leg's venue runs again");
+        assert_ne!(retried.1, failed.1, "{name}: an expired transaction is signed anew");
         let filled_before: Vec<&String> = first[..first.len() - 1].iter().map(|e| &e.0).collect();
         assert!(
             second.iter().all(|e| !filled_before.contains(&&e.0)),
-            "{name}: a filled leg never executes twice"
+            "{name}: a landed leg is never sent again"
         );
 
         let order = h.stored(job.order_id).await;
@@ -817,6 +1182,10 @@ async fn a_verdict_owed_after_the_last_attempt_is_given_on_resume() {
             attempt: 2,
             max_attempts: 2,
             signatures: vec![],
+            signature: String::new(),
+            blockhash: String::new(),
+            last_valid_slot: 0,
+            priority_fee: 0,
         };
         let patch = OrderPatch {
             attempts: Some(2),
@@ -863,7 +1232,7 @@ async fn a_route_to_a_venue_no_longer_configured_fails_unknown_venue() {
     let job = h.order().await;
     let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
     let (_, outcome, _) = h
-        .round(&pipeline, &mut handle, vec![quote("raydium"), congested("raydium")])
+        .round(&pipeline, &mut handle, vec![quote("raydium"), dropped("raydium")])
         .await;
     assert_eq!(outcome, Outcome::RetryAfter(FIRST_DELAY));
 
@@ -873,7 +1242,7 @@ async fn a_route_to_a_venue_no_longer_configured_fails_unknown_venue() {
     assert_eq!(outcome, Outcome::Finished);
     assert!(requests.is_empty(), "orca is never asked");
     let events = h.events(job.order_id).await;
-    assert_eq!(codes(&events), ["congested", "unknown_venue"]);
+    assert_eq!(codes(&events), ["blockhash_expired", "unknown_venue"]);
     let order = h.stored(job.order_id).await;
     assert_eq!(order.status, Status::Failed);
     assert!(order.route.is_some(), "the failed event keeps the route");
@@ -944,24 +1313,31 @@ async fn a_job_without_progress_is_released_and_resumes_the_same_attempt_after_t
     };
     let running = tokio::spawn(worker.run(shutdown.clone(), Duration::from_secs(5)));
 
-    let mut executions = Vec::new();
-    while executions.len() < 2 {
+    // Quote, then a send that never answers: no progress from here.
+    let (first, sent_at) = loop {
         let (request, reply) = tokio::time::timeout(Duration::from_secs(30), handle.requests.recv())
             .await
-            .expect("the worker asks the venue")
+            .expect("the worker asks")
             .expect("the venues are alive");
-        match &request {
+        match request {
             Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
-            Request::Execute { leg, .. } => {
-                executions.push((leg.signature.clone(), leg.attempt, Instant::now()));
-                if executions.len() == 1 {
-                    drop(reply); // silence, for as long as the run lives
-                } else {
-                    reply.send(Answer::Fill).unwrap();
-                }
+            Request::Send { tx, .. } => {
+                drop(reply); // silence, for as long as the run lives
+                break (tx, Instant::now());
             }
         }
-    }
+    };
+    // The released job resumes: it sends the recorded transaction again
+    // (a rebroadcast) rather than signing a new one.
+    let resumed = loop {
+        assert!(sent_at.elapsed() < Duration::from_secs(20), "the job is released and resumed");
+        if let Some((signature, at)) = handle.rebroadcasts().first().cloned() {
+            break (signature, at);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(resumed.0, first.signature, "the same signature");
+    handle.land_now(&first.signature, 42);
     let settled = Instant::now();
     while !h.stored(job.order_id).await.status.is_terminal() {
         assert!(settled.elapsed() < Duration::from_secs(10), "the resumed run settles");
@@ -969,14 +1345,12 @@ async fn a_job_without_progress_is_released_and_resumes_the_same_attempt_after_t
     }
     shutdown.cancel();
     running.await.unwrap();
-
-    let (first, second) = (&executions[0], &executions[1]);
-    assert_eq!(
-        (&first.0, first.1),
-        (&second.0, second.1),
-        "the same attempt, the same signature"
+    assert!(
+        handle.requests.try_recv().is_err(),
+        "nothing else was asked: no second signature"
     );
-    let gap = second.2 - first.2;
+
+    let gap = resumed.1 - sent_at;
     assert!(
         gap >= STALL,
         "released only after {STALL:?} without progress, not {gap:?}"
@@ -1026,7 +1400,7 @@ async fn a_slow_job_that_records_progress_is_never_released() {
         };
         let (slow, answer) = match request {
             Request::Quote { .. } => (Duration::from_millis(800), Answer::Quote),
-            Request::Execute { .. } => (Duration::from_millis(1500), Answer::Fill),
+            Request::Send { .. } => (Duration::from_millis(1500), Answer::Fill),
         };
         tokio::time::sleep(slow).await;
         requests.push(request);
@@ -1035,6 +1409,6 @@ async fn a_slow_job_that_records_progress_is_never_released() {
     shutdown.cancel();
     running.await.unwrap();
     assert!(started.elapsed() > STALL, "the run outlasted the stall timeout");
-    assert_eq!(executions(&requests).len(), 1, "executed once, never released");
+    assert_eq!(sends(&requests).len(), 1, "sent once, never released");
     assert_eq!(h.stored(job.order_id).await.status, Status::Confirmed);
 }

@@ -433,6 +433,8 @@ pub(crate) async fn unfinished_orders_are_oldest_first_without_terminal_ones<S: 
         dex: "raydium".into(),
         amount_out: "9".into(),
         executed_price: "1".into(),
+        slot: 12,
+        priority_fee: 10_000,
     };
     store.append_event(ids[1], event(confirmed)).await.unwrap();
     store.append_event(ids[3], event(failed())).await.unwrap();
@@ -877,6 +879,10 @@ fn submitted() -> EventData {
         attempt: 1,
         max_attempts: 3,
         signatures: vec!["sig".into()],
+        signature: "sig".into(),
+        blockhash: "hash".into(),
+        last_valid_slot: 160,
+        priority_fee: 10_000,
     }
 }
 
