@@ -69,8 +69,14 @@ pub struct OrderView {
     pub last_error: Option<ErrorInfo>,
     /// Venue(s) that executed.
     pub dex: Option<String>,
-    /// The chosen route.
+    /// The chosen route; each leg carries its transaction (signature,
+    /// blockhash, `lastValidSlot`, `priorityFee`) once signed.
     pub route: Option<Route>,
+    /// Priority fee of the first leg's current transaction, micro-lamports
+    /// per compute unit; null before submission.
+    pub priority_fee: Option<u64>,
+    /// The slot the last leg landed in, once confirmed.
+    pub slot: Option<u64>,
     /// Output received, whole tokens.
     pub amount_out: Option<String>,
     /// Whole `tokenOut` per whole `tokenIn`.
@@ -109,6 +115,15 @@ impl OrderView {
             attempts: order.attempts,
             last_error: order.last_error,
             dex: order.dex,
+            priority_fee: order
+                .route
+                .as_ref()
+                .and_then(|r| r.legs.first())
+                .and_then(|leg| leg.transaction.as_ref())
+                .map(|tx| tx.priority_fee),
+            slot: (order.status == Status::Confirmed)
+                .then(|| order.route.as_ref().and_then(|r| r.legs.iter().filter_map(|l| l.landed_slot).max()))
+                .flatten(),
             route: order.route,
             amount_out: order.amount_out.map(|units| format_units(units, decimals_out)),
             executed_price: order.executed_price,
