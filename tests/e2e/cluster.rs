@@ -20,7 +20,7 @@ const API: &str = "[worker]\nenabled = false\n";
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn venues(latency: &str) -> String {
-    format!("\n[venues]\nexecute_latency_min = \"{latency}\"\nexecute_latency_max = \"{latency}\"\n")
+    crate::harness::landing_after(latency)
 }
 
 /// 3 masters, each with a replica.
@@ -69,12 +69,12 @@ async fn watch_all_to_confirmed(url: &str, ids: &[String]) {
     }
 }
 
-/// Executions and distinct executed orders in the venue ledger.
+/// Landed swaps and distinct orders with one, on the simulated chain.
 async fn ledger(shared: &Shared) -> (i64, i64) {
     let row = shared
         .postgres()
         .await
-        .query_one("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM executions", &[])
+        .query_one("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM chain_txs WHERE state = 'landed'", &[])
         .await
         .unwrap();
     (row.get(0), row.get(1))
@@ -90,7 +90,7 @@ async fn lifecycle_on_a_cluster_with_one_api_node_and_one_worker() {
     let ids = post(&api, 20).await;
     watch_all_to_confirmed(&api.url, &ids).await;
     for id in &ids {
-        assert_eq!(shared.executions(id).await, 1, "{id} executed once");
+        assert_eq!(shared.landed_swaps(id).await, 1, "{id} executed once");
     }
     api.assert_healthy().await;
 }

@@ -13,8 +13,9 @@ const SLOW_VENUES: &str = r#"
 [venues]
 quote_latency = "1500ms"
 quote_jitter = "0s"
-execute_latency_min = "1500ms"
-execute_latency_max = "1500ms"
+
+[chain]
+land_slots = 150
 "#;
 
 async fn post(engine: &Engine, path: &str) -> client::Response {
@@ -74,8 +75,8 @@ async fn cancel_before_submission_wins_and_after_it_is_refused(backend: Backend)
     let types = event_types(&engine, &early).await;
     assert_eq!(types.last().map(String::as_str), Some("cancelled"), "{types:?}");
     assert!(!types.iter().any(|t| t == "submitted"), "{types:?}");
-    assert_eq!(engine.shared.executions(&early).await, 0);
-    assert!(engine.shared.executions(&late).await > 0);
+    assert_eq!(engine.shared.landed_swaps(&early).await, 0);
+    assert!(engine.shared.landed_swaps(&late).await > 0);
 
     let missing = post(&engine, &format!("/api/orders/{}/cancel", uuid::Uuid::new_v4())).await;
     assert_eq!(missing.status, 404);
@@ -90,7 +91,7 @@ async fn a_deadline_in_the_past_fails_deadline_exceeded_and_never_swaps(backend:
     assert_eq!(order["lastError"]["code"], "deadline_exceeded");
     assert_eq!(order["expiresAt"], "2020-01-01T00:00:00.000Z");
     assert!(!event_types(&engine, &id).await.iter().any(|t| t == "submitted"));
-    assert_eq!(engine.shared.executions(&id).await, 0);
+    assert_eq!(engine.shared.landed_swaps(&id).await, 0);
 
     // A deadline well ahead changes nothing.
     let mut body = sol_usdc(1.0);
@@ -237,7 +238,7 @@ async fn the_default_ttl_applies_only_when_the_request_gives_no_deadline() {
     let order = until(&engine, &defaulted, |o| o["status"] == "failed").await;
     assert_eq!(order["lastError"]["code"], "deadline_exceeded");
     assert!(order["expiresAt"].is_string());
-    assert_eq!(engine.shared.executions(&defaulted).await, 0);
+    assert_eq!(engine.shared.landed_swaps(&defaulted).await, 0);
     let mut body = sol_usdc(1.0);
     body["expiresAt"] = json!("2999-01-01T00:00:00Z");
     let own = engine.order(body).await;

@@ -15,6 +15,18 @@ use std::{
 use swapline::client::{self, Message, Socket};
 
 pub const REDIS: &str = "redis://127.0.0.1:6379";
+/// The simulated chain's slot time in every test engine, ms.
+pub const SLOT_MS: u64 = 10;
+
+/// `[chain]` settings under which a transaction lands `latency` (`"1500ms"`,
+/// `"3s"`) after it is sent, as a TOML section.
+pub fn landing_after(latency: &str) -> String {
+    let ms: u64 = match latency.strip_suffix("ms") {
+        Some(ms) => ms.parse().expect("a latency in ms"),
+        None => latency.strip_suffix('s').and_then(|s| s.parse::<u64>().ok()).expect("a latency in s") * 1000,
+    };
+    format!("\n[chain]\nland_slots = {}\n", (ms / SLOT_MS).max(1))
+}
 pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Which backends a test runs on.
@@ -139,8 +151,17 @@ shutdown_grace = "5s"
 
 [worker]
 lease = "2s"
+
+[chain]
+slot_time = "{slot}ms"
+blockhash_validity_slots = 1000
+land_slots = 1
+poll_initial = "{slot}ms"
+poll_max = "100ms"
+rebroadcast_every = "500ms"
 {backend}
 "#,
+            slot = SLOT_MS,
             data = self.dir.path().join("data").display().to_string()
         );
         let base = self.dir.path().join("base.toml");
@@ -160,13 +181,15 @@ lease = "2s"
         run_cli(&config, self.dir.path(), args)
     }
 
-    /// Rows in the venue's execution ledger for an order.
-    pub async fn executions(&self, order_id: &str) -> i64 {
+    /// Transactions of an order that landed and swapped, on the simulated
+    /// chain.
+    pub async fn landed_swaps(&self, order_id: &str) -> i64 {
         match self.backend {
             Backend::Embedded => {
                 let db = rusqlite::Connection::open(self.dir.path().join("data/swapline.db")).unwrap();
+                db.busy_timeout(Duration::from_secs(5)).unwrap();
                 db.query_row(
-                    "SELECT COUNT(*) FROM executions WHERE order_id = ?1",
+                    "SELECT COUNT(*) FROM chain_txs WHERE order_id = ?1 AND state = 'landed'",
                     [order_id],
                     |row| row.get(0),
                 )
@@ -176,7 +199,10 @@ lease = "2s"
                 let client = self.postgres().await;
                 let id: uuid::Uuid = order_id.parse().unwrap();
                 client
-                    .query_one("SELECT COUNT(*) FROM executions WHERE order_id = $1", &[&id])
+                    .query_one(
+                        "SELECT COUNT(*) FROM chain_txs WHERE order_id = $1 AND state = 'landed'",
+                        &[&id],
+                    )
                     .await
                     .unwrap()
                     .get(0)

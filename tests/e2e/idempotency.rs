@@ -138,7 +138,7 @@ const RACERS: usize = 1000;
 #[tokio::test(flavor = "multi_thread")]
 async fn racing_posts_with_one_key_on_two_nodes_make_one_order_one_swap_and_identical_replays() {
     let shared = Shared::new(Backend::Production);
-    let venues = "[venues]\nexecute_latency_min = \"100ms\"\nexecute_latency_max = \"100ms\"\n";
+    let venues = "[chain]\nland_slots = 10\n";
     let a = Engine::node(shared.clone(), "serve", &format!("{API}{venues}"));
     let b = Engine::node(shared.clone(), "serve", &format!("{API}{venues}"));
     let _worker = Engine::node(shared.clone(), "worker", venues);
@@ -180,11 +180,11 @@ async fn racing_posts_with_one_key_on_two_nodes_make_one_order_one_swap_and_iden
         .unwrap();
     let stream = read_stream(&mut socket).await;
     assert_eq!(stream.types().last(), Some(&"confirmed"), "{:?}", stream.types());
-    assert_eq!(shared.executions(&id).await, 1, "one swap");
+    assert_eq!(shared.landed_swaps(&id).await, 1, "one swap");
     let swaps: i64 = shared
         .postgres()
         .await
-        .query_one("SELECT COUNT(*) FROM executions", &[])
+        .query_one("SELECT COUNT(*) FROM chain_txs WHERE state = 'landed'", &[])
         .await
         .unwrap()
         .get(0);

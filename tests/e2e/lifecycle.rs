@@ -11,8 +11,9 @@ use swapline::{
 const SLOW_VENUES: &str = r#"
 [venues]
 quote_latency = "50ms"
-execute_latency_min = "400ms"
-execute_latency_max = "400ms"
+
+[chain]
+land_slots = 40
 "#;
 
 async fn one_order_streams_its_full_lifecycle_matching_the_schemas(backend: Backend) {
@@ -212,9 +213,8 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly(backend: Backend) {
     let mut engine = Engine::start_on(
         backend,
         r#"
-[venues]
-execute_latency_min = "3s"
-execute_latency_max = "3s"
+[chain]
+land_slots = 300
 "#,
     );
     let id = engine.order(sol_usdc(1.0)).await;
@@ -252,9 +252,8 @@ crate::on_both_backends!(
 async fn fanout_tool_sees_every_event_on_every_client_at_small_scale() {
     let engine = Engine::start(
         r#"
-[venues]
-execute_latency_min = "1500ms"
-execute_latency_max = "1500ms"
+[chain]
+land_slots = 150
 "#,
     );
     let report = swapline::loadtest::run_fanout(

@@ -105,9 +105,8 @@ async fn stuck_order_gauge_rises_while_an_order_stalls_and_falls_when_it_finishe
 interval = "100ms"
 stuck_after = "1s"
 
-[venues]
-execute_latency_min = "4s"
-execute_latency_max = "4s"
+[chain]
+land_slots = 400
 "#,
     );
     let id = engine.order(sol_usdc(1.0)).await;

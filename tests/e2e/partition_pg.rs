@@ -32,9 +32,8 @@ statement_timeout = "2s"
 query_timeout = "2s"
 verify_after_idle = "1s"
 
-[venues]
-execute_latency_min = "1500ms"
-execute_latency_max = "1500ms"
+[chain]
+land_slots = 150
 "#;
 /// The worker of the split topology.
 const NO_WORKER: &str = "[worker]\nenabled = false\n";
@@ -230,7 +229,7 @@ async fn survive(fault: Fault, deploy: fn(Arc<Shared>) -> Deployment) {
     };
     assert_complete(&in_flight, &whole);
     assert_eq!(
-        shared.executions(&in_flight).await,
+        shared.landed_swaps(&in_flight).await,
         legs(api, &in_flight).await,
         "one execution per leg"
     );
@@ -246,7 +245,7 @@ async fn survive(fault: Fault, deploy: fn(Arc<Shared>) -> Deployment) {
         let stream = api.follow(id).await;
         assert_complete(id, &stream);
         assert_eq!(
-            shared.executions(id).await,
+            shared.landed_swaps(id).await,
             legs(api, id).await,
             "{id}: one execution per leg"
         );

@@ -38,9 +38,8 @@ health_timeout = "1s"
 [limits]
 orders_per_minute = 6000
 
-[venues]
-execute_latency_min = "1500ms"
-execute_latency_max = "1500ms"
+[chain]
+land_slots = 150
 "#;
 
 /// A node that runs a worker (claims limited, in Redis).
@@ -176,7 +175,7 @@ impl Deployment {
             assert_eq!(stream.close, 1000, "{:?}", stream.types());
         }
         assert_eq!(
-            self.shared.executions(id).await,
+            self.shared.landed_swaps(id).await,
             1,
             "{id}: one execution for its one leg"
         );
@@ -192,7 +191,7 @@ impl Deployment {
         assert_eq!(stream.types().first(), Some(&"pending"));
         assert_eq!(stream.types().last(), Some(&"confirmed"), "{:?}", stream.types());
         assert_eq!(stream.close, 1000);
-        assert_eq!(self.shared.executions(&id).await, 1);
+        assert_eq!(self.shared.landed_swaps(&id).await, 1);
     }
 
     /// Waits (at most 10 s) until the order is `submitted`: in flight, at
@@ -372,7 +371,7 @@ async fn a_lost_terminal_publish_still_ends_the_stream_with_1000() {
         "worker",
         &format!(
             "[redis]\nurl = \"{}\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"1s\"\npool_wait_timeout = \"1s\"\n\n\
-             [venues]\nexecute_latency_min = \"1500ms\"\nexecute_latency_max = \"1500ms\"\n",
+             [chain]\nland_slots = 150\n",
             relay.redis_url()
         ),
     );
@@ -397,5 +396,5 @@ async fn a_lost_terminal_publish_still_ends_the_stream_with_1000() {
     );
     assert_eq!(stream.close, 1000);
     assert_gapless(&stream);
-    assert_eq!(shared.executions(&id).await, 1, "one execution");
+    assert_eq!(shared.landed_swaps(&id).await, 1, "one execution");
 }

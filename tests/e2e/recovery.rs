@@ -8,9 +8,8 @@ async fn killed_mid_order_finishes_exactly_once_after_restart(backend: Backend) 
     let mut engine = Engine::start_on(
         backend,
         r#"
-[venues]
-execute_latency_min = "1500ms"
-execute_latency_max = "1500ms"
+[chain]
+land_slots = 150
 "#,
     );
     let id = engine.order(sol_usdc(3.0)).await;
@@ -41,7 +40,7 @@ execute_latency_max = "1500ms"
         .collect();
     assert_eq!(submitted, [1, 1], "the interrupted attempt resumes as itself");
 
-    let swaps = engine.shared.executions(&id).await;
+    let swaps = engine.shared.landed_swaps(&id).await;
     assert_eq!(swaps, 1, "the venue executed the order exactly once");
 }
 
@@ -52,9 +51,8 @@ async fn orders_accepted_before_a_crash_are_run_after_restart(backend: Backend) 
 [worker]
 concurrency = 1
 
-[venues]
-execute_latency_min = "300ms"
-execute_latency_max = "300ms"
+[chain]
+land_slots = 30
 "#,
     );
     let mut ids = Vec::new();

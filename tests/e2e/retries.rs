@@ -13,8 +13,11 @@ initial = "20ms"
 max_delay = "100ms"
 jitter = "none"
 
-[venues.faults]
-transient_first_attempts = {attempts}
+[chain]
+blockhash_validity_slots = 20
+
+[chain.faults]
+drop_first = {attempts}
 "#
     )
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 const API: &str = "[worker]\nenabled = false\n";
 
 fn venues(latency: &str) -> String {
-    format!("[venues]\nexecute_latency_min = \"{latency}\"\nexecute_latency_max = \"{latency}\"\n")
+    crate::harness::landing_after(latency)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,7 +84,7 @@ async fn a_worker_killed_mid_submission_is_replaced_and_the_swap_happens_once() 
     assert_eq!(types.iter().filter(|t| **t == "confirmed").count(), 1);
     let full = api.follow(&id).await;
     assert_gapless(&full);
-    assert_eq!(shared.executions(&id).await, 1, "the venue executed once");
+    assert_eq!(shared.landed_swaps(&id).await, 1, "the venue executed once");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -103,7 +103,7 @@ async fn orders_in_flight_survive_redis_losing_everything() {
         let types = stream.types();
         assert_eq!(types.last(), Some(&"confirmed"), "{id}: {types:?}");
         assert_eq!(types.iter().filter(|t| **t == "confirmed").count(), 1);
-        assert_eq!(shared.executions(id).await, 1);
+        assert_eq!(shared.landed_swaps(id).await, 1);
     }
     let unfinished: i64 = shared
         .postgres()
@@ -190,7 +190,7 @@ async fn a_thousand_orders_through_two_workers_each_execute_once() {
     assert_eq!(report.confirmed, 1000, "{report}");
     let db = shared.postgres().await;
     let row = db
-        .query_one("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM executions", &[])
+        .query_one("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM chain_txs WHERE state = 'landed'", &[])
         .await
         .unwrap();
     let (executions, orders): (i64, i64) = (row.get(0), row.get(1));

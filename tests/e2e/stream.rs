@@ -9,8 +9,9 @@ use swapline::client;
 const SLOW_VENUES: &str = r#"
 [venues]
 quote_latency = "300ms"
-execute_latency_min = "300ms"
-execute_latency_max = "300ms"
+
+[chain]
+land_slots = 30
 "#;
 
 /// One parsed SSE message: `id`, `event`, and `data` as JSON.

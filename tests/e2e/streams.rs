@@ -20,8 +20,9 @@ use tokio::{
 const SLOW_VENUES: &str = r#"
 [venues]
 quote_latency = "50ms"
-execute_latency_min = "3s"
-execute_latency_max = "3s"
+
+[chain]
+land_slots = 300
 "#;
 
 /// The headers of a WebSocket upgrade (RFC 6455, section 4.1).

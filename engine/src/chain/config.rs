@@ -52,6 +52,10 @@ pub struct ChainFaults {
     pub late_land_rate: f64,
     /// What "late" means, slots after sending.
     pub late_land_slots: u64,
+    /// Drop the first this many transactions of every order leg, whatever
+    /// the rates say (deterministic; for demos and tests of the expiry and
+    /// re-sign path).
+    pub drop_first: u32,
 }
 
 impl Default for ChainConfig {
@@ -79,6 +83,7 @@ impl Default for ChainFaults {
             drop_rate: 0.0,
             late_land_rate: 0.0,
             late_land_slots: 10,
+            drop_first: 0,
         }
     }
 }
