@@ -137,6 +137,8 @@ async fn chaos_run_lands_every_leg_at_most_once(backend: Backend) {
     let orders = orders(&shared).await;
     assert_eq!(orders.len(), ORDERS);
     let txs = chain_txs(&api);
+    let signatures: std::collections::HashSet<&str> = txs.iter().map(|t| t.signature.as_str()).collect();
+    assert_eq!(signatures.len(), txs.len(), "one row per signature");
     let mut by_leg: HashMap<(String, u32), Vec<&Tx>> = HashMap::new();
     let mut tally = Tally::default();
     for tx in &txs {

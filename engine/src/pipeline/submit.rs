@@ -87,11 +87,17 @@ impl Pipeline {
             return self.confirm(order, route, attempt).await;
         }
 
-        // Sign what needs signing (nothing while a leg failed for good:
-        // the attempt only waits for its live legs).
+        // Sign what needs signing: a leg with no transaction, or whose
+        // transaction of an earlier attempt expired. Nothing while a leg
+        // failed for good (the attempt only waits for its live legs), and
+        // not a leg whose transaction of *this* attempt expired (a resumed
+        // run): that attempt failed, and the next one signs.
         let failed = legs.iter().any(|l| matches!(l, Leg::Failed(_)));
         let unsigned: Vec<usize> = (0..legs.len())
-            .filter(|&i| !failed && matches!(legs[i], Leg::Unsigned | Leg::Expired))
+            .filter(|&i| {
+                let earlier = route.legs[i].transaction.as_ref().is_none_or(|tx| tx.attempt < attempt);
+                !failed && (legs[i] == Leg::Unsigned || (legs[i] == Leg::Expired && earlier))
+            })
             .collect();
         let mut fresh = Vec::new();
         if !unsigned.is_empty() {
@@ -114,6 +120,10 @@ impl Pipeline {
             }
         }
 
+        if !legs.contains(&Leg::Live) {
+            // Nothing out there and nothing signed: the attempt is decided.
+            return self.land(order, stage, route, attempt, legs).await;
+        }
         // Record before sending: a crash from here on resumes polling these
         // very signatures.
         self.record_submitted(order, &route, attempt).await?;

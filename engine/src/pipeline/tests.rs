@@ -1077,6 +1077,49 @@ async fn a_crash_after_submitted_resumes_polling_the_same_signature() {
     assert_eq!(order.route.map(|r| r.version), Some(1));
 }
 
+/// A crash after the send, and a restart only after that transaction's
+/// blockhash expired: the attempt is recorded as failed
+/// (`blockhash_expired`), and only the next attempt signs again.
+#[tokio::test(start_paused = true)]
+async fn a_restart_after_the_blockhash_expired_fails_that_attempt_then_signs_anew() {
+    let h = Harness::new().await;
+    let job = h.order().await;
+    let first = {
+        let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
+        let process = pipeline.process(&job);
+        tokio::pin!(process);
+        loop {
+            tokio::select! {
+                _ = &mut process => panic!("the run must not finish before the crash"),
+                Some((request, reply)) = handle.requests.recv() => match request {
+                    Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
+                    Request::Send { tx, .. } => break tx,
+                },
+            }
+        }
+    };
+    let (restarted, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
+    tokio::time::advance(WINDOW + 2 * SLOT).await;
+    assert!(handle.slot() > first.last_valid_slot);
+    let (outcome, requests) = play(&restarted, &job, &mut handle, vec![]).await;
+    assert_eq!(outcome, Outcome::RetryAfter(FIRST_DELAY));
+    assert!(requests.is_empty(), "nothing signed or sent in the expired attempt");
+    let (outcome, requests) = play(&restarted, &job, &mut handle, vec![fill("raydium")]).await;
+    assert_eq!(outcome, Outcome::Finished);
+    let sent = sends(&requests);
+    assert_eq!(sent.len(), 1);
+    assert_ne!(sent[0].1, first.signature);
+
+    let events = h.events(job.order_id).await;
+    assert_eq!(
+        kinds(&events),
+        after_routing(&["submitted", "execution-failed", "retry-pending", "submitted", "confirmed"])
+    );
+    assert_eq!(codes(&events), ["blockhash_expired"]);
+    let attempts: Vec<u32> = submissions(&events).iter().map(|(a, _)| *a).collect();
+    assert_eq!(attempts, [1, 2]);
+}
+
 struct RequoteCase {
     name: &'static str,
     venues: &'static [&'static str],
