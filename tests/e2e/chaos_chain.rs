@@ -113,7 +113,10 @@ async fn chaos_run_lands_every_leg_at_most_once(backend: Backend) {
     // Mid-confirmations: some orders confirmed, many still landing.
     let started = Instant::now();
     while count_terminal(&shared).await < ORDERS / 4 {
-        assert!(started.elapsed() < Duration::from_secs(120), "orders stopped confirming");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "orders stopped confirming"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     match backend {
@@ -185,7 +188,10 @@ async fn chaos_run_lands_every_leg_at_most_once(backend: Backend) {
         }
     }
     assert_eq!(tally.pending, 0, "every transaction settled: {tally:?}");
-    assert!(tally.dropped > 0 && tally.resigned > 0, "the faults happened: {tally:?}");
+    assert!(
+        tally.dropped > 0 && tally.resigned > 0,
+        "the faults happened: {tally:?}"
+    );
     assert_pools_moved_by_landed_swaps(&api, &txs);
     let confirmed = orders.values().filter(|(s, _)| s == "confirmed").count();
     eprintln!(

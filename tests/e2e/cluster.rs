@@ -74,7 +74,10 @@ async fn ledger(shared: &Shared) -> (i64, i64) {
     let row = shared
         .postgres()
         .await
-        .query_one("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM chain_txs WHERE state = 'landed'", &[])
+        .query_one(
+            "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM chain_txs WHERE state = 'landed'",
+            &[],
+        )
         .await
         .unwrap();
     (row.get(0), row.get(1))

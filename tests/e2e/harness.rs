@@ -23,7 +23,13 @@ pub const SLOT_MS: u64 = 10;
 pub fn landing_after(latency: &str) -> String {
     let ms: u64 = match latency.strip_suffix("ms") {
         Some(ms) => ms.parse().expect("a latency in ms"),
-        None => latency.strip_suffix('s').and_then(|s| s.parse::<u64>().ok()).expect("a latency in s") * 1000,
+        None => {
+            latency
+                .strip_suffix('s')
+                .and_then(|s| s.parse::<u64>().ok())
+                .expect("a latency in s")
+                * 1000
+        }
     };
     format!("\n[chain]\nland_slots = {}\n", (ms / SLOT_MS).max(1))
 }

@@ -190,7 +190,10 @@ async fn a_thousand_orders_through_two_workers_each_execute_once() {
     assert_eq!(report.confirmed, 1000, "{report}");
     let db = shared.postgres().await;
     let row = db
-        .query_one("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM chain_txs WHERE state = 'landed'", &[])
+        .query_one(
+            "SELECT COUNT(*), COUNT(DISTINCT order_id) FROM chain_txs WHERE state = 'landed'",
+            &[],
+        )
         .await
         .unwrap();
     let (executions, orders): (i64, i64) = (row.get(0), row.get(1));

@@ -75,7 +75,7 @@ pub struct OrderView {
     /// Priority fee of the first leg's current transaction, micro-lamports
     /// per compute unit; null before submission.
     pub priority_fee: Option<u64>,
-    /// The slot the last leg landed in, once confirmed.
+    /// The latest slot any leg landed in, once confirmed.
     pub slot: Option<u64>,
     /// Output received, whole tokens.
     pub amount_out: Option<String>,
@@ -122,7 +122,12 @@ impl OrderView {
                 .and_then(|leg| leg.transaction.as_ref())
                 .map(|tx| tx.priority_fee),
             slot: (order.status == Status::Confirmed)
-                .then(|| order.route.as_ref().and_then(|r| r.legs.iter().filter_map(|l| l.landed_slot).max()))
+                .then(|| {
+                    order
+                        .route
+                        .as_ref()
+                        .and_then(|r| r.legs.iter().filter_map(|l| l.landed_slot).max())
+                })
                 .flatten(),
             route: order.route,
             amount_out: order.amount_out.map(|units| format_units(units, decimals_out)),

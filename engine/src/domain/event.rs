@@ -72,14 +72,19 @@ pub enum EventData {
         max_attempts: u32,
         /// Signatures of the transactions of the legs not landed yet.
         signatures: Vec<String>,
-        /// The first of `signatures`.
+        /// The first transaction signed by this attempt.
+        #[serde(default)]
         signature: String,
-        /// The recent blockhash the new transactions name (base58).
+        /// The recent blockhash this attempt's transactions name (base58).
+        #[serde(default)]
         blockhash: String,
-        /// The last slot in which they can land; past it they never will,
-        /// and only then is a leg signed again.
+        /// The last slot in which this attempt's transactions can land;
+        /// past it they never will, and only then is a leg signed again.
+        #[serde(default)]
         last_valid_slot: u64,
-        /// Priority fee, micro-lamports per compute unit.
+        /// Priority fee of this attempt's transactions, micro-lamports per
+        /// compute unit.
+        #[serde(default)]
         priority_fee: u64,
     },
     /// An attempt failed.
@@ -112,10 +117,12 @@ pub enum EventData {
         amount_out: String,
         /// Whole `tokenOut` per whole `tokenIn`.
         executed_price: String,
-        /// The slot the last leg landed in.
+        /// The latest slot any leg landed in.
+        #[serde(default)]
         slot: u64,
         /// Priority fee paid (first leg's), micro-lamports per compute
         /// unit.
+        #[serde(default)]
         priority_fee: u64,
     },
     /// Cancelled before submission (`POST /api/orders/{id}/cancel`).

@@ -33,7 +33,7 @@ pub struct Route {
     /// The strategy's note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The legs, executed in order.
+    /// The legs, one transaction each.
     pub legs: Vec<RouteLeg>,
 }
 
@@ -78,17 +78,17 @@ pub struct LegTransaction {
 }
 
 impl Route {
-    /// Whether any leg already executed (then the route must not change).
+    /// Whether any leg already landed (then the route must not change).
     pub fn any_filled(&self) -> bool {
         self.legs.iter().any(|leg| leg.filled_out.is_some())
     }
 
-    /// The signatures of the legs' current transactions, in leg order.
-    pub fn signatures(&self) -> Vec<String> {
+    /// Whether a leg not landed has a transaction recorded (it may still
+    /// land until the chain shows otherwise).
+    pub fn outstanding(&self) -> bool {
         self.legs
             .iter()
-            .filter_map(|leg| leg.transaction.as_ref().map(|tx| tx.signature.clone()))
-            .collect()
+            .any(|leg| leg.filled_out.is_none() && leg.transaction.is_some())
     }
 
     /// The venues of the route, `+`-joined.

@@ -69,6 +69,7 @@ impl Intake {
             progress: progress::CANCELLED,
             data: EventData::Cancelled {},
             patch: OrderPatch::default(),
+            after_seq: None,
         };
         match self.recorder.record(order.id, cancel).await {
             Ok(_) => {

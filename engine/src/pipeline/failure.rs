@@ -29,6 +29,9 @@ pub enum FailureCode {
     /// `deadline_exceeded`: the order's `expiresAt` passed before it was
     /// submitted; it never will be.
     DeadlineExceeded,
+    /// `unknown_outcome`: resumed after a submission whose transactions
+    /// were not recorded (an older version's): never sent again.
+    UnknownOutcome,
     /// A venue's own code for an attempt that failed (`slippage_exceeded`,
     /// `execute_timeout`, …), kept as the venue or an earlier attempt
     /// recorded it.
@@ -45,6 +48,7 @@ impl FailureCode {
             FailureCode::RetriesExhausted => "retries_exhausted",
             FailureCode::Plugin => PluginError::CODE,
             FailureCode::DeadlineExceeded => "deadline_exceeded",
+            FailureCode::UnknownOutcome => "unknown_outcome",
             FailureCode::Venue(code) => code,
         }
     }

@@ -554,6 +554,7 @@ impl Intake {
                 }),
                 ..OrderPatch::default()
             },
+            after_seq: None,
         };
         if let Err(e) = self.recorder.record(id, failed).await {
             tracing::error!(order_id = %id, error = %e, "could not mark an unqueued order failed");
@@ -573,6 +574,7 @@ impl Intake {
                 slippage: f64::from(order.slippage_bps) / 100.0,
             },
             patch: OrderPatch::default(),
+            after_seq: None,
         }
     }
 }

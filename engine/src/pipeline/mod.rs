@@ -37,7 +37,7 @@ mod worker;
 pub use crate::queue::{Allowance, QueueError};
 use crate::{
     chain::{ChainConfig, ChainRpc},
-    domain::{Event, EventData, EventKind, Order, OrderId, OrderPatch, TokenRegistry},
+    domain::{Event, EventData, EventKind, Order, OrderId, OrderPatch, Route, TokenRegistry},
     queue::Job,
     store::{NewEvent, Store, StoreError},
     strategy::Chain,
@@ -59,7 +59,12 @@ use std::{
     sync::{Arc, RwLock},
     time::Duration,
 };
+use submit::Mode;
 pub use worker::{Worker, WorkerConfig};
+
+/// Timeout of each chain call made to settle the transactions of an order
+/// whose pipeline is no longer configured (no stage to take it from).
+const SETTLE_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the worker does with a job after `process`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,11 +179,26 @@ impl Pipeline {
         data: EventData,
         patch: OrderPatch,
     ) -> Result<Event, StoreError> {
+        self.emit_after(id, progress, message, data, patch, None).await
+    }
+
+    /// As [`Pipeline::emit`], only if the order's latest event is still
+    /// `after_seq` ([`StoreError::Conflict`] otherwise).
+    async fn emit_after(
+        &self,
+        id: OrderId,
+        progress: u8,
+        message: String,
+        data: EventData,
+        patch: OrderPatch,
+        after_seq: Option<u64>,
+    ) -> Result<Event, StoreError> {
         let event = NewEvent {
             message,
             progress,
             data,
             patch,
+            after_seq,
         };
         let event = self.recorder.record(id, event).await?;
         worker::progressed();
@@ -227,6 +247,14 @@ impl Pipeline {
         let Some(stage) = self.stage(order.order_type.as_str()) else {
             let message = format!("no pipeline for order type {}", order.order_type.as_str());
             let failure = Failure::new(FailureCode::NoPipeline, message);
+            // A transaction out there may still land: settle it first.
+            if let Some(route) = order.route.clone().filter(Route::outstanding) {
+                let settle = Mode::Settle(failure);
+                let attempt = order.attempts.max(1);
+                return self
+                    .submit(order, SETTLE_RPC_TIMEOUT, route, attempt, order.last_seq, settle)
+                    .await;
+            }
             return self.fail(order, failure, order.attempts, None).await;
         };
         // A crash during a submission resumes that same attempt.
@@ -246,15 +274,30 @@ impl Pipeline {
             let failure = failure.after_attempts(order.attempts);
             return self.fail(order, failure, order.attempts, None).await;
         }
+        if resuming
+            && let Some(route) = &order.route
+            && route
+                .legs
+                .iter()
+                .any(|l| l.filled_out.is_none() && l.transaction.is_none())
+        {
+            // Submitted by a version that recorded no transaction per leg:
+            // what it sent cannot be polled, so it is never sent again.
+            let message = "submitted before transactions were recorded on the order; its outcome cannot be known here";
+            let failure = Failure::new(FailureCode::UnknownOutcome, message);
+            return self.fail(order, failure, order.attempts, Some(route.clone())).await;
+        }
         let stale = order.quoted_at.is_none_or(|at| at.elapsed() > self.requote_after);
-        let route = match &order.route {
-            // Signatures of a route with an executed leg must not change.
-            Some(route) if resuming || route.any_filled() || !stale => route.clone(),
+        let (route, seq) = match &order.route {
+            // A route with a landed leg must not change; neither may one
+            // whose transactions may still land (a resumed submission).
+            Some(route) if resuming || route.any_filled() || !stale => (route.clone(), order.last_seq),
             _ => match self.route(order, &stage).await {
-                Ok(route) => route,
+                Ok(routed) => routed,
                 Err(stopped) => return self.settle(order, stopped).await,
             },
         };
-        self.submit(order, &stage, route, attempt).await
+        self.submit(order, stage.execute_timeout, route, attempt, seq, Mode::Sign)
+            .await
     }
 }

@@ -22,7 +22,9 @@ impl Pipeline {
     /// # Errors
     /// [`StepError::Fail`] with `no_quotes` or `plugin_error`;
     /// [`StepError::Store`] when an event could not be recorded.
-    pub(super) async fn route(&self, order: &Order, stage: &Stage) -> Result<Route, StepError> {
+    /// Answers the route with the `seq` of the last event this stage
+    /// stored (what a submission compares against before it sends).
+    pub(super) async fn route(&self, order: &Order, stage: &Stage) -> Result<(Route, u64), StepError> {
         let venues = self.venues_for(order).count();
         let fetching = EventData::Routing {
             quotes_fetched: None,
@@ -79,9 +81,10 @@ impl Pipeline {
             strategy: None,
         };
         let message = "Transaction built, ready to submit".to_owned();
-        self.emit(order.id, progress::BUILT, message, built, OrderPatch::default())
+        let built = self
+            .emit(order.id, progress::BUILT, message, built, OrderPatch::default())
             .await?;
-        Ok(route)
+        Ok((route, built.seq))
     }
 }
 

@@ -18,7 +18,7 @@
 //! <https://solana.com/docs/core/transactions#recent-blockhash>).
 
 use super::{
-    Outcome, Pipeline, Stage,
+    Outcome, Pipeline,
     failure::{Failure, FailureCode},
     retry::random_unit,
 };
@@ -28,7 +28,7 @@ use crate::{
     store::StoreError,
     telemetry,
 };
-use std::future::Future;
+use std::{future::Future, time::Duration};
 use swapline_abi::Units;
 
 /// Where one leg not landed yet stands, from the slot and its status.
@@ -46,37 +46,42 @@ pub(super) enum Leg {
     /// forwarded: it did not swap and the attempt fails for good.
     Failed(TxError),
     /// Its transaction can never land (slot past `last_valid_slot`, not
-    /// landed).
+    /// landed), or was recorded but never sent by this run.
     Expired,
 }
 
+/// What a submission may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Sign what needs signing, send, land.
+    Sign,
+    /// Sign nothing: settle the transactions already out, then confirm the
+    /// order if every leg landed, else fail it with this failure (its
+    /// pipeline or a venue is no longer configured).
+    Settle(Failure),
+}
+
 impl Pipeline {
-    /// Runs attempt `attempt` of `route` on the chain (module doc).
+    /// Runs attempt `attempt` of `route` on the chain (module doc). `seq`
+    /// is the order's latest event this run has seen: the `submitted`
+    /// record is stored only if nothing else wrote to the order since (two
+    /// runs of one order, after a lost lease, never both sign), and each
+    /// chain call has `rpc` to answer.
     pub(super) async fn submit(
         &self,
         order: &Order,
-        stage: &Stage,
+        rpc: Duration,
         mut route: Route,
         attempt: u32,
+        seq: u64,
+        mode: Mode,
     ) -> Result<Outcome, StoreError> {
-        if let Some(leg) = route
-            .legs
-            .iter()
-            .find(|l| l.filled_out.is_none() && !self.venues.iter().any(|v| v.name() == l.dex))
-        {
-            let message = format!("venue {} is no longer configured", leg.dex);
-            let failure = Failure::new(FailureCode::UnknownVenue, message);
-            return self.fail(order, failure, attempt, Some(route)).await;
-        }
-        let outstanding = route
-            .legs
-            .iter()
-            .any(|l| l.filled_out.is_none() && l.transaction.is_some());
+        let outstanding = route.outstanding();
         // The slot first, the statuses second (`ChainRpc`'s rule): a
         // transaction found unknown with the slot past its validity can
         // never land.
-        let looked = match self.rpc(stage, self.chain.slot()).await {
-            Ok(slot) => self.look(stage, &mut route, slot).await,
+        let looked = match self.rpc(rpc, self.chain.slot()).await {
+            Ok(slot) => self.look(rpc, &mut route, slot).await,
             Err(error) => Err(error),
         };
         let mut legs = match looked {
@@ -93,19 +98,30 @@ impl Pipeline {
         // not a leg whose transaction of *this* attempt expired (a resumed
         // run): that attempt failed, and the next one signs.
         let failed = legs.iter().any(|l| matches!(l, Leg::Failed(_)));
-        let unsigned: Vec<usize> = (0..legs.len())
+        let mut mode = mode;
+        let mut unsigned: Vec<usize> = (0..legs.len())
             .filter(|&i| {
                 let earlier = route.legs[i].transaction.as_ref().is_none_or(|tx| tx.attempt < attempt);
-                !failed && (legs[i] == Leg::Unsigned || (legs[i] == Leg::Expired && earlier))
+                mode == Mode::Sign && !failed && (legs[i] == Leg::Unsigned || (legs[i] == Leg::Expired && earlier))
             })
             .collect();
+        if let Some(&gone) = unsigned
+            .iter()
+            .find(|&&i| !self.venues.iter().any(|v| v.name() == route.legs[i].dex))
+        {
+            let message = format!("venue {} is no longer configured", route.legs[gone].dex);
+            mode = Mode::Settle(Failure::new(FailureCode::UnknownVenue, message));
+            unsigned.clear();
+        }
         let mut fresh = Vec::new();
         if !unsigned.is_empty() {
-            let signed = match self.rpc(stage, self.chain.latest_blockhash()).await {
-                Ok(blockhash) => (blockhash.clone(), self.priority_fee(stage).await),
+            // The fee first: a slow answer must not eat the blockhash's
+            // validity.
+            let fee = self.priority_fee(rpc).await;
+            let blockhash = match self.rpc(rpc, self.chain.latest_blockhash()).await {
+                Ok(blockhash) => blockhash,
                 Err(error) => return self.chain_unreachable(order, route, attempt, outstanding, error).await,
             };
-            let (blockhash, fee) = signed;
             for &index in &unsigned {
                 let tx = self.sign(order, &route, index, &blockhash, fee);
                 route.legs[index].transaction = Some(LegTransaction {
@@ -119,41 +135,54 @@ impl Pipeline {
                 fresh.push(tx);
             }
         }
-
         if !legs.contains(&Leg::Live) {
             // Nothing out there and nothing signed: the attempt is decided.
-            return self.land(order, stage, route, attempt, legs).await;
+            return self.land(order, rpc, route, attempt, legs, mode).await;
         }
-        // Record before sending: a crash from here on resumes polling these
-        // very signatures.
-        self.record_submitted(order, &route, attempt).await?;
+
+        if fresh.is_empty() {
+            // A resumed run: the transactions are on record; send them again.
+            let live: Vec<usize> = (0..legs.len()).filter(|&i| legs[i] == Leg::Live).collect();
+            self.rebroadcast(order, rpc, &route, &live).await;
+            return self.land(order, rpc, route, attempt, legs, mode).await;
+        }
+        // Record before sending, and only if no other run wrote meanwhile: a
+        // crash from here on resumes polling these very signatures.
+        match self.record_submitted(order, &route, attempt, &fresh, seq).await {
+            Err(StoreError::Conflict(_)) => {
+                tracing::warn!(order_id = %order.id, "another run wrote to the order first; its transactions stand");
+                return Ok(Outcome::RetryAfter(self.landing.poll_max.0));
+            }
+            recorded => recorded?,
+        }
+        let mut refused = false;
         for tx in &fresh {
-            telemetry::chain::sent();
-            if let Err(error) = self.rpc(stage, self.chain.send_transaction(tx)).await {
-                let index = tx.leg as usize;
-                legs[index] = match error {
-                    // Not forwarded and never will be.
-                    ChainError::Rejected { code, .. } if code == "blockhash_not_found" => Leg::Expired,
-                    ChainError::Rejected { code, message } => Leg::Failed(TxError { code, message }),
-                    // Maybe forwarded: polling and rebroadcasts tell.
-                    ChainError::Unavailable(message) => {
-                        tracing::warn!(order_id = %order.id, signature = %tx.signature, %message, "send failed; polling decides");
-                        Leg::Live
-                    }
-                };
+            let index = tx.leg as usize;
+            if refused {
+                // Recorded but never sent: it cannot land from this run.
+                legs[index] = Leg::Expired;
+                continue;
+            }
+            match self.rpc(rpc, self.chain.send_transaction(tx)).await {
+                Ok(()) => telemetry::chain::sent(),
+                // Not forwarded and never will be.
+                Err(ChainError::Rejected { code, .. }) if code == "blockhash_not_found" => legs[index] = Leg::Expired,
+                Err(ChainError::Rejected { code, message }) => {
+                    legs[index] = Leg::Failed(TxError { code, message });
+                    refused = true;
+                }
+                // Maybe forwarded: polling and rebroadcasts tell.
+                Err(ChainError::Unavailable(message)) => {
+                    tracing::warn!(order_id = %order.id, signature = %tx.signature, %message, "send failed; polling decides");
+                }
             }
         }
-        // A resumed attempt rebroadcasts what is still out there.
-        let resent: Vec<usize> = (0..legs.len())
-            .filter(|&i| legs[i] == Leg::Live && !fresh.iter().any(|tx| tx.leg as usize == i))
-            .collect();
-        self.rebroadcast(order, stage, &route, &resent).await;
-        self.land(order, stage, route, attempt, legs).await
+        self.land(order, rpc, route, attempt, legs, mode).await
     }
 
     /// Reads the statuses of the legs that have a transaction and sorts
     /// every leg not landed into a [`Leg`]; fills the legs that landed.
-    pub(super) async fn look(&self, stage: &Stage, route: &mut Route, slot: Slot) -> Result<Vec<Leg>, ChainError> {
+    pub(super) async fn look(&self, rpc: Duration, route: &mut Route, slot: Slot) -> Result<Vec<Leg>, ChainError> {
         let asked: Vec<usize> = (0..route.legs.len())
             .filter(|&i| route.legs[i].filled_out.is_none() && route.legs[i].transaction.is_some())
             .collect();
@@ -164,8 +193,17 @@ impl Pipeline {
         let statuses = if signatures.is_empty() {
             Vec::new()
         } else {
-            self.rpc(stage, self.chain.signature_statuses(&signatures)).await?
+            self.rpc(rpc, self.chain.signature_statuses(&signatures)).await?
         };
+        if statuses.len() != signatures.len() {
+            // A short answer must never read as "unknown": that could
+            // expire a leg that landed.
+            return Err(ChainError::Unavailable(format!(
+                "{} statuses for {} signatures",
+                statuses.len(),
+                signatures.len()
+            )));
+        }
         let mut legs = Vec::with_capacity(route.legs.len());
         for (index, leg) in route.legs.iter_mut().enumerate() {
             if leg.filled_out.is_some() {
@@ -211,62 +249,86 @@ impl Pipeline {
     /// <https://solana.com/developers/guides/advanced/how-to-use-priority-fees>,
     /// over `getRecentPrioritizationFees`). The minimum when the chain does
     /// not answer.
-    async fn priority_fee(&self, stage: &Stage) -> u64 {
+    async fn priority_fee(&self, rpc: Duration) -> u64 {
         let landing = &self.landing;
-        let fees = self
-            .rpc(stage, self.chain.recent_priority_fees(landing.priority_fee_slots))
+        let fees = match self
+            .rpc(rpc, self.chain.recent_priority_fees(landing.priority_fee_slots))
             .await
-            .unwrap_or_default();
+        {
+            Ok(fees) => fees,
+            Err(error) => {
+                tracing::warn!(%error, "recent priority fees unknown; paying chain.min_priority_fee");
+                Vec::new()
+            }
+        };
         percentile(fees, landing.priority_fee_percentile).clamp(landing.min_priority_fee, landing.max_priority_fee)
     }
 
     /// Sends the recorded transactions of legs `indexes` again (a
     /// rebroadcast never lands twice: same signature).
-    pub(super) async fn rebroadcast(&self, order: &Order, stage: &Stage, route: &Route, indexes: &[usize]) {
+    pub(super) async fn rebroadcast(&self, order: &Order, rpc: Duration, route: &Route, indexes: &[usize]) {
         for &index in indexes {
             let Some(recorded) = &route.legs[index].transaction else {
                 continue;
             };
-            let tx = self.resign(order, route, index, recorded);
-            telemetry::chain::rebroadcast();
-            if let Err(error) = self.rpc(stage, self.chain.send_transaction(&tx)).await {
-                tracing::debug!(order_id = %order.id, signature = %tx.signature, %error, "rebroadcast failed");
+            let Some(tx) = self.resign(order, route, index, recorded) else {
+                continue;
+            };
+            match self.rpc(rpc, self.chain.send_transaction(&tx)).await {
+                Ok(()) => telemetry::chain::rebroadcast(),
+                Err(error) => {
+                    tracing::debug!(order_id = %order.id, signature = %tx.signature, %error, "rebroadcast failed");
+                }
             }
         }
     }
 
     /// The transaction recorded for leg `index`, rebuilt byte for byte
-    /// from the order (same content, same signature).
-    fn resign(&self, order: &Order, route: &Route, index: usize, recorded: &LegTransaction) -> Transaction {
+    /// from the order (same content, same signature); `None`, logged, if
+    /// it no longer signs the same (then sending it would be a second,
+    /// different transaction for the leg).
+    fn resign(&self, order: &Order, route: &Route, index: usize, recorded: &LegTransaction) -> Option<Transaction> {
         let blockhash = Blockhash {
             hash: recorded.blockhash.clone(),
             slot: 0,
             last_valid_slot: recorded.last_valid_slot,
         };
         let tx = self.sign(order, route, index, &blockhash, recorded.priority_fee);
-        debug_assert_eq!(tx.signature, recorded.signature, "same content, same signature");
-        tx
+        if tx.signature != recorded.signature {
+            tracing::error!(order_id = %order.id, leg = index, recorded = %recorded.signature, rebuilt = %tx.signature,
+                "the recorded transaction no longer rebuilds to its signature; not rebroadcast");
+            return None;
+        }
+        Some(tx)
     }
 
-    /// `submitted`, with the route holding the legs' transactions and the
-    /// attempt count, stored before anything is sent.
-    async fn record_submitted(&self, order: &Order, route: &Route, attempt: u32) -> Result<(), StoreError> {
+    /// `submitted`, with the route holding the legs' transactions (the
+    /// new ones in `fresh`, which share one blockhash and fee) and the
+    /// attempt count, stored before anything is sent, after event `seq`
+    /// only ([`StoreError::Conflict`] otherwise).
+    async fn record_submitted(
+        &self,
+        order: &Order,
+        route: &Route,
+        attempt: u32,
+        fresh: &[Transaction],
+        seq: u64,
+    ) -> Result<(), StoreError> {
         let max = self.retry.max_attempts;
-        let live: Vec<&LegTransaction> = route
-            .legs
-            .iter()
-            .filter(|l| l.filled_out.is_none())
-            .filter_map(|l| l.transaction.as_ref())
-            .collect();
-        let newest = live.iter().max_by_key(|tx| tx.last_valid_slot);
+        let first = &fresh[0];
         let submitted = EventData::Submitted {
             attempt,
             max_attempts: max,
-            signatures: live.iter().map(|tx| tx.signature.clone()).collect(),
-            signature: live.first().map(|tx| tx.signature.clone()).unwrap_or_default(),
-            blockhash: newest.map(|tx| tx.blockhash.clone()).unwrap_or_default(),
-            last_valid_slot: newest.map_or(0, |tx| tx.last_valid_slot),
-            priority_fee: newest.map_or(0, |tx| tx.priority_fee),
+            signatures: route
+                .legs
+                .iter()
+                .filter(|l| l.filled_out.is_none())
+                .filter_map(|l| l.transaction.as_ref().map(|tx| tx.signature.clone()))
+                .collect(),
+            signature: first.signature.clone(),
+            blockhash: first.blockhash.clone(),
+            last_valid_slot: first.last_valid_slot,
+            priority_fee: first.priority_fee,
         };
         let patch = OrderPatch {
             attempts: Some(attempt),
@@ -274,25 +336,35 @@ impl Pipeline {
             ..OrderPatch::default()
         };
         let message = format!("Submitting transaction (attempt {attempt}/{max})...");
-        self.emit(order.id, progress::submitted(attempt), message, submitted, patch)
-            .await?;
+        self.emit_after(
+            order.id,
+            progress::submitted(attempt),
+            message,
+            submitted,
+            patch,
+            Some(seq),
+        )
+        .await?;
         Ok(())
     }
 
-    /// One chain call under the stage's `execute_timeout`; no answer in
-    /// time is [`ChainError::Unavailable`].
+    /// One chain call, answered within `timeout` (the stage's
+    /// `execute_timeout`) or [`ChainError::Unavailable`]. An answer is
+    /// progress for the worker's lease: the chain is alive, and the run is
+    /// waiting on it, not hung.
     pub(super) async fn rpc<T>(
         &self,
-        stage: &Stage,
+        timeout: Duration,
         call: impl Future<Output = Result<T, ChainError>>,
     ) -> Result<T, ChainError> {
-        match tokio::time::timeout(stage.execute_timeout, call).await {
+        let answer = match tokio::time::timeout(timeout, call).await {
             Ok(answer) => answer,
-            Err(_) => Err(ChainError::Unavailable(format!(
-                "no answer within {:?}",
-                stage.execute_timeout
-            ))),
+            Err(_) => Err(ChainError::Unavailable(format!("no answer within {timeout:?}"))),
+        };
+        if answer.is_ok() {
+            super::worker::progressed();
         }
+        answer
     }
 
     /// The chain did not answer before anything of this attempt was
@@ -353,6 +425,9 @@ impl Pipeline {
             attempt,
         };
         let patch = OrderPatch {
+            // Counted even when it failed before its `submitted` record
+            // (`chain_unavailable`), so attempts always run out.
+            attempts: Some(attempt),
             route: Some(route),
             last_error: Some(info),
             ..OrderPatch::default()
@@ -391,8 +466,9 @@ pub(super) struct AttemptFailure {
 }
 
 /// A leg whose transaction has a status: confirmed and swapped fills it;
-/// confirmed with an error fails it; only processed, it has landed (it can
-/// no longer expire) and waits for confirmation.
+/// confirmed with an error fails it; only processed, it waits for
+/// confirmation (a processed transaction can still be rolled back, and is
+/// then unknown again).
 fn settle_leg(leg: &mut crate::domain::RouteLeg, status: SignatureStatus) -> Leg {
     if status.commitment != Commitment::Confirmed {
         return Leg::Live;
@@ -403,10 +479,12 @@ fn settle_leg(leg: &mut crate::domain::RouteLeg, status: SignatureStatus) -> Leg
             leg.landed_slot = Some(status.slot);
             Leg::Landed
         }
-        (None, None) => Leg::Failed(TxError {
-            code: "no_output".into(),
-            message: "the transaction landed without a recorded output".into(),
-        }),
+        (None, None) => {
+            // A swap that executed is never failed; the chain's answer is
+            // broken, so the leg stays undecided and is polled again.
+            tracing::error!(slot = status.slot, "a landed swap without its output; polling again");
+            Leg::Live
+        }
         (Some(err), _) => {
             leg.landed_slot = Some(status.slot);
             Leg::Failed(err)

@@ -125,6 +125,14 @@ struct Ledger {
     rebroadcasts: Vec<(String, Instant)>,
     /// Whether every call hangs.
     silent: bool,
+    /// Blockhashes handed out.
+    blockhashes: u32,
+    /// How long each call takes; its answer is the chain at the end.
+    latency: Duration,
+    /// Whether every call fails at once (an unreachable node).
+    down: bool,
+    /// Preflight refuses every new transaction with this code.
+    refuse: Option<String>,
 }
 
 /// A chain that forwards the first send of each signature to its
@@ -154,11 +162,18 @@ impl Handle {
         slot_at(self.genesis)
     }
 
-    /// Lands `signature` at the current slot, filling at `amount_out`.
+    /// Lands `signature` at the current slot, filling at `amount_out`; a
+    /// real chain lands nothing past its `last_valid_slot`.
     fn land_now(&self, signature: &str, amount_out: u128) {
-        let slot = self.slot();
+        self.land_at(signature, self.slot(), amount_out);
+    }
+
+    /// Lands `signature` in `slot`, filling at `amount_out`.
+    fn land_at(&self, signature: &str, slot: Slot, amount_out: u128) {
         let mut ledger = self.ledger.lock().unwrap();
-        let fee = ledger.known.get(signature).map_or(0, |tx| tx.priority_fee);
+        let tx = ledger.known.get(signature).expect("a transaction the chain saw");
+        assert!(slot <= tx.last_valid_slot, "slot {slot} is past its validity");
+        let fee = tx.priority_fee;
         let landing = Landing {
             slot,
             err: None,
@@ -177,13 +192,39 @@ impl Handle {
     fn silence(&self, silent: bool) {
         self.ledger.lock().unwrap().silent = silent;
     }
+
+    /// Makes every chain call fail at once (or answer again).
+    fn down(&self, down: bool) {
+        self.ledger.lock().unwrap().down = down;
+    }
+
+    /// Makes preflight refuse every new transaction with `code`.
+    fn refuse(&self, code: &str) {
+        self.ledger.lock().unwrap().refuse = Some(code.to_owned());
+    }
+
+    /// Makes every chain call take `latency`.
+    fn latency(&self, latency: Duration) {
+        self.ledger.lock().unwrap().latency = latency;
+    }
+
+    /// Blockhashes handed out so far.
+    fn blockhashes(&self) -> u32 {
+        self.ledger.lock().unwrap().blockhashes
+    }
 }
 
 fn slot_at(genesis: Instant) -> Slot {
     (genesis.elapsed().as_millis() / SLOT.as_millis()) as Slot
 }
 
-fn mock(names: &[&str]) -> (Vec<Arc<dyn Venue>>, Arc<dyn ChainRpc>, Handle) {
+/// Venues `names` and a chain over `ledger` (which outlives restarts, as
+/// a chain does), with the test's handle on both.
+fn mock(
+    names: &[&str],
+    ledger: Arc<Mutex<Ledger>>,
+    genesis: Instant,
+) -> (Vec<Arc<dyn Venue>>, Arc<dyn ChainRpc>, Handle) {
     let (sender, requests) = mpsc::unbounded_channel();
     let venues = names
         .iter()
@@ -194,8 +235,6 @@ fn mock(names: &[&str]) -> (Vec<Arc<dyn Venue>>, Arc<dyn ChainRpc>, Handle) {
             }) as Arc<dyn Venue>
         })
         .collect();
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let genesis = Instant::now();
     let chain = ScriptedChain {
         requests: sender,
         genesis,
@@ -250,23 +289,37 @@ impl Venue for ScriptedVenue {
 }
 
 impl ScriptedChain {
-    async fn hang_if_silent(&self) {
-        if self.ledger.lock().unwrap().silent {
+    /// Before each answer: hang when silent, fail when down, take the
+    /// configured latency.
+    async fn hang_if_silent(&self) -> Result<(), ChainError> {
+        let (silent, down, latency) = {
+            let ledger = self.ledger.lock().unwrap();
+            (ledger.silent, ledger.down, ledger.latency)
+        };
+        if silent {
             std::future::pending::<()>().await;
         }
+        if down {
+            return Err(ChainError::Unavailable("connection refused".into()));
+        }
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl ChainRpc for ScriptedChain {
     async fn slot(&self) -> Result<Slot, ChainError> {
-        self.hang_if_silent().await;
+        self.hang_if_silent().await?;
         Ok(slot_at(self.genesis))
     }
 
     async fn latest_blockhash(&self) -> Result<Blockhash, ChainError> {
-        self.hang_if_silent().await;
+        self.hang_if_silent().await?;
         let slot = slot_at(self.genesis);
+        self.ledger.lock().unwrap().blockhashes += 1;
         Ok(Blockhash {
             hash: format!("hash-{slot}"),
             slot,
@@ -275,12 +328,12 @@ impl ChainRpc for ScriptedChain {
     }
 
     async fn recent_priority_fees(&self, _slots: u64) -> Result<Vec<u64>, ChainError> {
-        self.hang_if_silent().await;
+        self.hang_if_silent().await?;
         Ok(vec![7_000, 12_000, 20_000, 50_000])
     }
 
     async fn send_transaction(&self, tx: &Transaction) -> Result<(), ChainError> {
-        self.hang_if_silent().await;
+        self.hang_if_silent().await?;
         let sent = slot_at(self.genesis);
         if sent > tx.last_valid_slot {
             return Err(ChainError::Rejected {
@@ -290,6 +343,12 @@ impl ChainRpc for ScriptedChain {
         }
         {
             let mut ledger = self.ledger.lock().unwrap();
+            if let Some(code) = &ledger.refuse {
+                return Err(ChainError::Rejected {
+                    code: code.clone(),
+                    message: "refused by preflight".into(),
+                });
+            }
             if ledger.known.contains_key(&tx.signature) {
                 ledger.rebroadcasts.push((tx.signature.clone(), Instant::now()));
                 return Ok(());
@@ -320,21 +379,31 @@ impl ChainRpc for ScriptedChain {
     }
 
     async fn signature_statuses(&self, signatures: &[String]) -> Result<Vec<Option<SignatureStatus>>, ChainError> {
-        self.hang_if_silent().await;
+        self.hang_if_silent().await?;
         let now = slot_at(self.genesis);
         let ledger = self.ledger.lock().unwrap();
         Ok(signatures
             .iter()
-            .map(|signature| match ledger.fates.get(signature) {
-                Some(Some(landing)) if landing.slot <= now => Some(SignatureStatus {
-                    slot: landing.slot,
-                    commitment: Commitment::Confirmed,
-                    err: landing.err.clone(),
-                    amount_out: landing.err.is_none().then_some(landing.amount_out),
-                    priority_fee: landing.fee,
-                }),
-                _ => None,
-            })
+            .map(
+                |signature| match (ledger.fates.get(signature), ledger.known.get(signature)) {
+                    // Processed in its slot, confirmed from the next; nothing
+                    // lands past its validity.
+                    (Some(Some(landing)), Some(tx)) if landing.slot <= now && landing.slot <= tx.last_valid_slot => {
+                        Some(SignatureStatus {
+                            slot: landing.slot,
+                            commitment: if now > landing.slot {
+                                Commitment::Confirmed
+                            } else {
+                                Commitment::Processed
+                            },
+                            err: landing.err.clone(),
+                            amount_out: landing.err.is_none().then_some(landing.amount_out),
+                            priority_fee: landing.fee,
+                        })
+                    }
+                    _ => None,
+                },
+            )
             .collect())
     }
 }
@@ -547,6 +616,10 @@ struct Harness {
     store: Arc<dyn Store>,
     recorder: Recorder,
     queue: MemoryQueue,
+    /// The scripted chain's state and clock, shared by every pipeline of
+    /// the test (a restart keeps the chain).
+    chain: Arc<Mutex<Ledger>>,
+    genesis: Instant,
 }
 
 impl Harness {
@@ -563,6 +636,8 @@ impl Harness {
             recorder: Recorder::new(store.clone(), Arc::new(bus)),
             store,
             queue: MemoryQueue::new(Duration::from_secs(30)),
+            chain: Arc::default(),
+            genesis: Instant::now(),
         }
     }
 
@@ -580,7 +655,7 @@ impl Harness {
         requote_after: Duration,
         stages: HashMap<String, Stage>,
     ) -> (Pipeline, Handle) {
-        let (venues, chain, handle) = mock(names);
+        let (venues, chain, handle) = mock(names, self.chain.clone(), self.genesis);
         let backoff = Backoff::new(
             BackoffKind::Exponential,
             FIRST_DELAY,
@@ -687,6 +762,7 @@ fn event(data: EventData, patch: OrderPatch) -> NewEvent {
         progress: 0,
         data,
         patch,
+        after_seq: None,
     }
 }
 
@@ -949,11 +1025,7 @@ async fn unknown_is_not_failed_only_expiry_allows_a_new_signature() {
             }
             None => {
                 assert_eq!(outcome, Outcome::RetryAfter(FIRST_DELAY), "{name}");
-                assert_eq!(
-                    codes(&events),
-                    ["blockhash_expired"],
-                    "{name}: expiry is transient"
-                );
+                assert_eq!(codes(&events), ["blockhash_expired"], "{name}: expiry is transient");
                 assert!(
                     handle.slot() > first.last_valid_slot,
                     "{name}: given up only past slot {}",
@@ -1009,15 +1081,23 @@ async fn a_chain_that_goes_quiet_never_gets_a_second_signature() {
         }
     }
     let first = first.unwrap();
-    // Far past the blockhash's validity in wall time: still undecided
-    // (no store write is due meanwhile, so the paused clock is safe here).
-    let run = tokio::time::timeout(3 * WINDOW, &mut process).await;
-    assert!(run.is_err(), "a run with a transaction out waits for the chain: {run:?}");
+    // Half the blockhash's validity in silence: still undecided (no store
+    // write is due meanwhile, so the paused clock is safe here). Meanwhile
+    // the transaction lands, unseen.
+    let run = tokio::time::timeout(WINDOW / 2, &mut process).await;
+    assert!(
+        run.is_err(),
+        "a run with a transaction out waits for the chain: {run:?}"
+    );
+    handle.land_now(&first.signature, 42);
+    // Silence on, far past its last valid slot: still nothing decided.
+    let run = tokio::time::timeout(2 * WINDOW, &mut process).await;
+    assert!(run.is_err(), "{run:?}");
+    assert!(handle.slot() > first.last_valid_slot);
     let events = h.events(job.order_id).await;
     assert_eq!(kinds(&events), after_routing(&["submitted"]));
 
-    // The chain comes back; the transaction landed meanwhile.
-    handle.land_now(&first.signature, 42);
+    // The chain answers again: past validity, but landed, so confirmed.
     handle.silence(false);
     // No timeout around this: a paused clock would jump to it while the
     // SQLite writer thread stores `confirmed` (module doc).
@@ -1026,6 +1106,8 @@ async fn a_chain_that_goes_quiet_never_gets_a_second_signature() {
     assert_eq!(order.status, Status::Confirmed);
     assert_eq!(order.tx_hash.as_deref(), Some(first.signature.as_str()));
     assert_eq!(order.amount_out, Some(42));
+    assert_eq!(handle.blockhashes(), 1, "signed once");
+    assert!(handle.requests.try_recv().is_err(), "no second transaction was sent");
 }
 
 #[tokio::test(start_paused = true)]
@@ -1036,14 +1118,18 @@ async fn a_crash_after_submitted_resumes_polling_the_same_signature() {
         let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
         let process = pipeline.process(&job);
         tokio::pin!(process);
-        // Quote, then stop the run (drop it) while its send is in flight:
-        // the transaction was recorded first.
+        // Quote; the chain accepts the transaction (it lands next slot),
+        // and the process dies before it hears back.
         loop {
             tokio::select! {
                 _ = &mut process => panic!("the run must not finish before the crash"),
                 Some((request, reply)) = handle.requests.recv() => match request {
                     Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
-                    Request::Send { tx, .. } => break tx,
+                    Request::Send { tx, .. } => {
+                        drop(reply);
+                        handle.land_at(&tx.signature, handle.slot() + 1, tx.min_amount_out);
+                        break tx;
+                    }
                 },
             }
         }
@@ -1053,25 +1139,25 @@ async fn a_crash_after_submitted_resumes_polling_the_same_signature() {
     let recorded = crashed.route.as_ref().unwrap().legs[0].transaction.clone().unwrap();
     assert_eq!(recorded.signature, first.signature, "recorded before it was sent");
 
-    // A restart (a new chain that never saw the send, and quotes that count
-    // as stale) keeps the route and sends the same bytes again.
+    // A restart (with quotes that count as stale) keeps the route, polls
+    // the recorded signature and finds it landed: nothing new is sent.
     let (restarted, mut handle) = h.pipeline(&["raydium"], 3, Duration::ZERO);
-    let (outcome, requests) = play(&restarted, &job, &mut handle, vec![fill("raydium")]).await;
+    let (outcome, requests) = play(&restarted, &job, &mut handle, vec![]).await;
     assert_eq!(outcome, Outcome::Finished);
-    assert_eq!(
-        sends(&requests),
-        [("raydium".to_owned(), first.signature.clone())],
-        "the same signature, no re-quote"
-    );
-    match &requests[0] {
-        Request::Send { tx, .. } => assert_eq!(*tx, first, "byte for byte"),
-        other => panic!("{other:?}"),
-    }
+    assert!(requests.is_empty(), "no quote, no new transaction: {requests:?}");
 
     let events = h.events(job.order_id).await;
-    assert_eq!(kinds(&events), after_routing(&["submitted", "submitted", "confirmed"]));
-    let same = (1, vec![first.signature.clone()]);
-    assert_eq!(submissions(&events), [same.clone(), same]);
+    assert_eq!(
+        kinds(&events),
+        after_routing(&["submitted", "confirmed"]),
+        "a resumed run records nothing new before the outcome"
+    );
+    assert_eq!(submissions(&events), [(1, vec![first.signature.clone()])]);
+    assert_eq!(
+        handle.blockhashes(),
+        1,
+        "signed once, before the crash; nothing on resume"
+    );
     let order = h.stored(job.order_id).await;
     assert_eq!((order.status, order.attempts), (Status::Confirmed, 1));
     assert_eq!(order.route.map(|r| r.version), Some(1));
@@ -1113,11 +1199,160 @@ async fn a_restart_after_the_blockhash_expired_fails_that_attempt_then_signs_ane
     let events = h.events(job.order_id).await;
     assert_eq!(
         kinds(&events),
-        after_routing(&["submitted", "execution-failed", "retry-pending", "submitted", "confirmed"])
+        after_routing(&[
+            "submitted",
+            "execution-failed",
+            "retry-pending",
+            "submitted",
+            "confirmed"
+        ])
     );
     assert_eq!(codes(&events), ["blockhash_expired"]);
     let attempts: Vec<u32> = submissions(&events).iter().map(|(a, _)| *a).collect();
     assert_eq!(attempts, [1, 2]);
+}
+
+/// A chain that cannot be reached before anything was sent: each attempt
+/// fails (`chain_unavailable`) and counts, so the order fails when
+/// attempts run out rather than retrying forever.
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_chain_before_sending_uses_up_attempts() {
+    let h = Harness::new().await;
+    let (pipeline, mut handle) = h.pipeline(&["raydium"], 2, HOUR);
+    let job = h.order().await;
+    handle.down(true);
+    let (_, outcome, _) = h.round(&pipeline, &mut handle, vec![quote("raydium")]).await;
+    assert_eq!(outcome, Outcome::RetryAfter(FIRST_DELAY));
+    assert_eq!(h.stored(job.order_id).await.attempts, 1);
+    let (_, outcome, requests) = h.round(&pipeline, &mut handle, vec![]).await;
+    assert_eq!(outcome, Outcome::Finished);
+    assert!(sends(&requests).is_empty());
+    let events = h.events(job.order_id).await;
+    assert_eq!(
+        codes(&events),
+        ["chain_unavailable", "chain_unavailable", "chain_unavailable"]
+    );
+    let order = h.stored(job.order_id).await;
+    assert_eq!((order.status, order.attempts), (Status::Failed, 2));
+}
+
+/// Two runs of one order at once (a lease lost while its run went on):
+/// both decide from the same read that the leg needs a new transaction,
+/// but only the run whose `submitted` record is stored first sends; the
+/// other finds the order moved on and backs off without sending.
+#[tokio::test(start_paused = true)]
+async fn two_runs_of_one_order_never_both_send() {
+    let h = Harness::new().await;
+    let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
+    let job = h.order().await;
+    let (_, outcome, _) = h
+        .round(&pipeline, &mut handle, vec![quote("raydium"), dropped("raydium")])
+        .await;
+    assert_eq!(outcome, Outcome::RetryAfter(FIRST_DELAY));
+    // Run B's read, taken before run A writes anything.
+    let stale = h.stored(job.order_id).await;
+    let a = pipeline.process(&job);
+    tokio::pin!(a);
+    // Route kept (fresh quotes): the first request is A's send.
+    let sent = tokio::select! {
+        _ = &mut a => panic!("A finishes only after its send"),
+        Some((request, reply)) = handle.requests.recv() => match request {
+            Request::Send { tx, .. } => {
+                reply.send(Answer::Fill).unwrap();
+                tx
+            }
+            other => panic!("{other:?}"),
+        },
+    };
+    // A has recorded and sent attempt 2; B decides from the stale read.
+    let b = pipeline.run(&stale).await.unwrap();
+    assert_eq!(b, Outcome::RetryAfter(landing().poll_max.0), "B backs off");
+    assert!(handle.requests.try_recv().is_err(), "B sent nothing");
+    assert_eq!(a.await.unwrap(), Outcome::Finished);
+    let order = h.stored(job.order_id).await;
+    assert_eq!(order.status, Status::Confirmed);
+    assert_eq!(order.tx_hash.as_deref(), Some(sent.signature.as_str()));
+    let events = h.events(job.order_id).await;
+    assert_eq!(submissions(&events).len(), 2, "attempt 1 and A's attempt 2 only");
+}
+
+/// A venue removed from the config while its leg's transaction is out:
+/// the order waits for that transaction, and confirms when it lands.
+#[tokio::test(start_paused = true)]
+async fn a_removed_venue_with_a_transaction_out_is_settled_not_failed() {
+    let h = Harness::new().await;
+    let job = h.order().await;
+    let first = {
+        let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
+        let process = pipeline.process(&job);
+        tokio::pin!(process);
+        loop {
+            tokio::select! {
+                _ = &mut process => panic!("the run must not finish before the crash"),
+                Some((request, reply)) = handle.requests.recv() => match request {
+                    Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
+                    Request::Send { tx, .. } => {
+                        drop(reply);
+                        handle.land_at(&tx.signature, handle.slot() + 20, tx.min_amount_out);
+                        break tx;
+                    }
+                },
+            }
+        }
+    };
+    // Restarted without raydium: the transaction out there is polled until
+    // it lands, and the order confirms.
+    let (restarted, mut handle) = h.pipeline(&["orca"], 3, HOUR);
+    let (outcome, requests) = play(&restarted, &job, &mut handle, vec![]).await;
+    assert_eq!(outcome, Outcome::Finished);
+    assert!(requests.is_empty(), "{requests:?}");
+    let order = h.stored(job.order_id).await;
+    assert_eq!(order.status, Status::Confirmed, "{:?}", order.last_error);
+    assert_eq!(order.tx_hash.as_deref(), Some(first.signature.as_str()));
+}
+
+/// A send the node refuses for good (not forwarded) fails the order with
+/// the node's code; a refused blockhash is an expiry.
+#[tokio::test(start_paused = true)]
+async fn refused_sends_fail_or_expire_the_attempt() {
+    for (name, code, expected) in [
+        ("refused for good", "invalid", vec!["invalid"]),
+        ("blockhash unknown", "blockhash_not_found", vec!["blockhash_expired"]),
+    ] {
+        let h = Harness::new().await;
+        let (pipeline, mut handle) = h.pipeline(&["raydium"], 1, HOUR);
+        let job = h.order().await;
+        handle.refuse(code);
+        let (outcome, requests) = play(&pipeline, &job, &mut handle, vec![quote("raydium")]).await;
+        assert_eq!(outcome, Outcome::Finished, "{name}");
+        assert!(sends(&requests).is_empty(), "{name}");
+        let events = h.events(job.order_id).await;
+        let codes = codes(&events);
+        assert_eq!(codes.last().copied(), Some(expected[0]), "{name}: {codes:?}");
+        assert_eq!(h.stored(job.order_id).await.status, Status::Failed, "{name}");
+    }
+}
+
+/// Every chain call takes two slots, and the transaction lands in its
+/// last valid slot: read slot-first, its status is seen before the slot
+/// past it, so it confirms and is never signed again.
+#[tokio::test(start_paused = true)]
+async fn slow_answers_never_turn_a_landing_into_an_expiry() {
+    let h = Harness::new().await;
+    let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
+    let job = h.order().await;
+    handle.latency(2 * SLOT);
+    let (outcome, requests) = play(
+        &pipeline,
+        &job,
+        &mut handle,
+        vec![quote("raydium"), late("raydium", VALIDITY - 2)],
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(sends(&requests).len(), 1);
+    assert_eq!(handle.blockhashes(), 1);
+    assert_eq!(h.stored(job.order_id).await.status, Status::Confirmed);
 }
 
 struct RequoteCase {
@@ -1373,7 +1608,10 @@ async fn a_job_without_progress_is_released_and_resumes_the_same_attempt_after_t
     // The released job resumes: it sends the recorded transaction again
     // (a rebroadcast) rather than signing a new one.
     let resumed = loop {
-        assert!(sent_at.elapsed() < Duration::from_secs(20), "the job is released and resumed");
+        assert!(
+            sent_at.elapsed() < Duration::from_secs(20),
+            "the job is released and resumed"
+        );
         if let Some((signature, at)) = handle.rebroadcasts().first().cloned() {
             break (signature, at);
         }
@@ -1452,6 +1690,9 @@ async fn a_slow_job_that_records_progress_is_never_released() {
     shutdown.cancel();
     running.await.unwrap();
     assert!(started.elapsed() > STALL, "the run outlasted the stall timeout");
-    assert_eq!(sends(&requests).len(), 1, "sent once, never released");
+    assert_eq!(sends(&requests).len(), 1, "sent once");
+    assert!(handle.rebroadcasts().is_empty(), "never released and resumed");
+    let events = h.events(job.order_id).await;
+    assert_eq!(submissions(&events).len(), 1);
     assert_eq!(h.stored(job.order_id).await.status, Status::Confirmed);
 }

@@ -3,19 +3,20 @@
 //! ack or re-queue it. A job waiting for its retry holds no slot. Imports
 //! the `queue` seam and the pipeline; never `api`, `config` or an adapter.
 //!
-//! **Progress.** A running job makes progress when its pipeline starts and
+//! **Progress.** A running job makes progress when its pipeline starts,
 //! each time it stores an event of its order (every stage ends with one:
 //! `quoted`, `routed`, `submitted`, `execution-failed`, `confirmed`, …;
 //! [`progressed`] is called by `Pipeline::emit` once the store has the
-//! event), and each time a leg of its route fills (a multi-leg route runs
-//! its legs with no event in between). The lease is renewed only while the last progress is less than
-//! `stall_timeout` ago (the rate-limit wait before the pipeline starts
-//! counts as progress: it waits on us, not on a backend). A job with no
-//! progress for `stall_timeout` (its store or venue calls keep failing or
-//! never answer) is released: its run is dropped, as a crash would, and the
-//! job is re-queued after [`STALL_RETRY`]; the store's state decides where
-//! it resumes and the route's signatures keep a resumed submission from
-//! swapping twice.
+//! event), and each time the chain answers a call (a transaction that takes
+//! many slots to land is polled with no event in between). The lease is
+//! renewed only while the last progress is less than `stall_timeout` ago
+//! (the rate-limit wait before the pipeline starts counts as progress: it
+//! waits on us, not on a backend). A job with no progress for
+//! `stall_timeout` (its store or chain calls keep failing or never answer)
+//! is released: its run is dropped, as a crash would, and the job is
+//! re-queued after [`STALL_RETRY`]; the store's state decides where it
+//! resumes, and the transactions recorded on the order keep a resumed
+//! submission polling them rather than signing new ones.
 
 use super::{Outcome, Pipeline};
 use crate::domain::Dur;
@@ -45,11 +46,11 @@ pub struct WorkerConfig {
     pub rate_limit_per_minute: u32,
     /// A claimed job not heartbeated for this long is given to another worker.
     pub lease: Dur,
-    /// A running job that stores no event of its order for this long is
-    /// released (re-queued after a 1 s pause) and its lease no longer
-    /// renewed. Keep it above the longest single call a stage makes
-    /// (`execute_timeout`, plus the store's `query_timeout`), or a slow but
-    /// healthy call is cut and retried.
+    /// A running job that stores no event of its order and gets no chain
+    /// answer for this long is released (re-queued after a 1 s pause) and
+    /// its lease no longer renewed. Keep it above the longest single call a
+    /// stage makes (`execute_timeout`, plus the store's `query_timeout`),
+    /// or a slow but healthy call is cut and retried.
     pub stall_timeout: Dur,
 }
 

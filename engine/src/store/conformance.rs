@@ -60,6 +60,7 @@ macro_rules! store_contract {
             an_order_past_its_deadline_is_never_first_submitted,
             a_retry_links_both_ways_once,
             the_dead_letter_filter_matches_the_failure_code,
+            an_append_after_a_stale_seq_stores_nothing,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -165,6 +166,7 @@ fn event(data: EventData) -> NewEvent {
         progress: 0,
         data,
         patch: Default::default(),
+        after_seq: None,
     }
 }
 
@@ -1103,4 +1105,41 @@ pub(crate) async fn the_dead_letter_filter_matches_the_failure_code<S: Backend>(
     assert!(store.list_orders(&query("no_quotes")).await.unwrap().orders.is_empty());
     let all_failed = store.list_orders(&page(Some(Status::Failed), 10, None)).await.unwrap();
     assert_eq!(all_failed.orders.len(), 2);
+}
+
+/// `after_seq`: an event appended "after seq N" is stored while N is the
+/// order's latest event, and refused with `Conflict` (nothing stored, the
+/// patch not applied) once another write moved the order on; two writers
+/// racing from one read make exactly one write.
+pub(crate) async fn an_append_after_a_stale_seq_stores_nothing<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    let id = created(&*store).await;
+    let after = |seq| NewEvent {
+        after_seq: Some(seq),
+        ..submission()
+    };
+    assert_eq!(store.append_event(id, after(1)).await.unwrap().seq, 2);
+    assert_eq!(
+        store.append_event(id, after(1)).await.unwrap_err(),
+        StoreError::Conflict(id)
+    );
+    let stored = store.order(id).await.unwrap().unwrap();
+    assert_eq!(stored.last_seq, 2, "nothing stored by the stale writer");
+
+    for _ in 0..10 {
+        let id = created(&*store).await;
+        let (a, b) = tokio::join!(store.append_event(id, after(1)), store.append_event(id, after(1)));
+        let won = [a.is_ok(), b.is_ok()];
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "exactly one of two racing writers"
+        );
+        for result in [a, b] {
+            if let Err(e) = result {
+                assert_eq!(e, StoreError::Conflict(id));
+            }
+        }
+        assert_eq!(store.events(id, 0).await.unwrap().len(), 2);
+    }
 }

@@ -49,6 +49,10 @@ pub enum StoreError {
     /// A retry of an order that another order already retries.
     #[error("order {0} was already retried")]
     AlreadyRetried(OrderId),
+    /// An event appended with [`NewEvent::after_seq`] found the order moved
+    /// on meanwhile (another worker's run wrote to it): nothing stored.
+    #[error("order {0} changed since it was read")]
+    Conflict(OrderId),
     /// The backend is unreachable or failed; retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -75,6 +79,11 @@ pub struct NewEvent {
     pub data: EventData,
     /// Order fields to set in the same transaction.
     pub patch: OrderPatch,
+    /// Append only if the order's latest event is still this `seq`
+    /// ([`StoreError::Conflict`] otherwise): a compare-and-set for writers
+    /// that decided on what they read, such as a worker about to send a
+    /// transaction it signed.
+    pub after_seq: Option<u64>,
 }
 
 /// An answer kept for an `Idempotency-Key`: the HTTP status and the exact

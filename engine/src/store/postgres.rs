@@ -346,7 +346,8 @@ fn append_sql() -> &'static str {
             "
 WITH locked AS (
     SELECT id, last_seq, status, attempts > 0 OR status = 'submitted' AS submitted,
-           expires_at IS NOT NULL AND expires_at <= $4 AS expired
+           expires_at IS NOT NULL AND expires_at <= $4 AS expired,
+           $16::bigint IS NOT NULL AND last_seq <> $16::bigint AS moved
     FROM orders WHERE id = $1 FOR UPDATE
 ), inserted AS (
     INSERT INTO order_events (order_id, seq, kind, body, created_at)
@@ -354,6 +355,7 @@ WITH locked AS (
     FROM locked WHERE {unfinished}
         AND NOT ($2 = 'cancelled' AND submitted)
         AND NOT ($2 = 'submitted' AND NOT submitted AND expired)
+        AND NOT moved
     RETURNING seq
 ), updated AS (
     UPDATE orders SET
@@ -369,7 +371,8 @@ WITH locked AS (
     RETURNING orders.last_seq
 )
 SELECT (SELECT status FROM locked) AS status, (SELECT last_seq FROM updated) AS seq,
-       (SELECT submitted FROM locked) AS submitted, (SELECT expired FROM locked) AS expired",
+       (SELECT submitted FROM locked) AS submitted, (SELECT expired FROM locked) AS expired,
+       (SELECT moved FROM locked) AS moved",
             unfinished = unfinished_sql()
         )
     });
@@ -412,6 +415,7 @@ async fn append(client: &deadpool_postgres::Object, id: OrderId, new: &NewEvent)
                 &patch.dex,
                 &patch.amount_out.map(|v| v.to_string()),
                 &patch.executed_price,
+                &new.after_seq.map(|seq| seq as i64),
             ],
         )
         .await
@@ -432,6 +436,8 @@ fn refusal(id: OrderId, kind: EventKind, status: &str, row: &Row) -> StoreError 
     let flag = |name: &str| row.get::<_, Option<bool>>(name).unwrap_or(false);
     if Status::parse(status).is_some_and(Status::is_terminal) {
         StoreError::Finished(id)
+    } else if flag("moved") {
+        StoreError::Conflict(id)
     } else if kind == EventKind::Cancelled && flag("submitted") {
         StoreError::Submitted(id)
     } else if kind == EventKind::Submitted && flag("expired") {

@@ -403,6 +403,9 @@ fn append(conn: &Connection, id: OrderId, new: &NewEvent) -> Result<Event, Store
     if status.is_some_and(Status::is_terminal) {
         return Err(StoreError::Finished(id));
     }
+    if new.after_seq.is_some_and(|seq| seq != last_seq as u64) {
+        return Err(StoreError::Conflict(id));
+    }
     let kind = new.data.kind();
     let submitted = attempts > 0 || status == Some(Status::Submitted);
     if kind == EventKind::Cancelled && submitted {
