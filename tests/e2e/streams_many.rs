@@ -7,6 +7,7 @@
 //! flight (printed, not asserted: see ops/benchmarks.md).
 
 use crate::{
+    auth::post,
     harness::{Backend, Engine, schema, sol_usdc},
     on_both_backends,
 };
@@ -42,23 +43,9 @@ execute_latency_min = "3s"
 execute_latency_max = "3s"
 "#;
 
+/// A key made through the CLI: its secret.
 fn create_key(engine: &Engine, name: &str, scopes: &str) -> String {
-    let output = engine.cli(&["keys", "create", "--name", name, "--scopes", scopes, "--json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let created: Value = serde_json::from_slice(&output.stdout).expect("keys create --json prints JSON");
-    created["secret"].as_str().unwrap().to_owned()
-}
-
-async fn post(engine: &Engine, key: Option<&str>, path: &str, body: &Value) -> client::Response {
-    let auth = key.map(|k| format!("Bearer {k}"));
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(auth) = &auth {
-        headers.push(("authorization", auth.as_str()));
-    }
-    let body = bytes::Bytes::from(serde_json::to_vec(body).unwrap());
-    client::request(&engine.url, "POST", path, &headers, Some(body))
-        .await
-        .unwrap()
+    crate::auth::create_key(engine, name, scopes).1
 }
 
 async fn order(engine: &Engine, key: Option<&str>) -> String {

@@ -13,7 +13,7 @@ use super::{
     ws,
 };
 use crate::{
-    domain::{Caller, Order, OrderId, Scope, Status, Timestamp},
+    domain::{Caller, Order, OrderId, Scope, Status, Ticket, Timestamp},
     store::{ListQuery, StreamCursor},
     telemetry::{self, event},
 };
@@ -566,14 +566,37 @@ async fn order_status(
     // Refused before the 101: a cursor past the order's history would skip
     // events (its terminal one included) that never come.
     check_since(since, &order)?;
+    let session_state = state.clone();
+    upgrade_to(state, &mut request, access, ticket.as_ref(), move |socket| {
+        ws::session(socket, session_state, id, since)
+    })
+    .await
+}
+
+/// Answers a WebSocket upgrade with 101 and runs `session` on the socket
+/// (tracked, so shutdown waits for it). The caller's address must have room
+/// (`websocket.max_per_ip`, else 429); a ticket is used up only here, once
+/// everything else about the request was fine, so a refused upgrade leaves
+/// it usable.
+async fn upgrade_to<F, S>(
+    state: &Arc<ApiState>,
+    request: &mut Request<Incoming>,
+    access: &Access,
+    ticket: Option<&Ticket>,
+    session: F,
+) -> Result<Response<Body>, ApiError>
+where
+    F: FnOnce(fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>) -> S + Send + 'static,
+    S: Future<Output = ()> + Send + 'static,
+{
     let max_per_ip = state.settings.ws_max_per_ip;
     let slot = state
         .hub
         .claim_peer_slot(access.caller.ip, max_per_ip)
         .ok_or_else(|| too_many_connections(max_per_ip))?;
-    let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request)
+    let (response, upgraded) = fastwebsockets::upgrade::upgrade(request)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string()))?;
-    if let Some(ticket) = &ticket {
+    if let Some(ticket) = ticket {
         // One upgrade per ticket, on any node.
         state
             .keys
@@ -582,14 +605,13 @@ async fn order_status(
             .map_err(ApiError::store)?
             .map_err(auth::unauthorized)?;
     }
-    let session_state = state.clone();
     state.sessions.spawn(async move {
         // Held for the session's life: the address's allowance comes back
         // when the socket closes.
         let _slot = slot;
         match upgraded.await {
-            Ok(socket) => ws::session(socket, session_state, id, since).await,
-            Err(e) => tracing::debug!(order_id = %id, error = %e, "WebSocket upgrade failed"),
+            Ok(socket) => session(socket).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
     let (parts, _) = response.into_parts();
@@ -634,31 +656,11 @@ async fn open_stream(
         }
         None => (None, stream::audience(&access.caller)),
     };
-    let max_per_ip = state.settings.ws_max_per_ip;
-    let slot = state
-        .hub
-        .claim_peer_slot(access.caller.ip, max_per_ip)
-        .ok_or_else(|| too_many_connections(max_per_ip))?;
-    let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string()))?;
-    if let Some(ticket) = &ticket {
-        state
-            .keys
-            .use_ticket(ticket)
-            .await
-            .map_err(ApiError::store)?
-            .map_err(auth::unauthorized)?;
-    }
     let session_state = state.clone();
-    state.sessions.spawn(async move {
-        let _slot = slot;
-        match upgraded.await {
-            Ok(socket) => stream::session(socket, session_state, audience, cursor).await,
-            Err(e) => tracing::debug!(error = %e, "stream WebSocket upgrade failed"),
-        }
-    });
-    let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, Body::empty()))
+    upgrade_to(state, &mut request, access, ticket.as_ref(), move |socket| {
+        stream::session(socket, session_state, audience, cursor)
+    })
+    .await
 }
 
 /// 408 Request Timeout (RFC 9110, section 15.5.9): the body did not arrive

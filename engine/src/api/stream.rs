@@ -524,8 +524,8 @@ pub(super) fn audience(caller: &crate::domain::Caller) -> Option<KeyId> {
 mod tests {
     use super::*;
     use crate::{
-        domain::{EventData, NewOrder, OrderType},
-        store::{NewEvent, SqliteStore, SqliteSync},
+        domain::NewOrder,
+        store::{NewEvent, SqliteStore, SqliteSync, conformance},
     };
 
     fn id() -> OrderId {
@@ -580,29 +580,13 @@ mod tests {
 
     fn new_order(owner: Option<KeyId>) -> NewOrder {
         NewOrder {
-            id: OrderId::new(),
-            job_id: "j".into(),
-            order_type: OrderType::Market,
-            token_in: "SOL".into(),
-            token_out: "USDC".into(),
-            amount_in: 10,
-            slippage_bps: 50,
             owner,
-            expires_at: None,
-            retry_of: None,
+            ..conformance::new_order()
         }
     }
 
     fn routing() -> NewEvent {
-        NewEvent {
-            message: "m".into(),
-            progress: 0,
-            data: EventData::Routing {
-                quotes_fetched: None,
-                quotes: None,
-            },
-            patch: Default::default(),
-        }
+        conformance::event(conformance::routing())
     }
 
     async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {

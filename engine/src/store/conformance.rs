@@ -145,7 +145,8 @@ pub(crate) fn sample_order() -> Order {
     }
 }
 
-fn new_order() -> NewOrder {
+/// An order to create (no owner, no deadline).
+pub(crate) fn new_order() -> NewOrder {
     NewOrder {
         id: OrderId::new(),
         job_id: "j".into(),
@@ -160,7 +161,7 @@ fn new_order() -> NewOrder {
     }
 }
 
-fn event(data: EventData) -> NewEvent {
+pub(crate) fn event(data: EventData) -> NewEvent {
     NewEvent {
         message: "m".into(),
         progress: 0,
@@ -169,7 +170,7 @@ fn event(data: EventData) -> NewEvent {
     }
 }
 
-fn pending() -> EventData {
+pub(crate) fn pending() -> EventData {
     EventData::Pending {
         token_in: "SOL".into(),
         token_out: "USDC".into(),
@@ -178,7 +179,7 @@ fn pending() -> EventData {
     }
 }
 
-fn routing() -> EventData {
+pub(crate) fn routing() -> EventData {
     EventData::Routing {
         quotes_fetched: None,
         quotes: None,

@@ -1212,32 +1212,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_stream_never_skips_an_event_whose_transaction_commits_after_a_later_numbered_one() {
-        use crate::store::conformance::read_stream;
+        use crate::store::conformance::{self, read_stream};
         let (schema, store) = fresh().await;
         store.migrate().await.unwrap();
         let new = |id| NewOrder {
             id,
-            job_id: "j".into(),
-            order_type: OrderType::Market,
-            token_in: "SOL".into(),
-            token_out: "USDC".into(),
-            amount_in: 10,
-            slippage_bps: 50,
-            owner: None,
-            expires_at: None,
-            retry_of: None,
+            ..conformance::new_order()
         };
-        let pending = || NewEvent {
-            message: "m".into(),
-            progress: 0,
-            data: crate::domain::EventData::Pending {
-                token_in: "SOL".into(),
-                token_out: "USDC".into(),
-                amount: "10".into(),
-                slippage: 0.5,
-            },
-            patch: Default::default(),
-        };
+        let pending = || conformance::event(conformance::pending());
         let (a_order, b_order) = (OrderId::new(), OrderId::new());
         store.create_order(&new(a_order), pending()).await.unwrap();
         store.create_order(&new(b_order), pending()).await.unwrap();

@@ -783,6 +783,7 @@ impl Store for SqliteStore {
             _ => unreachable!("signing_secret answers the secret"),
         }
     }
+
     async fn stream_events(
         &self,
         after: StreamCursor,
