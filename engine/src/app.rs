@@ -635,6 +635,8 @@ pub async fn run_with_reload(
         if let Some(stream) = engine.bus_stream.take() {
             tasks.spawn(hub.clone().run(stream, token.clone()));
         }
+        let stream_hub = api::StreamHub::new(engine.store.clone());
+        tasks.spawn(stream_hub.clone().run(engine.bus.firehose(), token.clone()));
         let default_slippage_bps = config
             .orders
             .default_slippage_bps("orders")
@@ -665,6 +667,7 @@ pub async fn run_with_reload(
             intake,
             keys: Keys::new(engine.store.clone()).with_cache(config.auth.key_cache_ttl.0),
             hub,
+            stream: stream_hub,
             bus: engine.bus.clone(),
             tokens: engine.tokens.clone(),
             settings: ApiSettings {

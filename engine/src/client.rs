@@ -222,6 +222,14 @@ impl Socket {
             .map_err(|e| ClientError::WebSocket(e.to_string()))
     }
 
+    /// Sends a text message (e.g. a `subscribe` on `/api/stream`).
+    pub async fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
+        self.ws
+            .write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))
+    }
+
     /// Sends a ping (the server answers with a pong, consumed by `next`).
     pub async fn ping(&mut self) -> Result<(), ClientError> {
         self.ws

@@ -5,7 +5,7 @@
 //! May import: `api`, `config`, `domain`.
 
 use crate::{
-    api::views::{Created, EventList, OrderList, OrderResponse, SocketMessage, TicketView},
+    api::views::{Created, EventList, OrderList, OrderResponse, SocketMessage, StreamMessage, TicketView},
     config::Config,
     domain::OrderRequest,
 };
@@ -60,6 +60,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
         (
             "ws-message.schema.json",
             schema::<SocketMessage>("ws-message.schema.json"),
+        ),
+        (
+            "stream-message.schema.json",
+            schema::<StreamMessage>("stream-message.schema.json"),
         ),
         (
             "plugin-input.schema.json",
@@ -131,6 +135,7 @@ mod tests {
                 "/api/orders/{id}/cancel",
                 "/api/orders/{id}/events",
                 "/api/orders/{id}/retry",
+                "/api/stream",
                 "/api/ws-tickets",
                 "/console",
                 "/console/{asset}",

@@ -114,6 +114,8 @@ pub mod names {
     pub const WS_CONNECTIONS: &str = "swapline_ws_connections";
     /// Gauge: orders with a local WebSocket client.
     pub const WS_ORDERS_WATCHED: &str = "swapline_ws_orders_watched";
+    /// Gauge: open `GET /api/stream` sessions.
+    pub const WS_STREAM_SESSIONS: &str = "swapline_ws_stream_sessions";
     /// Counter: WebSocket messages sent.
     pub const WS_MESSAGES: &str = "swapline_ws_messages_sent_total";
     /// Counter: WebSocket payload bytes sent.
@@ -250,6 +252,7 @@ fn describe() {
     );
     describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
     describe_gauge!(WS_ORDERS_WATCHED, "Orders with at least one local WebSocket client.");
+    describe_gauge!(WS_STREAM_SESSIONS, "Open GET /api/stream sessions on this node.");
     describe_counter!(WS_MESSAGES, "WebSocket messages sent.");
     describe_counter!(WS_BYTES, metrics::Unit::Bytes, "WebSocket payload bytes sent.");
     describe_counter!(WS_REPLAYED, "Events replayed from the store.");
@@ -328,6 +331,7 @@ fn describe() {
         ORDERS_STUCK_OLDEST,
         WS_CONNECTIONS,
         WS_ORDERS_WATCHED,
+        WS_STREAM_SESSIONS,
         QUEUE_OLDEST_WAITING,
         WORKERS,
         HTTP_CONNECTIONS,
@@ -477,6 +481,10 @@ pub mod event {
     /// A WebSocket opened (+1) or closed (−1).
     pub fn ws_connection(delta: f64) {
         gauge!(WS_CONNECTIONS).increment(delta);
+    }
+    /// A stream session (`GET /api/stream`) opened (+1) or closed (−1).
+    pub fn ws_stream_session(delta: f64) {
+        gauge!(WS_STREAM_SESSIONS).increment(delta);
     }
     /// Orders watched on this node.
     pub fn ws_orders_watched(n: usize) {

@@ -25,7 +25,7 @@ allowed_origins = ["https://app.example.com"]
 "#;
 
 /// A key made through the CLI: (id, secret).
-fn create_key(engine: &Engine, name: &str, scopes: &str) -> (String, String) {
+pub(crate) fn create_key(engine: &Engine, name: &str, scopes: &str) -> (String, String) {
     let output = engine.cli(&["keys", "create", "--name", name, "--scopes", scopes, "--json"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let created: Value = serde_json::from_slice(&output.stdout).expect("keys create --json prints JSON");
@@ -45,7 +45,8 @@ async fn get(engine: &Engine, secret: Option<&str>, path: &str) -> Response {
     client::request(&engine.url, "GET", path, &headers, None).await.unwrap()
 }
 
-async fn post(engine: &Engine, secret: Option<&str>, path: &str, body: &Value) -> Response {
+/// POSTs JSON with the key `secret` (if any).
+pub(crate) async fn post(engine: &Engine, secret: Option<&str>, path: &str, body: &Value) -> Response {
     let auth = secret.map(bearer);
     let mut headers = vec![("content-type", "application/json")];
     if let Some(auth) = &auth {

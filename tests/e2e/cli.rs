@@ -125,5 +125,5 @@ fn schemas_command_writes_the_committed_schemas() {
         );
         written += 1;
     }
-    assert_eq!(written, 10, "every generated schema is written");
+    assert_eq!(written, 11, "every generated schema is written");
 }

@@ -340,12 +340,9 @@ async fn an_operator_logs_in_submits_watches_filters_cancels_and_retries_from_th
         .await
         .unwrap();
     assert_eq!(stored, json!([secret, 0]));
-    // Live updates: the multi-order stream where the engine has one, else a
-    // ticketed socket per unfinished order; never polling alone.
-    text_when(&browser, "#stat-live", |t| {
-        t.starts_with("one stream") || t.starts_with("per-order sockets")
-    })
-    .await;
+    // Live updates: the multi-order stream (GET /api/stream, opened with a
+    // stream ticket), not the per-order fallback and never polling alone.
+    text_when(&browser, "#stat-live", |t| t.starts_with("one stream")).await;
 
     // Submit an order from the page; see it reach `confirmed` in the table.
     browser

@@ -27,3 +27,4 @@ mod scale;
 mod strategies;
 mod stream;
 mod streams;
+mod streams_many;

@@ -8,13 +8,13 @@ use super::{
     console, control,
     error::ApiError,
     http::{Body, json_response, query_param},
-    idempotency, sse,
+    idempotency, sse, stream,
     views::{Created, EventList, OrderList, OrderResponse, OrderView, TicketView},
     ws,
 };
 use crate::{
-    domain::{Caller, Order, OrderId, Scope, Status, Timestamp},
-    store::ListQuery,
+    domain::{Caller, Order, OrderId, Scope, Status, Ticket, Timestamp},
+    store::{ListQuery, StreamCursor},
     telemetry::{self, event},
 };
 use http_body_util::{BodyExt, Limited};
@@ -34,6 +34,8 @@ enum Route<'a> {
     Status(&'a str),
     Events(&'a str),
     WsTickets,
+    /// `GET /api/stream`: the WebSocket of every order the key may see.
+    Stream,
     /// The operator console: the page (`""`) or one of its assets.
     Console(&'a str),
     Cancel(&'a str),
@@ -52,6 +54,7 @@ impl<'a> Route<'a> {
             ["api", "orders", "status", id] => Route::Status(id),
             ["api", "orders", id, "events"] => Route::Events(id),
             ["api", "ws-tickets"] => Route::WsTickets,
+            ["api", "stream"] => Route::Stream,
             ["console"] => Route::Console(""),
             ["console", asset] => Route::Console(asset),
             ["api", "orders", id, "cancel"] => Route::Cancel(id),
@@ -71,6 +74,7 @@ impl<'a> Route<'a> {
             Route::Status(_) => "/api/orders/status/{id}",
             Route::Events(_) => "/api/orders/{id}/events",
             Route::WsTickets => "/api/ws-tickets",
+            Route::Stream => "/api/stream",
             Route::Console(_) => "/console",
             Route::Cancel(_) => "/api/orders/{id}/cancel",
             Route::Retry(_) => "/api/orders/{id}/retry",
@@ -91,7 +95,7 @@ impl<'a> Route<'a> {
     fn scope(self) -> Option<Scope> {
         match self {
             Route::Execute | Route::Cancel(_) | Route::Retry(_) => Some(Scope::Trade),
-            Route::List | Route::Status(_) | Route::Events(_) | Route::WsTickets => Some(Scope::Read),
+            Route::List | Route::Status(_) | Route::Events(_) | Route::WsTickets | Route::Stream => Some(Scope::Read),
             Route::Health | Route::Ready | Route::Metrics | Route::Console(_) | Route::Other => None,
         }
     }
@@ -134,7 +138,8 @@ async fn authenticated(
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, ApiError> {
-    let upgrade = matches!(route, Route::Status(_)) && fastwebsockets::upgrade::is_upgrade_request(&request);
+    let upgrade =
+        matches!(route, Route::Status(_) | Route::Stream) && fastwebsockets::upgrade::is_upgrade_request(&request);
     if upgrade {
         auth::check_upgrade_origin(state, request.headers())?;
     }
@@ -154,6 +159,7 @@ async fn authenticated(
         }
         Route::Events(id) => order_events(state, &request, id, caller).await,
         Route::WsTickets => create_ticket(state, request, caller).await,
+        Route::Stream => open_stream(state, request, &access).await,
         Route::Cancel(id) => control::cancel_order(state, id, caller).await,
         Route::Retry(id) => control::retry_order(state, &request, id, caller).await,
         Route::Health | Route::Ready | Route::Metrics | Route::Console(_) | Route::Other => {
@@ -421,7 +427,8 @@ async fn order_ws_url(state: &ApiState, base_url: &str, order: OrderId, caller: 
 }
 
 /// `POST /api/ws-tickets` with `{"orderId": "…"}`: a single-use ticket for
-/// an order the caller may read (another key's order is 404).
+/// an order the caller may read (another key's order is 404); with `{}`
+/// (no `orderId`), a single-use ticket for `GET /api/stream`.
 async fn create_ticket(
     state: &ApiState,
     request: Request<Incoming>,
@@ -436,13 +443,31 @@ async fn create_ticket(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
+    if body.is_object() && body.get("orderId").is_none_or(serde_json::Value::is_null) {
+        // No order: a ticket for the stream of every order the key may see.
+        let ticket = state
+            .keys
+            .issue_stream_ticket(caller.owner(), state.settings.ticket_ttl)
+            .await
+            .map_err(ApiError::store)?;
+        event::ws_ticket_issued();
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &TicketView {
+                success: true,
+                ws_url: format!("{base_url}/api/stream?ticket={}", ticket.secret),
+                ticket: ticket.secret,
+                expires_at: ticket.expires_at,
+            },
+        ));
+    }
     let Some(text) = body.get("orderId").and_then(|v| v.as_str()) else {
         return Err(ApiError {
             field: Some("orderId".into()),
             ..ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_order_id",
-                "send {\"orderId\": \"<uuid>\"}",
+                "send {\"orderId\": \"<uuid>\"} for an order's socket, or {} for the stream",
             )
         });
     };
@@ -541,14 +566,37 @@ async fn order_status(
     // Refused before the 101: a cursor past the order's history would skip
     // events (its terminal one included) that never come.
     check_since(since, &order)?;
+    let session_state = state.clone();
+    upgrade_to(state, &mut request, access, ticket.as_ref(), move |socket| {
+        ws::session(socket, session_state, id, since)
+    })
+    .await
+}
+
+/// Answers a WebSocket upgrade with 101 and runs `session` on the socket
+/// (tracked, so shutdown waits for it). The caller's address must have room
+/// (`websocket.max_per_ip`, else 429); a ticket is used up only here, once
+/// everything else about the request was fine, so a refused upgrade leaves
+/// it usable.
+async fn upgrade_to<F, S>(
+    state: &Arc<ApiState>,
+    request: &mut Request<Incoming>,
+    access: &Access,
+    ticket: Option<&Ticket>,
+    session: F,
+) -> Result<Response<Body>, ApiError>
+where
+    F: FnOnce(fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>) -> S + Send + 'static,
+    S: Future<Output = ()> + Send + 'static,
+{
     let max_per_ip = state.settings.ws_max_per_ip;
     let slot = state
         .hub
         .claim_peer_slot(access.caller.ip, max_per_ip)
         .ok_or_else(|| too_many_connections(max_per_ip))?;
-    let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request)
+    let (response, upgraded) = fastwebsockets::upgrade::upgrade(request)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_websocket_request", e.to_string()))?;
-    if let Some(ticket) = &ticket {
+    if let Some(ticket) = ticket {
         // One upgrade per ticket, on any node.
         state
             .keys
@@ -557,18 +605,62 @@ async fn order_status(
             .map_err(ApiError::store)?
             .map_err(auth::unauthorized)?;
     }
-    let session_state = state.clone();
     state.sessions.spawn(async move {
         // Held for the session's life: the address's allowance comes back
         // when the socket closes.
         let _slot = slot;
         match upgraded.await {
-            Ok(socket) => ws::session(socket, session_state, id, since).await,
-            Err(e) => tracing::debug!(order_id = %id, error = %e, "WebSocket upgrade failed"),
+            Ok(socket) => session(socket).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
     let (parts, _) = response.into_parts();
     Ok(Response::from_parts(parts, Body::empty()))
+}
+
+/// `GET /api/stream`: upgrades to the WebSocket of every event of every
+/// order the caller may see (`stream`), after `?cursor=` when given (400
+/// `invalid_cursor` for one that is not a stream cursor). Same auth as an
+/// order's socket (a key, or a stream ticket from `POST /api/ws-tickets {}`;
+/// an order's ticket is refused), same per-address limit; a plain `GET` is
+/// 426.
+async fn open_stream(
+    state: &Arc<ApiState>,
+    mut request: Request<Incoming>,
+    access: &Access,
+) -> Result<Response<Body>, ApiError> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "GET /api/stream is a WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        ));
+    }
+    let cursor = match query_param(request.uri().query(), "cursor") {
+        None => None,
+        Some(text) => Some(text.parse::<StreamCursor>().map_err(|e| ApiError {
+            field: Some("cursor".into()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", e.to_string())
+        })?),
+    };
+    // Checked now, used up once the upgrade is certain (as on an order's).
+    let (ticket, audience) = match access.ticket.as_deref() {
+        Some(secret) => {
+            let (ticket, audience) = state
+                .keys
+                .check_stream_ticket(secret)
+                .await
+                .map_err(ApiError::store)?
+                .map_err(auth::unauthorized)?;
+            (Some(ticket), audience)
+        }
+        None => (None, stream::audience(&access.caller)),
+    };
+    let session_state = state.clone();
+    upgrade_to(state, &mut request, access, ticket.as_ref(), move |socket| {
+        stream::session(socket, session_state, audience, cursor)
+    })
+    .await
 }
 
 /// 408 Request Timeout (RFC 9110, section 15.5.9): the body did not arrive

@@ -2,6 +2,7 @@
 //!
 //! `POST /api/orders/execute`, `GET /api/orders/status/{id}` (JSON, or a
 //! WebSocket upgrade), `GET /api/orders/{id}/events`, `GET /api/orders`,
+//! `GET /api/stream` (a WebSocket of every order a key may see, `stream`),
 //! `POST /api/ws-tickets`, `GET /health`, `GET /ready`, and the operator
 //! console's page and assets under `GET /console` (`console`). Requests
 //! authenticate with an API key (`auth`); a key sees only its own orders. HTTP only: orders are created through
@@ -21,6 +22,7 @@ pub mod http;
 pub mod hub;
 pub mod idempotency;
 mod sse;
+pub mod stream;
 pub mod views;
 pub mod ws;
 
@@ -37,6 +39,7 @@ pub use hub::Hub;
 use hyper::{Request, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use std::{sync::Arc, time::Duration};
+pub use stream::StreamHub;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -95,6 +98,8 @@ pub struct ApiState {
     pub keys: Keys,
     /// Local WebSocket fan-out.
     pub hub: Arc<Hub>,
+    /// This node's reader of the stream of every order (`GET /api/stream`).
+    pub stream: Arc<StreamHub>,
     /// The bus, for its subscriber's health (`/ready`, `/health`).
     pub bus: Arc<dyn Bus>,
     /// Tradable tokens.

@@ -212,3 +212,89 @@ pub enum SocketMessage {
     /// A stored event of the order.
     Event(crate::domain::Event),
 }
+
+/// A frame of `GET /api/stream` that is not an event: the greeting (with
+/// the cursor the stream starts after), the answer to a `subscribe` or
+/// `unsubscribe`, or an error about a client message (the socket stays
+/// open).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamNotice {
+    /// What it says.
+    #[serde(rename = "type")]
+    pub kind: StreamNoticeKind,
+    /// Human words.
+    pub message: String,
+    /// On `connection`: the stream cursor the session starts after (the
+    /// `?cursor` given, or the head); resume with it when no event came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// On `subscribed` / `unsubscribed`: the order ids of the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_ids: Option<Vec<String>>,
+    /// On `error`: `bad_message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// When sent.
+    pub timestamp: Timestamp,
+}
+
+impl StreamNotice {
+    /// A notice with words only.
+    pub fn new(kind: StreamNoticeKind, message: String) -> Self {
+        StreamNotice {
+            kind,
+            message,
+            cursor: None,
+            order_ids: None,
+            code: None,
+            timestamp: Timestamp::now(),
+        }
+    }
+
+    /// The answer to a client message that is not a stream op.
+    pub fn error(message: String) -> Self {
+        StreamNotice {
+            code: Some("bad_message".into()),
+            ..StreamNotice::new(StreamNoticeKind::Error, message)
+        }
+    }
+}
+
+/// The kinds of [`StreamNotice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamNoticeKind {
+    /// The socket is open.
+    Connection,
+    /// A `subscribe` was applied: only subscribed orders stream now.
+    Subscribed,
+    /// An `unsubscribe` was applied.
+    Unsubscribed,
+    /// A client message was not understood; nothing changed.
+    Error,
+}
+
+/// An event on `GET /api/stream`: the event's own fields plus its stream
+/// cursor (for the schema; frames are built by `stream`).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamEventFrame {
+    /// The event's place in the stream: opaque, resume after it with
+    /// `?cursor=`.
+    pub cursor: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: crate::domain::Event,
+}
+
+/// Any message on `GET /api/stream` (for the schema; never built).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StreamMessage {
+    /// Greeting, subscription answer or error.
+    Notice(StreamNotice),
+    /// An event with its cursor.
+    Event(StreamEventFrame),
+}

@@ -9,6 +9,10 @@
 //! Every way a session ends is one [`End`], which alone decides the close
 //! code and reason sent (RFC 6455, section 7.4.1); 1000 is sent only when
 //! the order reached its terminal event.
+//!
+//! The framing, the reader task, the close handshake ([`run_session`]) and
+//! the ping rule ([`Heartbeat`], [`on_control`]) serve the stream of many
+//! orders too (`stream`), which brings its own loop.
 
 use super::{
     ApiState,
@@ -30,11 +34,13 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+/// The write half of a session's socket.
+pub(super) type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
 
 /// Largest client frame accepted, bytes; a larger one (by its header, before
-/// its payload is read) ends the session with 1009. The stream is server to
-/// client: a client sends only control frames (at most 125 bytes each).
+/// its payload is read) ends the session with 1009. An order's socket is
+/// server to client (a client sends control frames, at most 125 bytes
+/// each); on `/api/stream` a client also sends `subscribe` messages.
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
 /// After a broken client frame, how long the server keeps reading (and
@@ -60,9 +66,11 @@ pub mod close {
     pub const INVALID_DATA: u16 = 1007;
     /// A client frame was larger than [`super::MAX_CLIENT_FRAME`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// A backend (store or bus) failed; reconnect with `?since`.
+    /// A backend (store or bus) failed; reconnect with `?since` (`?cursor`
+    /// on the stream).
     pub const INTERNAL: u16 = 1011;
-    /// The client fell too far behind; reconnect with `?since`.
+    /// The client fell too far behind; reconnect with `?since` (`?cursor`
+    /// on the stream).
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
@@ -116,7 +124,7 @@ impl Cursor {
 /// Why a session ends. [`End::close`] is the one place that maps a cause to
 /// its close code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     /// The order's terminal event was sent, or the client already had it.
     Finished,
     /// The server is shutting down.
@@ -134,11 +142,12 @@ enum End {
     /// The bus did not confirm the order's subscription: it failed, or
     /// `websocket.subscribe_timeout` passed.
     BusDown(BusError),
-    /// The client fell `websocket.client_buffer` events behind; `last` is
-    /// the seq of the last event it was sent.
+    /// The client fell `websocket.client_buffer` events behind.
     TooSlow {
-        /// The seq to reconnect with (`?since=`).
-        last: u64,
+        /// The query that resumes after the last event it was sent:
+        /// `since=<seq>` on an order's socket, `cursor=<cursor>` on the
+        /// stream.
+        resume: String,
     },
     /// The client sent a close frame (with this code, if any); the answer
     /// echoes its code (RFC 6455, section 5.5.1).
@@ -165,10 +174,7 @@ impl End {
             End::StoreDown(error) => (close::INTERNAL, format!("store unavailable: {error}")),
             End::BusDown(BusError::Stopped(_)) => (close::GOING_AWAY, "server shutting down".to_owned()),
             End::BusDown(error @ BusError::Unavailable(_)) => (close::INTERNAL, error.to_string()),
-            End::TooSlow { last } => (
-                close::TRY_AGAIN_LATER,
-                format!("too slow; reconnect with ?since={last}"),
-            ),
+            End::TooSlow { resume } => (close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?{resume}")),
             End::ClientClosed(Some(code)) => return Some((*code, String::new())),
             // An empty close answers one without a code (RFC 6455, 7.1.5:
             // the code is then 1005, which is never sent).
@@ -241,9 +247,11 @@ fn truncated(mut reason: String) -> String {
 }
 
 /// What the reader task tells the writer.
-enum Control {
+pub(super) enum Control {
     Ping(Vec<u8>),
     Pong,
+    /// A text message (UTF-8, checked by the reader).
+    Text(Vec<u8>),
     /// The session must end (the client closed, broke a frame, or left).
     End(End),
 }
@@ -251,11 +259,23 @@ enum Control {
 /// Runs a session to its end.
 pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, order: OrderId, since: u64) {
     event::ws_connection(1.0);
-    run_session(ws, state, order, since).await;
+    let label = format!("order {order}");
+    run_session(ws, &label, async |writer, controls| {
+        stream(writer, controls, &state, order, since).await
+    })
+    .await;
     event::ws_connection(-1.0);
 }
 
-async fn run_session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, order: OrderId, since: u64) {
+/// Runs one socket: spawns the reader task, runs `body` (the writer side,
+/// which decides how the session ends), then sends the close frame of that
+/// [`End`] and hangs up (draining a broken input first). `label` names the
+/// session in logs.
+pub(super) async fn run_session(
+    ws: WebSocket<TokioIo<Upgraded>>,
+    label: &str,
+    body: impl AsyncFnOnce(&mut Writer, &mut mpsc::Receiver<Control>) -> Result<End, WebSocketError>,
+) {
     // Split by hand rather than with `WebSocket::split`, so the reader task
     // keeps the raw read half and can drain it after a broken frame.
     let (raw_read, raw_write) = tokio::io::split(ws.into_inner());
@@ -263,17 +283,17 @@ async fn run_session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
     let (control, mut controls) = mpsc::channel(8);
     let mut reading = tokio::spawn(read_client(raw_read, control));
 
-    let end = match stream(&mut writer, &mut controls, &state, order, since).await {
+    let end = match body(&mut writer, &mut controls).await {
         Ok(end) => end,
         Err(e) => {
-            tracing::debug!(order_id = %order, error = %e, "WebSocket write failed");
+            tracing::debug!(session = label, error = %e, "WebSocket write failed");
             End::Gone
         }
     };
     if end == End::ClientClosed(None) {
         let _ = writer.write_frame(Frame::close_raw(Payload::Borrowed(&[]))).await;
     } else if let Some((code, reason)) = end.close() {
-        tracing::debug!(order_id = %order, code, reason, "closing a WebSocket");
+        tracing::debug!(session = label, code, reason, "closing a WebSocket");
         let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
         if !matches!(end, End::ClientClosed(_)) {
             // Give the client a moment to answer the close, then hang up.
@@ -313,7 +333,9 @@ async fn read_client(mut raw: ReadHalf<TokioIo<Upgraded>>, control: mpsc::Sender
                     OpCode::Ping => Control::Ping(frame.payload.to_vec()),
                     OpCode::Pong => Control::Pong,
                     OpCode::Close => Control::End(End::of_client_close(&frame.payload)),
-                    // Clients have nothing to say; text and binary are ignored.
+                    // UTF-8 already checked by fastwebsockets (1007 if not).
+                    OpCode::Text => Control::Text(frame.payload.to_vec()),
+                    // Binary frames mean nothing here; they are ignored.
                     _ => continue,
                 },
                 Err(e) => Control::End(End::of_read_error(&e)),
@@ -351,10 +373,101 @@ async fn drain(raw: &mut ReadHalf<TokioIo<Upgraded>>) {
 }
 
 /// Sends one text message; `replayed` marks events read from the store.
-async fn send(writer: &mut Writer, payload: &[u8], replayed: bool) -> Result<(), WebSocketError> {
+pub(super) async fn send(writer: &mut Writer, payload: &[u8], replayed: bool) -> Result<(), WebSocketError> {
     writer.write_frame(Frame::text(Payload::Borrowed(payload))).await?;
     event::ws_sent(payload.len(), replayed);
     Ok(())
+}
+
+/// The ping rule of every session: a ping every `websocket.ping_interval`;
+/// a pong that misses `websocket.ping_timeout` ends the session (1001).
+/// Each tick also says whether the session was quiet since the previous
+/// one, so a quiet session can ask the store once per interval: an event
+/// whose publish was lost while this node's subscriber stayed healthy (so
+/// no resync marker comes) would otherwise never arrive.
+pub(super) struct Heartbeat {
+    pinger: tokio::time::Interval,
+    pong_due: Option<Instant>,
+    timeout: Duration,
+    quiet: bool,
+}
+
+/// What a [`Heartbeat`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Beat {
+    /// A ping was sent; `quiet`: no event went out since the last tick.
+    Pinged { quiet: bool },
+    /// The client did not answer a ping in time.
+    Timeout,
+}
+
+impl Heartbeat {
+    /// From the session settings; the first ping is one interval away.
+    pub(super) fn new(interval: Duration, timeout: Duration) -> Self {
+        Heartbeat {
+            pinger: tokio::time::interval_at(Instant::now() + interval, interval),
+            pong_due: None,
+            timeout,
+            quiet: true,
+        }
+    }
+
+    /// Waits for the next tick (then pings the client) or the pong deadline.
+    /// Cancellation safe: nothing changes until it resolves.
+    pub(super) async fn beat(&mut self, writer: &mut Writer) -> Result<Beat, WebSocketError> {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        tokio::select! {
+            biased;
+            _ = sleep_until(self.pong_due.unwrap_or(far)) => {
+                event::ws_ping_timeout();
+                Ok(Beat::Timeout)
+            }
+            _ = self.pinger.tick() => {
+                writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"swapline"))).await?;
+                if self.pong_due.is_none() {
+                    self.pong_due = Some(Instant::now() + self.timeout);
+                }
+                Ok(Beat::Pinged { quiet: std::mem::replace(&mut self.quiet, true) })
+            }
+        }
+    }
+
+    /// Something was sent: the session is not quiet this interval.
+    pub(super) fn busy(&mut self) {
+        self.quiet = false;
+    }
+}
+
+/// What to do after a message of the reader task.
+pub(super) enum Flow {
+    /// Handled (a ping answered, a pong noted).
+    Continue,
+    /// A client text message, for the session to read.
+    Text(Vec<u8>),
+    /// The session ends.
+    End(End),
+}
+
+/// Handles a message of the reader task (`None`: it ended): answers pings,
+/// notes pongs, hands text over.
+pub(super) async fn on_control(
+    writer: &mut Writer,
+    heartbeat: &mut Heartbeat,
+    control: Option<Control>,
+) -> Result<Flow, WebSocketError> {
+    Ok(match control {
+        Some(Control::Ping(payload)) => {
+            writer.write_frame(Frame::pong(Payload::Owned(payload))).await?;
+            Flow::Continue
+        }
+        Some(Control::Pong) => {
+            heartbeat.pong_due = None;
+            Flow::Continue
+        }
+        Some(Control::Text(text)) => Flow::Text(text),
+        Some(Control::End(end)) => Flow::End(end),
+        None => Flow::End(End::Gone),
+    })
 }
 
 /// Streams until the session should close; returns how it ends.
@@ -414,27 +527,19 @@ async fn stream(
         }
     }
 
-    let ping_interval = settings.ping_interval;
-    let mut pinger = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-    let far = Instant::now() + Duration::from_secs(86_400 * 365);
-    let mut pong_due: Option<Instant> = None;
-    // No event since the last ping tick. A quiet session asks the store
-    // once per ping interval: an event whose publish was lost while this
-    // node's subscriber stayed healthy (so no resync marker comes) would
-    // otherwise never arrive, and after a lost terminal event pings alone
-    // would keep the socket open forever.
-    let mut quiet = true;
+    // After a lost terminal event, pings alone would keep the socket open
+    // forever: the quiet-session check (see `Heartbeat`) ends it.
+    let mut heartbeat = Heartbeat::new(settings.ping_interval, settings.ping_timeout);
     loop {
         tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => return Ok(End::Shutdown),
-            control = controls.recv() => match control {
-                Some(Control::Ping(payload)) => writer.write_frame(Frame::pong(Payload::Owned(payload))).await?,
-                Some(Control::Pong) => pong_due = None,
-                Some(Control::End(end)) => return Ok(end),
-                None => return Ok(End::Gone),
+            control = controls.recv() => match on_control(writer, &mut heartbeat, control).await? {
+                // Nothing to say to an order's socket: text is ignored.
+                Flow::Continue | Flow::Text(_) => {}
+                Flow::End(end) => return Ok(end),
             },
-            event = membership.events.recv() => { quiet = false; match event {
+            event = membership.events.recv() => { heartbeat.busy(); match event {
                 Some(event) if event.is_resync() => {
                     // The bus may have dropped events: the store has them all.
                     if let Some(end) = replay(writer, state, order, &mut cursor, u64::MAX).await? {
@@ -465,19 +570,13 @@ async fn stream(
                     event::ws_slow_close();
                     let last = cursor.last;
                     tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
-                    return Ok(End::TooSlow { last });
+                    return Ok(End::TooSlow { resume: format!("since={last}") });
                 }
             }},
-            _ = sleep_until(pong_due.unwrap_or(far)) => {
-                event::ws_ping_timeout();
-                return Ok(End::PingTimeout);
-            }
-            _ = pinger.tick() => {
-                writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"swapline"))).await?;
-                if pong_due.is_none() {
-                    pong_due = Some(Instant::now() + settings.ping_timeout);
-                }
-                if std::mem::replace(&mut quiet, true) {
+            beat = heartbeat.beat(writer) => match beat? {
+                Beat::Timeout => return Ok(End::PingTimeout),
+                Beat::Pinged { quiet: false } => {}
+                Beat::Pinged { quiet: true } => {
                     match replay(writer, state, order, &mut cursor, u64::MAX).await? {
                         // A store that does not answer now is asked again
                         // at the next tick; the session itself is fine.
@@ -486,7 +585,7 @@ async fn stream(
                         None => {}
                     }
                 }
-            }
+            },
         }
     }
 }
@@ -562,7 +661,9 @@ mod tests {
             End::StoreDown("timed out".into()),
             End::BusDown(BusError::Unavailable("subscription not confirmed within 5s".into())),
             End::BusDown(BusError::Stopped("shutdown".into())),
-            End::TooSlow { last: 7 },
+            End::TooSlow {
+                resume: "since=7".into(),
+            },
         ];
         assert_eq!(code(End::Finished), Some(close::NORMAL));
         for end in ends {
@@ -590,7 +691,12 @@ mod tests {
         assert_eq!(code(End::of_read_error(&WebSocketError::UnexpectedEOF)), None);
         assert_eq!(code(End::StoreDown("x".into())), Some(1011));
         assert_eq!(code(End::BusDown(BusError::Unavailable("x".into()))), Some(1011));
-        assert_eq!(code(End::TooSlow { last: 1 }), Some(1013));
+        assert_eq!(
+            code(End::TooSlow {
+                resume: "since=1".into()
+            }),
+            Some(1013)
+        );
         assert_eq!(code(End::Shutdown), Some(1001));
         assert_eq!(code(End::PingTimeout), Some(1001));
     }

@@ -5,12 +5,14 @@ use super::{Bus, BusError, Published, Stream, Subscribed};
 use crate::domain::OrderId;
 use async_trait::async_trait;
 use std::{collections::HashSet, sync::Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// In-process [`Bus`].
 pub struct MemoryBus {
     subscribed: Mutex<HashSet<OrderId>>,
     sender: mpsc::Sender<Published>,
+    /// Moves on every publish ([`Bus::firehose`]).
+    firehose: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for MemoryBus {
@@ -27,6 +29,7 @@ impl MemoryBus {
         let bus = MemoryBus {
             subscribed: Mutex::new(HashSet::new()),
             sender,
+            firehose: watch::Sender::new(0),
         };
         (bus, stream)
     }
@@ -39,6 +42,7 @@ impl MemoryBus {
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, event: &Published) -> Result<(), BusError> {
+        self.firehose.send_modify(|n| *n = n.wrapping_add(1));
         if !self.subscribed().contains(&event.order_id) {
             return Ok(());
         }
@@ -68,6 +72,10 @@ impl Bus for MemoryBus {
             Ok(())
         }
     }
+
+    fn firehose(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.firehose.subscribe())
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +103,17 @@ mod tests {
         bus.unsubscribe(watched);
         bus.publish(&event(watched, 2)).await.unwrap();
         assert!(stream.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn every_publish_moves_the_firehose_watched_or_not() {
+        let (bus, _stream) = MemoryBus::new(16);
+        let mut firehose = bus.firehose().expect("an in-process firehose");
+        bus.publish(&event(OrderId::new(), 1)).await.unwrap();
+        firehose.changed().await.unwrap();
+        assert!(!firehose.has_changed().unwrap(), "one wake-up per change seen");
+        bus.publish(&event(OrderId::new(), 1)).await.unwrap();
+        bus.publish(&event(OrderId::new(), 2)).await.unwrap();
+        assert!(firehose.has_changed().unwrap(), "wake-ups coalesce");
     }
 }

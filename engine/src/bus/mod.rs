@@ -18,7 +18,7 @@ pub use memory::MemoryBus;
 pub use redis::{PushClient, RedisBus, SubscriberHealth};
 use std::{future::Future, pin::Pin};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// An event as it travels: its identity plus its JSON, serialised once. A
 /// `seq` of 0 is a resync marker: the bus may have lost events of the order,
@@ -106,6 +106,15 @@ pub trait Bus: Send + Sync {
     /// such as a test double.
     fn health(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    /// The firehose: a counter that moves (wake-ups coalesce) after an
+    /// event of any order was published, on any node. It carries no event:
+    /// it wakes this node's stream reader (`GET /api/stream`), which reads
+    /// the store. `None`: this bus has none (a Redis Cluster, a test
+    /// double), and the reader polls the store instead.
+    fn firehose(&self) -> Option<watch::Receiver<u64>> {
+        None
     }
 }
 

@@ -108,6 +108,8 @@ pub struct RedisBus {
     prefix: String,
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<State>,
+    /// The firehose's wake-ups (single server only; see [`Bus::firehose`]).
+    firehose: Option<watch::Receiver<u64>>,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -183,6 +185,8 @@ impl RedisBus {
         let (sender, stream) = mpsc::channel(buffer);
         let (state_tx, state) = watch::channel(Err("connecting".to_owned()));
         connection_health::bus_subscriber(false);
+        let firehose = matches!(transport, Transport::Standalone(_)).then(|| watch::Sender::new(0u64));
+        let firehose_rx = firehose.as_ref().map(watch::Sender::subscribe);
         let subscriber = Subscriber {
             transport,
             prefix: prefix.to_owned(),
@@ -190,6 +194,7 @@ impl RedisBus {
             out: sender,
             state: state_tx,
             watched: HashSet::new(),
+            firehose,
         };
         tokio::spawn(subscriber.run(rx, shutdown));
         let bus = RedisBus {
@@ -197,6 +202,7 @@ impl RedisBus {
             prefix: prefix.to_owned(),
             commands,
             state,
+            firehose: firehose_rx,
         };
         (bus, stream)
     }
@@ -204,6 +210,12 @@ impl RedisBus {
 
 fn channel(prefix: &str, order: OrderId) -> String {
     format!("{prefix}:order:{order}")
+}
+
+/// The firehose channel: an empty message after every event published
+/// (single server only), heard by every node's subscriber.
+fn firehose_channel(prefix: &str) -> String {
+    format!("{prefix}:firehose")
 }
 
 /// Closes every idle connection of `pool`: once one missed a deadline its
@@ -261,9 +273,17 @@ impl Bus for RedisBus {
             }
         };
         let mut conn = checkout(publisher).await?;
-        let sent = redis::cmd("PUBLISH")
+        // The event on its order's channel and a wake-up on the firehose,
+        // in one round trip.
+        let sent = redis::pipe()
+            .cmd("PUBLISH")
             .arg(channel(&self.prefix, event.order_id))
             .arg(event.payload.as_ref())
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(firehose_channel(&self.prefix))
+            .arg("")
+            .ignore()
             .query_async::<()>(&mut conn)
             .await;
         if let Err(e) = &sent {
@@ -310,6 +330,13 @@ impl Bus for RedisBus {
             .borrow()
             .clone()
             .map_err(|reason| unavailable(format!("the subscriber is down: {reason}")))
+    }
+
+    /// On a single server: every node's subscriber hears the firehose
+    /// channel. On a cluster: none (a sharded firehose would put every
+    /// event's wake-up on one shard); stream readers poll the store.
+    fn firehose(&self) -> Option<watch::Receiver<u64>> {
+        self.firehose.clone()
     }
 }
 
@@ -397,6 +424,9 @@ struct Subscriber {
     out: mpsc::Sender<Published>,
     state: watch::Sender<State>,
     watched: HashSet<OrderId>,
+    /// Moved by each firehose message, and on every (re)connect (wake-ups
+    /// sent meanwhile are lost); `None` on a cluster.
+    firehose: Option<watch::Sender<u64>>,
 }
 
 impl Subscriber {
@@ -454,6 +484,13 @@ impl Subscriber {
         connection_health::bus_subscriber(false);
     }
 
+    /// Moves the firehose (wakes this node's stream reader).
+    fn wake(&self) {
+        if let Some(firehose) = &self.firehose {
+            firehose.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     fn set(&self, state: State) {
         connection_health::bus_subscriber(state.is_ok());
         let _previous = self.state.send_replace(state);
@@ -477,13 +514,12 @@ impl Subscriber {
             .map_err(within("connect"))?
             .map_err(|e| format!("connect: {e}"))?;
         let (mut sink, messages) = pubsub.split();
-        if !self.watched.is_empty() {
-            let channels: Vec<String> = self.watched.iter().map(|o| channel(&self.prefix, *o)).collect();
-            tokio::time::timeout(limit, sink.subscribe(channels))
-                .await
-                .map_err(within("subscribe"))?
-                .map_err(|e| format!("resubscribe: {e}"))?;
-        }
+        let mut channels: Vec<String> = self.watched.iter().map(|o| channel(&self.prefix, *o)).collect();
+        channels.push(firehose_channel(&self.prefix));
+        tokio::time::timeout(limit, sink.subscribe(channels))
+            .await
+            .map_err(within("subscribe"))?
+            .map_err(|e| format!("resubscribe: {e}"))?;
         tokio::time::timeout(limit, sink.ping::<redis::Value>())
             .await
             .map_err(within("ping"))?
@@ -493,6 +529,7 @@ impl Subscriber {
         for order in &self.watched {
             let _ = self.out.send(Published::resync(*order)).await;
         }
+        self.wake();
         Ok((sink, messages))
     }
 
@@ -548,6 +585,8 @@ impl Subscriber {
                     Some(message) => {
                         if let Some(event) = parse(message.get_payload_bytes()) {
                             let _ = self.out.send(event).await;
+                        } else if message.get_channel_name().ends_with(":firehose") {
+                            self.wake();
                         }
                     }
                     None => return Ok("the connection closed".into()),
@@ -784,6 +823,38 @@ mod tests {
         let refused = bus.subscribe(other).await.unwrap_err();
         assert_eq!(refused, stopped());
         assert!(!refused.is_transient());
+    }
+
+    #[tokio::test]
+    async fn every_publish_wakes_every_node_on_the_firehose() {
+        testing::require_redis();
+        let prefix = testing::unique_name();
+        let node = || {
+            let client = redis::Client::open(testing::REDIS).unwrap();
+            let pool = deadpool_redis::Config::from_url(testing::REDIS)
+                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                .unwrap();
+            RedisBus::new(client, pool, &prefix, 16, HEALTH, CancellationToken::new())
+        };
+        let ((publisher, _), (listener, _)) = (node(), node());
+        let mut firehose = listener.firehose().expect("a single server has a firehose");
+        // Subscribed once the subscriber is up (its connect wakes it once).
+        timeout(Duration::from_secs(5), async {
+            while listener.health().is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        firehose.mark_unchanged();
+        publisher
+            .publish(&published(OrderId::new(), 1, "routing"))
+            .await
+            .unwrap();
+        timeout(Duration::from_secs(5), firehose.changed())
+            .await
+            .expect("a wake-up for an order nobody here watches")
+            .unwrap();
     }
 
     #[tokio::test]

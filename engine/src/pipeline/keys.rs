@@ -158,6 +158,12 @@ fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", bs58::encode(random_bytes()).into_string())
 }
 
+/// What a stream ticket (`GET /api/stream`) carries where an order
+/// ticket carries its order: the nil UUID, which no order has (order ids
+/// are random), so a stream ticket never opens an order's socket and an
+/// order's ticket never opens the stream ([`Rejection::WrongOrder`]).
+pub const STREAM_TICKET: OrderId = OrderId(uuid::Uuid::nil());
+
 /// The store's name of the secret that signs tickets.
 const TICKET_SIGNING_SECRET: &str = "ws_ticket";
 
@@ -437,6 +443,48 @@ impl Keys {
         })
     }
 
+    /// A single-use ticket for the stream of every order `key` may see
+    /// (`GET /api/stream`), valid for `ttl`; signed like an order's, for
+    /// [`STREAM_TICKET`].
+    ///
+    /// # Errors
+    /// The store's, reading the signing secret.
+    pub async fn issue_stream_ticket(&self, key: Option<KeyId>, ttl: Duration) -> Result<IssuedTicket, StoreError> {
+        self.issue_ticket(STREAM_TICKET, key, ttl).await
+    }
+
+    /// [`Keys::check_ticket`] for the stream (an order's ticket is
+    /// [`Rejection::WrongOrder`]), with whose orders it shows: `None` for
+    /// every order (the key is `admin`, or the ticket was issued without a
+    /// key), else the key's own. The key is read again, so a key revoked
+    /// since is refused ([`Rejection::RevokedKey`]; gone:
+    /// [`Rejection::UnknownKey`]).
+    ///
+    /// # Errors
+    /// The store's; a refused ticket is the inner `Err`.
+    pub async fn check_stream_ticket(
+        &self,
+        secret: &str,
+    ) -> Result<Result<(Ticket, Option<KeyId>), Rejection>, StoreError> {
+        let ticket = match self.check_ticket(secret, STREAM_TICKET).await? {
+            Ok(ticket) => ticket,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let Some(id) = ticket.key else {
+            return Ok(Ok((ticket, None)));
+        };
+        // Keys are few (operators make them by hand): one list read per
+        // stream opened with a ticket.
+        let Some(key) = self.store.keys().await?.into_iter().find(|key| key.id == id) else {
+            return Ok(Err(Rejection::UnknownKey));
+        };
+        if !key.is_active() {
+            return Ok(Err(Rejection::RevokedKey));
+        }
+        let sees_all = key.scopes.contains(&Scope::Admin);
+        Ok(Ok((ticket, (!sees_all).then_some(id))))
+    }
+
     /// [`Keys::check_ticket`] then [`Keys::use_ticket`].
     ///
     /// # Errors
@@ -520,6 +568,51 @@ mod tests {
         assert_eq!(
             keys.redeem_ticket(&short.secret, order).await.unwrap(),
             Err(Rejection::ExpiredTicket)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_ticket_opens_only_the_stream_and_an_order_ticket_never_does() {
+        let (_dir, keys) = keys().await;
+        let key = Some(KeyId::new());
+        let stream = keys.issue_stream_ticket(key, Duration::from_secs(60)).await.unwrap();
+        let order = OrderId::new();
+        assert_eq!(
+            keys.check_ticket(&stream.secret, order).await.unwrap().map(|_| ()),
+            Err(Rejection::WrongOrder),
+            "a stream ticket opens no order"
+        );
+        let per_order = keys.issue_ticket(order, key, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            keys.check_stream_ticket(&per_order.secret).await.unwrap().map(|_| ()),
+            Err(Rejection::WrongOrder),
+            "an order's ticket opens no stream"
+        );
+        assert_eq!(
+            keys.check_stream_ticket(&stream.secret).await.unwrap().map(|_| ()),
+            Err(Rejection::UnknownKey),
+            "a key that is gone"
+        );
+        let reader = keys.create("reader", vec![Scope::Read], None).await.unwrap();
+        let admin = keys.create("admin", vec![Scope::Admin], None).await.unwrap();
+        let stream = keys
+            .issue_stream_ticket(Some(reader.key.id), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let (checked, audience) = keys.check_stream_ticket(&stream.secret).await.unwrap().unwrap();
+        assert_eq!((checked.order_id, checked.key), (STREAM_TICKET, Some(reader.key.id)));
+        assert_eq!(audience, Some(reader.key.id), "a reader sees its own orders");
+        let for_admin = keys
+            .issue_stream_ticket(Some(admin.key.id), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let (_, audience) = keys.check_stream_ticket(&for_admin.secret).await.unwrap().unwrap();
+        assert_eq!(audience, None, "an admin sees every order");
+        assert_eq!(keys.use_ticket(&checked).await.unwrap(), Ok(()));
+        assert_eq!(
+            keys.use_ticket(&checked).await.unwrap(),
+            Err(Rejection::BadTicket),
+            "once"
         );
     }
 

@@ -6,7 +6,7 @@
 
 use super::{
     Execution, ExecutionLedger, KeyedCreate, ListQuery, NewEvent, NewIdempotencyKey, Outcome, Store, StoreError,
-    StoredAnswer,
+    StoredAnswer, StreamCursor,
 };
 use crate::{
     domain::{
@@ -61,6 +61,7 @@ macro_rules! store_contract {
             a_retry_links_both_ways_once,
             the_dead_letter_filter_matches_the_failure_code,
             an_append_after_a_stale_seq_stores_nothing,
+            the_stream_holds_every_event_once_by_owner_and_resumes_after_a_cursor,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -145,7 +146,8 @@ pub(crate) fn sample_order() -> Order {
     }
 }
 
-fn new_order() -> NewOrder {
+/// An order to create (no owner, no deadline).
+pub(crate) fn new_order() -> NewOrder {
     NewOrder {
         id: OrderId::new(),
         job_id: "j".into(),
@@ -160,7 +162,7 @@ fn new_order() -> NewOrder {
     }
 }
 
-fn event(data: EventData) -> NewEvent {
+pub(crate) fn event(data: EventData) -> NewEvent {
     NewEvent {
         message: "m".into(),
         progress: 0,
@@ -170,7 +172,7 @@ fn event(data: EventData) -> NewEvent {
     }
 }
 
-fn pending() -> EventData {
+pub(crate) fn pending() -> EventData {
     EventData::Pending {
         token_in: "SOL".into(),
         token_out: "USDC".into(),
@@ -179,7 +181,7 @@ fn pending() -> EventData {
     }
 }
 
-fn routing() -> EventData {
+pub(crate) fn routing() -> EventData {
     EventData::Routing {
         quotes_fetched: None,
         quotes: None,
@@ -228,8 +230,14 @@ fn page(status: Option<Status>, limit: u32, cursor: Option<i64>) -> ListQuery {
 
 /// A fresh store has every migration pending; `migrate` applies them once.
 pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(store: Arc<S>) {
-    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
-    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    // Every backend has the same versions (`store::tests`).
+    let all: Vec<u32> = super::sqlite::MIGRATIONS
+        .iter()
+        .map(|(version, _, _)| *version)
+        .collect();
+    assert!(all.contains(&8), "0008: the event stream");
+    assert_eq!(store.pending_migrations().await.unwrap(), all);
+    assert_eq!(store.migrate().await.unwrap(), all);
     assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
     assert!(store.pending_migrations().await.unwrap().is_empty());
 }
@@ -1142,4 +1150,100 @@ pub(crate) async fn an_append_after_a_stale_seq_stores_nothing<S: Backend>(store
         }
         assert_eq!(store.events(id, 0).await.unwrap().len(), 2);
     }
+}
+/// Reads the whole stream after `after` (for `owner`), page by page of
+/// `limit`, as a stream reader would, until nothing more is pending:
+/// (place, order, seq) of each event.
+pub(crate) async fn read_stream<S: Store + ?Sized>(
+    store: &S,
+    mut after: StreamCursor,
+    owner: Option<KeyId>,
+    limit: u32,
+) -> Vec<(StreamCursor, OrderId, u64)> {
+    let mut read = Vec::new();
+    let mut waits = 0;
+    loop {
+        let page = store.stream_events(after, owner, limit).await.unwrap();
+        assert!(page.events.len() <= limit as usize, "a page holds at most its limit");
+        for item in &page.events {
+            assert!(item.at > after, "the stream moves forward only");
+            after = item.at;
+            read.push((item.at, item.event.order_id, item.event.seq));
+        }
+        if !page.more {
+            return read;
+        }
+        if page.events.is_empty() {
+            // Held back behind a transaction still running somewhere in
+            // the cluster (another test's): it ends soon.
+            waits += 1;
+            assert!(waits < 1000, "the stream stayed held back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+pub(crate) async fn the_stream_holds_every_event_once_by_owner_and_resumes_after_a_cursor<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    assert_eq!(
+        store.stream_head().await.unwrap(),
+        StreamCursor::START,
+        "an empty stream"
+    );
+    assert!(
+        store
+            .stream_events(StreamCursor::START, None, 10)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    let (alice, bob) = (KeyId::new(), KeyId::new());
+    let mut expected = Vec::new();
+    let mut orders = Vec::new();
+    for owner in [Some(alice), Some(bob), None, Some(alice)] {
+        let order = NewOrder { owner, ..new_order() };
+        store.create_order(&order, event(pending())).await.unwrap();
+        orders.push(order.id);
+        expected.push((order.id, 1, owner));
+    }
+    for round in 0..2u64 {
+        for (i, id) in orders.iter().enumerate() {
+            store.append_event(*id, event(routing())).await.unwrap();
+            expected.push((*id, round + 2, [Some(alice), Some(bob), None, Some(alice)][i]));
+        }
+    }
+    let all = read_stream(&*store, StreamCursor::START, None, 3).await;
+    let events = |read: &[(StreamCursor, OrderId, u64)]| read.iter().map(|(_, o, s)| (*o, *s)).collect::<Vec<_>>();
+    let want = |who: Option<KeyId>| {
+        expected
+            .iter()
+            .filter(|(_, _, owner)| who.is_none() || *owner == who)
+            .map(|(o, s, _)| (*o, *s))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events(&all), want(None), "every event once, in commit order");
+    assert_eq!(
+        store.stream_head().await.unwrap(),
+        all.last().unwrap().0,
+        "the head is the last event"
+    );
+    assert_eq!(
+        events(&read_stream(&*store, StreamCursor::START, Some(alice), 2).await),
+        want(Some(alice))
+    );
+    assert_eq!(
+        events(&read_stream(&*store, StreamCursor::START, Some(bob), 100).await),
+        want(Some(bob))
+    );
+    // Resuming after any event gives exactly the rest.
+    for cut in [0, 5, all.len() - 1] {
+        let rest = read_stream(&*store, all[cut].0, None, 4).await;
+        assert_eq!(rest, all[cut + 1..].to_vec(), "resumed after event {cut}");
+    }
+    let page = store.stream_events(StreamCursor::START, None, 2).await.unwrap();
+    assert!(page.more, "a full page says there may be more");
+    let last = store.stream_events(all[all.len() - 2].0, None, 2).await.unwrap();
+    assert_eq!(last.events.len(), 1);
+    assert!(!last.more, "the end of the stream");
 }

@@ -15,6 +15,7 @@ pub(crate) mod conformance;
 pub mod ledger;
 pub mod postgres;
 pub mod sqlite;
+pub mod stream;
 
 use crate::domain::{
     ApiKey, Event, EventData, KeyId, NewKey, NewOrder, Order, OrderId, OrderPatch, SecretHash, Status, Ticket,
@@ -27,6 +28,7 @@ pub use ledger::{Execution, ExecutionLedger, LedgerError, Outcome};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use std::{sync::LazyLock, time::Duration};
+pub use stream::{BadCursor, StreamCursor, StreamItem, StreamPage};
 use thiserror::Error;
 
 /// Store failures, classified once.
@@ -265,6 +267,25 @@ pub trait Store: Send + Sync {
     /// is none yet, and the stored one is answered (the first writer wins,
     /// on any number of nodes).
     async fn signing_secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError>;
+
+    /// The stream of events (`GET /api/stream`): events after `after` in
+    /// stream order, at most `limit`, of every order (`owner` `None`) or of
+    /// the orders `owner` owns. Commit-order safe: an event not returned
+    /// now never later appears at or before the last one returned (see
+    /// [`stream`]); `more` says to ask again (a full page, or events held
+    /// back behind a transaction still running).
+    async fn stream_events(
+        &self,
+        after: StreamCursor,
+        owner: Option<KeyId>,
+        limit: u32,
+    ) -> Result<StreamPage, StoreError>;
+
+    /// The stream's head now: the place of the last event a
+    /// [`Store::stream_events`] from [`StreamCursor::START`] would return
+    /// ([`StreamCursor::START`] when there is none). A stream that starts
+    /// "from now" starts here.
+    async fn stream_head(&self) -> Result<StreamCursor, StoreError>;
 
     /// The connection pool, for metrics (`None`: no pool).
     fn pool_status(&self) -> Option<PoolStatus> {

@@ -9,7 +9,8 @@
 
 use super::{
     Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
-    Outcome, PostgresConfig, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
+    Outcome, PostgresConfig, Store, StoreError, StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page,
+    rows_for_page, stream::settled, unfinished_sql,
 };
 use crate::domain::{
     ApiKey, Event, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, SecretHash, Status, Ticket,
@@ -52,6 +53,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         6,
         "order_control",
         include_str!("migrations/postgres/0006_order_control.sql"),
+    ),
+    (
+        8,
+        "event_stream",
+        include_str!("migrations/postgres/0008_event_stream.sql"),
     ),
 ];
 
@@ -1028,6 +1034,78 @@ impl Store for PostgresStore {
         self.run(async |client| client.simple_query("SELECT 1").await.map(|_| ()).map_err(unavailable))
             .await
     }
+
+    async fn stream_events(
+        &self,
+        after: StreamCursor,
+        owner: Option<KeyId>,
+        limit: u32,
+    ) -> Result<StreamPage, StoreError> {
+        self.run(async |client| {
+            // Rows past the snapshot's xmin are read too (and cut off by
+            // `settled`), so a held-back event says "ask again soon".
+            let sql = format!(
+                "SELECT stream_xid::text AS xid, position, owner, body,
+                        pg_snapshot_xmin(pg_current_snapshot())::text AS horizon
+                 FROM order_events
+                 WHERE (stream_xid, position) > ($1::text::xid8, $2){}
+                 ORDER BY stream_xid, position LIMIT $3",
+                if owner.is_some() { " AND owner = $4" } else { "" }
+            );
+            let statement = client.prepare_cached(&sql).await.map_err(unavailable)?;
+            let (xid, position, limit) = (after.xid.to_string(), after.position as i64, i64::from(limit.max(1)));
+            let owner = owner.map(|key| key.0);
+            let rows = match &owner {
+                Some(owner) => client.query(&statement, &[&xid, &position, &limit, owner]).await,
+                None => client.query(&statement, &[&xid, &position, &limit]).await,
+            }
+            .map_err(db_error)?;
+            let number = |text: String| {
+                text.parse::<u64>()
+                    .map_err(|e| StoreError::Corrupt(format!("stream xid {text:?}: {e}")))
+            };
+            let mut horizon = u64::MAX;
+            let mut events = Vec::with_capacity(rows.len());
+            for row in rows {
+                horizon = number(row.get("horizon"))?;
+                let at = StreamCursor {
+                    xid: number(row.get("xid"))?,
+                    position: row.get::<_, i64>("position") as u64,
+                };
+                events.push(StreamItem {
+                    at,
+                    owner: row.get::<_, Option<Uuid>>("owner").map(KeyId),
+                    event: parse(row.get::<_, Value>("body"), "event")?,
+                });
+            }
+            Ok(settled(events, horizon, limit as usize))
+        })
+        .await
+    }
+
+    async fn stream_head(&self) -> Result<StreamCursor, StoreError> {
+        self.run(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "SELECT stream_xid::text AS xid, position FROM order_events
+                     WHERE stream_xid < pg_snapshot_xmin(pg_current_snapshot())
+                     ORDER BY stream_xid DESC, position DESC LIMIT 1",
+                )
+                .await
+                .map_err(unavailable)?;
+            let row = client.query_opt(&statement, &[]).await.map_err(db_error)?;
+            row.map_or(Ok(StreamCursor::START), |row| {
+                let xid: String = row.get("xid");
+                Ok(StreamCursor {
+                    xid: xid
+                        .parse()
+                        .map_err(|e| StoreError::Corrupt(format!("stream xid {xid:?}: {e}")))?,
+                    position: row.get::<_, i64>("position") as u64,
+                })
+            })
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -1100,4 +1178,93 @@ mod tests {
     }
 
     crate::store::conformance::store_contract!(fresh);
+
+    /// A connection of its own in the test's schema, for transactions held
+    /// open by hand.
+    async fn raw(schema: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(crate::store::conformance::POSTGRES, NoTls)
+            .await
+            .expect("connecting to PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .await
+            .unwrap();
+        client
+    }
+
+    /// Inserts event `seq` of `order` (a `routing` event) on `client`, as
+    /// the store would inside a transaction.
+    async fn insert_event(client: &tokio_postgres::Client, order: OrderId, seq: u64) {
+        let event = Event {
+            order_id: order,
+            seq,
+            timestamp: Timestamp::now(),
+            message: "m".into(),
+            progress: 0,
+            data: crate::domain::EventData::Routing {
+                quotes_fetched: None,
+                quotes: None,
+            },
+        };
+        client
+            .execute(
+                "INSERT INTO order_events (order_id, seq, kind, body, created_at) VALUES ($1, $2, 'routing', $3, now())",
+                &[&order.0, &(seq as i64), &serde_json::to_value(&event).unwrap()],
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stream_never_skips_an_event_whose_transaction_commits_after_a_later_numbered_one() {
+        use crate::store::conformance::{self, read_stream};
+        let (schema, store) = fresh().await;
+        store.migrate().await.unwrap();
+        let new = |id| NewOrder {
+            id,
+            ..conformance::new_order()
+        };
+        let pending = || conformance::event(conformance::pending());
+        let (a_order, b_order) = (OrderId::new(), OrderId::new());
+        store.create_order(&new(a_order), pending()).await.unwrap();
+        store.create_order(&new(b_order), pending()).await.unwrap();
+        let created = read_stream(&*store, StreamCursor::START, None, 10).await;
+        assert_eq!(created.len(), 2);
+        let mut cursor = created[1].0;
+
+        // A takes the smaller position, B the larger; B commits first.
+        let (a, b) = (raw(&schema.name).await, raw(&schema.name).await);
+        a.batch_execute("BEGIN").await.unwrap();
+        insert_event(&a, a_order, 2).await;
+        b.batch_execute("BEGIN").await.unwrap();
+        insert_event(&b, b_order, 2).await;
+        b.batch_execute("COMMIT").await.unwrap();
+        let during = store.stream_events(cursor, None, 10).await.unwrap();
+        assert!(during.events.is_empty(), "B waits behind A, still running: {during:?}");
+        assert!(during.more, "held back, so ask again");
+        a.batch_execute("COMMIT").await.unwrap();
+        let read = read_stream(&*store, cursor, None, 10).await;
+        let got: Vec<_> = read.iter().map(|(_, o, s)| (*o, *s)).collect();
+        assert_eq!(got, [(a_order, 2), (b_order, 2)], "both, once, in commit-safe order");
+        cursor = read[1].0;
+        assert_eq!(store.stream_head().await.unwrap(), cursor);
+
+        // C gets its transaction id before D, yet appends the later event of
+        // the same order: the stream still keeps the order's seq order.
+        let (c, d) = (raw(&schema.name).await, raw(&schema.name).await);
+        c.batch_execute("BEGIN; SELECT pg_current_xact_id()").await.unwrap();
+        d.batch_execute("BEGIN").await.unwrap();
+        insert_event(&d, a_order, 3).await;
+        d.batch_execute("COMMIT").await.unwrap();
+        insert_event(&c, a_order, 4).await;
+        c.batch_execute("COMMIT").await.unwrap();
+        let read = read_stream(&*store, cursor, None, 10).await;
+        let got: Vec<_> = read.iter().map(|(_, o, s)| (*o, *s)).collect();
+        assert_eq!(got, [(a_order, 3), (a_order, 4)]);
+        assert!(
+            read_stream(&*store, read[1].0, None, 10).await.is_empty(),
+            "nothing repeats"
+        );
+    }
 }

@@ -8,7 +8,8 @@
 
 use super::{
     Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
-    Outcome, SqliteSync, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
+    Outcome, SqliteSync, Store, StoreError, StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page,
+    rows_for_page, unfinished_sql,
 };
 mod keys;
 mod rows;
@@ -52,6 +53,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         6,
         "order_control",
         include_str!("../migrations/sqlite/0006_order_control.sql"),
+    ),
+    (
+        8,
+        "event_stream",
+        include_str!("../migrations/sqlite/0008_event_stream.sql"),
     ),
 ];
 /// Writes committed together at most.
@@ -779,6 +785,79 @@ impl Store for SqliteStore {
             WriteOut::Secret(secret) => Ok(secret),
             _ => unreachable!("signing_secret answers the secret"),
         }
+    }
+
+    async fn stream_events(
+        &self,
+        after: StreamCursor,
+        owner: Option<KeyId>,
+        limit: u32,
+    ) -> Result<StreamPage, StoreError> {
+        // One writer: positions are in commit order, nothing is held back.
+        self.read(move |conn| {
+            let limit = i64::from(limit.max(1));
+            // Two statements, so each is a range scan of its own index.
+            let sql = if owner.is_some() {
+                "SELECT position, owner, body FROM order_events WHERE owner = ?3 AND position > ?1
+                 ORDER BY position LIMIT ?2"
+            } else {
+                "SELECT position, owner, body FROM order_events WHERE position > ?1 ORDER BY position LIMIT ?2"
+            };
+            let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+            let read = |row: &rusqlite::Row<'_>| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            };
+            let after = after.position as i64;
+            let rows = match owner {
+                Some(owner) => stmt.query_map(params![after, limit, owner.to_string()], read),
+                None => stmt.query_map(params![after, limit], read),
+            }
+            .map_err(unavailable)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+            let more = rows.len() as i64 >= limit;
+            let events = rows
+                .iter()
+                .map(|(position, owner, body)| {
+                    let at = StreamCursor {
+                        xid: 0,
+                        position: *position as u64,
+                    };
+                    let owner = match owner {
+                        Some(text) => {
+                            Some(KeyId(text.parse().map_err(|e| {
+                                StoreError::Corrupt(format!("event owner {text:?}: {e}"))
+                            })?))
+                        }
+                        None => None,
+                    };
+                    Ok(StreamItem {
+                        at,
+                        owner,
+                        event: parse_json(body, "event")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(StreamPage { events, more })
+        })
+        .await
+    }
+
+    async fn stream_head(&self) -> Result<StreamCursor, StoreError> {
+        self.read(|conn| {
+            let position: Option<i64> = conn
+                .query_row("SELECT MAX(position) FROM order_events", [], |row| row.get(0))
+                .map_err(unavailable)?;
+            Ok(StreamCursor {
+                xid: 0,
+                position: position.unwrap_or(0) as u64,
+            })
+        })
+        .await
     }
 }
 
