@@ -29,6 +29,8 @@ use std::{
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
+mod chain;
+
 /// Migrations: (version, name, SQL); the versions match SQLite's.
 pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "orders", include_str!("migrations/postgres/0001_orders.sql")),
@@ -53,6 +55,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "order_control",
         include_str!("migrations/postgres/0006_order_control.sql"),
     ),
+    (7, "chain", include_str!("migrations/postgres/0007_chain.sql")),
 ];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -1076,6 +1079,17 @@ mod tests {
     /// guard. Fails, naming how to start it, when PostgreSQL is down.
     async fn fresh() -> (TempSchema, Arc<PostgresStore>) {
         let schema = TempSchema::new();
+        let store = connect(&schema);
+        (schema, store)
+    }
+
+    /// A second pool on the schema of `fresh` (another process on the
+    /// database).
+    fn again(schema: &TempSchema) -> Arc<PostgresStore> {
+        connect(schema)
+    }
+
+    fn connect(schema: &TempSchema) -> Arc<PostgresStore> {
         let store = PostgresStore::connect(&PostgresConfig {
             url: crate::store::conformance::POSTGRES.into(),
             schema: schema.name.clone(),
@@ -1090,8 +1104,9 @@ mod tests {
             verify_after_idle: Dur(Duration::from_secs(10)),
         })
         .expect("building the PostgreSQL pool");
-        (schema, Arc::new(store))
+        Arc::new(store)
     }
 
     crate::store::conformance::store_contract!(fresh);
+    crate::store::conformance::chain_contract!(fresh, again);
 }
