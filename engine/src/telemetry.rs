@@ -660,6 +660,8 @@ pub mod chain {
             counter!(name).absolute(0);
         }
         gauge!(TIP).set(0.0);
+        // Registered at once, so the series exists before the first landing.
+        let _ = histogram!(LANDING_SLOTS);
     }
 
     /// The engine sent a new transaction.
