@@ -5,7 +5,12 @@
 
 use crate::harness::{Backend, POSTGRES, Shared};
 use serde_json::Value;
-use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
 use swapline::{
     app,
     chain::{ChainRpc, Transaction, Unsigned},
@@ -39,11 +44,11 @@ fn configs_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs"))
 }
 
-fn load(file: &PathBuf) -> Config {
+fn load(file: &Path) -> Config {
     Sources {
         profile: "bench".into(),
         config_dir: Some(configs_dir()),
-        files: vec![file.clone()],
+        files: vec![file.to_path_buf()],
         env: false,
     }
     .load()
@@ -51,7 +56,7 @@ fn load(file: &PathBuf) -> Config {
 }
 
 /// Runs `swapline chain ARGS` on the test's config; answers stdout.
-fn cli(shared: &Shared, file: &PathBuf, args: &[&str]) -> String {
+fn cli(shared: &Shared, file: &Path, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_swapline"))
         .args(["--profile", "bench", "--config-dir"])
         .arg(configs_dir())
@@ -181,15 +186,14 @@ async fn chain_txs_and_pools_show_what_landed(backend: Backend) {
     let landed = |sell: bool| -> (u128, u128) {
         txs.iter()
             .filter(|r| r["state"] == "landed" && (r["tokenIn"] == "SOL") == sell)
-            .fold((0, 0), |(a, b), r| (a + units(&r["amountIn"]), b + units(&r["amountOut"])))
+            .fold((0, 0), |(a, b), r| {
+                (a + units(&r["amountIn"]), b + units(&r["amountOut"]))
+            })
     };
     let ((sold, got_usdc), (paid_usdc, got_sol)) = (landed(true), landed(false));
     let after = pool(&json(&cli(&shared, &file, &["pools", "--json"])));
     assert_eq!(after["swaps"], 3);
-    assert_eq!(
-        (units(&after["baseIn"]), units(&after["quoteOut"])),
-        (sold, got_usdc)
-    );
+    assert_eq!((units(&after["baseIn"]), units(&after["quoteOut"])), (sold, got_usdc));
     assert_eq!(
         (units(&after["quoteIn"]), units(&after["baseOut"])),
         (paid_usdc, got_sol)

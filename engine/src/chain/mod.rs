@@ -11,7 +11,7 @@
 //! (with `lastValidBlockHeight`; the simulation counts validity in slots),
 //! `getRecentPrioritizationFees`, `sendTransaction` and
 //! `getSignatureStatuses`. The simulated chain lives in
-//! [`crate::venues`] (it owns the pools); a real RPC client would
+//! the `venues` module (it owns the pools); a real RPC client would
 //! implement the same trait.
 //!
 //! May import: `domain`.

@@ -5,9 +5,8 @@
 //! own seam; never `api`, `pipeline` or `venues`.
 
 use super::{
-    Advance, Broadcast, ChainHead, ChainStore, ChainTx, Lander, Landing, PoolRow, TxState,
-    Execution, ExecutionLedger, KeyedCreate, ListQuery, NewEvent, NewIdempotencyKey, Outcome, Store, StoreError,
-    StoredAnswer,
+    Advance, Broadcast, ChainHead, ChainStore, ChainTx, Execution, ExecutionLedger, KeyedCreate, Lander, Landing,
+    ListQuery, NewEvent, NewIdempotencyKey, Outcome, PoolRow, Store, StoreError, StoredAnswer, TxState,
 };
 use crate::{
     domain::{
@@ -263,8 +262,8 @@ fn page(status: Option<Status>, limit: u32, cursor: Option<i64>) -> ListQuery {
 
 /// A fresh store has every migration pending; `migrate` applies them once.
 pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(store: Arc<S>) {
-    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
-    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(store.pending_migrations().await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(store.migrate().await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
     assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
     assert!(store.pending_migrations().await.unwrap().is_empty());
 }
@@ -1229,7 +1228,13 @@ pub(crate) async fn the_chain_starts_once_and_the_first_genesis_stands<S: Backen
     migrated(&*store).await;
     assert_eq!(store.chain_head().await.unwrap(), None);
     let head = store.chain_start(1_000, &[pool_row("a")]).await.unwrap();
-    assert_eq!(head, ChainHead { genesis_ms: 1_000, tip: 0 });
+    assert_eq!(
+        head,
+        ChainHead {
+            genesis_ms: 1_000,
+            tip: 0
+        }
+    );
     let mut changed = pool_row("a");
     changed.state = "{\"other\":1}".into();
     let again = store.chain_start(2_000, &[changed, pool_row("b")]).await.unwrap();
@@ -1249,9 +1254,18 @@ pub(crate) async fn a_signature_is_stored_once_and_a_rebroadcast_only_counts<S: 
     let mut resend = tx.clone();
     resend.planned_slot = Some(9);
     resend.sent_slot = 3;
-    assert_eq!(store.broadcast(&resend).await.unwrap(), Broadcast::Again(TxState::Pending));
+    assert_eq!(
+        store.broadcast(&resend).await.unwrap(),
+        Broadcast::Again(TxState::Pending)
+    );
     let stored = store.chain_txs(None).await.unwrap();
-    assert_eq!(stored, vec![ChainTx { rebroadcasts: 1, ..tx.clone() }]);
+    assert_eq!(
+        stored,
+        vec![ChainTx {
+            rebroadcasts: 1,
+            ..tx.clone()
+        }]
+    );
     assert_eq!(store.chain_txs(Some(tx.order_id)).await.unwrap().len(), 1);
     assert!(store.chain_txs(Some(OrderId::new())).await.unwrap().is_empty());
     let statuses = store
@@ -1270,16 +1284,29 @@ pub(crate) async fn a_dropped_transaction_gets_a_new_chance_only_while_valid<S: 
     assert_eq!(store.broadcast(&dropped).await.unwrap(), Broadcast::First);
     let mut chance = chain_tx("sig-d", Some(6), 10);
     chance.sent_slot = 4;
-    assert_eq!(store.broadcast(&chance).await.unwrap(), Broadcast::Again(TxState::Dropped));
-    let now = store.chain_statuses(&["sig-d".to_owned()]).await.unwrap()[0].clone().unwrap();
-    assert_eq!((now.state, now.planned_slot, now.rebroadcasts), (TxState::Pending, Some(6), 1));
+    assert_eq!(
+        store.broadcast(&chance).await.unwrap(),
+        Broadcast::Again(TxState::Dropped)
+    );
+    let now = store.chain_statuses(&["sig-d".to_owned()]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (now.state, now.planned_slot, now.rebroadcasts),
+        (TxState::Pending, Some(6), 1)
+    );
 
     let late = chain_tx("sig-l", None, 3);
     store.broadcast(&late).await.unwrap();
     let mut too_late = chain_tx("sig-l", Some(6), 3);
     too_late.sent_slot = 4;
-    assert_eq!(store.broadcast(&too_late).await.unwrap(), Broadcast::Again(TxState::Dropped));
-    let now = store.chain_statuses(&["sig-l".to_owned()]).await.unwrap()[0].clone().unwrap();
+    assert_eq!(
+        store.broadcast(&too_late).await.unwrap(),
+        Broadcast::Again(TxState::Dropped)
+    );
+    let now = store.chain_statuses(&["sig-l".to_owned()]).await.unwrap()[0]
+        .clone()
+        .unwrap();
     assert_eq!((now.state, now.planned_slot), (TxState::Dropped, None));
 }
 
@@ -1297,7 +1324,13 @@ pub(crate) async fn an_advance_lands_moves_pools_and_expires_in_one_step<S: Back
     let mut rich = chain_tx("b-rich", Some(2), 10);
     rich.priority_fee = 9;
     rich.amount_in = 7;
-    for tx in [&slippage, &cheap, &rich, &chain_tx("c-later", Some(5), 10), &chain_tx("e-never", Some(20), 8)] {
+    for tx in [
+        &slippage,
+        &cheap,
+        &rich,
+        &chain_tx("c-later", Some(5), 10),
+        &chain_tx("e-never", Some(20), 8),
+    ] {
         store.broadcast(tx).await.unwrap();
     }
     let first = store.advance(3, lander.clone()).await.unwrap();
@@ -1320,9 +1353,15 @@ pub(crate) async fn an_advance_lands_moves_pools_and_expires_in_one_step<S: Back
     );
     assert_eq!(store.chain_head().await.unwrap().unwrap().tip, 3);
     let pool = &store.chain_pools().await.unwrap()[0];
-    assert_eq!((pool.base_in, pool.quote_out, pool.swaps), (17, 17, 2), "the failed swap moved nothing");
+    assert_eq!(
+        (pool.base_in, pool.quote_out, pool.swaps),
+        (17, 17, 2),
+        "the failed swap moved nothing"
+    );
     assert_eq!(pool.state, "{\"swaps\":2}");
-    let slipped = store.chain_statuses(&["d-slip".to_owned()]).await.unwrap()[0].clone().unwrap();
+    let slipped = store.chain_statuses(&["d-slip".to_owned()]).await.unwrap()[0]
+        .clone()
+        .unwrap();
     assert_eq!(slipped.error.unwrap().code, "slippage_exceeded");
     assert_eq!(slipped.amount_out, None);
 
@@ -1346,7 +1385,11 @@ pub(crate) async fn an_advance_lands_moves_pools_and_expires_in_one_step<S: Back
         .map(|t| (t.signature, t.state))
         .collect();
     assert!(states.contains(&("e-never".to_owned(), TxState::Expired)), "{states:?}");
-    assert_eq!(store.landed_fees(0).await.unwrap(), vec![5, 1, 9, 5, 5], "by landed slot, then signature");
+    assert_eq!(
+        store.landed_fees(0).await.unwrap(),
+        vec![5, 1, 9, 5, 5],
+        "by landed slot, then signature"
+    );
     assert_eq!(store.landed_fees(3).await.unwrap(), vec![5, 5]);
 }
 

@@ -103,6 +103,9 @@ impl Clock for ManualClock {
     }
 }
 
+/// How long quotes use the last pools read after reading them failed.
+const REFRESH_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Slots the price walk replays at most in one advance (a chain idle for
 /// longer skips the older steps; landings are never skipped).
 const MAX_WALK: u64 = 100_000;
@@ -145,7 +148,12 @@ pub struct PoolLander {
 
 impl PoolLander {
     fn step(&self, pool: &ChainPool, sim: &mut PoolSim, slot: Slot) {
-        let z = Rng::new(seed_of(&[&self.seed.to_le_bytes(), pool.key.as_bytes(), &slot.to_le_bytes()])).normal();
+        let z = Rng::new(seed_of(&[
+            &self.seed.to_le_bytes(),
+            pool.key.as_bytes(),
+            &slot.to_le_bytes(),
+        ]))
+        .normal();
         sim.drift(z, self.sigma, self.kappa);
     }
 
@@ -283,6 +291,8 @@ pub struct SimulatedChain {
     advancing: tokio::sync::Mutex<()>,
     book: RwLock<Book>,
     refreshing: tokio::sync::Mutex<()>,
+    /// When reading the pools from the store last failed.
+    refresh_failed: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for SimulatedChain {
@@ -359,6 +369,7 @@ impl SimulatedChain {
             advancing: tokio::sync::Mutex::new(()),
             book: RwLock::new(Book::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            refresh_failed: Mutex::new(None),
         })
     }
 
@@ -432,20 +443,48 @@ impl SimulatedChain {
     /// # Errors
     /// The store's.
     pub(crate) async fn pool_state(&self, venue: &str, base: &str, quote: &str) -> Result<Option<PoolSim>, StoreError> {
-        let tip = self.tick().await?;
         let key = pool_key(venue, base, quote);
+        let stale = || {
+            let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+            book.tip.map(|_| book.pools.get(&key).cloned())
+        };
+        // While the store is down, quotes come from the last pools read
+        // (as an RPC node behind would answer), without waiting on the
+        // store again for a second.
+        let failed_lately = self
+            .refresh_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < REFRESH_BACKOFF);
+        if failed_lately && let Some(answer) = stale() {
+            return Ok(answer);
+        }
+        match self.fresh_pool_state(&key).await {
+            Ok(answer) => {
+                *self.refresh_failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(answer)
+            }
+            Err(error) => {
+                *self.refresh_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                stale().ok_or(error)
+            }
+        }
+    }
+
+    async fn fresh_pool_state(&self, key: &str) -> Result<Option<PoolSim>, StoreError> {
+        let tip = self.tick().await?;
         let fresh = |book: &Book| book.tip.is_some_and(|t| t >= tip);
         {
             let book = self.book.read().unwrap_or_else(|p| p.into_inner());
             if fresh(&book) {
-                return Ok(book.pools.get(&key).cloned());
+                return Ok(book.pools.get(key).cloned());
             }
         }
         let _one = self.refreshing.lock().await;
         {
             let book = self.book.read().unwrap_or_else(|p| p.into_inner());
             if fresh(&book) {
-                return Ok(book.pools.get(&key).cloned());
+                return Ok(book.pools.get(key).cloned());
             }
         }
         let rows = self.store.chain_pools().await?;
@@ -455,7 +494,7 @@ impl SimulatedChain {
                 .map_err(|e| StoreError::Corrupt(format!("pool {}: {e}", row.pool)))?;
             pools.insert(row.pool, sim);
         }
-        let answer = pools.get(&key).cloned();
+        let answer = pools.get(key).cloned();
         *self.book.write().unwrap_or_else(|p| p.into_inner()) = Book { tip: Some(tip), pools };
         Ok(answer)
     }
@@ -688,7 +727,10 @@ impl PoolView {
                 reserve_base,
                 reserve_quote,
                 ..
-            } => ("constant_product", Some((reserve_base.to_string(), reserve_quote.to_string()))),
+            } => (
+                "constant_product",
+                Some((reserve_base.to_string(), reserve_quote.to_string())),
+            ),
             PoolSim::Bins { .. } => ("bins", None),
         };
         let (reserve_base, reserve_quote) = reserves.unzip();

@@ -12,9 +12,9 @@ pub mod simulated;
 
 use crate::domain::OrderId;
 use async_trait::async_trait;
+pub use chain::{Clock, ManualClock, PoolView, SimulatedChain, SystemClock};
 pub use config::{FaultsConfig, PoolConfig, VenuesConfig};
 use serde::{Deserialize, Serialize};
-pub use chain::{Clock, ManualClock, PoolView, SimulatedChain, SystemClock};
 pub use simulated::{PoolError, SimulatedVenue};
 use swapline_abi::VenueQuote;
 use thiserror::Error;

@@ -270,7 +270,6 @@ impl SimulatedVenue {
         self
     }
 
-
     fn pool(&self, token_in: &str, token_out: &str) -> Option<(&SimPool, bool)> {
         self.pools.iter().find_map(|pool| {
             if pool.base == token_in && pool.quote == token_out {

@@ -42,7 +42,10 @@ fn tx_from_row(row: &Row) -> Result<ChainTx, StoreError> {
         venue: row.try_get("venue").map_err(unavailable)?,
         token_in: row.try_get("token_in").map_err(unavailable)?,
         token_out: row.try_get("token_out").map_err(unavailable)?,
-        amount_in: amount(&row.try_get::<_, String>("amount_in").map_err(unavailable)?, "amount_in")?,
+        amount_in: amount(
+            &row.try_get::<_, String>("amount_in").map_err(unavailable)?,
+            "amount_in",
+        )?,
         min_amount_out: amount(
             &row.try_get::<_, String>("min_amount_out").map_err(unavailable)?,
             "min_amount_out",
@@ -251,7 +254,10 @@ impl ChainStore for PostgresStore {
                 .map(tx_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
             let mut pools = tx
-                .query(&format!("SELECT {POOL_COLUMNS} FROM chain_pools ORDER BY pool FOR UPDATE"), &[])
+                .query(
+                    &format!("SELECT {POOL_COLUMNS} FROM chain_pools ORDER BY pool FOR UPDATE"),
+                    &[],
+                )
                 .await
                 .map_err(db_error)?
                 .iter()

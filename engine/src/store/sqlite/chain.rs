@@ -4,9 +4,7 @@
 //! advance one after the other, each seeing the other's tip); reads on the
 //! read pool. u128 amounts are decimal TEXT, slots INTEGER.
 
-use super::super::{
-    Advance, Advanced, Broadcast, ChainHead, ChainTx, Lander, Landing, PoolRow, StoreError, TxState,
-};
+use super::super::{Advance, Advanced, Broadcast, ChainHead, ChainTx, Lander, Landing, PoolRow, StoreError, TxState};
 use super::rows::{json, parse_json};
 use super::unavailable;
 use crate::chain::{Slot, TxError};
@@ -93,7 +91,11 @@ impl TxRow {
             state: TxState::parse(&self.state)
                 .ok_or_else(|| StoreError::Corrupt(format!("chain tx state {:?}", self.state)))?,
             landed_slot: self.landed_slot.map(|s| s as u64),
-            amount_out: self.amount_out.as_deref().map(|a| amount(a, "amount_out")).transpose()?,
+            amount_out: self
+                .amount_out
+                .as_deref()
+                .map(|a| amount(a, "amount_out"))
+                .transpose()?,
             error: self
                 .error
                 .as_deref()
@@ -217,8 +219,7 @@ pub(super) fn broadcast(conn: &Connection, tx: &ChainTx) -> Result<Broadcast, St
             |row| row.get(0),
         )
         .map_err(unavailable)?;
-    let before =
-        TxState::parse(&before).ok_or_else(|| StoreError::Corrupt(format!("chain tx state {before:?}")))?;
+    let before = TxState::parse(&before).ok_or_else(|| StoreError::Corrupt(format!("chain tx state {before:?}")))?;
     conn.execute(
         "UPDATE chain_txs SET rebroadcasts = rebroadcasts + 1,
              state = CASE WHEN state = 'dropped' AND ?2 = 'pending' AND last_valid_slot >= ?3

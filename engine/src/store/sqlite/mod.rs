@@ -7,8 +7,9 @@
 //! connections, which WAL lets run beside the writer.
 
 use super::{
-    Advance, Broadcast, ChainHead, ChainStore, ChainTx, Execution, ExecutionLedger, Lander, PoolRow, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
-    Outcome, SqliteSync, Store, StoreError, StoredAnswer, cut_page, rows_for_page, unfinished_sql,
+    Advance, Broadcast, ChainHead, ChainStore, ChainTx, Execution, ExecutionLedger, KeyRecord, KeyedCreate, Lander,
+    LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage, Outcome, PoolRow, SqliteSync, Store, StoreError,
+    StoredAnswer, cut_page, rows_for_page, unfinished_sql,
 };
 mod chain;
 mod keys;

@@ -88,7 +88,8 @@ impl Sim {
 
     async fn with(config: ChainConfig, venues: VenuesConfig) -> Sim {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("c.db"), SqliteSync::Normal, Duration::from_secs(5)).unwrap());
+        let store =
+            Arc::new(SqliteStore::open(&dir.path().join("c.db"), SqliteSync::Normal, Duration::from_secs(5)).unwrap());
         store.migrate().await.unwrap();
         // A whole number of ms, so slot n begins exactly n slots later.
         let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000)));
@@ -110,7 +111,15 @@ impl Sim {
 
     /// A signed swap of `amount_in` SOL→USDC (or back) on raydium for
     /// `order`'s `leg`, with the latest blockhash.
-    async fn tx(&self, order: OrderId, leg: u32, amount_in: u128, sell_sol: bool, fee: u64, min_out: u128) -> Transaction {
+    async fn tx(
+        &self,
+        order: OrderId,
+        leg: u32,
+        amount_in: u128,
+        sell_sol: bool,
+        fee: u64,
+        min_out: u128,
+    ) -> Transaction {
         let (token_in, token_out) = if sell_sol { ("SOL", "USDC") } else { ("USDC", "SOL") };
         Transaction::sign(Unsigned {
             order_id: order,
@@ -239,7 +248,11 @@ async fn a_late_transaction_lands_after_late_land_slots_but_before_expiry() {
     sim.step(20).await;
     for tx in &txs {
         let slot = sim.status(tx).await.expect("a late one still lands").slot;
-        assert!(slot > 3 + 5 && slot <= tx.last_valid_slot, "{slot} vs {}", tx.last_valid_slot);
+        assert!(
+            slot > 3 + 5 && slot <= tx.last_valid_slot,
+            "{slot} vs {}",
+            tx.last_valid_slot
+        );
     }
 }
 
@@ -277,11 +290,17 @@ async fn an_unknown_blockhash_or_a_forged_signature_is_refused_and_not_recorded(
     let mut unknown = sim.sell(10_000).await;
     unknown.blockhash = "11111111111111111111111111111111".into();
     let error = sim.chain.send_transaction(&unknown).await.unwrap_err();
-    assert!(matches!(&error, ChainError::Rejected { code, .. } if code == "blockhash_not_found"), "{error:?}");
+    assert!(
+        matches!(&error, ChainError::Rejected { code, .. } if code == "blockhash_not_found"),
+        "{error:?}"
+    );
     let mut forged = sim.sell(10_000).await;
     forged.amount_in += 1;
     let error = sim.chain.send_transaction(&forged).await.unwrap_err();
-    assert!(matches!(&error, ChainError::Rejected { code, .. } if code == "invalid"), "{error:?}");
+    assert!(
+        matches!(&error, ChainError::Rejected { code, .. } if code == "invalid"),
+        "{error:?}"
+    );
     assert!(sim.store.chain_txs(None).await.unwrap().is_empty());
 }
 
@@ -319,7 +338,12 @@ async fn once_the_slot_says_s_every_landing_up_to_s_is_visible() {
         for (tx, status) in finals.iter().zip(statuses) {
             if let Some(at) = tx.landed_slot.filter(|at| at <= slot) {
                 landed += 1;
-                assert_eq!(status.as_ref().map(|s| s.slot), Some(at), "{} landed by {slot}", tx.signature);
+                assert_eq!(
+                    status.as_ref().map(|s| s.slot),
+                    Some(at),
+                    "{} landed by {slot}",
+                    tx.signature
+                );
             }
         }
     }
@@ -430,11 +454,17 @@ async fn a_fee_below_the_market_lands_less_often_and_later() {
     for tx in &market {
         assert_eq!(sim.stored(tx).await.landed_slot, Some(2), "all land at land_slots");
     }
-    assert!((20..=80).contains(&cheap_landed), "about half of the fee-0 ones land: {cheap_landed}");
+    assert!(
+        (20..=80).contains(&cheap_landed),
+        "about half of the fee-0 ones land: {cheap_landed}"
+    );
     let fees = sim.chain.recent_priority_fees(20).await.unwrap();
     assert_eq!(fees.len(), 100 + cheap_landed);
     assert_eq!(&fees[..100], &[10_000; 100], "oldest first: slot 2 before slot 8");
-    assert!(sim.chain.recent_priority_fees(2).await.unwrap().is_empty(), "nothing in the last 2 slots");
+    assert!(
+        sim.chain.recent_priority_fees(2).await.unwrap().is_empty(),
+        "nothing in the last 2 slots"
+    );
 }
 
 #[tokio::test]
@@ -465,7 +495,8 @@ async fn the_pool_reserves_move_by_exactly_the_landed_swaps() {
     let mut txs = Vec::new();
     for i in 0..60u128 {
         let tx = if i % 3 == 0 {
-            sim.tx(OrderId::new(), 0, 1_000_000_000 * (i + 1), false, 10_000, 0).await
+            sim.tx(OrderId::new(), 0, 1_000_000_000 * (i + 1), false, 10_000, 0)
+                .await
         } else {
             sim.tx(OrderId::new(), 1, TEN_SOL / (i + 1), true, 10_000, 0).await
         };
@@ -503,7 +534,11 @@ async fn the_pool_reserves_move_by_exactly_the_landed_swaps() {
     for (name, value) in flows {
         assert_eq!(sums.get(name).copied().unwrap_or(0), value, "{name}");
     }
-    assert!(pool.swaps > 10 && (pool.swaps as usize) < txs.len(), "some were dropped: {}", pool.swaps);
+    assert!(
+        pool.swaps > 10 && (pool.swaps as usize) < txs.len(),
+        "some were dropped: {}",
+        pool.swaps
+    );
     let now = PoolView::of(&pool).unwrap();
     let reserve = |v: &Option<String>| v.as_deref().unwrap().parse::<u128>().unwrap();
     assert_eq!(
@@ -523,9 +558,8 @@ async fn the_price_walk_is_one_history_for_every_process() {
     walking.mean_reversion = 0.1;
     let sim = Sim::with(settings(), walking.clone()).await;
     // A second process on the same store.
-    let other = Arc::new(
-        SimulatedChain::new(&settings(), &walking, &tokens(), sim.store.clone(), sim.clock.clone()).unwrap(),
-    );
+    let other =
+        Arc::new(SimulatedChain::new(&settings(), &walking, &tokens(), sim.store.clone(), sim.clock.clone()).unwrap());
     let mut prices = Vec::new();
     for _ in 0..5 {
         sim.step(3).await;
@@ -535,14 +569,21 @@ async fn the_price_walk_is_one_history_for_every_process() {
         prices.push(mine.price());
     }
     assert!(prices.windows(2).any(|w| w[0] != w[1]), "the price walks: {prices:?}");
-    assert!(prices.iter().all(|p| (0.1..0.2).contains(p)), "near 150 USDC/SOL: {prices:?}");
+    assert!(
+        prices.iter().all(|p| (0.1..0.2).contains(p)),
+        "near 150 USDC/SOL: {prices:?}"
+    );
 }
 
 #[tokio::test]
 async fn blockhashes_are_per_slot_and_valid_for_the_configured_slots() {
     let sim = Sim::new(settings()).await;
     let first = sim.chain.latest_blockhash().await.unwrap();
-    assert_eq!(first, sim.chain.latest_blockhash().await.unwrap(), "same slot, same blockhash");
+    assert_eq!(
+        first,
+        sim.chain.latest_blockhash().await.unwrap(),
+        "same slot, same blockhash"
+    );
     sim.step(1).await;
     let next = sim.chain.latest_blockhash().await.unwrap();
     assert_ne!(first.hash, next.hash);
