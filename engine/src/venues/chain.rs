@@ -9,7 +9,8 @@
 //! [`ChainRpc`]). Every process that runs the chain spawns
 //! [`SimulatedChain::drive`], which advances the tip to the wall-clock slot
 //! about twice per slot; every RPC call also catches the tip up first, so
-//! the chain moves whenever anyone looks.
+//! the chain moves whenever anyone looks. The driver also reads the pools
+//! again after each slot, for the quotes, which never wait on the store.
 //!
 //! **Blockhashes.** The blockhash of slot `s` is
 //! `base58(SHA-256("swapline/blockhash|seed|genesis|s"))`: every process
@@ -102,9 +103,6 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-/// How long quotes use the last pools read after reading them failed.
-const REFRESH_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Slots the price walk replays at most in one advance (a chain idle for
 /// longer skips the older steps; landings are never skipped).
@@ -291,8 +289,6 @@ pub struct SimulatedChain {
     advancing: tokio::sync::Mutex<()>,
     book: RwLock<Book>,
     refreshing: tokio::sync::Mutex<()>,
-    /// When reading the pools from the store last failed.
-    refresh_failed: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for SimulatedChain {
@@ -369,7 +365,6 @@ impl SimulatedChain {
             advancing: tokio::sync::Mutex::new(()),
             book: RwLock::new(Book::default()),
             refreshing: tokio::sync::Mutex::new(()),
-            refresh_failed: Mutex::new(None),
         })
     }
 
@@ -436,57 +431,38 @@ impl SimulatedChain {
         bs58::encode(digest).into_string()
     }
 
-    /// The state of pool `venue:base/quote` as of the current tip (read
-    /// from the store at most once per slot), `None` when the chain has no
-    /// such pool.
+    /// The state of pool `venue:base/quote` as of the last time the pools
+    /// were read ([`SimulatedChain::refresh_book`], which the driver runs
+    /// after every slot), `None` when the chain has no such pool. Never
+    /// waits on the store once the pools were read once: a quote during a
+    /// store outage answers from the last pools read, as an RPC node
+    /// behind would.
     ///
     /// # Errors
-    /// The store's.
+    /// The store's, only for the first read.
     pub(crate) async fn pool_state(&self, venue: &str, base: &str, quote: &str) -> Result<Option<PoolSim>, StoreError> {
         let key = pool_key(venue, base, quote);
-        let stale = || {
+        {
             let book = self.book.read().unwrap_or_else(|p| p.into_inner());
-            book.tip.map(|_| book.pools.get(&key).cloned())
-        };
-        // While the store is down, quotes come from the last pools read
-        // (as an RPC node behind would answer), without waiting on the
-        // store again for a second.
-        let failed_lately = self
-            .refresh_failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < REFRESH_BACKOFF);
-        if failed_lately && let Some(answer) = stale() {
-            return Ok(answer);
-        }
-        match self.fresh_pool_state(&key).await {
-            Ok(answer) => {
-                *self.refresh_failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                Ok(answer)
-            }
-            Err(error) => {
-                *self.refresh_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-                stale().ok_or(error)
+            if book.tip.is_some() {
+                return Ok(book.pools.get(&key).cloned());
             }
         }
+        self.refresh_book().await?;
+        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        Ok(book.pools.get(&key).cloned())
     }
 
-    async fn fresh_pool_state(&self, key: &str) -> Result<Option<PoolSim>, StoreError> {
-        let tip = self.tick().await?;
-        let fresh = |book: &Book| book.tip.is_some_and(|t| t >= tip);
-        {
-            let book = self.book.read().unwrap_or_else(|p| p.into_inner());
-            if fresh(&book) {
-                return Ok(book.pools.get(key).cloned());
-            }
-        }
+    /// Reads the pools from the store, as of (at least) the tip this
+    /// process knows, for the quotes.
+    ///
+    /// # Errors
+    /// The store's (the pools read before stay).
+    pub async fn refresh_book(&self) -> Result<(), StoreError> {
+        // The pools are stored by the chain's start: never read them before.
+        self.genesis().await?;
         let _one = self.refreshing.lock().await;
-        {
-            let book = self.book.read().unwrap_or_else(|p| p.into_inner());
-            if fresh(&book) {
-                return Ok(book.pools.get(key).cloned());
-            }
-        }
+        let tip = self.tip.load(Ordering::Acquire);
         let rows = self.store.chain_pools().await?;
         let mut pools = HashMap::new();
         for row in rows {
@@ -494,9 +470,25 @@ impl SimulatedChain {
                 .map_err(|e| StoreError::Corrupt(format!("pool {}: {e}", row.pool)))?;
             pools.insert(row.pool, sim);
         }
-        let answer = pools.get(key).cloned();
         *self.book.write().unwrap_or_else(|p| p.into_inner()) = Book { tip: Some(tip), pools };
-        Ok(answer)
+        Ok(())
+    }
+
+    /// One step of the driver: the tip catches up, and the quotes' pools
+    /// are read again when it moved.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn tick_and_refresh(&self) -> Result<Slot, StoreError> {
+        let tip = self.tick().await?;
+        let stale = {
+            let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+            book.tip.is_none_or(|t| t < tip)
+        };
+        if stale {
+            self.refresh_book().await?;
+        }
+        Ok(tip)
     }
 
     /// Decides what becomes of `tx` sent at `tip` (see the module docs):
@@ -545,7 +537,7 @@ impl SimulatedChain {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            match self.tick().await {
+            match self.tick_and_refresh().await {
                 Ok(_) if failing => {
                     failing = false;
                     tracing::info!("the chain advances again");

@@ -103,10 +103,11 @@ impl Sim {
         }
     }
 
-    /// Moves the clock `n` slots on and lets the chain catch up.
+    /// Moves the clock `n` slots on and lets the chain catch up (as its
+    /// driver would: the quotes' pools are read again too).
     async fn step(&self, n: u32) -> Slot {
         self.clock.advance(SLOT * n);
-        self.chain.slot().await.unwrap()
+        self.chain.tick_and_refresh().await.unwrap()
     }
 
     /// A signed swap of `amount_in` SOL→USDC (or back) on raydium for
@@ -564,6 +565,7 @@ async fn the_price_walk_is_one_history_for_every_process() {
     for _ in 0..5 {
         sim.step(3).await;
         let mine = sim.chain.pool_state("raydium", "SOL", "USDC").await.unwrap().unwrap();
+        other.tick_and_refresh().await.unwrap();
         let theirs = other.pool_state("raydium", "SOL", "USDC").await.unwrap().unwrap();
         assert_eq!(mine, theirs);
         prices.push(mine.price());
@@ -608,4 +610,94 @@ async fn the_driver_advances_the_tip_until_shut_down() {
     assert_eq!(tip, 3, "the driver caught up with the clock");
     shutdown.cancel();
     driver.await.unwrap();
+}
+
+/// A chain state store that can be switched off (a scripted outage of our
+/// own seam over the real SQLite store).
+struct Switchable {
+    inner: Arc<SqliteStore>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("switched off".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl ChainStore for Switchable {
+    async fn chain_start(&self, genesis_ms: u64, pools: &[PoolRow]) -> Result<crate::store::ChainHead, StoreError> {
+        self.check()?;
+        self.inner.chain_start(genesis_ms, pools).await
+    }
+    async fn chain_head(&self) -> Result<Option<crate::store::ChainHead>, StoreError> {
+        self.check()?;
+        self.inner.chain_head().await
+    }
+    async fn broadcast(&self, tx: &ChainTx) -> Result<crate::store::Broadcast, StoreError> {
+        self.check()?;
+        self.inner.broadcast(tx).await
+    }
+    async fn advance(&self, to: Slot, lander: Arc<dyn Lander>) -> Result<crate::store::Advance, StoreError> {
+        self.check()?;
+        self.inner.advance(to, lander).await
+    }
+    async fn chain_txs(&self, order: Option<OrderId>) -> Result<Vec<ChainTx>, StoreError> {
+        self.check()?;
+        self.inner.chain_txs(order).await
+    }
+    async fn chain_statuses(&self, signatures: &[String]) -> Result<Vec<Option<ChainTx>>, StoreError> {
+        self.check()?;
+        self.inner.chain_statuses(signatures).await
+    }
+    async fn landed_fees(&self, after: Slot) -> Result<Vec<u64>, StoreError> {
+        self.check()?;
+        self.inner.landed_fees(after).await
+    }
+    async fn chain_pools(&self) -> Result<Vec<PoolRow>, StoreError> {
+        self.check()?;
+        self.inner.chain_pools().await
+    }
+}
+
+#[tokio::test]
+async fn a_quote_before_the_first_slot_sees_the_started_pools() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(SqliteStore::open(&dir.path().join("q.db"), SqliteSync::Normal, Duration::from_secs(5)).unwrap());
+    store.migrate().await.unwrap();
+    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000)));
+    let chain = Arc::new(SimulatedChain::new(&settings(), &venues(), &tokens(), store, clock).unwrap());
+    let venue = SimulatedVenue::from_config("raydium", &venues(), &tokens(), Arc::new(NoLedger))
+        .unwrap()
+        .on_chain(chain);
+    assert!(venue.quote("SOL", "USDC", TEN_SOL).await.unwrap().amount_out.0 > 0);
+}
+
+#[tokio::test]
+async fn while_the_store_is_down_quotes_answer_from_the_last_pools_read_and_rpc_calls_are_transient() {
+    let base = Sim::new(settings()).await;
+    let store = Arc::new(Switchable {
+        inner: base.store.clone(),
+        down: Default::default(),
+    });
+    let chain =
+        Arc::new(SimulatedChain::new(&settings(), &venues(), &tokens(), store.clone(), base.clock.clone()).unwrap());
+    let venue = SimulatedVenue::from_config("raydium", &venues(), &tokens(), Arc::new(NoLedger))
+        .unwrap()
+        .on_chain(chain.clone());
+    let before = venue.quote("SOL", "USDC", TEN_SOL).await.unwrap().amount_out;
+    store.down.store(true, Ordering::SeqCst);
+    base.clock.advance(SLOT * 3);
+    assert_eq!(venue.quote("SOL", "USDC", TEN_SOL).await.unwrap().amount_out, before);
+    let error = chain.slot().await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(chain.tick_and_refresh().await.is_err());
+    store.down.store(false, Ordering::SeqCst);
+    assert_eq!(chain.tick_and_refresh().await.unwrap(), 3);
 }
