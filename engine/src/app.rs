@@ -1,6 +1,7 @@
 //! The composition root: builds the engine from a `Config` and runs it. The
 //! only module that names concrete adapters (SQLite or PostgreSQL, memory or
-//! Redis queue and bus, simulated venues, the wasm host).
+//! Redis queue and bus, simulated venues and the simulated chain, the wasm
+//! host).
 //!
 //! May import: anything (it is the composition root).
 
@@ -8,6 +9,7 @@ pub use crate::config::Role;
 use crate::{
     api::{self, ApiSettings, ApiState, Hub},
     bus::{self, Bus, BusBackend, MemoryBus, RedisBus, SubscriberHealth},
+    chain::ChainRpc,
     config::{Config, ConfigError, Sources, validate_for},
     domain::{TokenError, TokenRegistry},
     monitor::Monitor,
@@ -20,10 +22,10 @@ use crate::{
         self, MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisMode,
         RedisQueue, RedisRateLimit, RedisRequestLimit, RequestLimit,
     },
-    store::{ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
+    store::{ChainStore, ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
     strategy::{Chain, PluginError, Strategy},
     telemetry,
-    venues::{PoolError, SimulatedVenue, Venue},
+    venues::{Clock, PoolError, SimulatedChain, SimulatedVenue, SystemClock, Venue},
 };
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -111,6 +113,10 @@ pub struct Engine {
     bus_stop: CancellationToken,
     tokens: Arc<TokenRegistry>,
     venues: Vec<Arc<dyn Venue>>,
+    /// The chain the engine lands transactions on.
+    chain: Arc<dyn ChainRpc>,
+    /// The same chain as the simulation it is, for its driver.
+    simulated_chain: Arc<SimulatedChain>,
     pipeline: Arc<Pipeline>,
     host: PluginHost,
 }
@@ -121,13 +127,16 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A store and the execution ledger it also keeps (one object, two seams).
+/// A store and the execution ledger and chain state it also keeps (one
+/// object, three seams).
 #[derive(Clone)]
 pub struct StoreAndLedger {
     /// Orders and events.
     pub store: Arc<dyn Store>,
     /// The venues' record of executed signatures.
     pub ledger: Arc<dyn ExecutionLedger>,
+    /// The simulated chain's durable state.
+    pub chain: Arc<dyn ChainStore>,
 }
 
 impl std::fmt::Debug for StoreAndLedger {
@@ -137,7 +146,7 @@ impl std::fmt::Debug for StoreAndLedger {
 }
 
 /// Opens the store named by the configuration; the same object keeps the
-/// venues' execution ledger.
+/// venues' execution ledger and the chain's state.
 pub fn open_store(config: &Config) -> Result<StoreAndLedger, AppError> {
     match config.store.backend {
         StoreBackend::Sqlite => {
@@ -148,14 +157,16 @@ pub fn open_store(config: &Config) -> Result<StoreAndLedger, AppError> {
             )?);
             Ok(StoreAndLedger {
                 store: store.clone(),
-                ledger: store,
+                ledger: store.clone(),
+                chain: store,
             })
         }
         StoreBackend::Postgres => {
             let store = Arc::new(PostgresStore::connect(&config.postgres)?);
             Ok(StoreAndLedger {
                 store: store.clone(),
-                ledger: store,
+                ledger: store.clone(),
+                chain: store,
             })
         }
     }
@@ -357,6 +368,34 @@ async fn check_redis_cluster(config: &Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The simulated chain of `[chain]` and `[venues]` over `store`, on
+/// `clock` (the system clock in the engine; tests may pass another). Its
+/// state is written to the store on its first call.
+pub fn simulated_chain(
+    config: &Config,
+    store: Arc<dyn ChainStore>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<SimulatedChain>, AppError> {
+    let tokens = config.token_registry()?;
+    Ok(Arc::new(SimulatedChain::new(
+        &config.chain,
+        &config.venues,
+        &tokens,
+        store,
+        clock,
+    )?))
+}
+
+/// The chain's durable state in the configured store, for `swapline chain
+/// …`: migrates first when `store.migrate_on_start` (as `serve` would).
+pub async fn chain_store(config: &Config) -> Result<Arc<dyn ChainStore>, AppError> {
+    let opened = open_store(config)?;
+    if config.store.migrate_on_start {
+        opened.store.migrate().await?;
+    }
+    Ok(opened.chain)
+}
+
 /// API keys in the configured store, for `swapline keys …`: migrates first
 /// when `store.migrate_on_start` (as `serve` would), so keys can be created
 /// before the first start.
@@ -392,7 +431,11 @@ impl Engine {
     /// configuration must have passed [`crate::config::validate`].
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let tokens = Arc::new(config.token_registry()?);
-        let StoreAndLedger { store, ledger } = open_store(&config)?;
+        let StoreAndLedger {
+            store,
+            ledger,
+            chain: chain_state,
+        } = open_store(&config)?;
         if config.store.migrate_on_start {
             let applied = store.migrate().await?;
             if !applied.is_empty() {
@@ -480,10 +523,12 @@ impl Engine {
             }
         };
 
+        let simulated_chain = simulated_chain(&config, chain_state, Arc::new(SystemClock))?;
         let names: BTreeSet<&str> = config.venues.pools.iter().map(|p| p.venue()).collect();
         let mut venues: Vec<Arc<dyn Venue>> = Vec::new();
         for name in names {
-            let venue = SimulatedVenue::from_config(name, &config.venues, &tokens, ledger.clone())?;
+            let venue = SimulatedVenue::from_config(name, &config.venues, &tokens, ledger.clone())?
+                .on_chain(simulated_chain.clone());
             venues.push(Arc::new(venue));
         }
 
@@ -495,8 +540,15 @@ impl Engine {
             landing: config.chain.clone(),
         };
         let recorder = Recorder::new(store.clone(), bus.clone());
-        let chain: Arc<dyn crate::chain::ChainRpc> = Arc::new(UnwiredChain);
-        let pipeline = Pipeline::new(settings, recorder, venues.clone(), chain, stages, tokens.clone());
+        let chain: Arc<dyn ChainRpc> = simulated_chain.clone();
+        let pipeline = Pipeline::new(
+            settings,
+            recorder,
+            venues.clone(),
+            chain.clone(),
+            stages,
+            tokens.clone(),
+        );
         Ok(Engine {
             config,
             store,
@@ -508,9 +560,16 @@ impl Engine {
             bus_stop,
             tokens,
             venues,
+            chain,
+            simulated_chain,
             pipeline: Arc::new(pipeline),
             host,
         })
+    }
+
+    /// The chain the engine lands transactions on.
+    pub fn chain(&self) -> Arc<dyn ChainRpc> {
+        self.chain.clone()
     }
 
     /// Re-enqueues every unfinished order: nothing acknowledged is lost
@@ -564,6 +623,9 @@ pub async fn run_with_reload(
         stuck_after: config.monitor.stuck_after.0,
     };
     tasks.spawn(monitor.run(token.clone()));
+    // Every process that runs the chain drives it: its tip follows the
+    // wall clock, and what is due lands, whether or not anyone asks.
+    tasks.spawn(engine.simulated_chain.clone().drive(token.clone()));
     if config.metrics.enabled && !config.metrics.listen.is_empty() {
         let addr: SocketAddr = config
             .metrics
@@ -811,30 +873,5 @@ mod tests {
             validate_for(&config, Role::Worker).is_err(),
             "dev has an in-process queue"
         );
-    }
-}
-
-/// MERGE-TEMP: stands in until the simulated chain lands.
-struct UnwiredChain;
-
-#[async_trait::async_trait]
-impl crate::chain::ChainRpc for UnwiredChain {
-    async fn slot(&self) -> Result<u64, crate::chain::ChainError> {
-        Err(crate::chain::ChainError::Unavailable("unwired".into()))
-    }
-    async fn latest_blockhash(&self) -> Result<crate::chain::Blockhash, crate::chain::ChainError> {
-        Err(crate::chain::ChainError::Unavailable("unwired".into()))
-    }
-    async fn recent_priority_fees(&self, _slots: u64) -> Result<Vec<u64>, crate::chain::ChainError> {
-        Err(crate::chain::ChainError::Unavailable("unwired".into()))
-    }
-    async fn send_transaction(&self, _tx: &crate::chain::Transaction) -> Result<(), crate::chain::ChainError> {
-        Err(crate::chain::ChainError::Unavailable("unwired".into()))
-    }
-    async fn signature_statuses(
-        &self,
-        _signatures: &[String],
-    ) -> Result<Vec<Option<crate::chain::SignatureStatus>>, crate::chain::ChainError> {
-        Err(crate::chain::ChainError::Unavailable("unwired".into()))
     }
 }

@@ -79,10 +79,39 @@ enum Command {
         #[command(subcommand)]
         action: OrdersAction,
     },
+    /// Inspect the simulated chain kept in the configured store: every
+    /// transaction it has seen, and its pools.
+    Chain {
+        #[command(subcommand)]
+        action: ChainAction,
+    },
     /// Load-test a running engine.
     Loadtest {
         #[command(subcommand)]
         kind: LoadtestKind,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ChainAction {
+    /// Every transaction the chain has seen (oldest first): signature,
+    /// order, leg, blockhash, lastValidSlot, priority fee, state
+    /// (pending, landed, failed, dropped, expired) and landed slot.
+    Txs {
+        /// Only the transactions of this order.
+        #[arg(long, value_name = "ID")]
+        order: Option<String>,
+        /// Print a JSON array (camelCase fields, amounts as strings of
+        /// base units) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The pools: their state (reserves or price) and the flows of their
+    /// landed swaps.
+    Pools {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -316,6 +345,7 @@ async fn main() -> Result<()> {
         }
         Command::Plugins { action } => plugins(&config, action)?,
         Command::Keys { action } => keys(&config, action).await?,
+        Command::Chain { action } => chain(&config, action).await?,
         Command::Migrate => {
             telemetry::init(&config.log);
             let applied = app::migrate(&config).await?;
@@ -338,6 +368,96 @@ async fn main() -> Result<()> {
         }
         Command::Loadtest { .. } | Command::Schemas { .. } | Command::Orders { .. } => {
             unreachable!("handled before loading the configuration")
+        }
+    }
+    Ok(())
+}
+
+async fn chain(config: &Config, action: &ChainAction) -> Result<()> {
+    use serde_json::json;
+    use swapline::{domain::OrderId, venues::PoolView};
+    let store = app::chain_store(config).await?;
+    match action {
+        ChainAction::Txs { order, json } => {
+            let order = order
+                .as_deref()
+                .map(|id| id.parse::<OrderId>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--order: not an order id: {e}"))?;
+            let txs = store.chain_txs(order).await?;
+            if *json {
+                let rows: Vec<_> = txs
+                    .iter()
+                    .map(|tx| {
+                        json!({
+                            "signature": tx.signature,
+                            "orderId": tx.order_id.to_string(),
+                            "leg": tx.leg,
+                            "venue": tx.venue,
+                            "tokenIn": tx.token_in,
+                            "tokenOut": tx.token_out,
+                            "amountIn": tx.amount_in.to_string(),
+                            "minAmountOut": tx.min_amount_out.to_string(),
+                            "blockhash": tx.blockhash,
+                            "lastValidSlot": tx.last_valid_slot,
+                            "priorityFee": tx.priority_fee,
+                            "sentSlot": tx.sent_slot,
+                            "state": tx.state.as_str(),
+                            "landedSlot": tx.landed_slot,
+                            "amountOut": tx.amount_out.map(|a| a.to_string()),
+                            "error": tx.error,
+                            "rebroadcasts": tx.rebroadcasts,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!(
+                    "{:<88}  {:<36}  {:>3}  {:<8}  {:>10}  {:>10}  {:>10}  {:>12}",
+                    "SIGNATURE", "ORDER", "LEG", "STATE", "SENT", "VALID TO", "LANDED", "PRIORITY FEE"
+                );
+                for tx in &txs {
+                    println!(
+                        "{:<88}  {:<36}  {:>3}  {:<8}  {:>10}  {:>10}  {:>10}  {:>12}",
+                        tx.signature,
+                        tx.order_id.to_string(),
+                        tx.leg,
+                        tx.state.as_str(),
+                        tx.sent_slot,
+                        tx.last_valid_slot,
+                        tx.landed_slot.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                        tx.priority_fee,
+                    );
+                }
+                println!("{} transactions", txs.len());
+            }
+        }
+        ChainAction::Pools { json } => {
+            let pools = store
+                .chain_pools()
+                .await?
+                .iter()
+                .map(PoolView::of)
+                .collect::<Result<Vec<_>, _>>()?;
+            if *json {
+                println!("{}", serde_json::to_string(&pools)?);
+            } else {
+                println!(
+                    "{:<24}  {:<16}  {:>24}  {:>24}  {:>14}  {:>7}",
+                    "POOL", "KIND", "RESERVE BASE", "RESERVE QUOTE", "PRICE", "SWAPS"
+                );
+                for pool in &pools {
+                    println!(
+                        "{:<24}  {:<16}  {:>24}  {:>24}  {:>14.8}  {:>7}",
+                        pool.pool,
+                        pool.kind,
+                        pool.reserve_base.as_deref().unwrap_or("-"),
+                        pool.reserve_quote.as_deref().unwrap_or("-"),
+                        pool.price,
+                        pool.swaps,
+                    );
+                }
+            }
         }
     }
     Ok(())

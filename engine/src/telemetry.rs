@@ -199,6 +199,12 @@ pub fn metrics() -> &'static PrometheusHandle {
                     COUNTS,
                 )
             })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(chain::LANDING_SLOTS.into()),
+                    chain::SLOT_BUCKETS,
+                )
+            })
             .expect("bucket lists are not empty");
         let handle = match builder.install_recorder() {
             Ok(handle) => handle,
@@ -290,6 +296,7 @@ fn describe() {
     describe_counter!(JOBS_STALLED, "Jobs released for making no progress.");
     counter!(JOBS_STALLED).absolute(0);
     connection_health::describe();
+    chain::describe();
     // Counters start at zero so dashboards and alerts see the series at once.
     for name in [
         QUEUE_CLAIMS,
@@ -619,17 +626,87 @@ pub mod connection_health {
     }
 }
 
-/// The engine's side of landing transactions.
+/// The chain: transactions sent, rebroadcast, landed, failed, dropped and
+/// expired, how many slots landing took, and the tip. The engine's submit
+/// stage calls [`chain::sent`] and [`chain::rebroadcast`]; the simulated
+/// chain records the rest (only the process whose advance landed a
+/// transaction counts it, so a sum over processes counts each once).
 pub mod chain {
-    use super::*;
+    use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
-    /// A transaction was sent for the first time.
-    pub fn sent() {
-        counter!("swapline_chain_transactions_sent_total").increment(1);
+    /// Counter: transactions sent for the first time (each a new
+    /// signature).
+    pub const SENT: &str = "swapline_chain_transactions_sent_total";
+    /// Counter: sends of a signature already sent (same bytes).
+    pub const REBROADCASTS: &str = "swapline_chain_rebroadcasts_total";
+    /// Counter: transactions landed and swapped.
+    pub const LANDED: &str = "swapline_chain_transactions_landed_total";
+    /// Counter: transactions landed with an error (no swap).
+    pub const FAILED: &str = "swapline_chain_transactions_failed_total";
+    /// Counter: transactions the chain dropped (never land).
+    pub const DROPPED: &str = "swapline_chain_transactions_dropped_total";
+    /// Counter: transactions still pending when their blockhash expired.
+    pub const EXPIRED: &str = "swapline_chain_transactions_expired_total";
+    /// Histogram: slots from the first send to landing.
+    pub const LANDING_SLOTS: &str = "swapline_chain_landing_slots";
+    /// Gauge: the latest slot this process saw.
+    pub const TIP: &str = "swapline_chain_tip_slot";
+
+    /// Buckets of [`LANDING_SLOTS`], slots.
+    pub const SLOT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 150.0];
+
+    pub(super) fn describe() {
+        describe_counter!(SENT, "Transactions sent for the first time.");
+        describe_counter!(REBROADCASTS, "Sends of a signature already sent.");
+        describe_counter!(LANDED, "Transactions landed and swapped.");
+        describe_counter!(FAILED, "Transactions landed with an error (no swap).");
+        describe_counter!(DROPPED, "Transactions the chain dropped.");
+        describe_counter!(EXPIRED, "Transactions still pending when their blockhash expired.");
+        describe_histogram!(LANDING_SLOTS, "Slots from the first send to landing.");
+        describe_gauge!(TIP, "The latest slot this process saw.");
+        for name in [SENT, REBROADCASTS, LANDED, FAILED, DROPPED, EXPIRED] {
+            counter!(name).absolute(0);
+        }
+        gauge!(TIP).set(0.0);
+        // Registered at once, so the series exists before the first landing.
+        let _ = histogram!(LANDING_SLOTS);
     }
 
-    /// A transaction not landed yet was sent again.
+    /// The engine sent a new transaction.
+    pub fn sent() {
+        counter!(SENT).increment(1);
+    }
+
+    /// The engine sent a known transaction again.
     pub fn rebroadcast() {
-        counter!("swapline_chain_rebroadcasts_total").increment(1);
+        counter!(REBROADCASTS).increment(1);
+    }
+
+    /// A transaction landed and swapped, `slots` after it was first sent.
+    pub fn landed(slots: u64) {
+        counter!(LANDED).increment(1);
+        histogram!(LANDING_SLOTS).record(slots as f64);
+    }
+
+    /// A transaction landed with an error.
+    pub fn failed() {
+        counter!(FAILED).increment(1);
+    }
+
+    /// The chain dropped a transaction.
+    pub fn dropped() {
+        counter!(DROPPED).increment(1);
+    }
+
+    /// `n` transactions expired.
+    pub fn expired(n: u64) {
+        if n > 0 {
+            counter!(EXPIRED).increment(n);
+        }
+    }
+
+    /// The tip this process saw.
+    pub fn tip(slot: u64) {
+        gauge!(TIP).set(slot as f64);
     }
 }

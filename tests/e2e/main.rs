@@ -7,6 +7,7 @@ mod relay;
 
 mod auth;
 mod bad_input;
+mod chain_cli;
 mod chaos_chain;
 mod cli;
 mod cluster;

@@ -5,8 +5,8 @@
 //! own seam; never `api`, `pipeline` or `venues`.
 
 use super::{
-    Execution, ExecutionLedger, KeyedCreate, ListQuery, NewEvent, NewIdempotencyKey, Outcome, Store, StoreError,
-    StoredAnswer, StreamCursor,
+    Advance, Broadcast, ChainHead, ChainStore, ChainTx, Execution, ExecutionLedger, KeyedCreate, Lander, Landing,
+    ListQuery, NewEvent, NewIdempotencyKey, Outcome, PoolRow, Store, StoreError, StoredAnswer, StreamCursor, TxState,
 };
 use crate::{
     domain::{
@@ -20,8 +20,8 @@ use std::{sync::Arc, time::Duration};
 pub(crate) use crate::testing::POSTGRES;
 
 /// What a backend under the contract implements.
-pub(crate) trait Backend: Store + ExecutionLedger + 'static {}
-impl<T: Store + ExecutionLedger + 'static> Backend for T {}
+pub(crate) trait Backend: Store + ExecutionLedger + ChainStore + 'static {}
+impl<T: Store + ExecutionLedger + ChainStore + 'static> Backend for T {}
 
 /// Generates one `#[tokio::test]` per contract case in a `store_contract`
 /// module. `$setup` names an `async fn() -> (Guard, Arc<S>)` that yields a
@@ -79,6 +79,42 @@ macro_rules! store_contract {
     };
 }
 pub(crate) use store_contract;
+
+/// Generates one test per case of the chain state contract in a
+/// `chain_contract` module. `$setup` is as for [`store_contract!`];
+/// `$again` names a `fn(&Guard) -> Arc<S>` that opens a second handle on
+/// the same database (another process), for the racing cases.
+macro_rules! chain_contract {
+    ($setup:path, $again:path) => {
+        /// The chain state contract (`store/conformance.rs`), one test per case.
+        mod chain_contract {
+            use super::*;
+            $crate::store::conformance::chain_contract!(@one $setup, $again;
+                the_chain_starts_once_and_the_first_genesis_stands,
+                a_signature_is_stored_once_and_a_rebroadcast_only_counts,
+                a_dropped_transaction_gets_a_new_chance_only_while_valid,
+                an_advance_lands_moves_pools_and_expires_in_one_step,
+                an_advance_to_a_reached_slot_does_nothing,
+            );
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn racing_advancers_land_each_transaction_once() {
+                let (guard, store) = $setup().await;
+                let other = $again(&guard);
+                $crate::store::conformance::racing_advancers_land_each_transaction_once(store, other).await;
+            }
+        }
+    };
+    (@one $setup:path, $again:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (_guard, store) = $setup().await;
+                $crate::store::conformance::$case(store).await;
+            }
+        )*
+    };
+}
+pub(crate) use chain_contract;
 
 /// A PostgreSQL schema of one test, dropped (with everything in it) when
 /// this guard drops. Creating it fails the test, saying how to start
@@ -235,7 +271,10 @@ pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(stor
         .iter()
         .map(|(version, _, _)| *version)
         .collect();
-    assert!(all.contains(&8), "0008: the event stream");
+    assert!(
+        all.contains(&7) && all.contains(&8),
+        "0007: the chain; 0008: the event stream"
+    );
     assert_eq!(store.pending_migrations().await.unwrap(), all);
     assert_eq!(store.migrate().await.unwrap(), all);
     assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
@@ -1246,4 +1285,317 @@ pub(crate) async fn the_stream_holds_every_event_once_by_owner_and_resumes_after
     let last = store.stream_events(all[all.len() - 2].0, None, 2).await.unwrap();
     assert_eq!(last.events.len(), 1);
     assert!(!last.more, "the end of the stream");
+}
+
+// ---- The chain state contract ----------------------------------------
+
+/// A lander for the contract: each due transaction lands at
+/// `max(planned, from + 1)` while valid; it swaps 1:1 into its venue's
+/// pool, or fails with `slippage_exceeded` when `min_amount_out` is above
+/// its amount. Counts its calls.
+#[derive(Default)]
+struct OneToOne(std::sync::atomic::AtomicUsize);
+
+impl Lander for OneToOne {
+    fn land(&self, from: u64, _to: u64, due: &[ChainTx], pools: &mut [PoolRow]) -> Vec<(String, Landing)> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut out = Vec::new();
+        for tx in due {
+            let slot = tx.planned_slot.expect("a pending tx has a planned slot").max(from + 1);
+            if slot > tx.last_valid_slot {
+                continue;
+            }
+            if tx.min_amount_out > tx.amount_in {
+                let error = crate::chain::TxError {
+                    code: "slippage_exceeded".into(),
+                    message: "below the minimum".into(),
+                };
+                out.push((tx.signature.clone(), Landing::Failed { slot, error }));
+                continue;
+            }
+            let pool = pools.iter_mut().find(|p| p.pool == tx.venue).expect("the venue's pool");
+            pool.base_in += tx.amount_in;
+            pool.quote_out += tx.amount_in;
+            pool.swaps += 1;
+            pool.state = format!("{{\"swaps\":{}}}", pool.swaps);
+            out.push((
+                tx.signature.clone(),
+                Landing::Landed {
+                    slot,
+                    amount_out: tx.amount_in,
+                },
+            ));
+        }
+        out
+    }
+}
+
+fn pool_row(name: &str) -> PoolRow {
+    PoolRow {
+        pool: name.into(),
+        state: "{\"swaps\":0}".into(),
+        base_in: 0,
+        base_out: 0,
+        quote_in: 0,
+        quote_out: 0,
+        swaps: 0,
+    }
+}
+
+fn chain_tx(signature: &str, planned: Option<u64>, last_valid_slot: u64) -> ChainTx {
+    ChainTx {
+        signature: signature.into(),
+        order_id: OrderId::new(),
+        leg: 0,
+        venue: "pool".into(),
+        token_in: "SOL".into(),
+        token_out: "USDC".into(),
+        amount_in: 10,
+        min_amount_out: 1,
+        blockhash: "hash".into(),
+        last_valid_slot,
+        priority_fee: 5,
+        sent_slot: 0,
+        planned_slot: planned,
+        state: if planned.is_some() {
+            TxState::Pending
+        } else {
+            TxState::Dropped
+        },
+        landed_slot: None,
+        amount_out: None,
+        error: None,
+        rebroadcasts: 0,
+    }
+}
+
+async fn started<S: Backend>(store: &S) -> ChainHead {
+    migrated(store).await;
+    store.chain_start(1_000, &[pool_row("pool")]).await.unwrap()
+}
+
+/// The first start writes the genesis and the pools; a later start keeps
+/// them and only adds pools not stored yet.
+pub(crate) async fn the_chain_starts_once_and_the_first_genesis_stands<S: Backend>(store: Arc<S>) {
+    migrated(&*store).await;
+    assert_eq!(store.chain_head().await.unwrap(), None);
+    let head = store.chain_start(1_000, &[pool_row("a")]).await.unwrap();
+    assert_eq!(
+        head,
+        ChainHead {
+            genesis_ms: 1_000,
+            tip: 0
+        }
+    );
+    let mut changed = pool_row("a");
+    changed.state = "{\"other\":1}".into();
+    let again = store.chain_start(2_000, &[changed, pool_row("b")]).await.unwrap();
+    assert_eq!(again, head, "the first genesis stands");
+    let pools = store.chain_pools().await.unwrap();
+    assert_eq!(pools, vec![pool_row("a"), pool_row("b")]);
+}
+
+/// A new signature is stored whole (u128 amounts too); sending it again
+/// only counts a rebroadcast, whatever the new send carries.
+pub(crate) async fn a_signature_is_stored_once_and_a_rebroadcast_only_counts<S: Backend>(store: Arc<S>) {
+    started(&*store).await;
+    let mut tx = chain_tx("sig-a", Some(4), 20);
+    tx.amount_in = 10u128.pow(30);
+    tx.min_amount_out = u128::from(u64::MAX) * 7;
+    assert_eq!(store.broadcast(&tx).await.unwrap(), Broadcast::First);
+    let mut resend = tx.clone();
+    resend.planned_slot = Some(9);
+    resend.sent_slot = 3;
+    assert_eq!(
+        store.broadcast(&resend).await.unwrap(),
+        Broadcast::Again(TxState::Pending)
+    );
+    let stored = store.chain_txs(None).await.unwrap();
+    assert_eq!(
+        stored,
+        vec![ChainTx {
+            rebroadcasts: 1,
+            ..tx.clone()
+        }]
+    );
+    assert_eq!(store.chain_txs(Some(tx.order_id)).await.unwrap().len(), 1);
+    assert!(store.chain_txs(Some(OrderId::new())).await.unwrap().is_empty());
+    let statuses = store
+        .chain_statuses(&["nope".to_owned(), "sig-a".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(statuses[0], None);
+    assert_eq!(statuses[1].as_ref().map(|t| t.planned_slot), Some(Some(4)));
+}
+
+/// A dropped transaction sent again while valid becomes pending at the new
+/// send's planned slot; once past its validity it stays dropped.
+pub(crate) async fn a_dropped_transaction_gets_a_new_chance_only_while_valid<S: Backend>(store: Arc<S>) {
+    started(&*store).await;
+    let dropped = chain_tx("sig-d", None, 10);
+    assert_eq!(store.broadcast(&dropped).await.unwrap(), Broadcast::First);
+    let mut chance = chain_tx("sig-d", Some(6), 10);
+    chance.sent_slot = 4;
+    assert_eq!(
+        store.broadcast(&chance).await.unwrap(),
+        Broadcast::Again(TxState::Dropped)
+    );
+    let now = store.chain_statuses(&["sig-d".to_owned()]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (now.state, now.planned_slot, now.rebroadcasts),
+        (TxState::Pending, Some(6), 1)
+    );
+
+    let late = chain_tx("sig-l", None, 3);
+    store.broadcast(&late).await.unwrap();
+    let mut too_late = chain_tx("sig-l", Some(6), 3);
+    too_late.sent_slot = 4;
+    assert_eq!(
+        store.broadcast(&too_late).await.unwrap(),
+        Broadcast::Again(TxState::Dropped)
+    );
+    let now = store.chain_statuses(&["sig-l".to_owned()]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!((now.state, now.planned_slot), (TxState::Dropped, None));
+}
+
+/// One advance lands what is due (a transaction planned before the old tip
+/// lands just after it), fails a slippage with no pool move, moves the
+/// pool by exactly the landed swaps, expires what can no longer land, and
+/// moves the tip.
+pub(crate) async fn an_advance_lands_moves_pools_and_expires_in_one_step<S: Backend>(store: Arc<S>) {
+    started(&*store).await;
+    let lander = Arc::new(OneToOne::default());
+    let mut slippage = chain_tx("d-slip", Some(1), 10);
+    slippage.min_amount_out = 11;
+    let mut cheap = chain_tx("a-cheap", Some(2), 10);
+    cheap.priority_fee = 1;
+    let mut rich = chain_tx("b-rich", Some(2), 10);
+    rich.priority_fee = 9;
+    rich.amount_in = 7;
+    for tx in [
+        &slippage,
+        &cheap,
+        &rich,
+        &chain_tx("c-later", Some(5), 10),
+        &chain_tx("e-never", Some(20), 8),
+    ] {
+        store.broadcast(tx).await.unwrap();
+    }
+    let first = store.advance(3, lander.clone()).await.unwrap();
+    assert_eq!(first.tip, 3);
+    let advanced = first.advanced.unwrap();
+    assert_eq!((advanced.from, advanced.to, advanced.expired), (0, 3, 0));
+    let landed: Vec<(&str, TxState, Option<u64>)> = advanced
+        .landed
+        .iter()
+        .map(|t| (t.signature.as_str(), t.state, t.landed_slot))
+        .collect();
+    assert_eq!(
+        landed,
+        [
+            ("d-slip", TxState::Failed, Some(1)),
+            ("b-rich", TxState::Landed, Some(2)),
+            ("a-cheap", TxState::Landed, Some(2)),
+        ],
+        "by planned slot, then the higher fee first"
+    );
+    assert_eq!(store.chain_head().await.unwrap().unwrap().tip, 3);
+    let pool = &store.chain_pools().await.unwrap()[0];
+    assert_eq!(
+        (pool.base_in, pool.quote_out, pool.swaps),
+        (17, 17, 2),
+        "the failed swap moved nothing"
+    );
+    assert_eq!(pool.state, "{\"swaps\":2}");
+    let slipped = store.chain_statuses(&["d-slip".to_owned()]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(slipped.error.unwrap().code, "slippage_exceeded");
+    assert_eq!(slipped.amount_out, None);
+
+    // Planned before the tip it is sent at: lands in the next slot.
+    let mut behind = chain_tx("f-behind", Some(2), 10);
+    behind.sent_slot = 3;
+    store.broadcast(&behind).await.unwrap();
+    let second = store.advance(9, lander).await.unwrap().advanced.unwrap();
+    let landed: Vec<(&str, Option<u64>)> = second
+        .landed
+        .iter()
+        .map(|t| (t.signature.as_str(), t.landed_slot))
+        .collect();
+    assert_eq!(landed, [("f-behind", Some(4)), ("c-later", Some(5))]);
+    assert_eq!(second.expired, 1, "e-never is past its last valid slot 8");
+    let states: Vec<(String, TxState)> = store
+        .chain_txs(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.signature, t.state))
+        .collect();
+    assert!(states.contains(&("e-never".to_owned(), TxState::Expired)), "{states:?}");
+    assert_eq!(
+        store.landed_fees(0).await.unwrap(),
+        vec![5, 1, 9, 5, 5],
+        "by landed slot, then signature"
+    );
+    assert_eq!(store.landed_fees(3).await.unwrap(), vec![5, 5]);
+}
+
+/// An advance to a slot the tip has reached changes nothing and calls no
+/// lander.
+pub(crate) async fn an_advance_to_a_reached_slot_does_nothing<S: Backend>(store: Arc<S>) {
+    started(&*store).await;
+    let lander = Arc::new(OneToOne::default());
+    store.broadcast(&chain_tx("sig", Some(1), 10)).await.unwrap();
+    assert!(store.advance(4, lander.clone()).await.unwrap().advanced.is_some());
+    for to in [4, 2] {
+        assert_eq!(
+            store.advance(to, lander.clone()).await.unwrap(),
+            Advance { tip: 4, advanced: None }
+        );
+    }
+    assert_eq!(lander.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Two handles (two processes) advancing the same chain slot by slot at
+/// once: every transaction lands exactly once and the pool moved by
+/// exactly the landed swaps.
+pub(crate) async fn racing_advancers_land_each_transaction_once<S: Backend>(store: Arc<S>, other: Arc<S>) {
+    started(&*store).await;
+    let count = 40u64;
+    for i in 0..count {
+        let mut tx = chain_tx(&format!("sig-{i:03}"), Some(1 + i / 2), 100);
+        tx.amount_in = 1 + u128::from(i);
+        store.broadcast(&tx).await.unwrap();
+    }
+    let mut racers = tokio::task::JoinSet::new();
+    for handle in [store.clone(), other.clone(), store.clone(), other] {
+        racers.spawn(async move {
+            let lander = Arc::new(OneToOne::default());
+            let mut landed = Vec::new();
+            for to in 1..=25 {
+                if let Some(advanced) = handle.advance(to, lander.clone()).await.unwrap().advanced {
+                    landed.extend(advanced.landed.into_iter().map(|t| t.signature));
+                }
+            }
+            landed
+        });
+    }
+    let mut landed = Vec::new();
+    while let Some(part) = racers.join_next().await {
+        landed.extend(part.unwrap());
+    }
+    landed.sort();
+    let expected: Vec<String> = (0..count).map(|i| format!("sig-{i:03}")).collect();
+    assert_eq!(landed, expected, "each landed once, by exactly one advancer");
+    let pool = &store.chain_pools().await.unwrap()[0];
+    let sum: u128 = (0..count).map(|i| 1 + u128::from(i)).sum();
+    assert_eq!((pool.swaps, pool.base_in), (count, sum));
+    let txs = store.chain_txs(None).await.unwrap();
+    assert!(txs.iter().all(|t| t.state == TxState::Landed), "{txs:?}");
+    assert_eq!(store.chain_head().await.unwrap().unwrap().tip, 25);
 }

@@ -4,11 +4,13 @@
 //! A status change and its event commit in one transaction, which is also
 //! where `seq` is assigned. Implementations: [`sqlite`] (embedded) and
 //! [`postgres`] (production); both also keep the [`ledger`] of executed
-//! signatures. Holds what the backends share (page cutting, the unfinished
-//! SQL predicate, the pool status).
+//! signatures and the simulated [`chain`]'s durable state. Holds what the
+//! backends share (page cutting, the unfinished SQL predicate, the pool
+//! status).
 //!
 //! May import: `chain` (its types, for the chain's durable state), `domain`, `telemetry`.
 
+pub mod chain;
 pub mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -23,6 +25,7 @@ use crate::domain::{
 };
 use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
+pub use chain::{Advance, Advanced, Broadcast, ChainHead, ChainStore, ChainTx, Lander, Landing, PoolRow, TxState};
 pub use config::{PostgresConfig, SqliteSync, StoreBackend, StoreConfig};
 pub use ledger::{Execution, ExecutionLedger, LedgerError, Outcome};
 pub use postgres::PostgresStore;

@@ -30,6 +30,8 @@ use std::{
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
+mod chain;
+
 /// Migrations: (version, name, SQL); the versions match SQLite's.
 pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "orders", include_str!("migrations/postgres/0001_orders.sql")),
@@ -54,6 +56,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "order_control",
         include_str!("migrations/postgres/0006_order_control.sql"),
     ),
+    (7, "chain", include_str!("migrations/postgres/0007_chain.sql")),
     (
         8,
         "event_stream",
@@ -1160,6 +1163,17 @@ mod tests {
     /// guard. Fails, naming how to start it, when PostgreSQL is down.
     async fn fresh() -> (TempSchema, Arc<PostgresStore>) {
         let schema = TempSchema::new();
+        let store = connect(&schema);
+        (schema, store)
+    }
+
+    /// A second pool on the schema of `fresh` (another process on the
+    /// database).
+    fn again(schema: &TempSchema) -> Arc<PostgresStore> {
+        connect(schema)
+    }
+
+    fn connect(schema: &TempSchema) -> Arc<PostgresStore> {
         let store = PostgresStore::connect(&PostgresConfig {
             url: crate::store::conformance::POSTGRES.into(),
             schema: schema.name.clone(),
@@ -1174,7 +1188,7 @@ mod tests {
             verify_after_idle: Dur(Duration::from_secs(10)),
         })
         .expect("building the PostgreSQL pool");
-        (schema, Arc::new(store))
+        Arc::new(store)
     }
 
     crate::store::conformance::store_contract!(fresh);
@@ -1267,4 +1281,5 @@ mod tests {
             "nothing repeats"
         );
     }
+    crate::store::conformance::chain_contract!(fresh, again);
 }

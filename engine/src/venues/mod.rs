@@ -1,15 +1,18 @@
 //! The `Venue` seam: quote an amount, execute a leg (idempotent per
-//! signature). The simulated DEX pools live in [`simulated`]; a real chain
-//! adapter would implement the same trait.
+//! signature). The simulated DEX pools live in [`simulated`], and the
+//! simulated chain they are on (a `ChainRpc` over the store's chain state)
+//! in [`chain`]; a real chain adapter would implement the same traits.
 //!
-//! May import: `chain`, `domain`, `store` (the chain's durable state).
+//! May import: `chain`, `domain`, `store` (the chain's durable state), `telemetry`.
 
+pub mod chain;
 pub mod config;
 mod rng;
 pub mod simulated;
 
 use crate::domain::OrderId;
 use async_trait::async_trait;
+pub use chain::{Clock, ManualClock, PoolView, SimulatedChain, SystemClock};
 pub use config::{FaultsConfig, PoolConfig, VenuesConfig};
 use serde::{Deserialize, Serialize};
 pub use simulated::{PoolError, SimulatedVenue};

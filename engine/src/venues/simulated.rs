@@ -3,7 +3,7 @@
 //! latency and failure injection, and a durable ledger of executed
 //! signatures so a signature never executes twice, even across restarts.
 
-use super::{FaultsConfig, Fill, LegOrder, PoolConfig, Venue, VenueError, VenuesConfig, rng::Rng};
+use super::{FaultsConfig, Fill, LegOrder, PoolConfig, SimulatedChain, Venue, VenueError, VenuesConfig, rng::Rng};
 use crate::domain::{TokenRegistry, parse_units};
 use crate::store::{Execution, ExecutionLedger, Outcome};
 use async_trait::async_trait;
@@ -49,6 +49,7 @@ pub struct SimulatedVenue {
     settings: SimSettings,
     rng: std::sync::Mutex<Rng>,
     ledger: Arc<dyn ExecutionLedger>,
+    chain: Option<Arc<SimulatedChain>>,
 }
 
 impl std::fmt::Debug for SimulatedVenue {
@@ -63,8 +64,10 @@ struct SimPool {
     state: Mutex<PoolSim>,
 }
 
-#[derive(Debug, Clone)]
-enum PoolSim {
+/// A pool's state: what the chain stores (as JSON) and the swaps move.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PoolSim {
     /// Reserves in base units; the reference price in quote units per base unit.
     ConstantProduct {
         reserve_base: u128,
@@ -87,7 +90,7 @@ enum PoolSim {
 }
 
 impl PoolSim {
-    fn price(&self) -> f64 {
+    pub(super) fn price(&self) -> f64 {
         match self {
             PoolSim::ConstantProduct {
                 reserve_base,
@@ -99,7 +102,7 @@ impl PoolSim {
     }
 
     /// One step of the mean-reverting walk: ln p += σ·z − κ·ln(p / p_ref).
-    fn drift(&mut self, z: f64, sigma: f64, kappa: f64) {
+    pub(super) fn drift(&mut self, z: f64, sigma: f64, kappa: f64) {
         let price = self.price();
         let reference = match self {
             PoolSim::ConstantProduct { reference, .. } | PoolSim::Bins { reference, .. } => *reference,
@@ -114,7 +117,7 @@ impl PoolSim {
     }
 
     /// The pool as seen by a swap in one direction.
-    fn oriented(&self, base_to_quote: bool) -> PoolState {
+    pub(super) fn oriented(&self, base_to_quote: bool) -> PoolState {
         match self {
             PoolSim::ConstantProduct {
                 reserve_base,
@@ -173,7 +176,7 @@ impl PoolSim {
     }
 
     /// Applies an executed swap: reserves move, or the active bin moves.
-    fn apply(&mut self, base_to_quote: bool, amount_in: u128, swap: &Swap) {
+    pub(super) fn apply(&mut self, base_to_quote: bool, amount_in: u128, swap: &Swap) {
         match self {
             PoolSim::ConstantProduct {
                 reserve_base,
@@ -239,71 +242,14 @@ impl SimulatedVenue {
         tokens: &TokenRegistry,
         ledger: Arc<dyn ExecutionLedger>,
     ) -> Result<Self, PoolError> {
-        let mut pools = Vec::new();
-        for pool in config.pools.iter().filter(|p| p.venue() == name) {
-            let (base, quote) = pool.pair();
-            let token = |symbol: &str| {
-                tokens.get(symbol).ok_or_else(|| PoolError::UnknownToken {
-                    pool: format!("{name} {base}/{quote}"),
-                    symbol: symbol.to_owned(),
-                })
-            };
-            let (base_token, quote_token) = (token(base)?, token(quote)?);
-            let scale = 10f64.powi(i32::from(quote_token.decimals) - i32::from(base_token.decimals));
-            let state = match pool {
-                PoolConfig::ConstantProduct {
-                    reserve_base,
-                    reserve_quote,
-                    fee_bps,
-                    ..
-                } => {
-                    let units = |text: &str, decimals| {
-                        parse_units(text, decimals).map_err(|error| PoolError::Reserve {
-                            pool: format!("{name} {base}/{quote}"),
-                            text: text.to_owned(),
-                            error,
-                        })
-                    };
-                    let reserve_base = units(reserve_base, base_token.decimals)?;
-                    let reserve_quote = units(reserve_quote, quote_token.decimals)?;
-                    PoolSim::ConstantProduct {
-                        reserve_base,
-                        reserve_quote,
-                        fee_bps: *fee_bps,
-                        reference: reserve_quote as f64 / reserve_base as f64,
-                    }
-                }
-                PoolConfig::Dlmm {
-                    price,
-                    bin_step_bps,
-                    bins_per_side,
-                    bin_liquidity,
-                    base_fee_bps,
-                    variable_fee_bps,
-                    max_fee_bps,
-                    ..
-                } => {
-                    if !(*price > 0.0 && *bin_liquidity > 0.0 && *bin_step_bps > 0) {
-                        return Err(PoolError::NotPositive(format!("{name} {base}/{quote}")));
-                    }
-                    PoolSim::Bins {
-                        price: price * scale,
-                        reference: price * scale,
-                        step: f64::from(*bin_step_bps) / 10_000.0,
-                        bins_per_side: *bins_per_side,
-                        bin_liquidity: bin_liquidity * 10f64.powi(i32::from(base_token.decimals)),
-                        base_fee_bps: *base_fee_bps,
-                        variable_fee_bps: *variable_fee_bps,
-                        max_fee_bps: *max_fee_bps,
-                    }
-                }
-            };
-            pools.push(SimPool {
-                base: base_token.symbol.clone(),
-                quote: quote_token.symbol.clone(),
+        let pools = initial_pools(name, config, tokens)?
+            .into_iter()
+            .map(|(base, quote, state)| SimPool {
+                base,
+                quote,
                 state: Mutex::new(state),
-            });
-        }
+            })
+            .collect();
         let seed = name.bytes().fold(config.seed, |h, b| h.rotate_left(5) ^ u64::from(b));
         Ok(SimulatedVenue {
             name: name.to_owned(),
@@ -311,7 +257,17 @@ impl SimulatedVenue {
             settings: SimSettings::from_config(config),
             rng: std::sync::Mutex::new(Rng::new(seed)),
             ledger,
+            chain: None,
         })
+    }
+
+    /// Quotes from the chain's pools (which move only by landed swaps and
+    /// the chain's per-slot price walk, alike in every process) instead of
+    /// this venue's own copy. `execute` keeps its own copy until the engine
+    /// stops calling it.
+    pub fn on_chain(mut self, chain: Arc<SimulatedChain>) -> Self {
+        self.chain = Some(chain);
+        self
     }
 
     fn pool(&self, token_in: &str, token_out: &str) -> Option<(&SimPool, bool)> {
@@ -361,6 +317,79 @@ impl SimulatedVenue {
     }
 }
 
+/// The configured pools of venue `name`: (base, quote, state at start).
+///
+/// # Errors
+/// [`PoolError`] for a pool that `config::validate` would have refused.
+pub(super) fn initial_pools(
+    name: &str,
+    config: &VenuesConfig,
+    tokens: &TokenRegistry,
+) -> Result<Vec<(String, String, PoolSim)>, PoolError> {
+    let mut pools = Vec::new();
+    for pool in config.pools.iter().filter(|p| p.venue() == name) {
+        let (base, quote) = pool.pair();
+        let token = |symbol: &str| {
+            tokens.get(symbol).ok_or_else(|| PoolError::UnknownToken {
+                pool: format!("{name} {base}/{quote}"),
+                symbol: symbol.to_owned(),
+            })
+        };
+        let (base_token, quote_token) = (token(base)?, token(quote)?);
+        let scale = 10f64.powi(i32::from(quote_token.decimals) - i32::from(base_token.decimals));
+        let state = match pool {
+            PoolConfig::ConstantProduct {
+                reserve_base,
+                reserve_quote,
+                fee_bps,
+                ..
+            } => {
+                let units = |text: &str, decimals| {
+                    parse_units(text, decimals).map_err(|error| PoolError::Reserve {
+                        pool: format!("{name} {base}/{quote}"),
+                        text: text.to_owned(),
+                        error,
+                    })
+                };
+                let reserve_base = units(reserve_base, base_token.decimals)?;
+                let reserve_quote = units(reserve_quote, quote_token.decimals)?;
+                PoolSim::ConstantProduct {
+                    reserve_base,
+                    reserve_quote,
+                    fee_bps: *fee_bps,
+                    reference: reserve_quote as f64 / reserve_base as f64,
+                }
+            }
+            PoolConfig::Dlmm {
+                price,
+                bin_step_bps,
+                bins_per_side,
+                bin_liquidity,
+                base_fee_bps,
+                variable_fee_bps,
+                max_fee_bps,
+                ..
+            } => {
+                if !(*price > 0.0 && *bin_liquidity > 0.0 && *bin_step_bps > 0) {
+                    return Err(PoolError::NotPositive(format!("{name} {base}/{quote}")));
+                }
+                PoolSim::Bins {
+                    price: price * scale,
+                    reference: price * scale,
+                    step: f64::from(*bin_step_bps) / 10_000.0,
+                    bins_per_side: *bins_per_side,
+                    bin_liquidity: bin_liquidity * 10f64.powi(i32::from(base_token.decimals)),
+                    base_fee_bps: *base_fee_bps,
+                    variable_fee_bps: *variable_fee_bps,
+                    max_fee_bps: *max_fee_bps,
+                }
+            }
+        };
+        pools.push((base_token.symbol.clone(), quote_token.symbol.clone(), state));
+    }
+    Ok(pools)
+}
+
 fn outcome_to_result(execution: Execution) -> Result<Fill, VenueError> {
     match execution.outcome {
         Outcome::Filled { amount_out } => Ok(Fill {
@@ -393,10 +422,23 @@ impl Venue for SimulatedVenue {
             VenueError::permanent("no_pool", format!("{} has no {token_in}/{token_out} pool", self.name))
         })?;
         sleep(self.quote_latency()).await;
-        let state = {
-            let mut sim = pool.state.lock().await;
-            self.step(&mut sim);
-            sim.oriented(base_to_quote)
+        let state = match &self.chain {
+            Some(chain) => chain
+                .pool_state(&self.name, &pool.base, &pool.quote)
+                .await
+                .map_err(|e| VenueError::transient("chain_unavailable", e.to_string()))?
+                .ok_or_else(|| {
+                    VenueError::permanent(
+                        "no_pool",
+                        format!("{} has no {token_in}/{token_out} pool on the chain", self.name),
+                    )
+                })?
+                .oriented(base_to_quote),
+            None => {
+                let mut sim = pool.state.lock().await;
+                self.step(&mut sim);
+                sim.oriented(base_to_quote)
+            }
         };
         let swap = state.swap(amount_in).ok_or_else(|| {
             VenueError::permanent(

@@ -7,10 +7,11 @@
 //! connections, which WAL lets run beside the writer.
 
 use super::{
-    Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
-    Outcome, SqliteSync, Store, StoreError, StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page,
-    rows_for_page, unfinished_sql,
+    Advance, Broadcast, ChainHead, ChainStore, ChainTx, Execution, ExecutionLedger, KeyRecord, KeyedCreate, Lander,
+    LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage, Outcome, PoolRow, SqliteSync, Store, StoreError,
+    StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page, rows_for_page, unfinished_sql,
 };
+mod chain;
 mod keys;
 mod rows;
 
@@ -54,6 +55,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "order_control",
         include_str!("../migrations/sqlite/0006_order_control.sql"),
     ),
+    (7, "chain", include_str!("../migrations/sqlite/0007_chain.sql")),
     (
         8,
         "event_stream",
@@ -97,6 +99,9 @@ enum WriteOp {
     SettleKey(String, String, Option<StoredAnswer>),
     SettleKeys(Vec<(String, String)>),
     SweepKeys,
+    ChainStart(u64, Vec<PoolRow>),
+    ChainBroadcast(Box<ChainTx>),
+    ChainAdvance(u64, Arc<dyn Lander>),
 }
 
 enum WriteOut {
@@ -107,6 +112,9 @@ enum WriteOut {
     Secret([u8; 32]),
     Keyed(Box<KeyedCreate>),
     Count(u64),
+    ChainHead(ChainHead),
+    Broadcast(Broadcast),
+    Advance(Box<Advance>),
 }
 
 struct WriteJob {
@@ -236,6 +244,13 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<
                 .try_for_each(|(scope, key)| settle_key(&savepoint, scope, key, None))
                 .map(|()| WriteOut::Count(keys.len() as u64)),
             WriteOp::SweepKeys => sweep_keys(&savepoint).map(WriteOut::Count),
+            WriteOp::ChainStart(genesis_ms, pools) => {
+                chain::start(&savepoint, *genesis_ms, pools).map(WriteOut::ChainHead)
+            }
+            WriteOp::ChainBroadcast(tx) => chain::broadcast(&savepoint, tx).map(WriteOut::Broadcast),
+            WriteOp::ChainAdvance(to, lander) => {
+                chain::advance(&savepoint, *to, lander.as_ref()).map(|a| WriteOut::Advance(Box::new(a)))
+            }
         };
         if result.is_ok() {
             savepoint.commit().map_err(unavailable)?;
@@ -877,6 +892,60 @@ impl ExecutionLedger for SqliteStore {
     }
 }
 
+#[async_trait]
+impl ChainStore for SqliteStore {
+    async fn chain_start(&self, genesis_ms: u64, pools: &[PoolRow]) -> Result<ChainHead, StoreError> {
+        match self.write(WriteOp::ChainStart(genesis_ms, pools.to_vec())).await? {
+            WriteOut::ChainHead(head) => Ok(head),
+            _ => unreachable!("chain_start answers the head"),
+        }
+    }
+
+    async fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
+        self.read(chain::head).await
+    }
+
+    async fn broadcast(&self, tx: &ChainTx) -> Result<Broadcast, StoreError> {
+        match self.write(WriteOp::ChainBroadcast(Box::new(tx.clone()))).await? {
+            WriteOut::Broadcast(broadcast) => Ok(broadcast),
+            _ => unreachable!("broadcast answers what it found"),
+        }
+    }
+
+    async fn advance(&self, to: u64, lander: Arc<dyn Lander>) -> Result<Advance, StoreError> {
+        // A cheap read first: most calls find the tip already there.
+        if let Some(head) = self.read(chain::head).await?
+            && head.tip >= to
+        {
+            return Ok(Advance {
+                tip: head.tip,
+                advanced: None,
+            });
+        }
+        match self.write(WriteOp::ChainAdvance(to, lander)).await? {
+            WriteOut::Advance(advance) => Ok(*advance),
+            _ => unreachable!("advance answers the advance"),
+        }
+    }
+
+    async fn chain_txs(&self, order: Option<OrderId>) -> Result<Vec<ChainTx>, StoreError> {
+        self.read(move |conn| chain::txs(conn, order)).await
+    }
+
+    async fn chain_statuses(&self, signatures: &[String]) -> Result<Vec<Option<ChainTx>>, StoreError> {
+        let signatures = signatures.to_vec();
+        self.read(move |conn| chain::statuses(conn, &signatures)).await
+    }
+
+    async fn landed_fees(&self, after: u64) -> Result<Vec<u64>, StoreError> {
+        self.read(move |conn| chain::landed_fees(conn, after)).await
+    }
+
+    async fn chain_pools(&self) -> Result<Vec<PoolRow>, StoreError> {
+        self.read(chain::pools).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,4 +959,14 @@ mod tests {
     }
 
     crate::store::conformance::store_contract!(fresh);
+
+    /// A second handle on the store of `fresh` (another process on the file).
+    fn again(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+        Arc::new(
+            SqliteStore::open(&dir.path().join("t.db"), SqliteSync::Normal, Duration::from_secs(5))
+                .expect("opening the SQLite store again"),
+        )
+    }
+
+    crate::store::conformance::chain_contract!(fresh, again);
 }
