@@ -38,11 +38,14 @@ max_attempts = 12
 initial = "5ms"
 max_delay = "50ms"
 
-[worker]
-concurrency = 64
+[venues]
+# No price walk: the pools move by the landed swaps alone.
+drift_bps = 0.0
+mean_reversion = 0.0
 "#;
 
 const API_ONLY: &str = "[worker]\nenabled = false\n";
+const WORKER: &str = "[worker]\nconcurrency = 64\n";
 
 /// One row of `swapline chain txs --json`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -51,9 +54,28 @@ struct Tx {
     signature: String,
     order_id: String,
     leg: u32,
+    venue: String,
+    token_in: String,
+    token_out: String,
+    amount_in: String,
+    amount_out: Option<String>,
     state: String,
     landed_slot: Option<u64>,
     last_valid_slot: u64,
+}
+
+/// One row of `swapline chain pools --json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pool {
+    pool: String,
+    reserve_base: Option<String>,
+    reserve_quote: Option<String>,
+    base_in: String,
+    base_out: String,
+    quote_in: String,
+    quote_out: String,
+    swaps: u64,
 }
 
 /// Counts for the report.
@@ -75,17 +97,21 @@ async fn chaos_run_lands_every_leg_at_most_once(backend: Backend) {
     // restarts and re-enqueues what was unfinished. Production is split:
     // an API node and two workers, one of which dies.
     let (api, mut workers) = match backend {
-        Backend::Embedded => (Engine::node(shared.clone(), "serve", CHAOS), Vec::new()),
+        Backend::Embedded => (
+            Engine::node(shared.clone(), "serve", &format!("{CHAOS}{WORKER}")),
+            Vec::new(),
+        ),
         Backend::Production => {
             let api = Engine::node(shared.clone(), "serve", &format!("{CHAOS}{API_ONLY}"));
             let workers = vec![
-                Engine::node(shared.clone(), "worker", CHAOS),
-                Engine::node(shared.clone(), "worker", CHAOS),
+                Engine::node(shared.clone(), "worker", &format!("{CHAOS}{WORKER}")),
+                Engine::node(shared.clone(), "worker", &format!("{CHAOS}{WORKER}")),
             ];
             (api, workers)
         }
     };
     let mut api = api;
+    let pools_before = chain_pools(&api);
 
     let mut posting = JoinSet::new();
     let url = api.url.clone();
@@ -114,7 +140,7 @@ async fn chaos_run_lands_every_leg_at_most_once(backend: Backend) {
     let started = Instant::now();
     while count_terminal(&shared).await < ORDERS / 4 {
         assert!(
-            started.elapsed() < Duration::from_secs(120),
+            started.elapsed() < Duration::from_secs(300),
             "orders stopped confirming"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -192,7 +218,7 @@ async fn chaos_run_lands_every_leg_at_most_once(backend: Backend) {
         tally.dropped > 0 && tally.resigned > 0,
         "the faults happened: {tally:?}"
     );
-    assert_pools_moved_by_landed_swaps(&api, &txs);
+    assert_pools_moved_by_landed_swaps(&pools_before, &chain_pools(&api), &txs);
     let confirmed = orders.values().filter(|(s, _)| s == "confirmed").count();
     eprintln!(
         "chaos {backend:?}: {ORDERS} orders, {confirmed} confirmed, {} failed; transactions: {tally:?}",
@@ -255,9 +281,75 @@ fn chain_txs(engine: &Engine) -> Vec<Tx> {
     serde_json::from_slice(&output.stdout).expect("chain txs --json is a JSON array of transactions")
 }
 
-/// The pools' state moved exactly by the landed swaps.
-fn assert_pools_moved_by_landed_swaps(_engine: &Engine, _txs: &[Tx]) {
-    // MERGE: compare `swapline chain pools --json` with the landed swaps.
+/// `swapline chain pools --json`.
+fn chain_pools(engine: &Engine) -> Vec<Pool> {
+    let output = engine.cli(&["chain", "pools", "--json"]);
+    assert!(
+        output.status.success(),
+        "chain pools: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("chain pools --json is a JSON array of pools")
+}
+
+/// Each pool's flows are exactly the sums of the swaps landed on it, and a
+/// constant-product pool's reserves moved by exactly those flows (the
+/// price walk is off).
+fn assert_pools_moved_by_landed_swaps(before: &[Pool], after: &[Pool], txs: &[Tx]) {
+    let number = |text: &str| text.parse::<u128>().expect("base units");
+    for pool in after {
+        // `venue:BASE/QUOTE`
+        let (venue, pair) = pool.pool.split_once(':').unwrap();
+        let (base, quote) = pair.split_once('/').unwrap();
+        let (mut base_in, mut base_out, mut quote_in, mut quote_out, mut swaps) = (0u128, 0u128, 0u128, 0u128, 0u64);
+        let on_pool = |t: &&Tx| {
+            t.venue == venue
+                && ((t.token_in == base && t.token_out == quote) || (t.token_in == quote && t.token_out == base))
+        };
+        for tx in txs.iter().filter(|t| t.state == "landed").filter(on_pool) {
+            let (amount_in, amount_out) = (number(&tx.amount_in), number(tx.amount_out.as_deref().unwrap()));
+            if tx.token_in == base {
+                base_in += amount_in;
+                quote_out += amount_out;
+            } else {
+                quote_in += amount_in;
+                base_out += amount_out;
+            }
+            swaps += 1;
+        }
+        let flows = (
+            number(&pool.base_in),
+            number(&pool.base_out),
+            number(&pool.quote_in),
+            number(&pool.quote_out),
+            pool.swaps,
+        );
+        assert_eq!(flows, (base_in, base_out, quote_in, quote_out, swaps), "{}", pool.pool);
+        let start = before
+            .iter()
+            .find(|p| p.pool == pool.pool)
+            .expect("the pool existed at start");
+        assert_eq!(start.swaps, 0);
+        if let (Some(b0), Some(q0), Some(b1), Some(q1)) = (
+            &start.reserve_base,
+            &start.reserve_quote,
+            &pool.reserve_base,
+            &pool.reserve_quote,
+        ) {
+            assert_eq!(
+                number(b1),
+                number(b0) + base_in - base_out,
+                "{} base reserve",
+                pool.pool
+            );
+            assert_eq!(
+                number(q1),
+                number(q0) + quote_in - quote_out,
+                "{} quote reserve",
+                pool.pool
+            );
+        }
+    }
 }
 
 crate::on_both_backends!(chaos_run_lands_every_leg_at_most_once);

@@ -38,7 +38,11 @@ land_slots = 150
         .filter(|e| e["type"] == "submitted")
         .map(|e| e["attempt"].as_u64().unwrap())
         .collect();
-    assert_eq!(submitted, [1, 1], "the interrupted attempt resumes as itself");
+    assert_eq!(
+        submitted,
+        [1],
+        "the interrupted attempt resumes as itself, polling the transaction it recorded"
+    );
 
     let swaps = engine.shared.landed_swaps(&id).await;
     assert_eq!(swaps, 1, "the venue executed the order exactly once");

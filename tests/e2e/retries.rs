@@ -72,7 +72,7 @@ async fn exhausted_retries_fail_with_final_true(backend: Backend) {
     assert_eq!(failed["final"], true);
     assert_eq!(failed["totalAttempts"], 3);
     assert_eq!(failed["progress"], 0);
-    assert_eq!(failed["code"], "venue_unavailable");
+    assert_eq!(failed["code"], "blockhash_expired");
     assert_eq!(stream.close, 1000);
 
     let order = swapline::client::get(&engine.url, &format!("/api/orders/status/{id}"))

@@ -77,6 +77,17 @@ impl Pipeline {
             route = polled;
         }
         telemetry::event::stage("land", started.elapsed());
+        // Each leg decided in this attempt is a sample of its venue's
+        // reliability (what `reliability-weighted` routes by).
+        for (leg, state) in route.legs.iter().zip(&legs) {
+            match state {
+                Leg::Landed if leg.transaction.as_ref().is_some_and(|tx| tx.attempt == attempt) => {
+                    self.tracker.executed(&leg.dex, true);
+                }
+                Leg::Failed(_) | Leg::Expired => self.tracker.executed(&leg.dex, false),
+                _ => {}
+            }
+        }
         if legs.iter().all(|l| *l == Leg::Landed) {
             return self.confirm(order, route, attempt).await;
         }
