@@ -23,6 +23,14 @@
 pub use serde_json;
 pub use swapline_abi as abi;
 
+#[cfg(all(target_arch = "wasm32", feature = "arena"))]
+mod arena;
+
+/// The guest's allocator: see the `arena` module (feature `arena`).
+#[cfg(all(target_arch = "wasm32", feature = "arena"))]
+#[global_allocator]
+static ALLOCATOR: arena::BumpThenSystem = arena::BumpThenSystem;
+
 /// The `params` object of a [`RouteInput`](swapline_abi::RouteInput).
 pub type Params = serde_json::Map<String, serde_json::Value>;
 
