@@ -61,9 +61,11 @@ unsafe impl GlobalAlloc for BumpThenSystem {
         let base = Self::base();
         // SAFETY: single-threaded; no other reference to `next` is live.
         let next = unsafe { &mut *ARENA.next.get() };
-        let start = (base + *next).next_multiple_of(layout.align());
-        match start.checked_add(layout.size()) {
-            Some(end) if end <= base + ARENA_BYTES => {
+        let block = (base + *next)
+            .checked_next_multiple_of(layout.align())
+            .and_then(|start| Some((start, start.checked_add(layout.size())?)));
+        match block {
+            Some((start, end)) if end <= base + ARENA_BYTES => {
                 *next = end - base;
                 start as *mut u8
             }
