@@ -96,9 +96,10 @@ fn routing(c: &mut Criterion) {
             let input = input(venues, true);
             let (decision, report) = warm.route_blocking(&input);
             let decision = decision.expect("routes");
-            let bytes = serde_json::to_vec(&input).expect("serialises").len();
+            let bytes = warm.encode_input(&input).expect("encodes").len();
             eprintln!(
-                "{name} with {venues} venues: {bytes} B of input, {} legs, {} fuel",
+                "{name} with {venues} venues: {bytes} B of ABI v{} input, {} legs, {} fuel",
+                warm.abi(),
                 decision.legs.len(),
                 report.fuel_used
             );

@@ -22,7 +22,7 @@ fn plugins_list_shows_builtins_with_digest_abi_and_exports() {
         "best-price",
         "split",
         "reliability-weighted",
-        "abi          v1",
+        "abi          v2 (flat input)",
         "swapline_params_schema",
     ] {
         assert!(stdout.contains(expected), "{expected} missing from:\n{stdout}");

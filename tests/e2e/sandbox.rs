@@ -25,6 +25,19 @@ fn plugin(body: &str, extra: &str) -> String {
     )
 }
 
+/// The same module declaring ABI v2: the host hands it the flat input
+/// (`swapline_abi::v2`) instead of JSON; every limit and answer check is the
+/// same.
+fn v2(module: String) -> String {
+    let v1 = r#"(func (export "swapline_abi_version") (result i32) i32.const 1)"#;
+    assert!(module.contains(v1));
+    module.replacen(
+        v1,
+        r#"(func (export "swapline_abi_version") (result i32) i32.const 2)"#,
+        1,
+    )
+}
+
 /// A module that answers `answer` (bytes as WAT string text) from offset
 /// 2048, declaring `len` bytes.
 fn answering(answer: &str, len: u64) -> String {
@@ -227,4 +240,36 @@ fn an_oversized_module_is_refused_at_start() {
         path.display().to_string()
     ));
     assert!(stderr.contains("over plugins.max_module_bytes = 100"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v2_strategy_gets_the_flat_input_and_its_answer_is_checked_alike() {
+    // Traps unless the input starts with the v2 magic "SWL2" (read as a
+    // little-endian i32), then declines with a code of its own.
+    let json = r#"{"error":{"code":"flat_input","message":"SWL2 seen"}}"#;
+    let body = format!(
+        "(if (i32.ne (i32.load (local.get 0)) (i32.const 0x324C5753)) (then unreachable)) i64.const {}",
+        (2048u64 << 32) | json.len() as u64
+    );
+    let extra = format!(r#"(data (i32.const 2048) "{}")"#, json.replace('"', "\\\""));
+    contained(
+        &v2(plugin(&body, &extra)),
+        "plugin_error: strategy_error: flat_input: SWL2 seen",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v2_strategy_answering_garbage_is_invalid_output() {
+    contained(
+        &v2(answering_json("{\"ok\": [legs")),
+        "plugin_error: invalid_output: not a PluginAnswer",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v2_memory_bomb_hits_the_memory_limit() {
+    let body = "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable";
+    contained(&v2(plugin(body, "")), "plugin_error: memory_limit").await;
 }

@@ -143,3 +143,24 @@ async fn compiled_modules_are_cached_under_the_data_dir_across_restarts() {
     let id = engine.order(sol_usdc(1.0)).await;
     assert_eq!(engine.follow(&id).await.events.last().unwrap()["type"], "confirmed");
 }
+
+/// `best-price` as the ABI v1 SDK built it (JSON input): a module built
+/// before ABI v2 keeps loading and routing.
+const BEST_PRICE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/fixtures/best-price-v1.wasm");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v1_module_file_still_routes_orders() {
+    let engine = Engine::start(&format!("[pipelines.market]\nstrategy = {BEST_PRICE_V1:?}\n"));
+    let id = engine.order(sol_usdc(1.0)).await;
+    let stream = engine.follow(&id).await;
+    assert_eq!(
+        stream.events.last().unwrap()["type"],
+        "confirmed",
+        "{:?}",
+        stream.events
+    );
+    let order = engine.status(&id).await;
+    assert_eq!(order["strategy"]["name"], "best-price-v1");
+    let reason = order["route"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("best output "), "{reason}");
+}

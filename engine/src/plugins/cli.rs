@@ -17,7 +17,8 @@ pub struct PluginInfo {
     pub source: String,
     /// SHA-256 of the module bytes.
     pub sha256: String,
-    /// What `swapline_abi_version` answered.
+    /// What `swapline_abi_version` answered at load: 1 (JSON input) or 2
+    /// (flat input, `swapline_abi::v2`).
     pub abi_version: i32,
     /// Export names.
     pub exports: Vec<String>,
@@ -32,7 +33,11 @@ impl fmt::Display for PluginInfo {
         writeln!(f, "{}", self.name)?;
         writeln!(f, "  source       {}", self.source)?;
         writeln!(f, "  sha256       {}", self.sha256)?;
-        writeln!(f, "  abi          v{}", self.abi_version)?;
+        let input = match self.abi_version {
+            1 => "JSON input",
+            _ => "flat input",
+        };
+        writeln!(f, "  abi          v{} ({input})", self.abi_version)?;
         writeln!(f, "  exports      {}", self.exports.join(", "))?;
         writeln!(
             f,
@@ -57,7 +62,7 @@ fn info(strategy: &WasmStrategy, source: String, pipelines: Vec<String>) -> Resu
         name: strategy.strategy_ref().name.clone(),
         source,
         sha256: strategy.strategy_ref().sha256.clone(),
-        abi_version: strategy.abi_version()?,
+        abi_version: strategy.abi(),
         exports: strategy.exports(),
         params_schema: strategy.params_schema().is_some(),
         pipelines,
@@ -282,10 +287,11 @@ mod tests {
         assert!(
             listed
                 .iter()
-                .all(|p| p.abi_version == 1 && p.sha256.len() == 64 && p.params_schema)
+                .all(|p| p.abi_version == 2 && p.sha256.len() == 64 && p.params_schema)
         );
         assert!(listed[1].exports.iter().any(|e| e == "route"));
         assert!(listed[1].to_string().contains("source       built-in"));
+        assert!(listed[1].to_string().contains("abi          v2 (flat input)"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Strategy plugins: the wasmtime adapter of the [`crate::strategy`] seam.
 //!
-//! A strategy is a core wasm module speaking ABI v1 (see `swapline_abi`),
+//! A strategy is a core wasm module speaking ABI v1 (JSON input) or v2 (flat
+//! input, `swapline_abi::v2`; the built-ins), see `swapline_abi`,
 //! run per call in a fresh instance under fuel, an epoch deadline and a
 //! memory cap; [`WasmStrategy`] implements [`crate::strategy::Strategy`].
 //! `cache` keeps compiled modules in memory and on disk; [`watch`] notices

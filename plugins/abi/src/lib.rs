@@ -1,17 +1,22 @@
-//! The strategy plugin contract, ABI v1: the one source of truth shared by
-//! the engine (host) and every strategy (guest).
+//! The strategy plugin contract, ABI v1 and v2: the one source of truth
+//! shared by the engine (host) and every strategy (guest).
 //!
 //! # Wire protocol
 //! A strategy is a core WebAssembly module without WASI. It exports
-//! `memory`, `swapline_abi_version() -> i32` (returns [`ABI_VERSION`]),
-//! `alloc(len: i32) -> i32` and `route(ptr: i32, len: i32) -> i64`, and may
-//! import `swapline.log(level: i32, ptr: i32, len: i32)` and nothing else.
+//! `memory`, `swapline_abi_version() -> i32` (returns 1 or 2, see
+//! [`ABI_VERSIONS`]), `alloc(len: i32) -> i32` and
+//! `route(ptr: i32, len: i32) -> i64`, and may import
+//! `swapline.log(level: i32, ptr: i32, len: i32)` and nothing else.
 //!
 //! Per call the host instantiates the module afresh, calls `alloc(len)` and
-//! writes the UTF-8 JSON of a [`RouteInput`] at the returned offset; the guest
-//! owns that buffer. `route(ptr, len)` answers with `(out_ptr << 32) | out_len`
-//! locating the UTF-8 JSON of a [`PluginAnswer`] in guest memory, which the
-//! host copies out. The instance is then dropped, so the guest never frees.
+//! writes the input at the returned offset; the guest owns that buffer. The
+//! input is the UTF-8 JSON of a [`RouteInput`] for a v1 module, and its flat
+//! little-endian [`v2`] layout (no JSON parse in the guest) for a v2 module;
+//! the host picks the encoding from what `swapline_abi_version` answered at
+//! load. `route(ptr, len)` answers with `(out_ptr << 32) | out_len` locating
+//! the UTF-8 JSON of a [`PluginAnswer`] in guest memory (both versions),
+//! which the host copies out. The instance is then dropped, so the guest
+//! never frees.
 //!
 //! This crate has no I/O and builds for `wasm32-unknown-unknown`.
 #![forbid(unsafe_code)]
@@ -21,13 +26,22 @@ pub mod pool;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod units;
+pub mod v2;
 
 pub use pool::{Bin, PoolState, Swap};
 use serde::{Deserialize, Serialize};
 pub use units::Units;
 
-/// The version a module must answer from `swapline_abi_version`.
-pub const ABI_VERSION: i32 = 1;
+/// The version the SDK builds today (flat [`v2`] input), answered by
+/// `swapline_abi_version`.
+pub const ABI_VERSION: i32 = 2;
+
+/// The first version: JSON input. Modules that answer it keep loading.
+pub const ABI_V1: i32 = 1;
+
+/// Every version a host of this crate's generation accepts from
+/// `swapline_abi_version`.
+pub const ABI_VERSIONS: [i32; 2] = [ABI_V1, ABI_VERSION];
 
 /// What the host hands a strategy: the order and one quote per venue.
 ///

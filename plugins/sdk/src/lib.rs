@@ -1,7 +1,11 @@
 //! Guest-side glue for Swapline strategy plugins: write one function,
 //! `fn(RouteInput) -> Result<RouteDecision, StrategyError>`, and
-//! [`export_strategy!`] turns it into a module that speaks ABI v1
-//! (see `swapline_abi` for the byte-level contract).
+//! [`export_strategy!`] turns it into a module that speaks ABI v2
+//! (see `swapline_abi` for the byte-level contract). The strategy never sees
+//! the wire format: under v2 the SDK decodes the host's flat input
+//! ([`swapline_abi::v2`]) into the same [`RouteInput`](swapline_abi::RouteInput)
+//! a v1 plugin got from JSON, and writes the answer as JSON as before, so a
+//! v1 strategy's source moves to v2 by rebuilding it against this SDK.
 //!
 //! ```ignore
 //! use swapline_sdk::prelude::*;
@@ -18,6 +22,14 @@
 
 pub use serde_json;
 pub use swapline_abi as abi;
+
+#[cfg(all(target_arch = "wasm32", feature = "arena"))]
+mod arena;
+
+/// The guest's allocator: see the `arena` module (feature `arena`).
+#[cfg(all(target_arch = "wasm32", feature = "arena"))]
+#[global_allocator]
+static ALLOCATOR: arena::BumpThenSystem = arena::BumpThenSystem;
 
 /// The `params` object of a [`RouteInput`](swapline_abi::RouteInput).
 pub type Params = serde_json::Map<String, serde_json::Value>;
@@ -78,13 +90,34 @@ pub fn log(level: Level, message: &str) {
     let _ = (level, message);
 }
 
-/// Runs a strategy on raw input bytes and returns the answer's JSON bytes.
-/// Malformed input becomes an `invalid_input` error answer, never a panic.
+/// Runs a strategy on an ABI v1 input (UTF-8 JSON) and returns the
+/// answer's JSON bytes. Malformed input becomes an `invalid_input` error
+/// answer, never a panic.
 pub fn answer(input: &[u8], strategy: impl FnOnce(RouteInput) -> Result<RouteDecision, StrategyError>) -> Vec<u8> {
-    let answer: PluginAnswer = match serde_json::from_slice::<RouteInput>(input) {
-        Ok(input) => strategy(input).into(),
-        Err(error) => PluginAnswer::Error(StrategyError::new("invalid_input", error.to_string())),
-    };
+    match serde_json::from_slice::<RouteInput>(input) {
+        Ok(input) => encode_answer(strategy(input).into()),
+        Err(error) => encode_answer(PluginAnswer::Error(StrategyError::new(
+            "invalid_input",
+            error.to_string(),
+        ))),
+    }
+}
+
+/// Runs a strategy on an ABI v2 input (the flat layout of
+/// [`swapline_abi::v2`]) and returns the answer's JSON bytes. Malformed
+/// input becomes an `invalid_input` error answer naming the field and byte
+/// offset, never a panic.
+pub fn answer_v2(input: &[u8], strategy: impl FnOnce(RouteInput) -> Result<RouteDecision, StrategyError>) -> Vec<u8> {
+    match swapline_abi::v2::decode_input(input) {
+        Ok(input) => encode_answer(strategy(input).into()),
+        Err(error) => encode_answer(PluginAnswer::Error(StrategyError::new(
+            "invalid_input",
+            error.to_string(),
+        ))),
+    }
+}
+
+fn encode_answer(answer: PluginAnswer) -> Vec<u8> {
     // Serialising plain data with string keys cannot fail.
     serde_json::to_vec(&answer).unwrap_or_default()
 }
@@ -109,9 +142,9 @@ pub mod __private {
         len: i32,
         strategy: impl FnOnce(super::RouteInput) -> Result<super::RouteDecision, super::StrategyError>,
     ) -> i64 {
-        // SAFETY: guaranteed by the caller (the host, per ABI v1).
+        // SAFETY: guaranteed by the caller (the host, per ABI v2).
         let input = unsafe { std::slice::from_raw_parts(ptr as usize as *const u8, len.max(0) as usize) };
-        let out = super::answer(input, strategy);
+        let out = super::answer_v2(input, strategy);
         let packed = pack(out.as_ptr(), out.len());
         std::mem::forget(out);
         packed
@@ -127,7 +160,9 @@ pub mod __private {
     }
 }
 
-/// Exports a strategy function as an ABI v1 plugin (on wasm32 only).
+/// Exports a strategy function as an ABI v2 plugin (on wasm32 only):
+/// `swapline_abi_version` answers 2, so the host hands `route` the flat v2
+/// input, which the SDK decodes before calling the strategy.
 ///
 /// With `params_schema = "<JSON Schema>"` the module also exports
 /// `swapline_params_schema() -> i64` (packed pointer and length of that
@@ -185,5 +220,39 @@ mod tests {
         let out = answer(b"{not json", |_| unreachable!("strategy must not run"));
         let answer: PluginAnswer = serde_json::from_slice(&out).unwrap();
         assert!(matches!(answer, PluginAnswer::Error(e) if e.code == "invalid_input"));
+    }
+
+    fn sample() -> RouteInput {
+        serde_json::from_str(
+            r#"{"order":{"id":"o","tokenIn":"A","tokenOut":"B","amountIn":"5","slippageBps":50},
+                "quotes":[{"venue":"v","amountOut":"4","feeBps":0,"priceImpactBps":0,"latencyMs":1,
+                "pool":{"kind":"constant_product","reserveIn":"10","reserveOut":"10","feeBps":0}}],
+                "params":{"steps":3}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn v2_input_reaches_the_strategy_as_the_same_route_input() {
+        let input = sample();
+        let bytes = swapline_abi::v2::encode_input(&input);
+        let out = answer_v2(&bytes, |seen| {
+            assert_eq!(seen, input);
+            Err(StrategyError::new("seen", "ok"))
+        });
+        assert_eq!(out, br#"{"error":{"code":"seen","message":"ok"}}"#);
+    }
+
+    #[test]
+    fn malformed_v2_input_becomes_an_error_answer() {
+        let bytes = swapline_abi::v2::encode_input(&sample());
+        for input in [&bytes[..bytes.len() - 3], &b"{\"order\":{}}"[..], &b""[..]] {
+            let out = answer_v2(input, |_| unreachable!("strategy must not run"));
+            let answer: PluginAnswer = serde_json::from_slice(&out).unwrap();
+            assert!(
+                matches!(&answer, PluginAnswer::Error(e) if e.code == "invalid_input" && e.message.starts_with("ABI v2 input")),
+                "{answer:?}"
+            );
+        }
     }
 }

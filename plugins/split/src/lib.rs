@@ -100,31 +100,47 @@ pub fn split(input: RouteInput) -> Result<RouteDecision, StrategyError> {
 
 /// Greedy allocation of `total` over the quotes' pools: per venue amount and
 /// the expected total output. `None` when the pools cannot absorb a chunk.
+///
+/// Every chunk after the first has the same size, and a step changes only
+/// the amount of the venue that took the chunk, so each venue's output for
+/// "its amount plus one chunk" is priced once and kept until that venue's
+/// amount changes: one swap per step instead of one per venue per step
+/// (`swap` is pure, so the allocation is the same as pricing every venue at
+/// every step).
 pub fn allocate(quotes: &[VenueQuote], total: u128, steps: u32, max_legs: usize) -> Option<(Vec<u128>, u128)> {
     let steps = u128::from(steps).min(total).max(1);
     let chunk = total / steps;
     let first = total - chunk * (steps - 1);
     let mut amounts = vec![0u128; quotes.len()];
     let mut outs = vec![0u128; quotes.len()];
+    // `priced[i]`: output of venue i's pool for `amounts[i] + chunk`, or
+    // `None` when not priced since `amounts[i]` last changed.
+    let mut priced: Vec<Option<Option<u128>>> = vec![None; quotes.len()];
     for step in 0..steps {
-        let size = if step == 0 { first } else { chunk };
         let used = amounts.iter().filter(|a| **a > 0).count();
         let mut best: Option<(usize, u128, u128)> = None;
         for (index, quote) in quotes.iter().enumerate() {
             if amounts[index] == 0 && used >= max_legs {
                 continue;
             }
-            let Some(swap) = quote.pool.swap(amounts[index] + size) else {
+            let out = if step == 0 {
+                quote.pool.swap(first).map(|swap| swap.amount_out)
+            } else {
+                *priced[index]
+                    .get_or_insert_with(|| quote.pool.swap(amounts[index] + chunk).map(|swap| swap.amount_out))
+            };
+            let Some(out) = out else {
                 continue;
             };
-            let gain = swap.amount_out.saturating_sub(outs[index]);
+            let gain = out.saturating_sub(outs[index]);
             if best.is_none_or(|(_, best_gain, _)| gain > best_gain) {
-                best = Some((index, gain, swap.amount_out));
+                best = Some((index, gain, out));
             }
         }
         let (index, _, out) = best?;
-        amounts[index] += size;
+        amounts[index] += if step == 0 { first } else { chunk };
         outs[index] = out;
+        priced[index] = None;
     }
     Some((amounts, outs.iter().sum()))
 }
@@ -238,6 +254,74 @@ mod tests {
         bad.params.insert("steps".into(), "many".into());
         assert_eq!(split(bad).unwrap_err().code, "invalid_params");
         assert_eq!(split(input(10, vec![])).unwrap_err().code, "no_quotes");
+    }
+
+    /// The allocation without the price cache: every venue priced at every
+    /// step, as `allocate` did before.
+    fn allocate_uncached(quotes: &[VenueQuote], total: u128, steps: u32, max_legs: usize) -> Option<(Vec<u128>, u128)> {
+        let steps = u128::from(steps).min(total).max(1);
+        let chunk = total / steps;
+        let first = total - chunk * (steps - 1);
+        let mut amounts = vec![0u128; quotes.len()];
+        let mut outs = vec![0u128; quotes.len()];
+        for step in 0..steps {
+            let size = if step == 0 { first } else { chunk };
+            let used = amounts.iter().filter(|a| **a > 0).count();
+            let mut best: Option<(usize, u128, u128)> = None;
+            for (index, quote) in quotes.iter().enumerate() {
+                if amounts[index] == 0 && used >= max_legs {
+                    continue;
+                }
+                let Some(swap) = quote.pool.swap(amounts[index] + size) else {
+                    continue;
+                };
+                let gain = swap.amount_out.saturating_sub(outs[index]);
+                if best.is_none_or(|(_, best_gain, _)| gain > best_gain) {
+                    best = Some((index, gain, swap.amount_out));
+                }
+            }
+            let (index, _, out) = best?;
+            amounts[index] += size;
+            outs[index] = out;
+        }
+        Some((amounts, outs.iter().sum()))
+    }
+
+    #[test]
+    fn the_price_cache_changes_no_allocation() {
+        let bins = |venue: &str, depth: u128| {
+            QuoteBuilder::new(venue)
+                .pool(PoolState::Bins {
+                    bins: (0..30)
+                        .map(|b| swapline_abi::Bin {
+                            price: 1.5 * (1.0 - 0.002 * f64::from(b)),
+                            liquidity_out: Units(3_000 * depth),
+                        })
+                        .collect(),
+                    base_fee_bps: 20,
+                    variable_fee_bps: 1,
+                    max_fee_bps: 200,
+                })
+                .build()
+        };
+        let quotes = vec![
+            cpmm("a", 1_000_000),
+            bins("b", 10),
+            cpmm("c", 300_000),
+            bins("d", 3),
+            cpmm("dust", 10),
+        ];
+        for total in [1, 7, 999, 100_000, 250_000, 10_000_000] {
+            for steps in [1, 3, 100, 1000] {
+                for max_legs in [1, 2, 16] {
+                    assert_eq!(
+                        allocate(&quotes, total, steps, max_legs),
+                        allocate_uncached(&quotes, total, steps, max_legs),
+                        "{total} in {steps} steps, {max_legs} legs"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
