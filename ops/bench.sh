@@ -3,6 +3,7 @@
 # order on the bench profile (embedded, then Redis + PostgreSQL), WebSocket
 # fan-out and memory per socket; prints each performance target beside its
 # figure.
+# SKIP_FANOUT=1 runs the order benchmarks only; COUNT sets their orders.
 # Needs a release build (cargo build --release), Redis on 127.0.0.1:6379 and
 # PostgreSQL on 127.0.0.1:5432 (trust auth). Loopback only; bounded runs.
 #
@@ -142,6 +143,7 @@ fanout() { # fanout LAND_SLOTS CLIENTS ORDERS : transactions land LAND_SLOTS slo
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
+if [ "${SKIP_FANOUT:-0}" = 1 ]; then exit 0; fi
 fanout 1500 1000 1
 fanout 1500 10000 1
 fanout 300 10000 1000
