@@ -391,7 +391,7 @@ pub async fn session(
 ) {
     event::ws_connection(1.0);
     event::ws_stream_session(1.0);
-    ws::run_session(ws, "stream", async |writer, controls| {
+    ws::run_session(ws, "stream", state.settings.ping_timeout, async |writer, controls| {
         run(writer, controls, &state, owner, cursor).await
     })
     .await;
@@ -466,10 +466,13 @@ async fn run(
                     return Ok(End::TooSlow { resume: format!("cursor={last}") });
                 }
             }},
-            beat = heartbeat.beat(writer) => match beat? {
+            beat = heartbeat.beat() => match beat {
                 Beat::Timeout => return Ok(End::PingTimeout),
-                Beat::Pinged { quiet: false } => {}
-                Beat::Pinged { quiet: true } => {
+                Beat::Ping { quiet } => {
+                    ws::ping(writer).await?;
+                    if !quiet {
+                        continue;
+                    }
                     match replay(writer, &*state.store, owner, &filter, &mut last).await? {
                         // Asked again at the next tick; the session is fine.
                         Some(End::StoreDown(e)) => tracing::debug!(error = %e, "quiet stream check failed"),
