@@ -303,12 +303,52 @@ async fn subscribe_and_unsubscribe_narrow_the_stream(backend: Backend) {
 async fn cursors_and_tickets_are_checked(backend: Backend) {
     let engine = Engine::start_on(backend, AUTH_FAST);
     let key = create_key(&engine, "k", "trade,read");
-    for bad in ["garbage", "1", "-1-2", "1-x"] {
+    let (_socket, head) = connect(&engine, "/api/stream", Some(&key)).await;
+    let head: Vec<u64> = head.split('-').map(|n| n.parse().unwrap()).collect();
+    // Past the head: no event has such a cursor (the session would wait
+    // for nothing). On SQLite every cursor's xid is 0.
+    let ahead = [
+        format!("{}-0", u64::MAX),
+        format!("{}-{}", head[0], head[1] + 1_000_000),
+    ];
+    let mut bad: Vec<String> = ["garbage", "1", "-1-2", "1-x"].map(String::from).to_vec();
+    bad.extend(ahead);
+    if backend == Backend::Embedded {
+        bad.push("1-0".into());
+    }
+    for bad in &bad {
         match open(&engine, &format!("/api/stream?cursor={bad}"), Some(&key)).await {
             Err(ClientError::Refused(status)) => assert_eq!(status, 400, "{bad}"),
             other => panic!("{bad}: {other:?}"),
         }
     }
+    let (_socket, _) = connect(
+        &engine,
+        &format!("/api/stream?cursor={}-{}", head[0], head[1]),
+        Some(&key),
+    )
+    .await;
+
+    // A stream ticket is asked with `{}` or `{"orderId": null}` only.
+    for (body, code, field) in [
+        (json!({"orderID": "x"}), "unknown_field", Some("orderID")),
+        (
+            json!({"orderId": null, "stream": true}),
+            "unknown_field",
+            Some("stream"),
+        ),
+        (json!({"orderId": 7}), "invalid_order_id", Some("orderId")),
+        (json!([]), "invalid_order_id", Some("orderId")),
+    ] {
+        let refused = post(&engine, Some(&key), "/api/ws-tickets", &body).await;
+        assert_eq!(refused.status, 400, "{body}");
+        let error = &refused.json()["error"];
+        assert_eq!(error["code"], code, "{body}: {error}");
+        assert_eq!(error["field"].as_str(), field, "{body}: {error}");
+    }
+    let null = post(&engine, Some(&key), "/api/ws-tickets", &json!({"orderId": null})).await;
+    assert_eq!(null.status, 201);
+    assert!(null.json()["wsUrl"].as_str().unwrap().contains("/api/stream?ticket="));
     let plain = client::request(
         &engine.url,
         "GET",
@@ -348,7 +388,48 @@ async fn cursors_and_tickets_are_checked(backend: Backend) {
     }
 }
 
+/// Revoking a key closes its open streams with 1008 within a few pings
+/// (the key is read again at each ping, past the key cache), whether the
+/// stream opened with the key or with a ticket of it; another key's stream
+/// stays open.
+async fn a_revoked_key_loses_its_open_stream(backend: Backend) {
+    let engine = Engine::start_on(
+        backend,
+        &format!("{AUTH_FAST}\n[websocket]\nping_interval = \"200ms\"\nping_timeout = \"5s\"\n"),
+    );
+    let (key_id, key) = crate::auth::create_key(&engine, "doomed", "trade,read");
+    let other = create_key(&engine, "other", "read");
+    let (mut by_key, _) = connect(&engine, "/api/stream", Some(&key)).await;
+    let ticket = post(&engine, Some(&key), "/api/ws-tickets", &json!({})).await.json();
+    let (mut by_ticket, _) = connect(
+        &engine,
+        &format!("/api/stream?ticket={}", ticket["ticket"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    let (mut bystander, _) = connect(&engine, "/api/stream", Some(&other)).await;
+    let revoked = engine.cli(&["keys", "revoke", &key_id]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    for socket in [&mut by_key, &mut by_ticket] {
+        let code = loop {
+            match next(socket).await {
+                Ok(_) => continue,
+                Err(code) => break code,
+            }
+        };
+        assert_eq!(code, 1008, "closed as a policy violation");
+    }
+    // Pings went by (200 ms each) and the other key's stream is open.
+    bystander
+        .send_text(r#"{"op":"unsubscribe","orderIds":[]}"#)
+        .await
+        .unwrap();
+    let answer = next(&mut bystander).await.expect("still open");
+    assert_eq!(answer["type"], "unsubscribed", "{answer}");
+}
+
 on_both_backends!(
+    a_revoked_key_loses_its_open_stream,
     each_key_sees_exactly_its_own_events_and_admin_all,
     a_stream_cut_after_20_events_resumes_with_its_cursor,
     subscribe_and_unsubscribe_narrow_the_stream,

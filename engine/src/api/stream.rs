@@ -381,18 +381,28 @@ impl Filter {
     }
 }
 
-/// Runs a stream session to its end: `owner`'s orders (`None`: all), after
-/// `cursor` (`None`: from now).
+/// Who watches a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    /// Whose orders it shows: `None` for every order ([`audience`]).
+    pub audience: Option<KeyId>,
+    /// The key it opened with (by bearer or ticket), checked again at each
+    /// ping: revoked, the stream closes 1008. `None`: opened without a key.
+    pub key: Option<KeyId>,
+}
+
+/// Runs a stream session to its end: the viewer's orders, after `cursor`
+/// (`None`: from now).
 pub async fn session(
     ws: WebSocket<TokioIo<Upgraded>>,
     state: Arc<ApiState>,
-    owner: Option<KeyId>,
+    viewer: Viewer,
     cursor: Option<StreamCursor>,
 ) {
     event::ws_connection(1.0);
     event::ws_stream_session(1.0);
     ws::run_session(ws, "stream", state.settings.ping_timeout, async |writer, controls| {
-        run(writer, controls, &state, owner, cursor).await
+        run(writer, controls, &state, viewer, cursor).await
     })
     .await;
     event::ws_stream_session(-1.0);
@@ -407,10 +417,11 @@ async fn run(
     writer: &mut Writer,
     controls: &mut mpsc::Receiver<ws::Control>,
     state: &Arc<ApiState>,
-    owner: Option<KeyId>,
+    viewer: Viewer,
     cursor: Option<StreamCursor>,
 ) -> Result<End, WebSocketError> {
     let settings = &state.settings;
+    let owner = viewer.audience;
     // Joined first, history second: what commits meanwhile is handed over
     // live, and the cursor drops what the replay already sent.
     let mut membership = state.stream.join(owner, settings.client_buffer);
@@ -470,6 +481,17 @@ async fn run(
                 Beat::Timeout => return Ok(End::PingTimeout),
                 Beat::Ping { quiet } => {
                     ws::ping(writer).await?;
+                    if let Some(key) = viewer.key {
+                        match state.keys.is_active(key).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::info!(key_id = %key, "closing a stream: its key was revoked");
+                                return Ok(End::Revoked);
+                            }
+                            // Asked again at the next tick.
+                            Err(e) => tracing::debug!(error = %e, "could not check a stream's key"),
+                        }
+                    }
                     if !quiet {
                         continue;
                     }

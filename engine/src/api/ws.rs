@@ -97,6 +97,9 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A client text frame was not UTF-8 (RFC 6455, section 8.1).
     pub const INVALID_DATA: u16 = 1007;
+    /// The stream's key was revoked while it was open (checked at each
+    /// ping).
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// A client frame was larger than [`super::MAX_CLIENT_FRAME`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// A backend (store or bus) failed; reconnect with `?since` (`?cursor`
@@ -179,6 +182,8 @@ pub(super) enum End {
     /// (the client reads too slowly, or not at all). The close frame
     /// cannot follow a half-written frame: the connection is dropped.
     Stalled,
+    /// The key the stream opened with was revoked (or deleted).
+    Revoked,
     /// The client fell `websocket.client_buffer` events behind.
     TooSlow {
         /// The query that resumes after the last event it was sent:
@@ -212,6 +217,7 @@ impl End {
             End::BusDown(BusError::Stopped(_)) => (close::GOING_AWAY, "server shutting down".to_owned()),
             End::BusDown(error @ BusError::Unavailable(_)) => (close::INTERNAL, error.to_string()),
             End::TooSlow { resume } => (close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?{resume}")),
+            End::Revoked => (close::POLICY_VIOLATION, "the API key was revoked".to_owned()),
             // Reported as 1013 (logs); no frame goes out (`run_session`).
             End::Stalled => (
                 close::TRY_AGAIN_LATER,
@@ -735,6 +741,7 @@ mod tests {
                 resume: "since=7".into(),
             },
             End::Stalled,
+            End::Revoked,
         ];
         assert_eq!(code(End::Finished), Some(close::NORMAL));
         for end in ends {
@@ -768,6 +775,7 @@ mod tests {
             }),
             Some(1013)
         );
+        assert_eq!(code(End::Revoked), Some(1008));
         assert_eq!(code(End::Shutdown), Some(1001));
         assert_eq!(code(End::PingTimeout), Some(1001));
     }
