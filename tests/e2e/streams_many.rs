@@ -247,6 +247,51 @@ async fn a_stream_cut_after_20_events_resumes_with_its_cursor(backend: Backend) 
     );
 }
 
+/// Resuming from an old cursor while new orders keep running: the replay
+/// of history and the live events meet with nothing lost and nothing twice
+/// (the session joins the reader after its replay; the gap between is
+/// filled from the store), and the socket is not closed 1013 for the
+/// events that arrived during the replay.
+async fn resuming_from_an_old_cursor_while_events_arrive_loses_nothing(backend: Backend) {
+    let engine = Engine::start_on(backend, &format!("{AUTH_FAST}\n[websocket]\nclient_buffer = 64\n"));
+    let key = create_key(&engine, "reader", "trade,read");
+    let (mut first, start) = connect(&engine, "/api/stream", Some(&key)).await;
+    let mut old = HashSet::new();
+    for _ in 0..30 {
+        old.insert(order(&engine, Some(&key)).await);
+    }
+    until_finished(&mut first, &old).await;
+    drop(first);
+    let (mut resumed, _) = connect(&engine, &format!("/api/stream?cursor={start}"), Some(&key)).await;
+    let total = old.len() + 20;
+    let create = async {
+        let mut new = HashSet::new();
+        for _ in 0..20 {
+            new.insert(order(&engine, Some(&key)).await);
+        }
+        new
+    };
+    let read = async {
+        let mut events = Vec::new();
+        let mut finished = HashSet::new();
+        while finished.len() < total {
+            let frame = next(&mut resumed)
+                .await
+                .unwrap_or_else(|code| panic!("closed with {code} after {} events", events.len()));
+            if is_event(&frame) {
+                if is_terminal(&frame) {
+                    finished.insert(frame["orderId"].as_str().unwrap().to_owned());
+                }
+                events.push(frame);
+            }
+        }
+        events
+    };
+    let (new, events) = tokio::join!(create, read);
+    let all: HashSet<String> = old.union(&new).cloned().collect();
+    assert_whole_histories(&engine, Some(&key), &events, &all).await;
+}
+
 /// After `subscribe` only the subscribed orders stream; `unsubscribe`
 /// removes one; a malformed message is answered with an error frame and
 /// the socket stays open.
@@ -430,6 +475,7 @@ async fn a_revoked_key_loses_its_open_stream(backend: Backend) {
 
 on_both_backends!(
     a_revoked_key_loses_its_open_stream,
+    resuming_from_an_old_cursor_while_events_arrive_loses_nothing,
     each_key_sees_exactly_its_own_events_and_admin_all,
     a_stream_cut_after_20_events_resumes_with_its_cursor,
     subscribe_and_unsubscribe_narrow_the_stream,

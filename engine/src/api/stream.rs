@@ -16,12 +16,13 @@
 //! as without the stream.
 //!
 //! # A session
-//! It joins the reader first, then reads the store after its start (the
-//! `?cursor`, or the head when none) until it is level; then it sends what
-//! the reader hands it. Each handed event says where the reader's previous
-//! event for this session was (`from`): when that is past the session's
-//! cursor (it joined while the reader was ahead of its replay), the store
-//! fills the gap first; events at or before the cursor are dropped, so no
+//! It reads the store after its start (the `?cursor`, or the head when
+//! none) until it is level, then joins the reader (so a long replay cannot
+//! overflow its live buffer) and sends what the reader hands it. Each
+//! handed event says where the reader's previous event for this session
+//! was (`from`): when that is past the session's cursor (events committed
+//! between the replay's end and the join, or the reader was ahead of the
+//! replay), the store fills the gap first; events at or before the cursor are dropped, so no
 //! event is sent twice (the cursor is a total order). Same close codes,
 //! slow-consumer rule (1013 with the `?cursor=` to resume), ping and
 //! quiet-session rules as an order's socket (`ws`).
@@ -422,9 +423,6 @@ async fn run(
 ) -> Result<End, WebSocketError> {
     let settings = &state.settings;
     let owner = viewer.audience;
-    // Joined first, history second: what commits meanwhile is handed over
-    // live, and the cursor drops what the replay already sent.
-    let mut membership = state.stream.join(owner, settings.client_buffer);
     let mut last = match cursor {
         Some(cursor) => cursor,
         None => match state.store.stream_head().await {
@@ -441,9 +439,14 @@ async fn run(
     };
     ws::send(writer, &notice_bytes(&greeting), false).await?;
     let mut filter = Filter::default();
+    // History first, joined second: a long replay (an old cursor) cannot
+    // overflow the live buffer (1013). What commits between the end of the
+    // replay and the join comes with a `from` past `last`: the store fills
+    // that gap; what the reader hands over at or before `last` is dropped.
     if let Some(end) = replay(writer, &*state.store, owner, &filter, &mut last).await? {
         return Ok(end);
     }
+    let mut membership = state.stream.join(owner, settings.client_buffer);
     let mut heartbeat = Heartbeat::new(settings.ping_interval, settings.ping_timeout);
     loop {
         tokio::select! {
