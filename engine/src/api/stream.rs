@@ -10,7 +10,8 @@
 //! hands each event to every session whose key may see it. It is woken by
 //! the bus's firehose (`Bus::firehose`: some event was published, on any
 //! node), when a session joins, shortly after a read found events held
-//! back behind a running transaction ([`HELD_BACK_RETRY`]), and otherwise
+//! back behind a running transaction ([`HELD_BACK_RETRY`], doubling up to
+//! the poll while they stay held back), and otherwise
 //! polls every [`POLL`] ([`POLL_WITHOUT_FIREHOSE`] on a bus without one).
 //! With no session open it reads nothing: the orders' hot path is the same
 //! as without the stream.
@@ -58,8 +59,18 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// The reader's poll when the bus has no firehose (a Redis Cluster).
 pub const POLL_WITHOUT_FIREHOSE: Duration = Duration::from_millis(100);
 /// After a read found committed events held back behind an older
-/// transaction still running (PostgreSQL), the reader reads again this soon.
+/// transaction still running (PostgreSQL), the reader reads again this soon,
+/// doubling while they stay held back, up to its poll ([`held_back_delay`]).
 pub const HELD_BACK_RETRY: Duration = Duration::from_millis(10);
+
+/// The reader's next wait after a read that found events held back, given
+/// the wait before it: [`HELD_BACK_RETRY`], then doubled each time, at most
+/// `poll` (one long transaction must not make the reader spin).
+pub(super) fn held_back_delay(previous: Option<Duration>, poll: Duration) -> Duration {
+    previous
+        .map_or(HELD_BACK_RETRY, |previous| previous.saturating_mul(2))
+        .clamp(HELD_BACK_RETRY.min(poll), poll)
+}
 /// Order ids a session's subscription (or its exclusions) may hold.
 pub const MAX_SUBSCRIBED: usize = 10_000;
 
@@ -186,6 +197,8 @@ impl StreamHub {
             POLL_WITHOUT_FIREHOSE
         };
         let mut delay = poll;
+        // The last wait, while events stay held back.
+        let mut held_back: Option<Duration> = None;
         loop {
             let woken = async {
                 if let Some(firehose) = firehose.as_mut()
@@ -203,8 +216,11 @@ impl StreamHub {
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = match self.catch_up().await {
-                Ok(true) => HELD_BACK_RETRY,
-                Ok(false) => poll,
+                Ok(true) => *held_back.insert(held_back_delay(held_back, poll)),
+                Ok(false) => {
+                    held_back = None;
+                    poll
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "the stream reader could not read the store; trying again");
                     poll
@@ -595,6 +611,23 @@ mod tests {
             );
         }
         assert_eq!(filter, before, "a bad message changes nothing");
+    }
+
+    #[test]
+    fn held_back_reads_back_off_from_10_ms_doubling_up_to_the_poll() {
+        let mut delays = Vec::new();
+        let mut last = None;
+        for _ in 0..10 {
+            let next = held_back_delay(last, POLL);
+            delays.push(next.as_millis());
+            last = Some(next);
+        }
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(
+            held_back_delay(None, Duration::from_millis(5)),
+            Duration::from_millis(5),
+            "never past the poll"
+        );
     }
 
     #[test]

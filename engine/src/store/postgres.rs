@@ -10,7 +10,7 @@
 use super::{
     Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
     Outcome, PostgresConfig, Store, StoreError, StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page,
-    rows_for_page, stream::settled, unfinished_sql,
+    rows_for_page, unfinished_sql,
 };
 use crate::domain::{
     ApiKey, Event, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, SecretHash, Status, Ticket,
@@ -1036,15 +1036,17 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<StreamPage, StoreError> {
         self.run(async |client| {
-            // Rows past the snapshot's xmin are read too (and cut off by
-            // `settled`), so a held-back event says "ask again soon".
+            // Only settled rows (below the snapshot's xmin) are read, so the
+            // scan stops at the horizon; a page that is not full then asks
+            // with a `LIMIT 1` probe whether committed rows wait behind a
+            // running transaction ("ask again soon").
+            let by_owner = if owner.is_some() { " AND owner = $4" } else { "" };
             let sql = format!(
-                "SELECT stream_xid::text AS xid, position, owner, body,
-                        pg_snapshot_xmin(pg_current_snapshot())::text AS horizon
+                "SELECT stream_xid::text AS xid, position, owner, body
                  FROM order_events
-                 WHERE (stream_xid, position) > ($1::text::xid8, $2){}
-                 ORDER BY stream_xid, position LIMIT $3",
-                if owner.is_some() { " AND owner = $4" } else { "" }
+                 WHERE (stream_xid, position) > ($1::text::xid8, $2)
+                   AND stream_xid < pg_snapshot_xmin(pg_current_snapshot()){by_owner}
+                 ORDER BY stream_xid, position LIMIT $3"
             );
             let statement = client.prepare_cached(&sql).await.map_err(unavailable)?;
             let (xid, position, limit) = (after.xid.to_string(), after.position as i64, i64::from(limit.max(1)));
@@ -1058,10 +1060,9 @@ impl Store for PostgresStore {
                 text.parse::<u64>()
                     .map_err(|e| StoreError::Corrupt(format!("stream xid {text:?}: {e}")))
             };
-            let mut horizon = u64::MAX;
+            let full = rows.len() as i64 >= limit;
             let mut events = Vec::with_capacity(rows.len());
             for row in rows {
-                horizon = number(row.get("horizon"))?;
                 let at = StreamCursor {
                     xid: number(row.get("xid"))?,
                     position: row.get::<_, i64>("position") as u64,
@@ -1072,7 +1073,26 @@ impl Store for PostgresStore {
                     event: parse(row.get::<_, Value>("body"), "event")?,
                 });
             }
-            Ok(settled(events, horizon, limit as usize))
+            if full {
+                return Ok(StreamPage { events, more: true });
+            }
+            let probe = format!(
+                "SELECT 1 FROM order_events
+                 WHERE (stream_xid, position) > ($1::text::xid8, $2)
+                   AND stream_xid >= pg_snapshot_xmin(pg_current_snapshot()){}
+                 LIMIT 1",
+                if owner.is_some() { " AND owner = $3" } else { "" }
+            );
+            let probe = client.prepare_cached(&probe).await.map_err(unavailable)?;
+            let held = match &owner {
+                Some(owner) => client.query_opt(&probe, &[&xid, &position, owner]).await,
+                None => client.query_opt(&probe, &[&xid, &position]).await,
+            }
+            .map_err(db_error)?;
+            Ok(StreamPage {
+                events,
+                more: held.is_some(),
+            })
         })
         .await
     }
