@@ -293,8 +293,11 @@ async fn resuming_from_an_old_cursor_while_events_arrive_loses_nothing(backend: 
 }
 
 /// After `subscribe` only the subscribed orders stream; `unsubscribe`
-/// removes one; a malformed message is answered with an error frame and
-/// the socket stays open.
+/// removes one; `unsubscribe` before any `subscribe` excludes an order from
+/// every order; a malformed message is answered with an error frame and
+/// the socket stays open. Each socket is read until a later order's
+/// terminal event (created once an unfiltered watcher saw all three
+/// orders finish), so every event of the three has passed through it.
 async fn subscribe_and_unsubscribe_narrow_the_stream(backend: Backend) {
     let engine = Engine::start_on(backend, SLOW);
     let (a, b, c) = (
@@ -302,44 +305,63 @@ async fn subscribe_and_unsubscribe_narrow_the_stream(backend: Backend) {
         order(&engine, None).await,
         order(&engine, None).await,
     );
-    let (mut socket, _) = connect(&engine, "/api/stream?cursor=0-0", None).await;
-    socket.send_text(r#"{"op":"subscrib","orderIds":[]}"#).await.unwrap();
-    socket
-        .send_text(&json!({"op": "subscribe", "orderIds": [a, b]}).to_string())
+    let (mut watcher, _) = connect(&engine, "/api/stream?cursor=0-0", None).await;
+    let (mut only, _) = connect(&engine, "/api/stream?cursor=0-0", None).await;
+    only.send_text(r#"{"op":"subscrib","orderIds":[]}"#).await.unwrap();
+    only.send_text(&json!({"op": "subscribe", "orderIds": [a, b]}).to_string())
         .await
         .unwrap();
-    socket
+    only.send_text(&json!({"op": "unsubscribe", "orderIds": [b]}).to_string())
+        .await
+        .unwrap();
+    let (mut all_but, _) = connect(&engine, "/api/stream?cursor=0-0", None).await;
+    all_but
         .send_text(&json!({"op": "unsubscribe", "orderIds": [b]}).to_string())
         .await
         .unwrap();
-    let mut notices = Vec::new();
-    let mut after_unsubscribe = Vec::new();
-    loop {
-        let frame = next(&mut socket).await.expect("the socket stays open");
-        if !is_event(&frame) {
-            notices.push(frame["type"].as_str().unwrap().to_owned());
-            if frame["type"] == "error" {
-                assert_eq!(frame["code"], "bad_message");
+    until_finished(&mut watcher, &HashSet::from([a.clone(), b.clone(), c.clone()])).await;
+    let last = order(&engine, None).await;
+    only.send_text(&json!({"op": "subscribe", "orderIds": [last]}).to_string())
+        .await
+        .unwrap();
+
+    /// Reads until `last`'s terminal event; answers the notices' types and
+    /// the orders of the events after the `settled`-th notice.
+    async fn read(socket: &mut Socket, last: &str, settled: usize) -> (Vec<String>, Vec<String>) {
+        let (mut notices, mut orders) = (Vec::new(), Vec::new());
+        loop {
+            let frame = next(socket).await.expect("the socket stays open");
+            if !is_event(&frame) {
+                if frame["type"] == "error" {
+                    assert_eq!(frame["code"], "bad_message");
+                }
+                notices.push(frame["type"].as_str().unwrap().to_owned());
+                continue;
             }
-            continue;
-        }
-        if notices.len() == 3 {
-            let done = frame["orderId"] == a.as_str() && is_terminal(&frame);
-            after_unsubscribe.push(frame);
-            if done {
-                break;
+            let order = frame["orderId"].as_str().unwrap().to_owned();
+            if notices.len() >= settled {
+                orders.push(order.clone());
+            }
+            if order == last && is_terminal(&frame) {
+                return (notices, orders);
             }
         }
     }
-    assert_eq!(notices, ["error", "subscribed", "unsubscribed"]);
-    let orders: HashSet<&str> = after_unsubscribe
-        .iter()
-        .map(|e| e["orderId"].as_str().unwrap())
-        .collect();
+    let (notices, orders) = read(&mut only, &last, 3).await;
+    assert_eq!(notices, ["error", "subscribed", "unsubscribed", "subscribed"]);
+    let seen: HashSet<&str> = orders.iter().map(String::as_str).collect();
+    assert!(seen.contains(a.as_str()), "a's events after the subscribe");
+    assert!(
+        seen.is_subset(&HashSet::from([a.as_str(), last.as_str()])),
+        "only a (and the later order) after the unsubscribe, not {b} or {c}: {seen:?}"
+    );
+    let (notices, orders) = read(&mut all_but, &last, 1).await;
+    assert_eq!(notices, ["unsubscribed"]);
+    let seen: HashSet<&str> = orders.iter().map(String::as_str).collect();
     assert_eq!(
-        orders,
-        HashSet::from([a.as_str()]),
-        "only a after the unsubscribe (not {b}, {c})"
+        seen,
+        HashSet::from([a.as_str(), c.as_str(), last.as_str()]),
+        "every order but b"
     );
 }
 
