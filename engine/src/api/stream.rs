@@ -13,8 +13,9 @@
 //! back behind a running transaction ([`HELD_BACK_RETRY`], doubling up to
 //! the poll while they stay held back), and otherwise
 //! polls every [`POLL`] ([`POLL_WITHOUT_FIREHOSE`] on a bus without one).
-//! With no session open it reads nothing: the orders' hot path is the same
-//! as without the stream.
+//! With no session open it reads nothing. The orders' path still pays for
+//! the stream: migration 0008's trigger runs on every event insert, and the
+//! Redis bus publishes one firehose message per event.
 //!
 //! # A session
 //! It reads the store after its start (the `?cursor`, or the head when
