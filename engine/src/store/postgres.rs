@@ -1230,6 +1230,41 @@ mod tests {
             .unwrap();
     }
 
+    #[tokio::test]
+    async fn migration_0008_numbers_stored_events_oldest_first_whatever_their_place_on_disk() {
+        use crate::store::conformance;
+        let (schema, store) = fresh().await;
+        let client = raw(&schema.name).await;
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.name))
+            .await
+            .unwrap();
+        for (_, _, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version < 8) {
+            client.batch_execute(sql).await.unwrap();
+        }
+        let (first, second) = (OrderId::new(), OrderId::new());
+        for id in [first, second] {
+            let order = NewOrder {
+                id,
+                ..conformance::new_order()
+            };
+            store
+                .create_order(&order, conformance::event(conformance::pending()))
+                .await
+                .unwrap();
+        }
+        // A row's new version goes after the others on disk: the first
+        // order's event is now scanned last.
+        client
+            .execute("UPDATE order_events SET body = body WHERE order_id = $1", &[&first.0])
+            .await
+            .unwrap();
+        client.batch_execute(MIGRATIONS.last().unwrap().2).await.unwrap();
+        let read = conformance::read_stream(&*store, StreamCursor::START, None, 10).await;
+        let got: Vec<_> = read.iter().map(|(_, order, _)| *order).collect();
+        assert_eq!(got, [first, second], "oldest first, as created");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_stream_never_skips_an_event_whose_transaction_commits_after_a_later_numbered_one() {
         use crate::store::conformance::{self, read_stream};
