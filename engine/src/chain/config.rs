@@ -113,14 +113,10 @@ impl ChainConfig {
             problems.push(format!("{key}.priority_fee_percentile: must be within [0, 100]"));
         }
         if self.min_priority_fee > self.max_priority_fee {
-            problems.push(format!(
-                "{key}.min_priority_fee: must not exceed {key}.max_priority_fee"
-            ));
+            problems.push(format!("{key}.min_priority_fee: must not exceed {key}.max_priority_fee"));
         }
         if self.poll_initial.0.is_zero() || self.poll_initial > self.poll_max {
-            problems.push(format!(
-                "{key}.poll_initial: must be positive and at most {key}.poll_max"
-            ));
+            problems.push(format!("{key}.poll_initial: must be positive and at most {key}.poll_max"));
         }
         problems
     }
@@ -145,10 +141,7 @@ mod tests {
         config.faults.late_land_slots = 200;
         config.min_priority_fee = 2_000_000;
         let problems = config.problems("chain").join("\n");
-        assert!(
-            problems.contains("chain.faults.drop_rate: 1.5 is outside [0, 1]"),
-            "{problems}"
-        );
+        assert!(problems.contains("chain.faults.drop_rate: 1.5 is outside [0, 1]"), "{problems}");
         assert!(problems.contains("chain.faults.late_land_slots"), "{problems}");
         assert!(problems.contains("chain.min_priority_fee"), "{problems}");
     }
