@@ -247,9 +247,57 @@ async fn a_stream_cut_after_20_events_resumes_with_its_cursor(backend: Backend) 
     );
 }
 
+/// Resuming from an old cursor while new orders keep running: the replay
+/// of history and the live events meet with nothing lost and nothing twice
+/// (the session joins the reader after its replay; the gap between is
+/// filled from the store), and the socket is not closed 1013 for the
+/// events that arrived during the replay.
+async fn resuming_from_an_old_cursor_while_events_arrive_loses_nothing(backend: Backend) {
+    let engine = Engine::start_on(backend, &format!("{AUTH_FAST}\n[websocket]\nclient_buffer = 64\n"));
+    let key = create_key(&engine, "reader", "trade,read");
+    let (mut first, start) = connect(&engine, "/api/stream", Some(&key)).await;
+    let mut old = HashSet::new();
+    for _ in 0..30 {
+        old.insert(order(&engine, Some(&key)).await);
+    }
+    until_finished(&mut first, &old).await;
+    drop(first);
+    let (mut resumed, _) = connect(&engine, &format!("/api/stream?cursor={start}"), Some(&key)).await;
+    let total = old.len() + 20;
+    let create = async {
+        let mut new = HashSet::new();
+        for _ in 0..20 {
+            new.insert(order(&engine, Some(&key)).await);
+        }
+        new
+    };
+    let read = async {
+        let mut events = Vec::new();
+        let mut finished = HashSet::new();
+        while finished.len() < total {
+            let frame = next(&mut resumed)
+                .await
+                .unwrap_or_else(|code| panic!("closed with {code} after {} events", events.len()));
+            if is_event(&frame) {
+                if is_terminal(&frame) {
+                    finished.insert(frame["orderId"].as_str().unwrap().to_owned());
+                }
+                events.push(frame);
+            }
+        }
+        events
+    };
+    let (new, events) = tokio::join!(create, read);
+    let all: HashSet<String> = old.union(&new).cloned().collect();
+    assert_whole_histories(&engine, Some(&key), &events, &all).await;
+}
+
 /// After `subscribe` only the subscribed orders stream; `unsubscribe`
-/// removes one; a malformed message is answered with an error frame and
-/// the socket stays open.
+/// removes one; `unsubscribe` before any `subscribe` excludes an order from
+/// every order; a malformed message is answered with an error frame and
+/// the socket stays open. Each socket is read until a later order's
+/// terminal event (created once an unfiltered watcher saw all three
+/// orders finish), so every event of the three has passed through it.
 async fn subscribe_and_unsubscribe_narrow_the_stream(backend: Backend) {
     let engine = Engine::start_on(backend, SLOW);
     let (a, b, c) = (
@@ -257,44 +305,63 @@ async fn subscribe_and_unsubscribe_narrow_the_stream(backend: Backend) {
         order(&engine, None).await,
         order(&engine, None).await,
     );
-    let (mut socket, _) = connect(&engine, "/api/stream?cursor=0-0", None).await;
-    socket.send_text(r#"{"op":"subscrib","orderIds":[]}"#).await.unwrap();
-    socket
-        .send_text(&json!({"op": "subscribe", "orderIds": [a, b]}).to_string())
+    let (mut watcher, _) = connect(&engine, "/api/stream?cursor=0-0", None).await;
+    let (mut only, _) = connect(&engine, "/api/stream?cursor=0-0", None).await;
+    only.send_text(r#"{"op":"subscrib","orderIds":[]}"#).await.unwrap();
+    only.send_text(&json!({"op": "subscribe", "orderIds": [a, b]}).to_string())
         .await
         .unwrap();
-    socket
+    only.send_text(&json!({"op": "unsubscribe", "orderIds": [b]}).to_string())
+        .await
+        .unwrap();
+    let (mut all_but, _) = connect(&engine, "/api/stream?cursor=0-0", None).await;
+    all_but
         .send_text(&json!({"op": "unsubscribe", "orderIds": [b]}).to_string())
         .await
         .unwrap();
-    let mut notices = Vec::new();
-    let mut after_unsubscribe = Vec::new();
-    loop {
-        let frame = next(&mut socket).await.expect("the socket stays open");
-        if !is_event(&frame) {
-            notices.push(frame["type"].as_str().unwrap().to_owned());
-            if frame["type"] == "error" {
-                assert_eq!(frame["code"], "bad_message");
+    until_finished(&mut watcher, &HashSet::from([a.clone(), b.clone(), c.clone()])).await;
+    let last = order(&engine, None).await;
+    only.send_text(&json!({"op": "subscribe", "orderIds": [last]}).to_string())
+        .await
+        .unwrap();
+
+    /// Reads until `last`'s terminal event; answers the notices' types and
+    /// the orders of the events after the `settled`-th notice.
+    async fn read(socket: &mut Socket, last: &str, settled: usize) -> (Vec<String>, Vec<String>) {
+        let (mut notices, mut orders) = (Vec::new(), Vec::new());
+        loop {
+            let frame = next(socket).await.expect("the socket stays open");
+            if !is_event(&frame) {
+                if frame["type"] == "error" {
+                    assert_eq!(frame["code"], "bad_message");
+                }
+                notices.push(frame["type"].as_str().unwrap().to_owned());
+                continue;
             }
-            continue;
-        }
-        if notices.len() == 3 {
-            let done = frame["orderId"] == a.as_str() && is_terminal(&frame);
-            after_unsubscribe.push(frame);
-            if done {
-                break;
+            let order = frame["orderId"].as_str().unwrap().to_owned();
+            if notices.len() >= settled {
+                orders.push(order.clone());
+            }
+            if order == last && is_terminal(&frame) {
+                return (notices, orders);
             }
         }
     }
-    assert_eq!(notices, ["error", "subscribed", "unsubscribed"]);
-    let orders: HashSet<&str> = after_unsubscribe
-        .iter()
-        .map(|e| e["orderId"].as_str().unwrap())
-        .collect();
+    let (notices, orders) = read(&mut only, &last, 3).await;
+    assert_eq!(notices, ["error", "subscribed", "unsubscribed", "subscribed"]);
+    let seen: HashSet<&str> = orders.iter().map(String::as_str).collect();
+    assert!(seen.contains(a.as_str()), "a's events after the subscribe");
+    assert!(
+        seen.is_subset(&HashSet::from([a.as_str(), last.as_str()])),
+        "only a (and the later order) after the unsubscribe, not {b} or {c}: {seen:?}"
+    );
+    let (notices, orders) = read(&mut all_but, &last, 1).await;
+    assert_eq!(notices, ["unsubscribed"]);
+    let seen: HashSet<&str> = orders.iter().map(String::as_str).collect();
     assert_eq!(
-        orders,
-        HashSet::from([a.as_str()]),
-        "only a after the unsubscribe (not {b}, {c})"
+        seen,
+        HashSet::from([a.as_str(), c.as_str(), last.as_str()]),
+        "every order but b"
     );
 }
 
@@ -303,12 +370,52 @@ async fn subscribe_and_unsubscribe_narrow_the_stream(backend: Backend) {
 async fn cursors_and_tickets_are_checked(backend: Backend) {
     let engine = Engine::start_on(backend, AUTH_FAST);
     let key = create_key(&engine, "k", "trade,read");
-    for bad in ["garbage", "1", "-1-2", "1-x"] {
+    let (_socket, head) = connect(&engine, "/api/stream", Some(&key)).await;
+    let head: Vec<u64> = head.split('-').map(|n| n.parse().unwrap()).collect();
+    // Past the head: no event has such a cursor (the session would wait
+    // for nothing). On SQLite every cursor's xid is 0.
+    let ahead = [
+        format!("{}-0", u64::MAX),
+        format!("{}-{}", head[0], head[1] + 1_000_000),
+    ];
+    let mut bad: Vec<String> = ["garbage", "1", "-1-2", "1-x"].map(String::from).to_vec();
+    bad.extend(ahead);
+    if backend == Backend::Embedded {
+        bad.push("1-0".into());
+    }
+    for bad in &bad {
         match open(&engine, &format!("/api/stream?cursor={bad}"), Some(&key)).await {
             Err(ClientError::Refused(status)) => assert_eq!(status, 400, "{bad}"),
             other => panic!("{bad}: {other:?}"),
         }
     }
+    let (_socket, _) = connect(
+        &engine,
+        &format!("/api/stream?cursor={}-{}", head[0], head[1]),
+        Some(&key),
+    )
+    .await;
+
+    // A stream ticket is asked with `{}` or `{"orderId": null}` only.
+    for (body, code, field) in [
+        (json!({"orderID": "x"}), "unknown_field", Some("orderID")),
+        (
+            json!({"orderId": null, "stream": true}),
+            "unknown_field",
+            Some("stream"),
+        ),
+        (json!({"orderId": 7}), "invalid_order_id", Some("orderId")),
+        (json!([]), "invalid_order_id", Some("orderId")),
+    ] {
+        let refused = post(&engine, Some(&key), "/api/ws-tickets", &body).await;
+        assert_eq!(refused.status, 400, "{body}");
+        let error = &refused.json()["error"];
+        assert_eq!(error["code"], code, "{body}: {error}");
+        assert_eq!(error["field"].as_str(), field, "{body}: {error}");
+    }
+    let null = post(&engine, Some(&key), "/api/ws-tickets", &json!({"orderId": null})).await;
+    assert_eq!(null.status, 201);
+    assert!(null.json()["wsUrl"].as_str().unwrap().contains("/api/stream?ticket="));
     let plain = client::request(
         &engine.url,
         "GET",
@@ -348,7 +455,49 @@ async fn cursors_and_tickets_are_checked(backend: Backend) {
     }
 }
 
+/// Revoking a key closes its open streams with 1008 within a few pings
+/// (the key is read again at each ping, past the key cache), whether the
+/// stream opened with the key or with a ticket of it; another key's stream
+/// stays open.
+async fn a_revoked_key_loses_its_open_stream(backend: Backend) {
+    let engine = Engine::start_on(
+        backend,
+        &format!("{AUTH_FAST}\n[websocket]\nping_interval = \"200ms\"\nping_timeout = \"5s\"\n"),
+    );
+    let (key_id, key) = crate::auth::create_key(&engine, "doomed", "trade,read");
+    let other = create_key(&engine, "other", "read");
+    let (mut by_key, _) = connect(&engine, "/api/stream", Some(&key)).await;
+    let ticket = post(&engine, Some(&key), "/api/ws-tickets", &json!({})).await.json();
+    let (mut by_ticket, _) = connect(
+        &engine,
+        &format!("/api/stream?ticket={}", ticket["ticket"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    let (mut bystander, _) = connect(&engine, "/api/stream", Some(&other)).await;
+    let revoked = engine.cli(&["keys", "revoke", &key_id]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    for socket in [&mut by_key, &mut by_ticket] {
+        let code = loop {
+            match next(socket).await {
+                Ok(_) => continue,
+                Err(code) => break code,
+            }
+        };
+        assert_eq!(code, 1008, "closed as a policy violation");
+    }
+    // Pings went by (200 ms each) and the other key's stream is open.
+    bystander
+        .send_text(r#"{"op":"unsubscribe","orderIds":[]}"#)
+        .await
+        .unwrap();
+    let answer = next(&mut bystander).await.expect("still open");
+    assert_eq!(answer["type"], "unsubscribed", "{answer}");
+}
+
 on_both_backends!(
+    a_revoked_key_loses_its_open_stream,
+    resuming_from_an_old_cursor_while_events_arrive_loses_nothing,
     each_key_sees_exactly_its_own_events_and_admin_all,
     a_stream_cut_after_20_events_resumes_with_its_cursor,
     subscribe_and_unsubscribe_narrow_the_stream,

@@ -427,8 +427,10 @@ async fn order_ws_url(state: &ApiState, base_url: &str, order: OrderId, caller: 
 }
 
 /// `POST /api/ws-tickets` with `{"orderId": "…"}`: a single-use ticket for
-/// an order the caller may read (another key's order is 404); with `{}`
-/// (no `orderId`), a single-use ticket for `GET /api/stream`.
+/// an order the caller may read (another key's order is 404); with `{}` or
+/// `{"orderId": null}`, a single-use ticket for `GET /api/stream`. Any other
+/// field is 400 `unknown_field`; anything but an object, or an `orderId`
+/// that is not a string, is 400 `invalid_order_id`.
 async fn create_ticket(
     state: &ApiState,
     request: Request<Incoming>,
@@ -443,6 +445,20 @@ async fn create_ticket(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
+    if let Some(fields) = body.as_object()
+        && let Some(unknown) = fields.keys().find(|name| *name != "orderId")
+    {
+        return Err(ApiError {
+            field: Some(unknown.clone()),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_field",
+                format!(
+                    "unknown field `{unknown}`: send {{\"orderId\": \"<uuid>\"}} for an order's socket, or {{}} for the stream"
+                ),
+            )
+        });
+    }
     if body.is_object() && body.get("orderId").is_none_or(serde_json::Value::is_null) {
         // No order: a ticket for the stream of every order the key may see.
         let ticket = state
@@ -620,7 +636,9 @@ where
 
 /// `GET /api/stream`: upgrades to the WebSocket of every event of every
 /// order the caller may see (`stream`), after `?cursor=` when given (400
-/// `invalid_cursor` for one that is not a stream cursor). Same auth as an
+/// `invalid_cursor` for one that is not a stream cursor, or one past the
+/// stream's head: no event has it, so the session would wait for nothing;
+/// on SQLite every cursor's xid is 0). Same auth as an
 /// order's socket (a key, or a stream ticket from `POST /api/ws-tickets {}`;
 /// an order's ticket is refused), same per-address limit; a plain `GET` is
 /// 426.
@@ -636,29 +654,43 @@ async fn open_stream(
             "GET /api/stream is a WebSocket: send Connection: Upgrade and Upgrade: websocket",
         ));
     }
+    let bad_cursor = |message: String| ApiError {
+        field: Some("cursor".into()),
+        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", message)
+    };
     let cursor = match query_param(request.uri().query(), "cursor") {
         None => None,
-        Some(text) => Some(text.parse::<StreamCursor>().map_err(|e| ApiError {
-            field: Some("cursor".into()),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", e.to_string())
-        })?),
+        Some(text) => Some(text.parse::<StreamCursor>().map_err(|e| bad_cursor(e.to_string()))?),
     };
+    if let Some(cursor) = cursor {
+        // As `check_since` for an order's `since`. The head only grows, so
+        // a cursor a stream sent is never past it. (SQLite's head has xid
+        // 0: a cursor with another xid is past it.)
+        let head = state.store.stream_head().await.map_err(ApiError::store)?;
+        if cursor > head {
+            return Err(bad_cursor(format!(
+                "cursor={cursor} is past the stream's last event ({head}); send the last cursor you saw, \
+                 or none to start from now"
+            )));
+        }
+    }
     // Checked now, used up once the upgrade is certain (as on an order's).
-    let (ticket, audience) = match access.ticket.as_deref() {
+    let (ticket, audience, key) = match access.ticket.as_deref() {
         Some(secret) => {
             let (ticket, audience) = state
                 .keys
-                .check_stream_ticket(secret)
+                .check_stream_ticket(secret, state.settings.auth_required)
                 .await
                 .map_err(ApiError::store)?
                 .map_err(auth::unauthorized)?;
-            (Some(ticket), audience)
+            let key = ticket.key;
+            (Some(ticket), audience, key)
         }
-        None => (None, stream::audience(&access.caller)),
+        None => (None, stream::audience(&access.caller), access.caller.owner()),
     };
     let session_state = state.clone();
     upgrade_to(state, &mut request, access, ticket.as_ref(), move |socket| {
-        stream::session(socket, session_state, audience, cursor)
+        stream::session(socket, session_state, stream::Viewer { audience, key }, cursor)
     })
     .await
 }

@@ -10,18 +10,21 @@
 //! hands each event to every session whose key may see it. It is woken by
 //! the bus's firehose (`Bus::firehose`: some event was published, on any
 //! node), when a session joins, shortly after a read found events held
-//! back behind a running transaction ([`HELD_BACK_RETRY`]), and otherwise
+//! back behind a running transaction ([`HELD_BACK_RETRY`], doubling up to
+//! the poll while they stay held back), and otherwise
 //! polls every [`POLL`] ([`POLL_WITHOUT_FIREHOSE`] on a bus without one).
-//! With no session open it reads nothing: the orders' hot path is the same
-//! as without the stream.
+//! With no session open it reads nothing. The orders' path still pays for
+//! the stream: migration 0008's trigger runs on every event insert, and the
+//! Redis bus publishes one firehose message per event.
 //!
 //! # A session
-//! It joins the reader first, then reads the store after its start (the
-//! `?cursor`, or the head when none) until it is level; then it sends what
-//! the reader hands it. Each handed event says where the reader's previous
-//! event for this session was (`from`): when that is past the session's
-//! cursor (it joined while the reader was ahead of its replay), the store
-//! fills the gap first; events at or before the cursor are dropped, so no
+//! It reads the store after its start (the `?cursor`, or the head when
+//! none) until it is level, then joins the reader (so a long replay cannot
+//! overflow its live buffer) and sends what the reader hands it. Each
+//! handed event says where the reader's previous event for this session
+//! was (`from`): when that is past the session's cursor (events committed
+//! between the replay's end and the join, or the reader was ahead of the
+//! replay), the store fills the gap first; events at or before the cursor are dropped, so no
 //! event is sent twice (the cursor is a total order). Same close codes,
 //! slow-consumer rule (1013 with the `?cursor=` to resume), ping and
 //! quiet-session rules as an order's socket (`ws`).
@@ -57,8 +60,18 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// The reader's poll when the bus has no firehose (a Redis Cluster).
 pub const POLL_WITHOUT_FIREHOSE: Duration = Duration::from_millis(100);
 /// After a read found committed events held back behind an older
-/// transaction still running (PostgreSQL), the reader reads again this soon.
+/// transaction still running (PostgreSQL), the reader reads again this soon,
+/// doubling while they stay held back, up to its poll ([`held_back_delay`]).
 pub const HELD_BACK_RETRY: Duration = Duration::from_millis(10);
+
+/// The reader's next wait after a read that found events held back, given
+/// the wait before it: [`HELD_BACK_RETRY`], then doubled each time, at most
+/// `poll` (one long transaction must not make the reader spin).
+pub(super) fn held_back_delay(previous: Option<Duration>, poll: Duration) -> Duration {
+    previous
+        .map_or(HELD_BACK_RETRY, |previous| previous.saturating_mul(2))
+        .clamp(HELD_BACK_RETRY.min(poll), poll)
+}
 /// Order ids a session's subscription (or its exclusions) may hold.
 pub const MAX_SUBSCRIBED: usize = 10_000;
 
@@ -185,6 +198,8 @@ impl StreamHub {
             POLL_WITHOUT_FIREHOSE
         };
         let mut delay = poll;
+        // The last wait, while events stay held back.
+        let mut held_back: Option<Duration> = None;
         loop {
             let woken = async {
                 if let Some(firehose) = firehose.as_mut()
@@ -202,8 +217,11 @@ impl StreamHub {
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = match self.catch_up().await {
-                Ok(true) => HELD_BACK_RETRY,
-                Ok(false) => poll,
+                Ok(true) => *held_back.insert(held_back_delay(held_back, poll)),
+                Ok(false) => {
+                    held_back = None;
+                    poll
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "the stream reader could not read the store; trying again");
                     poll
@@ -381,18 +399,28 @@ impl Filter {
     }
 }
 
-/// Runs a stream session to its end: `owner`'s orders (`None`: all), after
-/// `cursor` (`None`: from now).
+/// Who watches a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    /// Whose orders it shows: `None` for every order ([`audience`]).
+    pub audience: Option<KeyId>,
+    /// The key it opened with (by bearer or ticket), checked again at each
+    /// ping: revoked, the stream closes 1008. `None`: opened without a key.
+    pub key: Option<KeyId>,
+}
+
+/// Runs a stream session to its end: the viewer's orders, after `cursor`
+/// (`None`: from now).
 pub async fn session(
     ws: WebSocket<TokioIo<Upgraded>>,
     state: Arc<ApiState>,
-    owner: Option<KeyId>,
+    viewer: Viewer,
     cursor: Option<StreamCursor>,
 ) {
     event::ws_connection(1.0);
     event::ws_stream_session(1.0);
-    ws::run_session(ws, "stream", async |writer, controls| {
-        run(writer, controls, &state, owner, cursor).await
+    ws::run_session(ws, "stream", state.settings.ping_timeout, async |writer, controls| {
+        run(writer, controls, &state, viewer, cursor).await
     })
     .await;
     event::ws_stream_session(-1.0);
@@ -407,13 +435,11 @@ async fn run(
     writer: &mut Writer,
     controls: &mut mpsc::Receiver<ws::Control>,
     state: &Arc<ApiState>,
-    owner: Option<KeyId>,
+    viewer: Viewer,
     cursor: Option<StreamCursor>,
 ) -> Result<End, WebSocketError> {
     let settings = &state.settings;
-    // Joined first, history second: what commits meanwhile is handed over
-    // live, and the cursor drops what the replay already sent.
-    let mut membership = state.stream.join(owner, settings.client_buffer);
+    let owner = viewer.audience;
     let mut last = match cursor {
         Some(cursor) => cursor,
         None => match state.store.stream_head().await {
@@ -430,9 +456,14 @@ async fn run(
     };
     ws::send(writer, &notice_bytes(&greeting), false).await?;
     let mut filter = Filter::default();
+    // History first, joined second: a long replay (an old cursor) cannot
+    // overflow the live buffer (1013). What commits between the end of the
+    // replay and the join comes with a `from` past `last`: the store fills
+    // that gap; what the reader hands over at or before `last` is dropped.
     if let Some(end) = replay(writer, &*state.store, owner, &filter, &mut last).await? {
         return Ok(end);
     }
+    let mut membership = state.stream.join(owner, settings.client_buffer);
     let mut heartbeat = Heartbeat::new(settings.ping_interval, settings.ping_timeout);
     loop {
         tokio::select! {
@@ -466,10 +497,24 @@ async fn run(
                     return Ok(End::TooSlow { resume: format!("cursor={last}") });
                 }
             }},
-            beat = heartbeat.beat(writer) => match beat? {
+            beat = heartbeat.beat() => match beat {
                 Beat::Timeout => return Ok(End::PingTimeout),
-                Beat::Pinged { quiet: false } => {}
-                Beat::Pinged { quiet: true } => {
+                Beat::Ping { quiet } => {
+                    ws::ping(writer).await?;
+                    if let Some(key) = viewer.key {
+                        match state.keys.is_active(key).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::info!(key_id = %key, "closing a stream: its key was revoked");
+                                return Ok(End::Revoked);
+                            }
+                            // Asked again at the next tick.
+                            Err(e) => tracing::debug!(error = %e, "could not check a stream's key"),
+                        }
+                    }
+                    if !quiet {
+                        continue;
+                    }
                     match replay(writer, &*state.store, owner, &filter, &mut last).await? {
                         // Asked again at the next tick; the session is fine.
                         Some(End::StoreDown(e)) => tracing::debug!(error = %e, "quiet stream check failed"),
@@ -567,6 +612,23 @@ mod tests {
             );
         }
         assert_eq!(filter, before, "a bad message changes nothing");
+    }
+
+    #[test]
+    fn held_back_reads_back_off_from_10_ms_doubling_up_to_the_poll() {
+        let mut delays = Vec::new();
+        let mut last = None;
+        for _ in 0..10 {
+            let next = held_back_delay(last, POLL);
+            delays.push(next.as_millis());
+            last = Some(next);
+        }
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(
+            held_back_delay(None, Duration::from_millis(5)),
+            Duration::from_millis(5),
+            "never past the poll"
+        );
     }
 
     #[test]

@@ -34,8 +34,41 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-/// The write half of a session's socket.
-pub(super) type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+/// The write half of a session's socket, each write bounded by a deadline
+/// (`websocket.ping_timeout`): a client that reads nothing for that long
+/// cannot hold a session (and its task and buffers) forever.
+pub(super) struct Writer {
+    socket: WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>,
+    deadline: Duration,
+    /// A write missed its deadline: the socket may hold half a frame, so
+    /// nothing more may be written to it (not even a close frame).
+    stalled: bool,
+}
+
+impl Writer {
+    /// Writes one frame within the deadline. A write that misses it fails
+    /// with an `IoError` of kind `TimedOut` and marks the writer stalled;
+    /// every later write fails the same way at once.
+    pub(super) async fn write(&mut self, frame: Frame<'_>) -> Result<(), WebSocketError> {
+        if self.stalled {
+            return Err(stalled());
+        }
+        match tokio::time::timeout(self.deadline, self.socket.write_frame(frame)).await {
+            Ok(written) => written,
+            Err(_) => {
+                self.stalled = true;
+                Err(stalled())
+            }
+        }
+    }
+}
+
+fn stalled() -> WebSocketError {
+    WebSocketError::IoError(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "a write missed websocket.ping_timeout",
+    ))
+}
 
 /// Largest client frame accepted, bytes; a larger one (by its header, before
 /// its payload is read) ends the session with 1009. An order's socket is
@@ -64,6 +97,9 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A client text frame was not UTF-8 (RFC 6455, section 8.1).
     pub const INVALID_DATA: u16 = 1007;
+    /// The stream's key was revoked while it was open (checked at each
+    /// ping).
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// A client frame was larger than [`super::MAX_CLIENT_FRAME`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// A backend (store or bus) failed; reconnect with `?since` (`?cursor`
@@ -142,6 +178,12 @@ pub(super) enum End {
     /// The bus did not confirm the order's subscription: it failed, or
     /// `websocket.subscribe_timeout` passed.
     BusDown(BusError),
+    /// A write to the client did not finish within `websocket.ping_timeout`
+    /// (the client reads too slowly, or not at all). The close frame
+    /// cannot follow a half-written frame: the connection is dropped.
+    Stalled,
+    /// The key the stream opened with was revoked (or deleted).
+    Revoked,
     /// The client fell `websocket.client_buffer` events behind.
     TooSlow {
         /// The query that resumes after the last event it was sent:
@@ -175,6 +217,12 @@ impl End {
             End::BusDown(BusError::Stopped(_)) => (close::GOING_AWAY, "server shutting down".to_owned()),
             End::BusDown(error @ BusError::Unavailable(_)) => (close::INTERNAL, error.to_string()),
             End::TooSlow { resume } => (close::TRY_AGAIN_LATER, format!("too slow; reconnect with ?{resume}")),
+            End::Revoked => (close::POLICY_VIOLATION, "the API key was revoked".to_owned()),
+            // Reported as 1013 (logs); no frame goes out (`run_session`).
+            End::Stalled => (
+                close::TRY_AGAIN_LATER,
+                "too slow: a write took longer than the ping timeout".to_owned(),
+            ),
             End::ClientClosed(Some(code)) => return Some((*code, String::new())),
             // An empty close answers one without a code (RFC 6455, 7.1.5:
             // the code is then 1005, which is never sent).
@@ -260,7 +308,7 @@ pub(super) enum Control {
 pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, order: OrderId, since: u64) {
     event::ws_connection(1.0);
     let label = format!("order {order}");
-    run_session(ws, &label, async |writer, controls| {
+    run_session(ws, &label, state.settings.ping_timeout, async |writer, controls| {
         stream(writer, controls, &state, order, since).await
     })
     .await;
@@ -270,31 +318,45 @@ pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
 /// Runs one socket: spawns the reader task, runs `body` (the writer side,
 /// which decides how the session ends), then sends the close frame of that
 /// [`End`] and hangs up (draining a broken input first). `label` names the
-/// session in logs.
+/// session in logs; every write must finish within `write_deadline`, or
+/// the session ends [`End::Stalled`].
 pub(super) async fn run_session(
     ws: WebSocket<TokioIo<Upgraded>>,
     label: &str,
+    write_deadline: Duration,
     body: impl AsyncFnOnce(&mut Writer, &mut mpsc::Receiver<Control>) -> Result<End, WebSocketError>,
 ) {
     // Split by hand rather than with `WebSocket::split`, so the reader task
     // keeps the raw read half and can drain it after a broken frame.
     let (raw_read, raw_write) = tokio::io::split(ws.into_inner());
-    let (_, mut writer) = fastwebsockets::after_handshake_split(tokio::io::empty(), raw_write, Role::Server);
+    let (_, socket) = fastwebsockets::after_handshake_split(tokio::io::empty(), raw_write, Role::Server);
+    let mut writer = Writer {
+        socket,
+        deadline: write_deadline,
+        stalled: false,
+    };
     let (control, mut controls) = mpsc::channel(8);
     let mut reading = tokio::spawn(read_client(raw_read, control));
 
     let end = match body(&mut writer, &mut controls).await {
         Ok(end) => end,
+        Err(_) if writer.stalled => End::Stalled,
         Err(e) => {
             tracing::debug!(session = label, error = %e, "WebSocket write failed");
             End::Gone
         }
     };
-    if end == End::ClientClosed(None) {
-        let _ = writer.write_frame(Frame::close_raw(Payload::Borrowed(&[]))).await;
+    if end == End::Stalled {
+        event::ws_slow_close();
+        tracing::warn!(
+            session = label,
+            "dropping a WebSocket client: a write missed the ping timeout"
+        );
+    } else if end == End::ClientClosed(None) {
+        let _ = writer.write(Frame::close_raw(Payload::Borrowed(&[]))).await;
     } else if let Some((code, reason)) = end.close() {
         tracing::debug!(session = label, code, reason, "closing a WebSocket");
-        let _ = writer.write_frame(Frame::close(code, reason.as_bytes())).await;
+        let _ = writer.write(Frame::close(code, reason.as_bytes())).await;
         if !matches!(end, End::ClientClosed(_)) {
             // Give the client a moment to answer the close, then hang up.
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -374,7 +436,7 @@ async fn drain(raw: &mut ReadHalf<TokioIo<Upgraded>>) {
 
 /// Sends one text message; `replayed` marks events read from the store.
 pub(super) async fn send(writer: &mut Writer, payload: &[u8], replayed: bool) -> Result<(), WebSocketError> {
-    writer.write_frame(Frame::text(Payload::Borrowed(payload))).await?;
+    writer.write(Frame::text(Payload::Borrowed(payload))).await?;
     event::ws_sent(payload.len(), replayed);
     Ok(())
 }
@@ -395,8 +457,9 @@ pub(super) struct Heartbeat {
 /// What a [`Heartbeat`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Beat {
-    /// A ping was sent; `quiet`: no event went out since the last tick.
-    Pinged { quiet: bool },
+    /// Time to ping ([`ping`]); `quiet`: no event went out since the last
+    /// tick.
+    Ping { quiet: bool },
     /// The client did not answer a ping in time.
     Timeout,
 }
@@ -412,22 +475,24 @@ impl Heartbeat {
         }
     }
 
-    /// Waits for the next tick (then pings the client) or the pong deadline.
-    /// Cancellation safe: nothing changes until it resolves.
-    pub(super) async fn beat(&mut self, writer: &mut Writer) -> Result<Beat, WebSocketError> {
+    /// Waits for the next tick or the pong deadline; on a tick the caller
+    /// sends the ping ([`ping`]) in its `select!` branch body. It writes
+    /// nothing itself, so it is cancellation safe when raced in a
+    /// `select!`: a write cancelled half-way would leave half a frame on
+    /// the socket; nothing changes until it resolves.
+    pub(super) async fn beat(&mut self) -> Beat {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         tokio::select! {
             biased;
             _ = sleep_until(self.pong_due.unwrap_or(far)) => {
                 event::ws_ping_timeout();
-                Ok(Beat::Timeout)
+                Beat::Timeout
             }
             _ = self.pinger.tick() => {
-                writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"swapline"))).await?;
                 if self.pong_due.is_none() {
                     self.pong_due = Some(Instant::now() + self.timeout);
                 }
-                Ok(Beat::Pinged { quiet: std::mem::replace(&mut self.quiet, true) })
+                Beat::Ping { quiet: std::mem::replace(&mut self.quiet, true) }
             }
         }
     }
@@ -436,6 +501,14 @@ impl Heartbeat {
     pub(super) fn busy(&mut self) {
         self.quiet = false;
     }
+}
+
+/// Sends the heartbeat's ping (after [`Heartbeat::beat`] said
+/// [`Beat::Ping`]).
+pub(super) async fn ping(writer: &mut Writer) -> Result<(), WebSocketError> {
+    writer
+        .write(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"swapline")))
+        .await
 }
 
 /// What to do after a message of the reader task.
@@ -457,7 +530,7 @@ pub(super) async fn on_control(
 ) -> Result<Flow, WebSocketError> {
     Ok(match control {
         Some(Control::Ping(payload)) => {
-            writer.write_frame(Frame::pong(Payload::Owned(payload))).await?;
+            writer.write(Frame::pong(Payload::Owned(payload))).await?;
             Flow::Continue
         }
         Some(Control::Pong) => {
@@ -573,10 +646,13 @@ async fn stream(
                     return Ok(End::TooSlow { resume: format!("since={last}") });
                 }
             }},
-            beat = heartbeat.beat(writer) => match beat? {
+            beat = heartbeat.beat() => match beat {
                 Beat::Timeout => return Ok(End::PingTimeout),
-                Beat::Pinged { quiet: false } => {}
-                Beat::Pinged { quiet: true } => {
+                Beat::Ping { quiet } => {
+                    ping(writer).await?;
+                    if !quiet {
+                        continue;
+                    }
                     match replay(writer, state, order, &mut cursor, u64::MAX).await? {
                         // A store that does not answer now is asked again
                         // at the next tick; the session itself is fine.
@@ -664,6 +740,8 @@ mod tests {
             End::TooSlow {
                 resume: "since=7".into(),
             },
+            End::Stalled,
+            End::Revoked,
         ];
         assert_eq!(code(End::Finished), Some(close::NORMAL));
         for end in ends {
@@ -697,6 +775,7 @@ mod tests {
             }),
             Some(1013)
         );
+        assert_eq!(code(End::Revoked), Some(1008));
         assert_eq!(code(End::Shutdown), Some(1001));
         assert_eq!(code(End::PingTimeout), Some(1001));
     }
@@ -719,6 +798,32 @@ mod tests {
             code(End::of_client_close(&[0x03, 0xe8, 0xff])),
             Some(1007),
             "reason not UTF-8"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_beat_only_waits_so_a_select_may_cancel_it_and_a_missed_pong_times_out() {
+        // `beat` takes no writer: it cannot leave half a ping on the socket
+        // when another `select!` branch wins.
+        let mut heartbeat = Heartbeat::new(Duration::from_secs(20), Duration::from_secs(10));
+        assert_eq!(heartbeat.beat().await, Beat::Ping { quiet: true });
+        heartbeat.busy();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), heartbeat.beat())
+                .await
+                .is_err(),
+            "cancelled while waiting"
+        );
+        assert_eq!(
+            heartbeat.beat().await,
+            Beat::Timeout,
+            "no pong 10 s after the ping, before the next tick"
+        );
+        heartbeat.pong_due = None;
+        assert_eq!(
+            heartbeat.beat().await,
+            Beat::Ping { quiet: false },
+            "the cancelled wait lost nothing: the interval was busy"
         );
     }
 

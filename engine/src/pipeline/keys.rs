@@ -458,19 +458,25 @@ impl Keys {
     /// every order (the key is `admin`, or the ticket was issued without a
     /// key), else the key's own. The key is read again, so a key revoked
     /// since is refused ([`Rejection::RevokedKey`]; gone:
-    /// [`Rejection::UnknownKey`]).
+    /// [`Rejection::UnknownKey`]). A ticket issued without a key (while
+    /// auth was off) is refused when `auth_required` ([`Rejection::Missing`]):
+    /// it would show every order to anyone holding it.
     ///
     /// # Errors
     /// The store's; a refused ticket is the inner `Err`.
     pub async fn check_stream_ticket(
         &self,
         secret: &str,
+        auth_required: bool,
     ) -> Result<Result<(Ticket, Option<KeyId>), Rejection>, StoreError> {
         let ticket = match self.check_ticket(secret, STREAM_TICKET).await? {
             Ok(ticket) => ticket,
             Err(rejection) => return Ok(Err(rejection)),
         };
         let Some(id) = ticket.key else {
+            if auth_required {
+                return Ok(Err(Rejection::Missing));
+            }
             return Ok(Ok((ticket, None)));
         };
         // Keys are few (operators make them by hand): one list read per
@@ -483,6 +489,21 @@ impl Keys {
         }
         let sees_all = key.scopes.contains(&Scope::Admin);
         Ok(Ok((ticket, (!sees_all).then_some(id))))
+    }
+
+    /// Whether key `id` exists and is not revoked, read from the store (not
+    /// the cache of [`Keys::authenticate`]): an open stream asks at each
+    /// ping so that revoking its key closes it.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn is_active(&self, id: KeyId) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .keys()
+            .await?
+            .iter()
+            .any(|key| key.id == id && key.is_active()))
     }
 
     /// [`Keys::check_ticket`] then [`Keys::use_ticket`].
@@ -584,12 +605,18 @@ mod tests {
         );
         let per_order = keys.issue_ticket(order, key, Duration::from_secs(60)).await.unwrap();
         assert_eq!(
-            keys.check_stream_ticket(&per_order.secret).await.unwrap().map(|_| ()),
+            keys.check_stream_ticket(&per_order.secret, true)
+                .await
+                .unwrap()
+                .map(|_| ()),
             Err(Rejection::WrongOrder),
             "an order's ticket opens no stream"
         );
         assert_eq!(
-            keys.check_stream_ticket(&stream.secret).await.unwrap().map(|_| ()),
+            keys.check_stream_ticket(&stream.secret, true)
+                .await
+                .unwrap()
+                .map(|_| ()),
             Err(Rejection::UnknownKey),
             "a key that is gone"
         );
@@ -599,21 +626,46 @@ mod tests {
             .issue_stream_ticket(Some(reader.key.id), Duration::from_secs(60))
             .await
             .unwrap();
-        let (checked, audience) = keys.check_stream_ticket(&stream.secret).await.unwrap().unwrap();
+        let (checked, audience) = keys.check_stream_ticket(&stream.secret, true).await.unwrap().unwrap();
         assert_eq!((checked.order_id, checked.key), (STREAM_TICKET, Some(reader.key.id)));
         assert_eq!(audience, Some(reader.key.id), "a reader sees its own orders");
         let for_admin = keys
             .issue_stream_ticket(Some(admin.key.id), Duration::from_secs(60))
             .await
             .unwrap();
-        let (_, audience) = keys.check_stream_ticket(&for_admin.secret).await.unwrap().unwrap();
+        let (_, audience) = keys
+            .check_stream_ticket(&for_admin.secret, true)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(audience, None, "an admin sees every order");
+        let keyless = keys.issue_stream_ticket(None, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            keys.check_stream_ticket(&keyless.secret, true)
+                .await
+                .unwrap()
+                .map(|_| ()),
+            Err(Rejection::Missing),
+            "a ticket issued while auth was off, once auth is on"
+        );
+        assert_eq!(
+            keys.check_stream_ticket(&keyless.secret, false)
+                .await
+                .unwrap()
+                .map(|t| t.1),
+            Ok(None),
+            "auth off: it sees every order"
+        );
         assert_eq!(keys.use_ticket(&checked).await.unwrap(), Ok(()));
         assert_eq!(
             keys.use_ticket(&checked).await.unwrap(),
             Err(Rejection::BadTicket),
             "once"
         );
+        assert!(keys.is_active(reader.key.id).await.unwrap());
+        keys.revoke(reader.key.id).await.unwrap();
+        assert!(!keys.is_active(reader.key.id).await.unwrap(), "revoked");
+        assert!(!keys.is_active(KeyId::new()).await.unwrap(), "unknown");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use super::{
     Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
     Outcome, PostgresConfig, Store, StoreError, StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page,
-    rows_for_page, stream::settled, unfinished_sql,
+    rows_for_page, unfinished_sql,
 };
 use crate::domain::{
     ApiKey, Event, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, SecretHash, Status, Ticket,
@@ -1045,15 +1045,17 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<StreamPage, StoreError> {
         self.run(async |client| {
-            // Rows past the snapshot's xmin are read too (and cut off by
-            // `settled`), so a held-back event says "ask again soon".
+            // Only settled rows (below the snapshot's xmin) are read, so the
+            // scan stops at the horizon; a page that is not full then asks
+            // with a `LIMIT 1` probe whether committed rows wait behind a
+            // running transaction ("ask again soon").
+            let by_owner = if owner.is_some() { " AND owner = $4" } else { "" };
             let sql = format!(
-                "SELECT stream_xid::text AS xid, position, owner, body,
-                        pg_snapshot_xmin(pg_current_snapshot())::text AS horizon
+                "SELECT stream_xid::text AS xid, position, owner, body
                  FROM order_events
-                 WHERE (stream_xid, position) > ($1::text::xid8, $2){}
-                 ORDER BY stream_xid, position LIMIT $3",
-                if owner.is_some() { " AND owner = $4" } else { "" }
+                 WHERE (stream_xid, position) > ($1::text::xid8, $2)
+                   AND stream_xid < pg_snapshot_xmin(pg_current_snapshot()){by_owner}
+                 ORDER BY stream_xid, position LIMIT $3"
             );
             let statement = client.prepare_cached(&sql).await.map_err(unavailable)?;
             let (xid, position, limit) = (after.xid.to_string(), after.position as i64, i64::from(limit.max(1)));
@@ -1067,10 +1069,9 @@ impl Store for PostgresStore {
                 text.parse::<u64>()
                     .map_err(|e| StoreError::Corrupt(format!("stream xid {text:?}: {e}")))
             };
-            let mut horizon = u64::MAX;
+            let full = rows.len() as i64 >= limit;
             let mut events = Vec::with_capacity(rows.len());
             for row in rows {
-                horizon = number(row.get("horizon"))?;
                 let at = StreamCursor {
                     xid: number(row.get("xid"))?,
                     position: row.get::<_, i64>("position") as u64,
@@ -1081,7 +1082,26 @@ impl Store for PostgresStore {
                     event: parse(row.get::<_, Value>("body"), "event")?,
                 });
             }
-            Ok(settled(events, horizon, limit as usize))
+            if full {
+                return Ok(StreamPage { events, more: true });
+            }
+            let probe = format!(
+                "SELECT 1 FROM order_events
+                 WHERE (stream_xid, position) > ($1::text::xid8, $2)
+                   AND stream_xid >= pg_snapshot_xmin(pg_current_snapshot()){}
+                 LIMIT 1",
+                if owner.is_some() { " AND owner = $3" } else { "" }
+            );
+            let probe = client.prepare_cached(&probe).await.map_err(unavailable)?;
+            let held = match &owner {
+                Some(owner) => client.query_opt(&probe, &[&xid, &position, owner]).await,
+                None => client.query_opt(&probe, &[&xid, &position]).await,
+            }
+            .map_err(db_error)?;
+            Ok(StreamPage {
+                events,
+                more: held.is_some(),
+            })
         })
         .await
     }
@@ -1228,6 +1248,41 @@ mod tests {
             )
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn migration_0008_numbers_stored_events_oldest_first_whatever_their_place_on_disk() {
+        use crate::store::conformance;
+        let (schema, store) = fresh().await;
+        let client = raw(&schema.name).await;
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.name))
+            .await
+            .unwrap();
+        for (_, _, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version < 8) {
+            client.batch_execute(sql).await.unwrap();
+        }
+        let (first, second) = (OrderId::new(), OrderId::new());
+        for id in [first, second] {
+            let order = NewOrder {
+                id,
+                ..conformance::new_order()
+            };
+            store
+                .create_order(&order, conformance::event(conformance::pending()))
+                .await
+                .unwrap();
+        }
+        // A row's new version goes after the others on disk: the first
+        // order's event is now scanned last.
+        client
+            .execute("UPDATE order_events SET body = body WHERE order_id = $1", &[&first.0])
+            .await
+            .unwrap();
+        client.batch_execute(MIGRATIONS.last().unwrap().2).await.unwrap();
+        let read = conformance::read_stream(&*store, StreamCursor::START, None, 10).await;
+        let got: Vec<_> = read.iter().map(|(_, order, _)| *order).collect();
+        assert_eq!(got, [first, second], "oldest first, as created");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

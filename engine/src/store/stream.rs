@@ -20,7 +20,10 @@
 //!   transaction with a smaller id has ended, so no event with a place at
 //!   or before the last one returned can still commit; an event written by
 //!   a transaction still running has `stream_xid` ≥ that `xmin` and is held
-//!   back until it (and everything older) has ended. The price: one
+//!   back until it (and everything older) has ended. The filter is in the
+//!   query (the index scan stops at the horizon); a page that is not full
+//!   asks with a `LIMIT 1` probe whether committed events wait behind the
+//!   horizon (`StreamPage::more`: read again, after a back-off). The price: one
 //!   long-running transaction anywhere in the cluster delays the stream
 //!   (never the orders) until it ends.
 //! - **SQLite** (embedded): one writer commits at a time, and the
@@ -105,23 +108,9 @@ pub struct StreamPage {
     pub more: bool,
 }
 
-/// Cuts PostgreSQL rows (in stream order) to the settled prefix: the rows
-/// whose xid is below `horizon` (the snapshot's `xmin`); `more` when rows
-/// were held back or the page was full (`limit` rows read).
-pub(crate) fn settled(rows: Vec<StreamItem>, horizon: u64, limit: usize) -> StreamPage {
-    let full = rows.len() >= limit;
-    let total = rows.len();
-    let events: Vec<_> = rows.into_iter().take_while(|item| item.at.xid < horizon).collect();
-    StreamPage {
-        more: full || events.len() < total,
-        events,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance;
 
     #[test]
     fn a_cursor_prints_and_parses_back() {
@@ -167,37 +156,5 @@ mod tests {
         );
         assert!(at(2, 1) < at(2, 3));
         assert!(StreamCursor::START < at(0, 1));
-    }
-
-    #[test]
-    fn only_rows_below_the_horizon_are_settled_and_the_rest_asks_again() {
-        let event = |xid, position| {
-            let order = conformance::sample_order();
-            StreamItem {
-                at: StreamCursor { xid, position },
-                owner: None,
-                event: crate::domain::Event {
-                    order_id: order.id,
-                    seq: 1,
-                    message: String::new(),
-                    progress: 0,
-                    timestamp: order.created_at,
-                    data: crate::domain::EventData::Routing {
-                        quotes_fetched: None,
-                        quotes: None,
-                    },
-                },
-            }
-        };
-        let page = settled(vec![event(5, 1), event(7, 3), event(9, 2)], 8, 10);
-        assert_eq!(
-            page.events.iter().map(|item| item.at.position).collect::<Vec<_>>(),
-            [1, 3]
-        );
-        assert!(page.more, "xid 9 was held back");
-        let all = settled(vec![event(5, 1)], 8, 10);
-        assert!(!all.more);
-        let full = settled(vec![event(5, 1), event(6, 2)], 8, 2);
-        assert!(full.more, "a full page");
     }
 }

@@ -1,4 +1,4 @@
--- 0008: one commit-ordered stream of every order's events (GET /api/stream;
+-- 0008: one commit-safe stream of every order's events (GET /api/stream;
 -- see store/stream.rs). SQLite has one writer, so a position taken inside
 -- the write transaction (the largest so far plus one, by trigger) is in
 -- commit order. `owner` copies the order's owner so one key's stream is an
