@@ -1,5 +1,6 @@
 //! Settings of the simulated venues: price walk, quote latency and pools
-//! (landing times and faults are the chain's, `[chain]`). A leaf: imports nothing of ours but `domain`.
+//! (landing times and faults are the chain's, `[chain]`). A leaf: imports
+//! nothing of ours but `domain`.
 
 use crate::domain::Dur;
 use schemars::JsonSchema;

@@ -1,8 +1,9 @@
 //! The `Venue` seam: quote an amount, with the pool state behind the quote.
 //! Legs are not executed here: they land as transactions on the chain (the
-//! `ChainRpc` seam in `crate::chain`). The simulated DEX pools live in [`simulated`], and the
-//! simulated chain they are on (a `ChainRpc` over the store's chain state)
-//! in [`chain`]; a real chain adapter would implement the same traits.
+//! `ChainRpc` seam in `crate::chain`). The simulated DEX pools live in
+//! [`simulated`], and the simulated chain they are on (a `ChainRpc` over the
+//! store's chain state) in [`chain`]; a real chain adapter would implement
+//! the same traits.
 //!
 //! May import: `chain`, `domain`, `store` (the chain's durable state), `telemetry`.
 
