@@ -22,7 +22,7 @@ use crate::{
         self, MemoryQueue, MemoryRateLimit, MemoryRequestLimit, Queue, QueueBackend, RateLimit, RedisConfig, RedisMode,
         RedisQueue, RedisRateLimit, RedisRequestLimit, RequestLimit,
     },
-    store::{ChainStore, ExecutionLedger, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
+    store::{ChainStore, PostgresStore, SqliteStore, Store, StoreBackend, StoreError},
     strategy::{Chain, PluginError, Strategy},
     telemetry,
     venues::{Clock, PoolError, SimulatedChain, SimulatedVenue, SystemClock, Venue},
@@ -127,27 +127,24 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A store and the execution ledger and chain state it also keeps (one
-/// object, three seams).
+/// A store and the chain state it also keeps (one object, two seams).
 #[derive(Clone)]
-pub struct StoreAndLedger {
+pub struct StoreAndChain {
     /// Orders and events.
     pub store: Arc<dyn Store>,
-    /// The venues' record of executed signatures.
-    pub ledger: Arc<dyn ExecutionLedger>,
     /// The simulated chain's durable state.
     pub chain: Arc<dyn ChainStore>,
 }
 
-impl std::fmt::Debug for StoreAndLedger {
+impl std::fmt::Debug for StoreAndChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreAndLedger").finish_non_exhaustive()
+        f.debug_struct("StoreAndChain").finish_non_exhaustive()
     }
 }
 
 /// Opens the store named by the configuration; the same object keeps the
-/// venues' execution ledger and the chain's state.
-pub fn open_store(config: &Config) -> Result<StoreAndLedger, AppError> {
+/// chain's state.
+pub fn open_store(config: &Config) -> Result<StoreAndChain, AppError> {
     match config.store.backend {
         StoreBackend::Sqlite => {
             let store = Arc::new(SqliteStore::open(
@@ -155,17 +152,15 @@ pub fn open_store(config: &Config) -> Result<StoreAndLedger, AppError> {
                 config.store.sqlite_synchronous,
                 config.store.busy_timeout.0,
             )?);
-            Ok(StoreAndLedger {
+            Ok(StoreAndChain {
                 store: store.clone(),
-                ledger: store.clone(),
                 chain: store,
             })
         }
         StoreBackend::Postgres => {
             let store = Arc::new(PostgresStore::connect(&config.postgres)?);
-            Ok(StoreAndLedger {
+            Ok(StoreAndChain {
                 store: store.clone(),
-                ledger: store.clone(),
                 chain: store,
             })
         }
@@ -431,9 +426,8 @@ impl Engine {
     /// configuration must have passed [`crate::config::validate`].
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let tokens = Arc::new(config.token_registry()?);
-        let StoreAndLedger {
+        let StoreAndChain {
             store,
-            ledger,
             chain: chain_state,
         } = open_store(&config)?;
         if config.store.migrate_on_start {
@@ -527,8 +521,7 @@ impl Engine {
         let names: BTreeSet<&str> = config.venues.pools.iter().map(|p| p.venue()).collect();
         let mut venues: Vec<Arc<dyn Venue>> = Vec::new();
         for name in names {
-            let venue = SimulatedVenue::from_config(name, &config.venues, &tokens, ledger.clone())?
-                .on_chain(simulated_chain.clone());
+            let venue = SimulatedVenue::from_config(name, &config.venues, &tokens)?.on_chain(simulated_chain.clone());
             venues.push(Arc::new(venue));
         }
 

@@ -114,7 +114,7 @@ fn stated_rule(module: &str, files: &[PathBuf]) -> Option<BTreeSet<String>> {
     if list == "nothing of ours" {
         return Some(BTreeSet::new());
     }
-    // Words after a name (`store` (the ledger seam)) are comments.
+    // Words after a name (`store` (the chain's durable state)) are comments.
     Some(
         list.split(", ")
             .filter_map(|m| m.split('`').nth(1).map(str::to_owned))

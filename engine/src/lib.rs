@@ -39,7 +39,7 @@
 //!   simulated chain they live on.
 //! - [`store`], [`queue`], [`bus`]: seams, each a trait plus implementations
 //!   and a contract suite every implementation passes; `store` also holds
-//!   the execution ledger seam and `Idempotency-Key` records, `queue` the
+//!   the chain's durable state and `Idempotency-Key` records, `queue` the
 //!   claim rate limit and the per-client request limit.
 //! - [`telemetry`]: logging setup, metric names and typed metric events.
 //! - [`monitor`]: the periodic sampler behind the queue, stuck-order and pool

@@ -70,7 +70,7 @@ async fn watch_all_to_confirmed(url: &str, ids: &[String]) {
 }
 
 /// Landed swaps and distinct orders with one, on the simulated chain.
-async fn ledger(shared: &Shared) -> (i64, i64) {
+async fn landings(shared: &Shared) -> (i64, i64) {
     let row = shared
         .postgres()
         .await
@@ -110,7 +110,7 @@ async fn split_topology_on_a_cluster_two_api_nodes_and_two_workers() {
     let ids = post(&a, 20).await;
     // Watched on the other API node: the events cross the sharded bus.
     watch_all_to_confirmed(&b.url, &ids).await;
-    assert_eq!(ledger(&shared).await, (20, 20), "each order executed once");
+    assert_eq!(landings(&shared).await, (20, 20), "each order executed once");
 }
 
 /// Jobs added to the queue streams held by the master at `port`
@@ -302,8 +302,8 @@ async fn a_master_killed_with_orders_in_flight_loses_nothing() {
         assert_eq!(stream.close, 1000, "{id}");
     }
     // No order executed twice.
-    let (executions, executed) = ledger(&shared).await;
-    assert_eq!(executions, executed, "an order executed twice");
+    let (landed, orders) = landings(&shared).await;
+    assert_eq!(landed, orders, "an order landed twice");
 
     eprintln!(
         "failover: master {victim} killed; replica {replica} promoted after {:.1} s; first 503 after {}, \

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use swapline::client;
 
-/// Quotes and executions slow enough that a client acts while an order is
+/// Quotes and landings slow enough that a client acts while an order is
 /// still routing, or while it is submitted.
 const SLOW_VENUES: &str = r#"
 [venues]
@@ -60,7 +60,7 @@ async fn cancel_before_submission_wins_and_after_it_is_refused(backend: Backend)
     assert_eq!(again.status, 200, "cancelling a cancelled order answers the order");
     assert_eq!(again.json()["status"], "cancelled");
 
-    // Submitted (executions take 1.5 s): too late to cancel.
+    // Submitted (landing takes 1.5 s): too late to cancel.
     let late = engine.order(sol_usdc(1.0)).await;
     until(&engine, &late, |o| o["status"] == "submitted").await;
     let refused = post(&engine, &format!("/api/orders/{late}/cancel")).await;

@@ -81,7 +81,7 @@ async fn exhausted_retries_fail_with_final_true(backend: Backend) {
         .json();
     assert_eq!(order["status"], "failed");
     assert_eq!(order["attempts"], 3);
-    assert_eq!(order["lastError"]["code"], "venue_unavailable");
+    assert_eq!(order["lastError"]["code"], "blockhash_expired");
 }
 
 crate::on_both_backends!(

@@ -196,8 +196,8 @@ async fn a_thousand_orders_through_two_workers_each_execute_once() {
         )
         .await
         .unwrap();
-    let (executions, orders): (i64, i64) = (row.get(0), row.get(1));
-    assert_eq!((executions, orders), (1000, 1000), "no order executed twice");
+    let (landed, orders): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((landed, orders), (1000, 1000), "no order landed twice");
     let confirmed: i64 = db
         .query_one("SELECT COUNT(*) FROM orders WHERE status = 'confirmed'", &[])
         .await

@@ -30,8 +30,9 @@ orders_per_minute = 0
 [venues]
 quote_latency = "10ms"
 quote_jitter = "0ms"
-execute_latency_min = "100ms"
-execute_latency_max = "300ms"
+
+[chain]
+land_slots = 20
 "#;
 
 /// Orders that stay in flight for a few seconds.
@@ -39,8 +40,9 @@ const SLOW: &str = r#"
 [venues]
 quote_latency = "10ms"
 quote_jitter = "0ms"
-execute_latency_min = "3s"
-execute_latency_max = "3s"
+
+[chain]
+land_slots = 300
 "#;
 
 /// A key made through the CLI: its secret.
@@ -518,8 +520,9 @@ orders_per_minute = 0
 [venues]
 quote_latency = "50ms"
 quote_jitter = "10ms"
-execute_latency_min = "1s"
-execute_latency_max = "2s"
+
+[chain]
+land_slots = 150
 "#,
     );
     let (mut socket, _) = connect(&engine, "/api/stream", None).await;

@@ -322,11 +322,7 @@ mod tests {
         s.files.push(extra);
         let config = s.load().unwrap();
         assert_eq!(config.worker.concurrency, 3);
-        assert_eq!(
-            config.venues.execute_latency_max.0,
-            Duration::ZERO,
-            "bench overlay applied"
-        );
+        assert_eq!(config.venues.quote_latency.0, Duration::ZERO, "bench overlay applied");
         assert_eq!(config.worker.rate_limit_per_minute, 0);
     }
 

@@ -82,9 +82,9 @@ impl Pipeline {
         for (leg, state) in route.legs.iter().zip(&legs) {
             match state {
                 Leg::Landed if leg.transaction.as_ref().is_some_and(|tx| tx.attempt == attempt) => {
-                    self.tracker.executed(&leg.dex, true);
+                    self.tracker.settled(&leg.dex, true);
                 }
-                Leg::Failed(_) | Leg::Expired => self.tracker.executed(&leg.dex, false),
+                Leg::Failed(_) | Leg::Expired => self.tracker.settled(&leg.dex, false),
                 _ => {}
             }
         }

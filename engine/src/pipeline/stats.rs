@@ -1,6 +1,6 @@
 //! Each venue's recent record, as the pipeline saw it: the latency of its
 //! latest successful quotes and the outcome of its latest attempts (failed
-//! quotes and every execution). Strategies receive it as
+//! quotes and every leg decided on the chain: landed, failed or expired). Strategies receive it as
 //! `quotes[].stats`; `reliability-weighted` routes by it.
 
 use std::{
@@ -62,9 +62,10 @@ impl VenueTracker {
         self.with(venue, |r| push(&mut r.failures, true));
     }
 
-    /// An execution finished, filled or not.
-    pub fn executed(&self, venue: &str, filled: bool) {
-        self.with(venue, |r| push(&mut r.failures, !filled));
+    /// A leg's transaction was decided: landed with its swap, or failed or
+    /// expired on the chain.
+    pub fn settled(&self, venue: &str, landed: bool) {
+        self.with(venue, |r| push(&mut r.failures, !landed));
     }
 
     /// The venue's record; `None` before its first sample.
@@ -99,14 +100,14 @@ mod tests {
     }
 
     #[test]
-    fn latency_is_the_mean_and_failures_count_quotes_and_executions() {
+    fn latency_is_the_mean_and_failures_count_quotes_and_landings() {
         let tracker = VenueTracker::new();
         tracker.quote_answered("raydium", Duration::from_millis(10));
         tracker.quote_answered("raydium", Duration::from_millis(30));
-        tracker.executed("raydium", true);
-        tracker.executed("raydium", false);
+        tracker.settled("raydium", true);
+        tracker.settled("raydium", false);
         tracker.quote_failed("raydium");
-        tracker.executed("raydium", true);
+        tracker.settled("raydium", true);
         let stats = tracker.stats("raydium").unwrap();
         assert_eq!(stats.recent_latency_ms, 20);
         assert_eq!(stats.samples, 4);
@@ -118,10 +119,10 @@ mod tests {
     fn old_samples_leave_the_window() {
         let tracker = VenueTracker::new();
         for _ in 0..WINDOW {
-            tracker.executed("meteora", false);
+            tracker.settled("meteora", false);
         }
         for _ in 0..WINDOW {
-            tracker.executed("meteora", true);
+            tracker.settled("meteora", true);
         }
         let stats = tracker.stats("meteora").unwrap();
         assert_eq!(stats.samples, WINDOW as u32);

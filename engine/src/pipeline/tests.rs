@@ -25,7 +25,7 @@ use crate::{
     queue::{MemoryQueue, MemoryRateLimit, Queue},
     store::{SqliteStore, SqliteSync},
     strategy::{PluginError, Strategy},
-    venues::{Fill, LegOrder, VenueError},
+    venues::VenueError,
 };
 use async_trait::async_trait;
 use std::sync::Mutex;
@@ -281,10 +281,6 @@ impl Venue for ScriptedVenue {
             Answer::Fail(error) => Err(error),
             other => unreachable!("play() checks the kind of {other:?}"),
         }
-    }
-
-    async fn execute(&self, _leg: &LegOrder) -> Result<Fill, VenueError> {
-        unreachable!("the pipeline lands on the chain")
     }
 }
 

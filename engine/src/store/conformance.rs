@@ -1,12 +1,12 @@
 //! The store contract: one set of behaviours every [`Store`] +
-//! [`ExecutionLedger`] backend must show, run against each real backend by
+//! [`ChainStore`] backend must show, run against each real backend by
 //! [`store_contract!`] (the shape of apalis's `generic_storage_test!`), so
 //! SQLite and PostgreSQL cannot drift. Test-only; imports `domain` and its
 //! own seam; never `api`, `pipeline` or `venues`.
 
 use super::{
-    Advance, Broadcast, ChainHead, ChainStore, ChainTx, Execution, ExecutionLedger, KeyedCreate, Lander, Landing,
-    ListQuery, NewEvent, NewIdempotencyKey, Outcome, PoolRow, Store, StoreError, StoredAnswer, StreamCursor, TxState,
+    Advance, Broadcast, ChainHead, ChainStore, ChainTx, KeyedCreate, Lander, Landing, ListQuery, NewEvent,
+    NewIdempotencyKey, PoolRow, Store, StoreError, StoredAnswer, StreamCursor, TxState,
 };
 use crate::{
     domain::{
@@ -20,8 +20,8 @@ use std::{sync::Arc, time::Duration};
 pub(crate) use crate::testing::POSTGRES;
 
 /// What a backend under the contract implements.
-pub(crate) trait Backend: Store + ExecutionLedger + ChainStore + 'static {}
-impl<T: Store + ExecutionLedger + ChainStore + 'static> Backend for T {}
+pub(crate) trait Backend: Store + ChainStore + 'static {}
+impl<T: Store + ChainStore + 'static> Backend for T {}
 
 /// Generates one `#[tokio::test]` per contract case in a `store_contract`
 /// module. `$setup` names an `async fn() -> (Guard, Arc<S>)` that yields a
@@ -41,8 +41,6 @@ macro_rules! store_contract {
             status_filter_pages_only_that_status,
             unfinished_orders_are_oldest_first_without_terminal_ones,
             stuck_orders_are_unfinished_ones_idle_past_the_cutoff,
-            ledger_keeps_the_first_outcome,
-            ledger_keeps_rejections_too,
             concurrent_appends_stay_gapless,
             ping_answers,
             keys_are_found_by_their_secret_digest_listed_and_revoked,
@@ -272,8 +270,8 @@ pub(crate) async fn migrations_apply_once_and_none_stay_pending<S: Backend>(stor
         .map(|(version, _, _)| *version)
         .collect();
     assert!(
-        all.contains(&7) && all.contains(&8),
-        "0007: the chain; 0008: the event stream"
+        all.contains(&7) && all.contains(&8) && all.contains(&9),
+        "0007: the chain; 0008: the event stream; 0009: drops the execution ledger"
     );
     assert_eq!(store.pending_migrations().await.unwrap(), all);
     assert_eq!(store.migrate().await.unwrap(), all);
@@ -512,52 +510,6 @@ pub(crate) async fn stuck_orders_are_unfinished_ones_idle_past_the_cutoff<S: Bac
         0,
         "an event moves the order"
     );
-}
-
-fn execution(signature: &str, outcome: Outcome) -> Execution {
-    Execution {
-        signature: signature.into(),
-        order_id: OrderId::new(),
-        venue: "raydium".into(),
-        amount_in: 5,
-        outcome,
-    }
-}
-
-/// The first outcome recorded for a signature stands; lookups answer it.
-pub(crate) async fn ledger_keeps_the_first_outcome<S: Backend>(store: Arc<S>) {
-    migrated(&*store).await;
-    let filled = |amount_out| execution("sig", Outcome::Filled { amount_out });
-    assert_eq!(
-        store.record(filled(7)).await.unwrap().outcome,
-        Outcome::Filled { amount_out: 7 }
-    );
-    assert_eq!(
-        store.record(filled(9)).await.unwrap().outcome,
-        Outcome::Filled { amount_out: 7 }
-    );
-    assert_eq!(
-        store.lookup("sig").await.unwrap().unwrap().outcome,
-        Outcome::Filled { amount_out: 7 }
-    );
-    assert!(store.lookup("other").await.unwrap().is_none());
-}
-
-/// A rejection is an outcome like a fill: recorded once, read back whole.
-pub(crate) async fn ledger_keeps_rejections_too<S: Backend>(store: Arc<S>) {
-    migrated(&*store).await;
-    let rejected = Outcome::Rejected {
-        code: "slippage_exceeded".into(),
-        message: "below the minimum".into(),
-    };
-    let first = execution("sig-r", rejected.clone());
-    assert_eq!(store.record(first.clone()).await.unwrap(), first);
-    let again = store
-        .record(execution("sig-r", Outcome::Filled { amount_out: 1 }))
-        .await
-        .unwrap();
-    assert_eq!(again, first, "the whole first record stands");
-    assert_eq!(store.lookup("sig-r").await.unwrap(), Some(first));
 }
 
 /// Appends racing on one order get distinct, consecutive seqs.

@@ -3,8 +3,8 @@
 //! must see alike.
 //! A status change and its event commit in one transaction, which is also
 //! where `seq` is assigned. Implementations: [`sqlite`] (embedded) and
-//! [`postgres`] (production); both also keep the [`ledger`] of executed
-//! signatures and the simulated [`chain`]'s durable state. Holds what the
+//! [`postgres`] (production); both also keep the simulated [`chain`]'s
+//! durable state. Holds what the
 //! backends share (page cutting, the unfinished SQL predicate, the pool
 //! status).
 //!
@@ -14,7 +14,6 @@ pub mod chain;
 pub mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
-pub mod ledger;
 pub mod postgres;
 pub mod sqlite;
 pub mod stream;
@@ -27,7 +26,6 @@ use crate::telemetry::PoolStatus;
 use async_trait::async_trait;
 pub use chain::{Advance, Advanced, Broadcast, ChainHead, ChainStore, ChainTx, Lander, Landing, PoolRow, TxState};
 pub use config::{PostgresConfig, SqliteSync, StoreBackend, StoreConfig};
-pub use ledger::{Execution, ExecutionLedger, LedgerError, Outcome};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use std::{sync::LazyLock, time::Duration};
@@ -391,6 +389,15 @@ mod tests {
                 waiting: 1
             }
         );
+    }
+
+    #[test]
+    fn migration_0009_drops_the_execution_ledger_on_every_backend() {
+        for list in [sqlite::MIGRATIONS, postgres::MIGRATIONS] {
+            let (_, name, sql) = list.iter().find(|(version, _, _)| *version == 9).unwrap();
+            assert_eq!(*name, "drop_executions");
+            assert!(sql.contains("DROP TABLE IF EXISTS executions;"), "{sql}");
+        }
     }
 
     #[test]

@@ -8,9 +8,8 @@
 //! only; never `api`, `pipeline` or `venues`.
 
 use super::{
-    Execution, ExecutionLedger, KeyRecord, KeyedCreate, LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage,
-    Outcome, PostgresConfig, Store, StoreError, StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page,
-    rows_for_page, unfinished_sql,
+    KeyRecord, KeyedCreate, ListQuery, NewEvent, NewIdempotencyKey, OrderPage, PostgresConfig, Store, StoreError,
+    StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page, rows_for_page, unfinished_sql,
 };
 use crate::domain::{
     ApiKey, Event, EventKind, KeyId, NewKey, NewOrder, Order, OrderId, OrderType, SecretHash, Status, Ticket,
@@ -27,7 +26,7 @@ use std::{
     sync::LazyLock,
     time::{Duration, SystemTime},
 };
-use tokio_postgres::{NoTls, Row, types::Json};
+use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 mod chain;
@@ -62,6 +61,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "event_stream",
         include_str!("migrations/postgres/0008_event_stream.sql"),
     ),
+    (
+        9,
+        "drop_executions",
+        include_str!("migrations/postgres/0009_drop_executions.sql"),
+    ),
 ];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -77,7 +81,7 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// PostgreSQL-backed [`Store`] and [`ExecutionLedger`].
+/// PostgreSQL-backed [`Store`] and [`ChainStore`](super::ChainStore).
 pub struct PostgresStore {
     pool: Pool,
     schema: String,
@@ -455,22 +459,6 @@ fn refusal(id: OrderId, kind: EventKind, status: &str, row: &Row) -> StoreError 
         StoreError::Corrupt(format!("order {id}: event refused for no known reason"))
     }
 }
-
-fn execution_from_row(row: &Row) -> Result<Execution, StoreError> {
-    let amount: String = row.get("amount_in");
-    let outcome: Value = row.get("outcome");
-    Ok(Execution {
-        signature: row.get("signature"),
-        order_id: OrderId(row.get("order_id")),
-        venue: row.get("venue"),
-        amount_in: amount
-            .parse()
-            .map_err(|_| StoreError::Corrupt("execution amount".into()))?,
-        outcome: parse::<Outcome>(outcome, "execution outcome")?,
-    })
-}
-
-const EXECUTION_COLUMNS: &str = "signature, order_id, venue, amount_in::text, outcome";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -1128,48 +1116,6 @@ impl Store for PostgresStore {
             })
         })
         .await
-    }
-}
-
-#[async_trait]
-impl ExecutionLedger for PostgresStore {
-    async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError> {
-        self.run(async |client| {
-            let row = client
-                .query_opt(
-                    &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE signature = $1"),
-                    &[&signature],
-                )
-                .await
-                .map_err(unavailable)?;
-            row.as_ref().map(execution_from_row).transpose()
-        })
-        .await
-        .map_err(LedgerError::from)
-    }
-
-    async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
-        self.run(async |client| {
-            client
-                .execute(
-                    "INSERT INTO executions (signature, order_id, venue, amount_in, outcome, created_at)
-                     VALUES ($1, $2, $3, CAST($4::text AS NUMERIC), $5, now())
-                     ON CONFLICT (signature) DO NOTHING",
-                    &[
-                        &execution.signature,
-                        &execution.order_id.0,
-                        &execution.venue,
-                        &execution.amount_in.to_string(),
-                        &Json(&execution.outcome),
-                    ],
-                )
-                .await
-                .map_err(unavailable)
-        })
-        .await?;
-        self.lookup(&execution.signature)
-            .await?
-            .ok_or_else(|| LedgerError::Store(StoreError::Corrupt("execution vanished".into())))
     }
 }
 

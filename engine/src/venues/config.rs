@@ -1,5 +1,6 @@
-//! Settings of the simulated venues: price walk, latency, fault injection and
-//! pools. A leaf: imports nothing of ours but `domain`.
+//! Settings of the simulated venues: price walk, quote latency and pools
+//! (landing times and faults are the chain's, `[chain]`). A leaf: imports
+//! nothing of ours but `domain`.
 
 use crate::domain::Dur;
 use schemars::JsonSchema;
@@ -9,22 +10,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VenuesConfig {
-    /// Seed of the random walk and of fault injection.
+    /// Seed of the price random walk and the quote jitter.
     pub seed: u64,
     /// Mean quote latency.
     pub quote_latency: Dur,
     /// Uniform ± jitter on the quote latency.
     pub quote_jitter: Dur,
-    /// Shortest execution latency.
-    pub execute_latency_min: Dur,
-    /// Longest execution latency.
-    pub execute_latency_max: Dur,
     /// Standard deviation of the price random walk per step, basis points.
     pub drift_bps: f64,
     /// Pull of the price back to its reference per step (0–1).
     pub mean_reversion: f64,
-    /// Failure injection.
-    pub faults: FaultsConfig,
     /// The pools.
     pub pools: Vec<PoolConfig>,
 }
@@ -33,19 +28,6 @@ impl VenuesConfig {
     /// Rule problems, each starting with `key` (the section's path).
     pub fn problems(&self, key: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.execute_latency_min > self.execute_latency_max {
-            problems.push(format!(
-                "{key}.execute_latency_min: must not exceed {key}.execute_latency_max"
-            ));
-        }
-        for (field, rate) in [
-            ("transient_rate", self.faults.transient_rate),
-            ("permanent_rate", self.faults.permanent_rate),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                problems.push(format!("{key}.faults.{field}: {rate} is outside [0, 1]"));
-            }
-        }
         if !(0.0..=1.0).contains(&self.mean_reversion) {
             problems.push(format!("{key}.mean_reversion: must be within [0, 1]"));
         }
@@ -60,19 +42,6 @@ impl VenuesConfig {
         }
         problems
     }
-}
-
-/// Failure injection at execution.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FaultsConfig {
-    /// Probability that an execution fails transiently (retryable).
-    pub transient_rate: f64,
-    /// Probability that an execution is rejected permanently.
-    pub permanent_rate: f64,
-    /// Fail the first N attempts of every order transiently (for demos and
-    /// tests of the retry path).
-    pub transient_first_attempts: u32,
 }
 
 /// A simulated pool.

@@ -1,7 +1,9 @@
-//! The `Venue` seam: quote an amount, execute a leg (idempotent per
-//! signature). The simulated DEX pools live in [`simulated`], and the
-//! simulated chain they are on (a `ChainRpc` over the store's chain state)
-//! in [`chain`]; a real chain adapter would implement the same traits.
+//! The `Venue` seam: quote an amount, with the pool state behind the quote.
+//! Legs are not executed here: they land as transactions on the chain (the
+//! `ChainRpc` seam in `crate::chain`). The simulated DEX pools live in
+//! [`simulated`], and the simulated chain they are on (a `ChainRpc` over the
+//! store's chain state) in [`chain`]; a real chain adapter would implement
+//! the same traits.
 //!
 //! May import: `chain`, `domain`, `store` (the chain's durable state), `telemetry`.
 
@@ -10,11 +12,9 @@ pub mod config;
 mod rng;
 pub mod simulated;
 
-use crate::domain::OrderId;
 use async_trait::async_trait;
 pub use chain::{Clock, ManualClock, PoolView, SimulatedChain, SystemClock};
-pub use config::{FaultsConfig, PoolConfig, VenuesConfig};
-use serde::{Deserialize, Serialize};
+pub use config::{PoolConfig, VenuesConfig};
 pub use simulated::{PoolError, SimulatedVenue};
 use swapline_abi::VenueQuote;
 use thiserror::Error;
@@ -68,25 +68,6 @@ impl VenueError {
     }
 }
 
-/// One leg to execute.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LegOrder {
-    /// The order it belongs to.
-    pub order_id: OrderId,
-    /// Deterministic signature; the venue executes each signature once.
-    pub signature: String,
-    /// Symbol sold.
-    pub token_in: String,
-    /// Symbol bought.
-    pub token_out: String,
-    /// Amount sold, base units.
-    pub amount_in: u128,
-    /// Refuse to fill below this, base units.
-    pub min_amount_out: u128,
-    /// Submission attempt of the order, from 1.
-    pub attempt: u32,
-}
-
 /// A venue: a DEX with pools for some pairs.
 #[async_trait]
 pub trait Venue: Send + Sync {
@@ -98,17 +79,4 @@ pub trait Venue: Send + Sync {
 
     /// Quotes `amount_in`, with the pool state behind the quote.
     async fn quote(&self, token_in: &str, token_out: &str, amount_in: u128) -> Result<VenueQuote, VenueError>;
-
-    /// Executes a leg. The same signature twice returns the first outcome
-    /// (as a chain deduplicates a signed transaction).
-    async fn execute(&self, leg: &LegOrder) -> Result<Fill, VenueError>;
-}
-
-/// A successful execution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fill {
-    /// The leg's signature.
-    pub signature: String,
-    /// Output received, base units.
-    pub amount_out: u128,
 }

@@ -1,31 +1,27 @@
 //! Simulated DEX venues: pools with real AMM math (`swapline_abi::pool`),
-//! prices that drift by a seeded mean-reverting random walk, configurable
-//! latency and failure injection, and a durable ledger of executed
-//! signatures so a signature never executes twice, even across restarts.
+//! prices that drift by a seeded mean-reverting random walk, and a
+//! configurable quote latency. Legs land as transactions on the simulated
+//! chain ([`super::chain`]), whose pools the venue quotes once
+//! [`SimulatedVenue::on_chain`] is set.
 
-use super::{FaultsConfig, Fill, LegOrder, PoolConfig, SimulatedChain, Venue, VenueError, VenuesConfig, rng::Rng};
+use super::{PoolConfig, SimulatedChain, Venue, VenueError, VenuesConfig, rng::Rng};
 use crate::domain::{TokenRegistry, parse_units};
-use crate::store::{Execution, ExecutionLedger, Outcome};
 use async_trait::async_trait;
 use std::{sync::Arc, time::Duration};
 use swapline_abi::{Bin, PoolState, Swap, Units, VenueQuote};
 use tokio::{sync::Mutex, time::Instant};
 
-/// Latency and fault settings shared by all simulated venues.
+/// Quote latency and price walk settings shared by all simulated venues.
 #[derive(Debug, Clone)]
 pub struct SimSettings {
     /// Mean quote latency.
     pub quote_latency: Duration,
     /// Uniform ± jitter on quotes.
     pub quote_jitter: Duration,
-    /// Execution latency range.
-    pub execute_latency: (Duration, Duration),
     /// Random walk σ per step, basis points.
     pub drift_bps: f64,
     /// Mean reversion per step.
     pub mean_reversion: f64,
-    /// Failure injection.
-    pub faults: FaultsConfig,
 }
 
 impl SimSettings {
@@ -34,10 +30,8 @@ impl SimSettings {
         SimSettings {
             quote_latency: config.quote_latency.0,
             quote_jitter: config.quote_jitter.0,
-            execute_latency: (config.execute_latency_min.0, config.execute_latency_max.0),
             drift_bps: config.drift_bps,
             mean_reversion: config.mean_reversion,
-            faults: config.faults.clone(),
         }
     }
 }
@@ -48,7 +42,6 @@ pub struct SimulatedVenue {
     pools: Vec<SimPool>,
     settings: SimSettings,
     rng: std::sync::Mutex<Rng>,
-    ledger: Arc<dyn ExecutionLedger>,
     chain: Option<Arc<SimulatedChain>>,
 }
 
@@ -236,12 +229,7 @@ impl SimulatedVenue {
     /// [`PoolError`] for a pool that `config::validate` would have refused
     /// (an unknown token, a reserve that does not parse, a non-positive
     /// DLMM setting).
-    pub fn from_config(
-        name: &str,
-        config: &VenuesConfig,
-        tokens: &TokenRegistry,
-        ledger: Arc<dyn ExecutionLedger>,
-    ) -> Result<Self, PoolError> {
+    pub fn from_config(name: &str, config: &VenuesConfig, tokens: &TokenRegistry) -> Result<Self, PoolError> {
         let pools = initial_pools(name, config, tokens)?
             .into_iter()
             .map(|(base, quote, state)| SimPool {
@@ -256,15 +244,13 @@ impl SimulatedVenue {
             pools,
             settings: SimSettings::from_config(config),
             rng: std::sync::Mutex::new(Rng::new(seed)),
-            ledger,
             chain: None,
         })
     }
 
     /// Quotes from the chain's pools (which move only by landed swaps and
     /// the chain's per-slot price walk, alike in every process) instead of
-    /// this venue's own copy. `execute` keeps its own copy until the engine
-    /// stops calling it.
+    /// this venue's own copy.
     pub fn on_chain(mut self, chain: Arc<SimulatedChain>) -> Self {
         self.chain = Some(chain);
         self
@@ -292,28 +278,9 @@ impl SimulatedVenue {
         Duration::from_secs_f64((self.settings.quote_latency.as_secs_f64() + offset).max(0.0))
     }
 
-    fn execute_latency(&self) -> Duration {
-        let (min, max) = self.settings.execute_latency;
-        let span = max.saturating_sub(min).as_secs_f64();
-        min + Duration::from_secs_f64(self.rng(|r| r.unit()) * span)
-    }
-
     fn step(&self, state: &mut PoolSim) {
         let z = self.rng(|r| r.normal());
         state.drift(z, self.settings.drift_bps / 10_000.0, self.settings.mean_reversion);
-    }
-
-    async fn record(&self, leg: &LegOrder, outcome: Outcome) -> Result<Execution, VenueError> {
-        self.ledger
-            .record(Execution {
-                signature: leg.signature.clone(),
-                order_id: leg.order_id,
-                venue: self.name.clone(),
-                amount_in: leg.amount_in,
-                outcome,
-            })
-            .await
-            .map_err(|e| VenueError::transient("ledger_unavailable", e.to_string()))
     }
 }
 
@@ -390,16 +357,6 @@ pub(super) fn initial_pools(
     Ok(pools)
 }
 
-fn outcome_to_result(execution: Execution) -> Result<Fill, VenueError> {
-    match execution.outcome {
-        Outcome::Filled { amount_out } => Ok(Fill {
-            signature: execution.signature,
-            amount_out,
-        }),
-        Outcome::Rejected { code, message } => Err(VenueError::Permanent { code, message }),
-    }
-}
-
 async fn sleep(duration: Duration) {
     if !duration.is_zero() {
         tokio::time::sleep(duration).await;
@@ -456,120 +413,12 @@ impl Venue for SimulatedVenue {
             stats: None,
         })
     }
-
-    async fn execute(&self, leg: &LegOrder) -> Result<Fill, VenueError> {
-        let lookup = |signature: &str| {
-            let ledger = self.ledger.clone();
-            let signature = signature.to_owned();
-            async move {
-                ledger
-                    .lookup(&signature)
-                    .await
-                    .map_err(|e| VenueError::transient("ledger_unavailable", e.to_string()))
-            }
-        };
-        if let Some(done) = lookup(&leg.signature).await? {
-            return outcome_to_result(done);
-        }
-        let (pool, base_to_quote) = self.pool(&leg.token_in, &leg.token_out).ok_or_else(|| {
-            VenueError::permanent(
-                "no_pool",
-                format!("{} has no {}/{} pool", self.name, leg.token_in, leg.token_out),
-            )
-        })?;
-        sleep(self.execute_latency()).await;
-
-        let faults = &self.settings.faults;
-        if leg.attempt <= faults.transient_first_attempts {
-            return Err(VenueError::transient(
-                "venue_unavailable",
-                format!("{}: injected failure of attempt {}", self.name, leg.attempt),
-            ));
-        }
-        let (roll_permanent, roll_transient) = self.rng(|r| (r.unit(), r.unit()));
-        if roll_permanent < faults.permanent_rate {
-            let rejected = Outcome::Rejected {
-                code: "transaction_rejected".into(),
-                message: format!("{}: transaction rejected (injected)", self.name),
-            };
-            return outcome_to_result(self.record(leg, rejected).await?);
-        }
-        if roll_transient < faults.transient_rate {
-            return Err(VenueError::transient(
-                "venue_unavailable",
-                format!("{}: RPC node timed out (injected)", self.name),
-            ));
-        }
-
-        let mut sim = pool.state.lock().await;
-        // Checked again under the pool lock: a concurrent duplicate may have won.
-        if let Some(done) = lookup(&leg.signature).await? {
-            return outcome_to_result(done);
-        }
-        self.step(&mut sim);
-        let outcome = match sim.oriented(base_to_quote).swap(leg.amount_in) {
-            None => Outcome::Rejected {
-                code: "insufficient_liquidity".into(),
-                message: format!("{} cannot fill {} base units", self.name, leg.amount_in),
-            },
-            Some(swap) if swap.amount_out < leg.min_amount_out => Outcome::Rejected {
-                code: "slippage_exceeded".into(),
-                message: format!(
-                    "{}: output {} is below the minimum {} allowed by the slippage tolerance",
-                    self.name, swap.amount_out, leg.min_amount_out
-                ),
-            },
-            Some(swap) => {
-                let recorded = self
-                    .record(
-                        leg,
-                        Outcome::Filled {
-                            amount_out: swap.amount_out,
-                        },
-                    )
-                    .await?;
-                if recorded.outcome
-                    == (Outcome::Filled {
-                        amount_out: swap.amount_out,
-                    })
-                {
-                    sim.apply(base_to_quote, leg.amount_in, &swap);
-                }
-                return outcome_to_result(recorded);
-            }
-        };
-        outcome_to_result(self.record(leg, outcome).await?)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        domain::{Dur, OrderId},
-        store::LedgerError,
-        venues::PoolConfig,
-    };
-    use std::collections::HashMap;
-
-    #[derive(Default)]
-    struct MemoryLedger(std::sync::Mutex<HashMap<String, Execution>>);
-
-    #[async_trait]
-    impl ExecutionLedger for MemoryLedger {
-        async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError> {
-            Ok(self.0.lock().unwrap().get(signature).cloned())
-        }
-        async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .entry(execution.signature.clone())
-                .or_insert(execution)
-                .clone())
-        }
-    }
+    use crate::{domain::Dur, venues::PoolConfig};
 
     fn tokens() -> TokenRegistry {
         TokenRegistry::new([
@@ -579,16 +428,13 @@ mod tests {
         .unwrap()
     }
 
-    fn config(faults: FaultsConfig) -> VenuesConfig {
+    fn config() -> VenuesConfig {
         VenuesConfig {
             seed: 1,
             quote_latency: Dur::default(),
             quote_jitter: Dur::default(),
-            execute_latency_min: Dur::default(),
-            execute_latency_max: Dur::default(),
             drift_bps: 0.0,
             mean_reversion: 0.0,
-            faults,
             pools: vec![
                 PoolConfig::ConstantProduct {
                     venue: "raydium".into(),
@@ -614,33 +460,13 @@ mod tests {
         }
     }
 
-    fn no_faults() -> FaultsConfig {
-        FaultsConfig {
-            transient_rate: 0.0,
-            permanent_rate: 0.0,
-            transient_first_attempts: 0,
-        }
-    }
-
-    fn venue(name: &str, faults: FaultsConfig, ledger: Arc<MemoryLedger>) -> SimulatedVenue {
-        SimulatedVenue::from_config(name, &config(faults), &tokens(), ledger).unwrap()
-    }
-
-    fn leg(signature: &str, min_out: u128, attempt: u32) -> LegOrder {
-        LegOrder {
-            order_id: OrderId::new(),
-            signature: signature.into(),
-            token_in: "SOL".into(),
-            token_out: "USDC".into(),
-            amount_in: 10_000_000_000,
-            min_amount_out: min_out,
-            attempt,
-        }
+    fn venue(name: &str) -> SimulatedVenue {
+        SimulatedVenue::from_config(name, &config(), &tokens()).unwrap()
     }
 
     #[tokio::test]
     async fn constant_product_quote_matches_the_formula_and_both_directions_work() {
-        let v = venue("raydium", no_faults(), Default::default());
+        let v = venue("raydium");
         let q = v.quote("SOL", "USDC", 10_000_000_000).await.unwrap();
         // 10 SOL into 1000 SOL / 150000 USDC, 25 bps: 150000·9.975/1009.975 USDC
         let expected = 150_000_000_000u128 * 9_975_000_000 / (1_000_000_000_000 + 9_975_000_000);
@@ -657,7 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn dlmm_quote_prices_at_the_active_bin_for_small_orders() {
-        let v = venue("meteora", no_faults(), Default::default());
+        let v = venue("meteora");
         let q = v.quote("SOL", "USDC", 1_000_000_000).await.unwrap();
         // 1 SOL at 150 USDC minus 20 bps = 149.7 USDC
         assert_eq!(q.amount_out, Units(149_700_000));
@@ -666,46 +492,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn same_signature_executes_once() {
-        let ledger = Arc::new(MemoryLedger::default());
-        let v = venue("raydium", no_faults(), ledger.clone());
-        let first = v.execute(&leg("sig-1", 0, 1)).await.unwrap();
-        let before = v.quote("SOL", "USDC", 1_000_000_000).await.unwrap();
-        let again = v.execute(&leg("sig-1", 0, 2)).await.unwrap();
-        let after = v.quote("SOL", "USDC", 1_000_000_000).await.unwrap();
-        assert_eq!(first, again);
-        assert_eq!(before.amount_out, after.amount_out, "pool moved only once");
-        assert_eq!(ledger.0.lock().unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn fill_below_minimum_is_a_permanent_slippage_failure() {
-        let v = venue("raydium", no_faults(), Default::default());
-        let err = v.execute(&leg("sig-2", u128::MAX, 1)).await.unwrap_err();
-        assert!(!err.is_transient());
-        assert_eq!(err.code(), "slippage_exceeded");
-    }
-
-    #[tokio::test]
-    async fn injected_first_attempt_failures_are_transient_then_succeed() {
-        let faults = FaultsConfig {
-            transient_first_attempts: 1,
-            ..no_faults()
-        };
-        let v = venue("raydium", faults, Default::default());
-        let err = v.execute(&leg("sig-3", 0, 1)).await.unwrap_err();
-        assert!(err.is_transient());
-        assert!(v.execute(&leg("sig-3", 0, 2)).await.is_ok());
-    }
-
-    #[tokio::test]
     async fn price_walk_is_seeded_and_mean_reverting() {
-        let mut config = config(no_faults());
+        let mut config = config();
         config.drift_bps = 50.0;
         config.mean_reversion = 0.2;
-        let ledger: Arc<MemoryLedger> = Default::default();
-        let a = SimulatedVenue::from_config("raydium", &config, &tokens(), ledger.clone()).unwrap();
-        let b = SimulatedVenue::from_config("raydium", &config, &tokens(), ledger).unwrap();
+        let a = SimulatedVenue::from_config("raydium", &config, &tokens()).unwrap();
+        let b = SimulatedVenue::from_config("raydium", &config, &tokens()).unwrap();
         let mut last = 0;
         for _ in 0..200 {
             let (qa, qb) = (

@@ -102,7 +102,7 @@ pub struct VenueQuote {
 }
 
 /// A venue's recent record, measured by the host over a sliding window of
-/// its latest quotes and executions.
+/// its latest quotes and its legs' landings on the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
@@ -111,7 +111,8 @@ pub struct VenueStats {
     /// milliseconds, as the host measured it.
     pub recent_latency_ms: u64,
     /// Share of the venue's recent attempts (quotes that failed or timed out,
-    /// and executions) that failed, from 0.0 to 1.0.
+    /// and legs landed, failed or expired on the chain) that failed, from
+    /// 0.0 to 1.0.
     pub failure_rate: f64,
     /// How many attempts `failure_rate` is computed over.
     pub samples: u32,

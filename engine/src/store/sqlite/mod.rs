@@ -7,9 +7,9 @@
 //! connections, which WAL lets run beside the writer.
 
 use super::{
-    Advance, Broadcast, ChainHead, ChainStore, ChainTx, Execution, ExecutionLedger, KeyRecord, KeyedCreate, Lander,
-    LedgerError, ListQuery, NewEvent, NewIdempotencyKey, OrderPage, Outcome, PoolRow, SqliteSync, Store, StoreError,
-    StoredAnswer, StreamCursor, StreamItem, StreamPage, cut_page, rows_for_page, unfinished_sql,
+    Advance, Broadcast, ChainHead, ChainStore, ChainTx, KeyRecord, KeyedCreate, Lander, ListQuery, NewEvent,
+    NewIdempotencyKey, OrderPage, PoolRow, SqliteSync, Store, StoreError, StoredAnswer, StreamCursor, StreamItem,
+    StreamPage, cut_page, rows_for_page, unfinished_sql,
 };
 mod chain;
 mod keys;
@@ -61,12 +61,17 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "event_stream",
         include_str!("../migrations/sqlite/0008_event_stream.sql"),
     ),
+    (
+        9,
+        "drop_executions",
+        include_str!("../migrations/sqlite/0009_drop_executions.sql"),
+    ),
 ];
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
 const READERS: usize = 4;
 
-/// SQLite-backed [`Store`] and [`ExecutionLedger`].
+/// SQLite-backed [`Store`] and [`ChainStore`].
 pub struct SqliteStore {
     path: PathBuf,
     options: Options,
@@ -91,7 +96,6 @@ enum WriteOp {
     Create(Box<NewOrder>, Box<NewEvent>),
     CreateKeyed(Box<NewOrder>, Box<NewEvent>, Box<NewIdempotencyKey>),
     Append(OrderId, Box<NewEvent>),
-    Record(Box<Execution>),
     CreateKey(Box<NewKey>),
     RevokeKey(KeyId),
     UseTicket(Box<Ticket>),
@@ -106,7 +110,6 @@ enum WriteOp {
 
 enum WriteOut {
     Event(Box<Event>),
-    Execution(Box<Execution>),
     Key(Option<Box<ApiKey>>),
     Used(bool),
     Secret([u8; 32]),
@@ -226,7 +229,6 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<
         let result = match &job.op {
             WriteOp::Create(order, first) => create(&savepoint, order, first).map(|e| WriteOut::Event(Box::new(e))),
             WriteOp::Append(id, event) => append(&savepoint, *id, event).map(|e| WriteOut::Event(Box::new(e))),
-            WriteOp::Record(execution) => record(&savepoint, execution).map(|e| WriteOut::Execution(Box::new(e))),
             WriteOp::CreateKey(key) => keys::create_key(&savepoint, key).map(|k| WriteOut::Key(Some(Box::new(k)))),
             WriteOp::RevokeKey(id) => keys::revoke_key(&savepoint, *id).map(|k| WriteOut::Key(k.map(Box::new))),
             WriteOp::UseTicket(ticket) => keys::use_ticket(&savepoint, ticket).map(WriteOut::Used),
@@ -491,53 +493,6 @@ fn append(conn: &Connection, id: OrderId, new: &NewEvent) -> Result<Event, Store
     )
     .map_err(unavailable)?;
     Ok(event)
-}
-
-fn record(conn: &Connection, execution: &Execution) -> Result<Execution, StoreError> {
-    conn.execute(
-        "INSERT OR IGNORE INTO executions (signature, order_id, venue, amount_in, outcome, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            execution.signature,
-            execution.order_id.to_string(),
-            execution.venue,
-            to_i64(execution.amount_in, "amount_in")?,
-            json(&execution.outcome),
-            Timestamp::now().to_string()
-        ],
-    )
-    .map_err(unavailable)?;
-    lookup(conn, &execution.signature)?.ok_or_else(|| StoreError::Corrupt("execution vanished".into()))
-}
-
-fn lookup(conn: &Connection, signature: &str) -> Result<Option<Execution>, StoreError> {
-    conn.query_row(
-        "SELECT signature, order_id, venue, amount_in, outcome FROM executions WHERE signature = ?1",
-        [signature],
-        |row| {
-            Ok((
-                row.get::<_, String>("signature")?,
-                row.get::<_, String>("order_id")?,
-                row.get::<_, String>("venue")?,
-                row.get::<_, i64>("amount_in")?,
-                row.get::<_, String>("outcome")?,
-            ))
-        },
-    )
-    .optional()
-    .map_err(unavailable)?
-    .map(|(signature, order_id, venue, amount_in, outcome)| {
-        Ok(Execution {
-            signature,
-            order_id: order_id
-                .parse()
-                .map_err(|e| StoreError::Corrupt(format!("execution order id: {e}")))?,
-            venue,
-            amount_in: amount_in as u128,
-            outcome: parse_json::<Outcome>(&outcome, "execution outcome")?,
-        })
-    })
-    .transpose()
 }
 
 fn applied_versions(conn: &Connection) -> Result<Vec<u32>, StoreError> {
@@ -873,22 +828,6 @@ impl Store for SqliteStore {
             })
         })
         .await
-    }
-}
-
-#[async_trait]
-impl ExecutionLedger for SqliteStore {
-    async fn lookup(&self, signature: &str) -> Result<Option<Execution>, LedgerError> {
-        let signature = signature.to_owned();
-        Ok(self.read(move |conn| lookup(conn, &signature)).await?)
-    }
-
-    async fn record(&self, execution: Execution) -> Result<Execution, LedgerError> {
-        match self.write(WriteOp::Record(Box::new(execution))).await {
-            Ok(WriteOut::Execution(execution)) => Ok(*execution),
-            Ok(_) => unreachable!("record answers with an execution"),
-            Err(e) => Err(LedgerError::Store(e)),
-        }
     }
 }
 

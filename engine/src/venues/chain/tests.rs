@@ -5,7 +5,7 @@ use super::*;
 use crate::{
     domain::{Dur, OrderId},
     store::{SqliteStore, SqliteSync, Store},
-    venues::{FaultsConfig, PoolConfig, SimulatedVenue, Venue},
+    venues::{PoolConfig, SimulatedVenue, Venue},
 };
 use std::collections::BTreeMap;
 
@@ -25,15 +25,8 @@ fn venues() -> VenuesConfig {
         seed: 7,
         quote_latency: Dur::default(),
         quote_jitter: Dur::default(),
-        execute_latency_min: Dur::default(),
-        execute_latency_max: Dur::default(),
         drift_bps: 0.0,
         mean_reversion: 0.0,
-        faults: FaultsConfig {
-            transient_rate: 0.0,
-            permanent_rate: 0.0,
-            transient_first_attempts: 0,
-        },
         pools: vec![
             PoolConfig::ConstantProduct {
                 venue: "raydium".into(),
@@ -168,22 +161,9 @@ impl Sim {
     }
 
     fn venue(&self) -> SimulatedVenue {
-        SimulatedVenue::from_config("raydium", &venues(), &tokens(), Arc::new(NoLedger))
+        SimulatedVenue::from_config("raydium", &venues(), &tokens())
             .unwrap()
             .on_chain(self.chain.clone())
-    }
-}
-
-/// The venue's ledger is not used by quotes.
-struct NoLedger;
-
-#[async_trait]
-impl crate::store::ExecutionLedger for NoLedger {
-    async fn lookup(&self, _: &str) -> Result<Option<crate::store::Execution>, crate::store::LedgerError> {
-        unreachable!("quotes never read the ledger")
-    }
-    async fn record(&self, _: crate::store::Execution) -> Result<crate::store::Execution, crate::store::LedgerError> {
-        unreachable!("quotes never write the ledger")
     }
 }
 
@@ -674,7 +654,7 @@ async fn a_quote_before_the_first_slot_sees_the_started_pools() {
     store.migrate().await.unwrap();
     let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000)));
     let chain = Arc::new(SimulatedChain::new(&settings(), &venues(), &tokens(), store, clock).unwrap());
-    let venue = SimulatedVenue::from_config("raydium", &venues(), &tokens(), Arc::new(NoLedger))
+    let venue = SimulatedVenue::from_config("raydium", &venues(), &tokens())
         .unwrap()
         .on_chain(chain);
     assert!(venue.quote("SOL", "USDC", TEN_SOL).await.unwrap().amount_out.0 > 0);
@@ -689,7 +669,7 @@ async fn while_the_store_is_down_quotes_answer_from_the_last_pools_read_and_rpc_
     });
     let chain =
         Arc::new(SimulatedChain::new(&settings(), &venues(), &tokens(), store.clone(), base.clock.clone()).unwrap());
-    let venue = SimulatedVenue::from_config("raydium", &venues(), &tokens(), Arc::new(NoLedger))
+    let venue = SimulatedVenue::from_config("raydium", &venues(), &tokens())
         .unwrap()
         .on_chain(chain.clone());
     let before = venue.quote("SOL", "USDC", TEN_SOL).await.unwrap().amount_out;
