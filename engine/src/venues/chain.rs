@@ -8,8 +8,10 @@
 //! new tip in the same transaction (the consistency rule of
 //! [`ChainRpc`]). Every process that runs the chain spawns
 //! [`SimulatedChain::drive`], which advances the tip to the wall-clock slot
-//! about twice per slot; every RPC call also catches the tip up first, so
-//! the chain moves whenever anyone looks. The driver also reads the pools
+//! about twice per slot; an RPC call also catches the tip up when no
+//! advance is running in its process (else it answers the last committed
+//! tip, which keeps the consistency rule), so the chain moves whenever
+//! anyone looks and no call queues behind another's store write. The driver also reads the pools
 //! again after each slot, for the quotes, which never wait on the store.
 //!
 //! **Blockhashes.** The blockhash of slot `s` is
