@@ -1106,30 +1106,35 @@ async fn a_chain_that_goes_quiet_never_gets_a_second_signature() {
     assert!(handle.requests.try_recv().is_err(), "no second transaction was sent");
 }
 
+/// Runs `job` until its transaction is sent, then drops the run (a crash
+/// before the send is answered); the chain lands that transaction
+/// `land_after` slots later, or never.
+async fn crash_at_send(h: &Harness, job: &Job, land_after: Option<u64>) -> Transaction {
+    let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
+    let process = pipeline.process(job);
+    tokio::pin!(process);
+    loop {
+        tokio::select! {
+            _ = &mut process => panic!("the run must not finish before the crash"),
+            Some((request, reply)) = handle.requests.recv() => match request {
+                Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
+                Request::Send { tx, .. } => {
+                    drop(reply);
+                    if let Some(slots) = land_after {
+                        handle.land_at(&tx.signature, handle.slot() + slots, tx.min_amount_out);
+                    }
+                    return tx;
+                }
+            },
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_crash_after_submitted_resumes_polling_the_same_signature() {
     let h = Harness::new().await;
     let job = h.order().await;
-    let first = {
-        let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
-        let process = pipeline.process(&job);
-        tokio::pin!(process);
-        // Quote; the chain accepts the transaction (it lands next slot),
-        // and the process dies before it hears back.
-        loop {
-            tokio::select! {
-                _ = &mut process => panic!("the run must not finish before the crash"),
-                Some((request, reply)) = handle.requests.recv() => match request {
-                    Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
-                    Request::Send { tx, .. } => {
-                        drop(reply);
-                        handle.land_at(&tx.signature, handle.slot() + 1, tx.min_amount_out);
-                        break tx;
-                    }
-                },
-            }
-        }
-    };
+    let first = crash_at_send(&h, &job, Some(1)).await;
     let crashed = h.stored(job.order_id).await;
     assert_eq!((crashed.last_kind, crashed.attempts), (EventKind::Submitted, 1));
     let recorded = crashed.route.as_ref().unwrap().legs[0].transaction.clone().unwrap();
@@ -1166,20 +1171,7 @@ async fn a_crash_after_submitted_resumes_polling_the_same_signature() {
 async fn a_restart_after_the_blockhash_expired_fails_that_attempt_then_signs_anew() {
     let h = Harness::new().await;
     let job = h.order().await;
-    let first = {
-        let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
-        let process = pipeline.process(&job);
-        tokio::pin!(process);
-        loop {
-            tokio::select! {
-                _ = &mut process => panic!("the run must not finish before the crash"),
-                Some((request, reply)) = handle.requests.recv() => match request {
-                    Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
-                    Request::Send { tx, .. } => break tx,
-                },
-            }
-        }
-    };
+    let first = crash_at_send(&h, &job, None).await;
     let (restarted, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
     tokio::time::advance(WINDOW + 2 * SLOT).await;
     assert!(handle.slot() > first.last_valid_slot);
@@ -1278,24 +1270,7 @@ async fn two_runs_of_one_order_never_both_send() {
 async fn a_removed_venue_with_a_transaction_out_is_settled_not_failed() {
     let h = Harness::new().await;
     let job = h.order().await;
-    let first = {
-        let (pipeline, mut handle) = h.pipeline(&["raydium"], 3, HOUR);
-        let process = pipeline.process(&job);
-        tokio::pin!(process);
-        loop {
-            tokio::select! {
-                _ = &mut process => panic!("the run must not finish before the crash"),
-                Some((request, reply)) = handle.requests.recv() => match request {
-                    Request::Quote { .. } => reply.send(Answer::Quote).unwrap(),
-                    Request::Send { tx, .. } => {
-                        drop(reply);
-                        handle.land_at(&tx.signature, handle.slot() + 20, tx.min_amount_out);
-                        break tx;
-                    }
-                },
-            }
-        }
-    };
+    let first = crash_at_send(&h, &job, Some(20)).await;
     // Restarted without raydium: the transaction out there is polled until
     // it lands, and the order confirms.
     let (restarted, mut handle) = h.pipeline(&["orca"], 3, HOUR);
