@@ -180,6 +180,14 @@ pub trait Lander: Send + Sync {
     /// past their validity). Pure: called once per advance, under the
     /// store's lock.
     fn land(&self, from: Slot, to: Slot, due: &[ChainTx], pools: &mut [PoolRow]) -> Vec<(String, Landing)>;
+
+    /// Whether pools move in a slot where nothing lands (a price walk).
+    /// When they do not, an advance over slots where no pending
+    /// transaction is due or expires is a single conditional write of the
+    /// tip: no pool is read, locked or written. Default: they do.
+    fn walks(&self) -> bool {
+        true
+    }
 }
 
 /// What one [`ChainStore::advance`] did.

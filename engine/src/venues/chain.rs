@@ -160,9 +160,6 @@ impl PoolLander {
         sim.drift(z, self.sigma, self.kappa);
     }
 
-    fn walks(&self) -> bool {
-        self.sigma > 0.0 || self.kappa > 0.0
-    }
 }
 
 fn tx_error(code: &str, message: String) -> TxError {
@@ -173,6 +170,10 @@ fn tx_error(code: &str, message: String) -> TxError {
 }
 
 impl Lander for PoolLander {
+    fn walks(&self) -> bool {
+        self.sigma > 0.0 || self.kappa > 0.0
+    }
+
     fn land(&self, from: Slot, to: Slot, due: &[ChainTx], rows: &mut [PoolRow]) -> Vec<(String, Landing)> {
         // The stored pools this chain knows, decoded.
         let mut sims: Vec<(usize, &ChainPool, PoolSim, bool)> = Vec::new();
@@ -294,6 +295,85 @@ pub struct SimulatedChain {
     advancing: tokio::sync::Mutex<()>,
     book: RwLock<Book>,
     refreshing: tokio::sync::Mutex<()>,
+    reads: Arc<StatusReads>,
+    fees: Mutex<Option<FeesAt>>,
+}
+
+/// The landed fees of the slots after `after`, read when the tip was
+/// `tip`: final, since nothing lands in a slot at or below a stored tip.
+struct FeesAt {
+    tip: Slot,
+    after: Slot,
+    fees: Vec<u64>,
+}
+
+/// What one caller of [`SimulatedChain::signature_statuses`] waits for.
+type StatusAnswer = Result<Vec<Option<ChainTx>>, StoreError>;
+
+/// Group reads of signature statuses: every order in flight on a process
+/// polls its own signatures, and the polls that arrive while a read runs
+/// share the next one (one `chain_statuses` query for all of them, as a
+/// group commit shares one write). A lone poll reads at once.
+#[derive(Default)]
+struct StatusReads {
+    queue: Mutex<ReadQueue>,
+}
+
+#[derive(Default)]
+struct ReadQueue {
+    waiting: Vec<(Vec<String>, tokio::sync::oneshot::Sender<StatusAnswer>)>,
+    /// A drain task runs (it takes what is waiting, reads, answers, and
+    /// stops when nothing waits).
+    running: bool,
+}
+
+impl StatusReads {
+    /// The statuses of `signatures` from `store`, read together with every
+    /// other poll waiting on this process. The read runs in its own task,
+    /// so a caller that gives up (a timeout) never strands the others.
+    async fn read(self: &Arc<Self>, store: &Arc<dyn ChainStore>, signatures: &[String]) -> StatusAnswer {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.waiting.push((signatures.to_vec(), reply));
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).drain(Arc::clone(store)));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("the status read stopped".into())))
+    }
+
+    async fn drain(self: Arc<Self>, store: Arc<dyn ChainStore>) {
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.running = false;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let mut all: Vec<String> = batch.iter().flat_map(|(s, _)| s.iter().cloned()).collect();
+            all.sort_unstable();
+            all.dedup();
+            let found = store.chain_statuses(&all).await.map(|found| {
+                all.into_iter()
+                    .zip(found)
+                    .filter_map(|(signature, tx)| Some((signature, tx?)))
+                    .collect::<HashMap<String, ChainTx>>()
+            });
+            for (signatures, reply) in batch {
+                let answer = match &found {
+                    Ok(found) => Ok(signatures.iter().map(|s| found.get(s).cloned()).collect()),
+                    Err(error) => Err(error.clone()),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SimulatedChain {
@@ -370,6 +450,8 @@ impl SimulatedChain {
             advancing: tokio::sync::Mutex::new(()),
             book: RwLock::new(Book::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            reads: Arc::default(),
+            fees: Mutex::new(None),
         })
     }
 
@@ -615,10 +697,28 @@ impl ChainRpc for SimulatedChain {
 
     async fn recent_priority_fees(&self, slots: u64) -> Result<Vec<u64>, ChainError> {
         let tip = self.tick().await.map_err(unavailable)?;
-        self.store
-            .landed_fees(tip.saturating_sub(slots))
-            .await
-            .map_err(unavailable)
+        let after = tip.saturating_sub(slots);
+        // One read per tip and window on this process, not one per order:
+        // what landed at or below a stored tip never changes.
+        {
+            let cached = self.fees.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = cached.as_ref()
+                && at.tip == tip
+                && at.after == after
+            {
+                return Ok(at.fees.clone());
+            }
+        }
+        let fees = self.store.landed_fees(after).await.map_err(unavailable)?;
+        let mut cached = self.fees.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_none_or(|at| at.tip <= tip) {
+            *cached = Some(FeesAt {
+                tip,
+                after,
+                fees: fees.clone(),
+            });
+        }
+        Ok(fees)
     }
 
     async fn send_transaction(&self, tx: &Transaction) -> Result<(), ChainError> {
@@ -698,7 +798,7 @@ impl ChainRpc for SimulatedChain {
 
     async fn signature_statuses(&self, signatures: &[String]) -> Result<Vec<Option<SignatureStatus>>, ChainError> {
         self.tick().await.map_err(unavailable)?;
-        let found = self.store.chain_statuses(signatures).await.map_err(unavailable)?;
+        let found = self.reads.read(&self.store, signatures).await.map_err(unavailable)?;
         Ok(found
             .into_iter()
             .map(|tx| {

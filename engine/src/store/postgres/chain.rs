@@ -13,7 +13,8 @@ use crate::store::{
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
-use tokio_postgres::{GenericClient, Row, types::Json};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::{Row, types::Json};
 
 const TX_COLUMNS: &str = "signature, order_id, leg, venue, token_in, token_out, amount_in::text AS amount_in,
     min_amount_out::text AS min_amount_out, blockhash, last_valid_slot, priority_fee, sent_slot, planned_slot, state,
@@ -90,7 +91,8 @@ async fn head<C: GenericClient + Sync>(client: &C, lock: bool) -> Result<Option<
     } else {
         "SELECT genesis_ms, tip FROM chain_state WHERE id = 1"
     };
-    let row = client.query_opt(sql, &[]).await.map_err(db_error)?;
+    let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+    let row = client.query_opt(&statement, &[]).await.map_err(db_error)?;
     Ok(row.map(|row| ChainHead {
         genesis_ms: row.get::<_, i64>(0) as u64,
         tip: row.get::<_, i64>(1) as u64,
@@ -133,7 +135,7 @@ impl ChainStore for PostgresStore {
                 .await
                 .map_err(db_error)?;
             }
-            let head = head(&*tx, false)
+            let head = head(&tx, false)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("the chain head vanished".into()))?;
             tx.commit().await.map_err(db_error)?;
@@ -143,20 +145,28 @@ impl ChainStore for PostgresStore {
     }
 
     async fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
-        self.run(async |client| head(&***client, false).await).await
+        self.run(async |client| head(&*client, false).await).await
     }
 
     async fn broadcast(&self, chain_tx: &ChainTx) -> Result<Broadcast, StoreError> {
         self.run(async |client| {
-            let tx = client.transaction().await.map_err(unavailable)?;
-            let inserted = tx
-                .execute(
+            // The first send of a signature (nearly every send) is one
+            // autocommit statement; only a known signature takes the
+            // locking transaction below.
+            let insert = client
+                .prepare_cached(
                     "INSERT INTO chain_txs (signature, order_id, leg, venue, token_in, token_out, amount_in,
                          min_amount_out, blockhash, last_valid_slot, priority_fee, sent_slot, planned_slot, state,
                          landed_slot, amount_out, error, rebroadcasts)
                      VALUES ($1, $2, $3, $4, $5, $6, CAST($7::text AS NUMERIC), CAST($8::text AS NUMERIC), $9, $10,
                              $11, $12, $13, $14, $15, CAST($16::text AS NUMERIC), $17, $18)
                      ON CONFLICT (signature) DO NOTHING",
+                )
+                .await
+                .map_err(db_error)?;
+            let inserted = client
+                .execute(
+                    &insert,
                     &[
                         &chain_tx.signature,
                         &chain_tx.order_id.0,
@@ -181,9 +191,9 @@ impl ChainStore for PostgresStore {
                 .await
                 .map_err(db_error)?;
             if inserted == 1 {
-                tx.commit().await.map_err(db_error)?;
                 return Ok(Broadcast::First);
             }
+            let tx = client.transaction().await.map_err(unavailable)?;
             // Locks the row, so the state answered is the one updated.
             let before: String = tx
                 .query_one(
@@ -220,7 +230,8 @@ impl ChainStore for PostgresStore {
     async fn advance(&self, to: Slot, lander: Arc<dyn Lander>) -> Result<Advance, StoreError> {
         self.run(async |client| {
             // A cheap read first: most calls find the tip already there.
-            if let Some(head) = head(&***client, false).await?
+            let seen = head(&*client, false).await?;
+            if let Some(head) = seen
                 && head.tip >= to
             {
                 return Ok(Advance {
@@ -228,8 +239,41 @@ impl ChainStore for PostgresStore {
                     advanced: None,
                 });
             }
+            // A quiet chain (no price walk, nothing due or expiring): one
+            // conditional statement moves the tip. A transaction sent while
+            // it runs, and not seen by it, lands in a later advance: late,
+            // never twice, never below a tip anyone was answered.
+            if !lander.walks()
+                && let Some(from) = seen.map(|h| h.tip)
+                && let Some(row) = client
+                    .query_opt(
+                        &client
+                            .prepare_cached(
+                                "UPDATE chain_state SET tip = $1 WHERE id = 1 AND tip < $1 AND NOT EXISTS (
+                                     SELECT 1 FROM chain_txs WHERE state = 'pending'
+                                     AND (planned_slot <= $1 OR last_valid_slot < $1))
+                                 RETURNING tip",
+                            )
+                            .await
+                            .map_err(db_error)?,
+                        &[&slot(to)],
+                    )
+                    .await
+                    .map_err(db_error)?
+            {
+                let to = row.get::<_, i64>(0) as u64;
+                return Ok(Advance {
+                    tip: to,
+                    advanced: Some(Advanced {
+                        from: from.min(to),
+                        to,
+                        landed: Vec::new(),
+                        expired: 0,
+                    }),
+                });
+            }
             let tx = client.transaction().await.map_err(unavailable)?;
-            let from = head(&*tx, true)
+            let from = head(&tx, true)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("the chain advanced before it started".into()))?
                 .tip;
@@ -242,10 +286,12 @@ impl ChainStore for PostgresStore {
             }
             let due = tx
                 .query(
-                    &format!(
+                    &tx.prepare_cached(&format!(
                         "SELECT {TX_COLUMNS} FROM chain_txs WHERE state = 'pending' AND planned_slot <= $1
                          ORDER BY planned_slot, priority_fee DESC, signature FOR UPDATE"
-                    ),
+                    ))
+                    .await
+                    .map_err(db_error)?,
                     &[&slot(to)],
                 )
                 .await
@@ -255,7 +301,11 @@ impl ChainStore for PostgresStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut pools = tx
                 .query(
-                    &format!("SELECT {POOL_COLUMNS} FROM chain_pools ORDER BY pool FOR UPDATE"),
+                    &tx.prepare_cached(&format!(
+                        "SELECT {POOL_COLUMNS} FROM chain_pools ORDER BY pool FOR UPDATE"
+                    ))
+                    .await
+                    .map_err(db_error)?,
                     &[],
                 )
                 .await
@@ -268,7 +318,7 @@ impl ChainStore for PostgresStore {
             let mut landed = Vec::with_capacity(landings.len());
             if !landings.is_empty() {
                 let update = tx
-                    .prepare(
+                    .prepare_cached(
                         "UPDATE chain_txs SET state = $2, landed_slot = $3, amount_out = CAST($4::text AS NUMERIC),
                              error = $5 WHERE signature = $1 AND state = 'pending'",
                     )
@@ -310,7 +360,7 @@ impl ChainStore for PostgresStore {
             let moved: Vec<&PoolRow> = pools.iter().filter(|p| !before.contains(p)).collect();
             if !moved.is_empty() {
                 let update = tx
-                    .prepare(
+                    .prepare_cached(
                         "UPDATE chain_pools SET state = $2, base_in = CAST($3::text AS NUMERIC),
                              base_out = CAST($4::text AS NUMERIC), quote_in = CAST($5::text AS NUMERIC),
                              quote_out = CAST($6::text AS NUMERIC), swaps = $7 WHERE pool = $1",
@@ -336,12 +386,21 @@ impl ChainStore for PostgresStore {
             }
             let expired = tx
                 .execute(
-                    "UPDATE chain_txs SET state = 'expired' WHERE state = 'pending' AND last_valid_slot < $1",
+                    &tx.prepare_cached(
+                        "UPDATE chain_txs SET state = 'expired' WHERE state = 'pending' AND last_valid_slot < $1",
+                    )
+                    .await
+                    .map_err(db_error)?,
                     &[&slot(to)],
                 )
                 .await
                 .map_err(db_error)?;
-            tx.execute("UPDATE chain_state SET tip = $1 WHERE id = 1", &[&slot(to)])
+            tx.execute(
+                &tx.prepare_cached("UPDATE chain_state SET tip = $1 WHERE id = 1")
+                    .await
+                    .map_err(db_error)?,
+                &[&slot(to)],
+            )
                 .await
                 .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
@@ -382,7 +441,10 @@ impl ChainStore for PostgresStore {
             .run(async |client| {
                 client
                     .query(
-                        &format!("SELECT {TX_COLUMNS} FROM chain_txs WHERE signature = ANY($1)"),
+                        &client
+                            .prepare_cached(&format!("SELECT {TX_COLUMNS} FROM chain_txs WHERE signature = ANY($1)"))
+                            .await
+                            .map_err(db_error)?,
                         &[&signatures],
                     )
                     .await
@@ -392,18 +454,22 @@ impl ChainStore for PostgresStore {
                     .collect()
             })
             .await?;
-        Ok(signatures
-            .iter()
-            .map(|signature| found.iter().find(|t| &t.signature == signature).cloned())
-            .collect())
+        let mut found: std::collections::HashMap<String, ChainTx> =
+            found.into_iter().map(|t| (t.signature.clone(), t)).collect();
+        Ok(signatures.iter().map(|signature| found.remove(signature)).collect())
     }
 
     async fn landed_fees(&self, after: Slot) -> Result<Vec<u64>, StoreError> {
         self.run(async |client| {
             Ok(client
                 .query(
-                    "SELECT priority_fee FROM chain_txs WHERE landed_slot > $1 AND state IN ('landed', 'failed')
-                     ORDER BY landed_slot, signature",
+                    &client
+                        .prepare_cached(
+                            "SELECT priority_fee FROM chain_txs WHERE landed_slot > $1 AND state IN ('landed', 'failed')
+                             ORDER BY landed_slot, signature",
+                        )
+                        .await
+                        .map_err(db_error)?,
                     &[&slot(after)],
                 )
                 .await
@@ -418,7 +484,13 @@ impl ChainStore for PostgresStore {
     async fn chain_pools(&self) -> Result<Vec<PoolRow>, StoreError> {
         self.run(async |client| {
             client
-                .query(&format!("SELECT {POOL_COLUMNS} FROM chain_pools ORDER BY pool"), &[])
+                .query(
+                    &client
+                        .prepare_cached(&format!("SELECT {POOL_COLUMNS} FROM chain_pools ORDER BY pool"))
+                        .await
+                        .map_err(db_error)?,
+                    &[],
+                )
                 .await
                 .map_err(db_error)?
                 .iter()

@@ -248,6 +248,30 @@ pub(super) fn advance(conn: &Connection, to: Slot, lander: &dyn Lander) -> Resul
             advanced: None,
         });
     }
+    // A quiet chain (no price walk, nothing due or expiring): only the tip
+    // moves; no pool is read or written.
+    if !lander.walks() {
+        let busy: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM chain_txs WHERE state = 'pending'
+                     AND (planned_slot <= ?1 OR last_valid_slot < ?1))",
+            )
+            .and_then(|mut stmt| stmt.query_row([slot(to)], |row| row.get(0)))
+            .map_err(unavailable)?;
+        if !busy {
+            conn.execute("UPDATE chain_state SET tip = ?1 WHERE id = 1", [slot(to)])
+                .map_err(unavailable)?;
+            return Ok(Advance {
+                tip: to,
+                advanced: Some(Advanced {
+                    from,
+                    to,
+                    landed: Vec::new(),
+                    expired: 0,
+                }),
+            });
+        }
+    }
     let due = {
         let mut stmt = conn
             .prepare_cached(&format!(
