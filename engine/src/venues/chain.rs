@@ -159,7 +159,6 @@ impl PoolLander {
         .normal();
         sim.drift(z, self.sigma, self.kappa);
     }
-
 }
 
 fn tx_error(code: &str, message: String) -> TxError {

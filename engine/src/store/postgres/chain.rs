@@ -11,9 +11,9 @@ use crate::store::{
     Advance, Advanced, Broadcast, ChainHead, ChainStore, ChainTx, Lander, Landing, PoolRow, StoreError, TxState,
 };
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use std::sync::Arc;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::{Row, types::Json};
 
 const TX_COLUMNS: &str = "signature, order_id, leg, venue, token_in, token_out, amount_in::text AS amount_in,
@@ -401,8 +401,8 @@ impl ChainStore for PostgresStore {
                     .map_err(db_error)?,
                 &[&slot(to)],
             )
-                .await
-                .map_err(db_error)?;
+            .await
+            .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             Ok(Advance {
                 tip: to,
