@@ -93,6 +93,7 @@ macro_rules! chain_contract {
                 a_dropped_transaction_gets_a_new_chance_only_while_valid,
                 an_advance_lands_moves_pools_and_expires_in_one_step,
                 an_advance_to_a_reached_slot_does_nothing,
+                a_quiet_advance_moves_only_the_tip_until_something_is_due,
             );
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn racing_advancers_land_each_transaction_once() {
@@ -1240,6 +1241,59 @@ pub(crate) async fn the_stream_holds_every_event_once_by_owner_and_resumes_after
 }
 
 // ---- The chain state contract ----------------------------------------
+
+/// [`OneToOne`] on a chain whose pools never walk (`Lander::walks`).
+#[derive(Default)]
+struct Still(OneToOne);
+
+impl Lander for Still {
+    fn land(&self, from: u64, to: u64, due: &[ChainTx], pools: &mut [PoolRow]) -> Vec<(String, Landing)> {
+        self.0.land(from, to, due, pools)
+    }
+
+    fn walks(&self) -> bool {
+        false
+    }
+}
+
+/// Pools that never walk and nothing due: an advance moves the tip
+/// without calling the lander or touching a pool; once a transaction is
+/// due (or expires) the full advance lands (or expires) it.
+pub(crate) async fn a_quiet_advance_moves_only_the_tip_until_something_is_due<S: Backend>(store: Arc<S>) {
+    started(&*store).await;
+    let lander = Arc::new(Still::default());
+    let pools = store.chain_pools().await.unwrap();
+    let quiet = store.advance(4, lander.clone()).await.unwrap();
+    assert_eq!(quiet.tip, 4);
+    let advanced = quiet.advanced.expect("the tip moved");
+    assert_eq!((advanced.to, advanced.landed.len(), advanced.expired), (4, 0, 0));
+    assert_eq!(
+        lander.0.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no landing ran"
+    );
+    assert_eq!(store.chain_head().await.unwrap().unwrap().tip, 4);
+    assert_eq!(store.chain_pools().await.unwrap(), pools, "no pool written");
+
+    store.broadcast(&chain_tx("q-due", Some(6), 20)).await.unwrap();
+    store.broadcast(&chain_tx("q-old", Some(30), 5)).await.unwrap();
+    let quiet = store.advance(5, lander.clone()).await.unwrap();
+    assert_eq!(quiet.tip, 5, "nothing due at 5 and nothing past its validity");
+    assert_eq!(lander.0.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let busy = store.advance(6, lander.clone()).await.unwrap().advanced.unwrap();
+    assert_eq!(
+        lander.0.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the full advance ran"
+    );
+    assert_eq!(busy.expired, 1, "q-old was past its last valid slot");
+    let landed: Vec<(&str, Option<u64>)> = busy
+        .landed
+        .iter()
+        .map(|t| (t.signature.as_str(), t.landed_slot))
+        .collect();
+    assert_eq!(landed, vec![("q-due", Some(6))]);
+}
 
 /// A lander for the contract: each due transaction lands at
 /// `max(planned, from + 1)` while valid; it swaps 1:1 into its venue's

@@ -598,6 +598,8 @@ async fn the_driver_advances_the_tip_until_shut_down() {
 struct Switchable {
     inner: Arc<SqliteStore>,
     down: std::sync::atomic::AtomicBool,
+    /// Status reads hang (no answer, no error) while set.
+    silent: std::sync::atomic::AtomicBool,
 }
 
 impl Switchable {
@@ -634,6 +636,9 @@ impl ChainStore for Switchable {
     }
     async fn chain_statuses(&self, signatures: &[String]) -> Result<Vec<Option<ChainTx>>, StoreError> {
         self.check()?;
+        while self.silent.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.inner.chain_statuses(signatures).await
     }
     async fn landed_fees(&self, after: Slot) -> Result<Vec<u64>, StoreError> {
@@ -666,6 +671,7 @@ async fn while_the_store_is_down_quotes_answer_from_the_last_pools_read_and_rpc_
     let store = Arc::new(Switchable {
         inner: base.store.clone(),
         down: Default::default(),
+        silent: Default::default(),
     });
     let chain =
         Arc::new(SimulatedChain::new(&settings(), &venues(), &tokens(), store.clone(), base.clock.clone()).unwrap());
@@ -681,4 +687,40 @@ async fn while_the_store_is_down_quotes_answer_from_the_last_pools_read_and_rpc_
     assert!(chain.tick_and_refresh().await.is_err());
     store.down.store(false, Ordering::SeqCst);
     assert_eq!(chain.tick_and_refresh().await.unwrap(), 3);
+}
+
+/// Status polls share one read; while that read hangs (a store that stops
+/// answering without an error) callers give up on their own deadline, and
+/// once it answers, the polls that waited and new ones all get answers.
+#[tokio::test]
+async fn polls_share_a_status_read_and_a_silent_read_strands_no_caller() {
+    let base = Sim::new(settings()).await;
+    let store = Arc::new(Switchable {
+        inner: base.store.clone(),
+        down: Default::default(),
+        silent: Default::default(),
+    });
+    let chain =
+        Arc::new(SimulatedChain::new(&settings(), &venues(), &tokens(), store.clone(), base.clock.clone()).unwrap());
+    let many: Vec<Vec<String>> = (0..20).map(|i| vec![format!("unknown-{i}")]).collect();
+    let answers = futures_util::future::join_all(many.iter().map(|s| chain.signature_statuses(s))).await;
+    for answer in answers {
+        assert_eq!(answer.unwrap(), vec![None], "an unknown signature has no status");
+    }
+    store.silent.store(true, Ordering::SeqCst);
+    let waiting = tokio::time::timeout(Duration::from_millis(50), chain.signature_statuses(&many[0])).await;
+    assert!(waiting.is_err(), "a silent read gives no answer");
+    let later = tokio::spawn({
+        let chain = chain.clone();
+        let signatures = many[1].clone();
+        async move { chain.signature_statuses(&signatures).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.silent.store(false, Ordering::SeqCst);
+    let later = tokio::time::timeout(Duration::from_secs(5), later)
+        .await
+        .expect("answered once the store answers")
+        .unwrap();
+    assert_eq!(later.unwrap(), vec![None]);
+    assert_eq!(chain.signature_statuses(&many[2]).await.unwrap(), vec![None]);
 }
