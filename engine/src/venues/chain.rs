@@ -346,11 +346,23 @@ impl StatusReads {
     }
 
     async fn drain(self: Arc<Self>, store: Arc<dyn ChainStore>) {
+        /// Clears `running` however the task ends (a panic in the store, a
+        /// runtime shutting down), so the next poll starts a new drain.
+        struct Running(Option<Arc<StatusReads>>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if let Some(reads) = self.0.take() {
+                    reads.queue.lock().unwrap_or_else(|p| p.into_inner()).running = false;
+                }
+            }
+        }
+        let mut running = Running(Some(Arc::clone(&self)));
         loop {
             let batch = {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if queue.waiting.is_empty() {
                     queue.running = false;
+                    running.0 = None;
                     return;
                 }
                 std::mem::take(&mut queue.waiting)
