@@ -497,13 +497,15 @@ pub mod event {
     pub fn ws_orders_watched(n: usize) {
         gauge!(WS_ORDERS_WATCHED).set(n as f64);
     }
-    /// A WebSocket message went out.
-    pub fn ws_sent(bytes: usize, replayed: bool) {
-        counter!(WS_MESSAGES).increment(1);
-        counter!(WS_BYTES).increment(bytes as u64);
-        if replayed {
-            counter!(WS_REPLAYED).increment(1);
-        }
+    /// WebSocket messages went out (`bytes`: their payloads).
+    pub fn ws_sent(messages: u64, bytes: u64) {
+        counter!(WS_MESSAGES).increment(messages);
+        counter!(WS_BYTES).increment(bytes);
+    }
+    /// A stored event was replayed to a WebSocket client (its bytes are
+    /// counted when written, by [`ws_sent`]).
+    pub fn ws_replayed() {
+        counter!(WS_REPLAYED).increment(1);
     }
     /// A slow client was closed.
     pub fn ws_slow_close() {

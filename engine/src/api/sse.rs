@@ -201,7 +201,10 @@ async fn run(state: &Arc<ApiState>, order: OrderId, since: u64, chunks: &mpsc::S
 async fn send(chunks: &mpsc::Sender<Bytes>, chunk: Bytes, replayed: bool) -> Result<(), ()> {
     let len = chunk.len();
     chunks.send(chunk).await.map_err(|_| ())?;
-    event::ws_sent(len, replayed);
+    event::ws_sent(1, len as u64);
+    if replayed {
+        event::ws_replayed();
+    }
     Ok(())
 }
 

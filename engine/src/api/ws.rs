@@ -24,12 +24,12 @@ use crate::{
     domain::{OrderId, Timestamp},
     telemetry::event,
 };
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketWrite};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::{sync::Arc, time::Duration};
 use tokio::{
-    io::{AsyncReadExt, ReadHalf, WriteHalf},
+    io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf},
     sync::mpsc,
     time::{Instant, sleep_until},
 };
@@ -37,29 +37,86 @@ use tokio::{
 /// The write half of a session's socket, each write bounded by a deadline
 /// (`websocket.ping_timeout`): a client that reads nothing for that long
 /// cannot hold a session (and its task and buffers) forever.
+///
+/// Frames are laid out by fastwebsockets ([`Frame::fmt_head`]; a server's
+/// frames are unmasked, RFC 6455 §5.1) into one buffer: [`Writer::queue`]
+/// adds a text frame, [`Writer::flush`] writes every queued frame with one
+/// write, so a session that finds several events waiting sends them in one
+/// system call instead of one each.
 pub(super) struct Writer {
-    socket: WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>,
+    socket: WriteHalf<TokioIo<Upgraded>>,
+    /// Frames laid out and not yet written.
+    pending: Vec<u8>,
+    /// Messages and bytes of payload in `pending` (for the metrics).
+    queued: (u64, u64),
     deadline: Duration,
     /// A write missed its deadline: the socket may hold half a frame, so
     /// nothing more may be written to it (not even a close frame).
     stalled: bool,
 }
 
+/// A buffer that grew past this while a burst was written is given back.
+const KEEP_BUFFER: usize = 16 * 1024;
+
 impl Writer {
-    /// Writes one frame within the deadline. A write that misses it fails
-    /// with an `IoError` of kind `TimedOut` and marks the writer stalled;
-    /// every later write fails the same way at once.
-    pub(super) async fn write(&mut self, frame: Frame<'_>) -> Result<(), WebSocketError> {
+    fn new(socket: WriteHalf<TokioIo<Upgraded>>, deadline: Duration) -> Self {
+        Writer {
+            socket,
+            pending: Vec::new(),
+            queued: (0, 0),
+            deadline,
+            stalled: false,
+        }
+    }
+
+    /// Lays `frame` out after the frames already queued.
+    fn lay_out(&mut self, mut frame: Frame<'_>) {
+        let mut head = [0u8; 10];
+        let size = frame.fmt_head(&mut head);
+        self.pending.extend_from_slice(&head[..size]);
+        self.pending.extend_from_slice(&frame.payload);
+    }
+
+    /// Queues one text message (written by the next [`Writer::flush`]).
+    pub(super) fn queue(&mut self, payload: &[u8]) {
+        self.lay_out(Frame::text(Payload::Borrowed(payload)));
+        self.queued.0 += 1;
+        self.queued.1 += payload.len() as u64;
+    }
+
+    /// Writes every queued frame, within the deadline. A write that misses
+    /// it fails with an `IoError` of kind `TimedOut` and marks the writer
+    /// stalled; every later write fails the same way at once.
+    pub(super) async fn flush(&mut self) -> Result<(), WebSocketError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         if self.stalled {
             return Err(stalled());
         }
-        match tokio::time::timeout(self.deadline, self.socket.write_frame(frame)).await {
-            Ok(written) => written,
+        let written = tokio::time::timeout(self.deadline, self.socket.write_all(&self.pending)).await;
+        self.pending.clear();
+        if self.pending.capacity() > KEEP_BUFFER {
+            self.pending = Vec::new();
+        }
+        let (messages, bytes) = std::mem::take(&mut self.queued);
+        match written {
+            Ok(Ok(())) => {
+                event::ws_sent(messages, bytes);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(WebSocketError::IoError(e)),
             Err(_) => {
                 self.stalled = true;
                 Err(stalled())
             }
         }
+    }
+
+    /// Writes one frame (after any queued ones) within the deadline.
+    pub(super) async fn write(&mut self, frame: Frame<'_>) -> Result<(), WebSocketError> {
+        self.lay_out(frame);
+        self.flush().await
     }
 }
 
@@ -329,12 +386,7 @@ pub(super) async fn run_session(
     // Split by hand rather than with `WebSocket::split`, so the reader task
     // keeps the raw read half and can drain it after a broken frame.
     let (raw_read, raw_write) = tokio::io::split(ws.into_inner());
-    let (_, socket) = fastwebsockets::after_handshake_split(tokio::io::empty(), raw_write, Role::Server);
-    let mut writer = Writer {
-        socket,
-        deadline: write_deadline,
-        stalled: false,
-    };
+    let mut writer = Writer::new(raw_write, write_deadline);
     let (control, mut controls) = mpsc::channel(8);
     let mut reading = tokio::spawn(read_client(raw_read, control));
 
@@ -434,11 +486,14 @@ async fn drain(raw: &mut ReadHalf<TokioIo<Upgraded>>) {
     }
 }
 
-/// Sends one text message; `replayed` marks events read from the store.
+/// Sends one text message (after any queued ones); `replayed` marks events
+/// read from the store.
 pub(super) async fn send(writer: &mut Writer, payload: &[u8], replayed: bool) -> Result<(), WebSocketError> {
-    writer.write(Frame::text(Payload::Borrowed(payload))).await?;
-    event::ws_sent(payload.len(), replayed);
-    Ok(())
+    if replayed {
+        event::ws_replayed();
+    }
+    writer.queue(payload);
+    writer.flush().await
 }
 
 /// The ping rule of every session: a ping every `websocket.ping_interval`;
@@ -612,40 +667,27 @@ async fn stream(
                 Flow::Continue | Flow::Text(_) => {}
                 Flow::End(end) => return Ok(end),
             },
-            event = membership.events.recv() => { heartbeat.busy(); match event {
-                Some(event) if event.is_resync() => {
-                    // The bus may have dropped events: the store has them all.
-                    if let Some(end) = replay(writer, state, order, &mut cursor, u64::MAX).await? {
+            event = membership.events.recv() => {
+                heartbeat.busy();
+                // Every event already waiting goes out in the same write.
+                let (mut next, mut handled) = (event, 0);
+                loop {
+                    if let Some(end) = on_event(writer, state, order, &mut cursor, next).await? {
+                        writer.flush().await?;
                         return Ok(end);
                     }
-                }
-                Some(event) => {
-                    match cursor.step(event.seq) {
-                        // The client has the terminal event already (it
-                        // came from history, or `since` covers it): done.
-                        Step::Skip if event.terminal => return Ok(End::Finished),
-                        Step::Skip => continue,
-                        Step::Send => {}
-                        Step::FillGap => {
-                            // The bus lost something: the store has it.
-                            if let Some(end) = replay(writer, state, order, &mut cursor, event.seq).await? {
-                                return Ok(end);
-                            }
-                        }
+                    handled += 1;
+                    if handled == BURST {
+                        break;
                     }
-                    send(writer, &event.payload, false).await?;
-                    cursor.sent(event.seq);
-                    if event.terminal {
-                        return Ok(End::Finished);
-                    }
+                    next = match membership.events.try_recv() {
+                        Ok(event) => Some(event),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    };
                 }
-                None => {
-                    event::ws_slow_close();
-                    let last = cursor.last;
-                    tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
-                    return Ok(End::TooSlow { resume: format!("since={last}") });
-                }
-            }},
+                writer.flush().await?;
+            },
             beat = heartbeat.beat() => match beat {
                 Beat::Timeout => return Ok(End::PingTimeout),
                 Beat::Ping { quiet } => {
@@ -664,6 +706,50 @@ async fn stream(
             },
         }
     }
+}
+
+/// Most live events one write carries.
+const BURST: usize = 64;
+
+/// Handles one live event of the order (`None`: the hub dropped this slow
+/// client): queues it on `writer` (the caller flushes), fills a gap from
+/// the store first, or skips what the client has; `Some(end)` when the
+/// session must end.
+async fn on_event(
+    writer: &mut Writer,
+    state: &Arc<ApiState>,
+    order: OrderId,
+    cursor: &mut Cursor,
+    event: Option<Arc<Published>>,
+) -> Result<Option<End>, WebSocketError> {
+    let Some(event) = event else {
+        event::ws_slow_close();
+        let last = cursor.last;
+        tracing::warn!(order_id = %order, last, "closing a slow WebSocket client");
+        return Ok(Some(End::TooSlow {
+            resume: format!("since={last}"),
+        }));
+    };
+    if event.is_resync() {
+        // The bus may have dropped events: the store has them all.
+        return replay(writer, state, order, cursor, u64::MAX).await;
+    }
+    match cursor.step(event.seq) {
+        // The client has the terminal event already (it came from history,
+        // or `since` covers it): done.
+        Step::Skip if event.terminal => return Ok(Some(End::Finished)),
+        Step::Skip => return Ok(None),
+        Step::Send => {}
+        Step::FillGap => {
+            // The bus lost something: the store has it.
+            if let Some(end) = replay(writer, state, order, cursor, event.seq).await? {
+                return Ok(Some(end));
+            }
+        }
+    }
+    writer.queue(&event.payload);
+    cursor.sent(event.seq);
+    Ok(event.terminal.then_some(End::Finished))
 }
 
 /// Sends stored events after the cursor and before `before`, advancing it;

@@ -143,14 +143,16 @@ fn pool_rows(conn: &Connection) -> Result<Vec<PoolRow>, StoreError> {
 }
 
 pub(super) fn head(conn: &Connection) -> Result<Option<ChainHead>, StoreError> {
-    conn.query_row("SELECT genesis_ms, tip FROM chain_state WHERE id = 1", [], |row| {
-        Ok(ChainHead {
-            genesis_ms: row.get::<_, i64>(0)? as u64,
-            tip: row.get::<_, i64>(1)? as u64,
+    conn.prepare_cached("SELECT genesis_ms, tip FROM chain_state WHERE id = 1")
+        .map_err(unavailable)?
+        .query_row([], |row| {
+            Ok(ChainHead {
+                genesis_ms: row.get::<_, i64>(0)? as u64,
+                tip: row.get::<_, i64>(1)? as u64,
+            })
         })
-    })
-    .optional()
-    .map_err(unavailable)
+        .optional()
+        .map_err(unavailable)
 }
 
 pub(super) fn start(conn: &Connection, genesis_ms: u64, pools: &[PoolRow]) -> Result<ChainHead, StoreError> {
@@ -238,6 +240,14 @@ pub(super) fn broadcast(conn: &Connection, tx: &ChainTx) -> Result<Broadcast, St
     Ok(Broadcast::Again(before))
 }
 
+/// Moves the stored tip to `to`.
+fn set_tip(conn: &Connection, to: Slot) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE chain_state SET tip = ?1 WHERE id = 1")
+        .and_then(|mut stmt| stmt.execute([slot(to)]))
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 pub(super) fn advance(conn: &Connection, to: Slot, lander: &dyn Lander) -> Result<Advance, StoreError> {
     let from = head(conn)?
         .ok_or_else(|| StoreError::Corrupt("the chain advanced before it started".into()))?
@@ -259,8 +269,7 @@ pub(super) fn advance(conn: &Connection, to: Slot, lander: &dyn Lander) -> Resul
             .and_then(|mut stmt| stmt.query_row([slot(to)], |row| row.get(0)))
             .map_err(unavailable)?;
         if !busy {
-            conn.execute("UPDATE chain_state SET tip = ?1 WHERE id = 1", [slot(to)])
-                .map_err(unavailable)?;
+            set_tip(conn, to)?;
             return Ok(Advance {
                 tip: to,
                 advanced: Some(Advanced {
@@ -348,13 +357,10 @@ pub(super) fn advance(conn: &Connection, to: Slot, lander: &dyn Lander) -> Resul
         }
     }
     let expired = conn
-        .execute(
-            "UPDATE chain_txs SET state = 'expired' WHERE state = 'pending' AND last_valid_slot < ?1",
-            [slot(to)],
-        )
+        .prepare_cached("UPDATE chain_txs SET state = 'expired' WHERE state = 'pending' AND last_valid_slot < ?1")
+        .and_then(|mut stmt| stmt.execute([slot(to)]))
         .map_err(unavailable)? as u64;
-    conn.execute("UPDATE chain_state SET tip = ?1 WHERE id = 1", [slot(to)])
-        .map_err(unavailable)?;
+    set_tip(conn, to)?;
     Ok(Advance {
         tip: to,
         advanced: Some(Advanced {
