@@ -259,8 +259,45 @@ async fn a_frame_with_reserved_bits_closes_1002(backend: Backend) {
     assert_eq!(stream.close, 1000, "the order itself is unaffected");
 }
 
+/// The server reads client frames with no buffer while the client is
+/// quiet: a frame that comes in pieces, one after a quiet gap, and one that
+/// shares a read with the start of the next are all read whole and in order.
+async fn frames_in_pieces_and_after_quiet_gaps_are_all_answered(backend: Backend) {
+    let engine = Engine::start_on(backend, SLOW_VENUES);
+    let id = engine.order(sol_usdc(1.0)).await;
+    let mut socket = RawSocket::connect(&engine.url, &format!("/api/orders/status/{id}")).await;
+    let (one, two) = (client_frame(0x89, b"one"), client_frame(0x89, b"two"));
+    let write = socket.write.as_mut().expect("the write half");
+    // Half a header, the rest of it, then the payload.
+    for piece in [&one[..1], &one[1..4], &one[4..]] {
+        write.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Quiet; then a whole frame and two bytes of the next in one write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut joined = two.clone();
+    joined.extend_from_slice(&one[..2]);
+    write.write_all(&joined).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    write.write_all(&one[2..]).await.unwrap();
+
+    let mut pongs = Vec::new();
+    while pongs.len() < 3 {
+        let (opcode, payload) = tokio::time::timeout(Duration::from_secs(10), socket.frame())
+            .await
+            .expect("every ping is answered");
+        match opcode {
+            0xA => pongs.push(String::from_utf8(payload).unwrap()),
+            0x8 => panic!("closed before every ping was answered: {pongs:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(pongs, ["one", "two", "one"]);
+}
+
 crate::on_both_backends!(
     since_past_the_last_event_is_refused_with_400_on_the_socket_and_events,
+    frames_in_pieces_and_after_quiet_gaps_are_all_answered,
     since_at_the_terminal_event_gets_greetings_then_1000_at_once,
     a_frame_over_the_limit_closes_1009_and_other_watchers_get_every_event,
     a_frame_with_reserved_bits_closes_1002,

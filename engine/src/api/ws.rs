@@ -434,41 +434,174 @@ pub(super) async fn run_session(
 /// for at most [`LINGER`] (until the client goes quiet for
 /// [`LINGER_IDLE`]), so that hanging up does not reset the connection under
 /// the close frame.
+///
+/// A frame reader holds an 8 KiB read buffer (fastwebsockets allocates it
+/// up front), more than half of what an open socket costs. So none is held
+/// while the client is quiet: the task waits for a first byte with none,
+/// reads frames while bytes keep coming, and drops the reader (and its
+/// buffer) as soon as every byte it was handed belongs to a frame it has
+/// returned ([`FrameEnds`] tells).
 async fn read_client(mut raw: ReadHalf<TokioIo<Upgraded>>, control: mpsc::Sender<Control>) {
-    let broken = {
-        let (mut reader, _) = fastwebsockets::after_handshake_split(&mut raw, tokio::io::sink(), Role::Server);
+    let broken = 'session: loop {
+        // Quiet: wait for the client's next byte without a frame buffer.
+        let mut first = [0u8; 1];
+        let first = match raw.read(&mut first).await {
+            Ok(1) => Some(first[0]),
+            // End of input or an error: the reader below meets it again
+            // and reports it as it reports any broken read.
+            _ => None,
+        };
+        let ends = std::sync::Mutex::new(FrameEnds::default());
+        let mut source = Counted {
+            raw: &mut raw,
+            first,
+            ends: &ends,
+        };
+        let (mut reader, _) = fastwebsockets::after_handshake_split(&mut source, tokio::io::sink(), Role::Server);
         reader.set_auto_close(false);
         reader.set_auto_pong(false);
         reader.set_max_message_size(MAX_CLIENT_FRAME + 1);
+        let mut returned = 0u64;
         loop {
             let frame = reader.read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) }).await;
             let message = match frame {
-                Ok(frame) => match frame.opcode {
-                    OpCode::Ping => Control::Ping(frame.payload.to_vec()),
-                    OpCode::Pong => Control::Pong,
-                    OpCode::Close => Control::End(End::of_client_close(&frame.payload)),
-                    // UTF-8 already checked by fastwebsockets (1007 if not).
-                    OpCode::Text => Control::Text(frame.payload.to_vec()),
-                    // Binary frames mean nothing here; they are ignored.
-                    _ => continue,
-                },
-                Err(e) => Control::End(End::of_read_error(&e)),
+                Ok(frame) => {
+                    returned += 1;
+                    match frame.opcode {
+                        OpCode::Ping => Some(Control::Ping(frame.payload.to_vec())),
+                        OpCode::Pong => Some(Control::Pong),
+                        OpCode::Close => Some(Control::End(End::of_client_close(&frame.payload))),
+                        // UTF-8 already checked by fastwebsockets (1007 if not).
+                        OpCode::Text => Some(Control::Text(frame.payload.to_vec())),
+                        // Binary frames mean nothing here; they are ignored.
+                        _ => None,
+                    }
+                }
+                Err(e) => Some(Control::End(End::of_read_error(&e))),
             };
-            let broken = match &message {
-                Control::End(end) => Some(end.lingers()),
-                _ => None,
-            };
-            if control.send(message).await.is_err() {
-                return;
+            if let Some(message) = message {
+                let broken = match &message {
+                    Control::End(end) => Some(end.lingers()),
+                    _ => None,
+                };
+                if control.send(message).await.is_err() {
+                    return;
+                }
+                if let Some(broken) = broken {
+                    break 'session broken;
+                }
             }
-            if let Some(broken) = broken {
-                break broken;
+            if ends.lock().expect("frame ends lock").drained(returned) {
+                // Nothing is left in the reader's buffer: give it back.
+                break;
             }
         }
     };
     drop(control);
     if broken {
         drain(&mut raw).await;
+    }
+}
+
+/// The read half as a frame reader sees it: first the byte that woke the
+/// session up, then the socket; every byte handed over is fed to
+/// [`FrameEnds`].
+struct Counted<'a> {
+    raw: &'a mut ReadHalf<TokioIo<Upgraded>>,
+    first: Option<u8>,
+    ends: &'a std::sync::Mutex<FrameEnds>,
+}
+
+impl tokio::io::AsyncRead for Counted<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        if let Some(byte) = this.first.take() {
+            buf.put_slice(&[byte]);
+        } else {
+            std::task::ready!(std::pin::Pin::new(&mut *this.raw).poll_read(cx, buf))?;
+        }
+        this.ends.lock().expect("frame ends lock").feed(&buf.filled()[before..]);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Where the client's frames end in the bytes handed to a frame reader
+/// (RFC 6455 §5.2: two header bytes, a 16- or 64-bit extended length when
+/// the 7-bit one is 126 or 127, a 4-byte masking key when the mask bit is
+/// set, then the payload). It only finds boundaries; the reader checks
+/// everything else.
+#[derive(Debug, Default)]
+pub(super) struct FrameEnds {
+    /// Header bytes of the frame being read so far (at most 14).
+    header: Vec<u8>,
+    /// Payload bytes of the current frame still to come (`None`: in the
+    /// header).
+    payload_left: Option<u64>,
+    /// Frames whose last byte was handed over.
+    complete: u64,
+}
+
+impl FrameEnds {
+    /// Takes the next bytes handed to the reader.
+    pub(super) fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if let Some(left) = self.payload_left {
+                let take = left.min(bytes.len() as u64);
+                bytes = &bytes[take as usize..];
+                self.finish_payload(left - take);
+                continue;
+            }
+            self.header.push(bytes[0]);
+            bytes = &bytes[1..];
+            if let Some(length) = self.header_length()
+                && self.header.len() == length
+            {
+                let payload = self.payload_length();
+                self.header.clear();
+                self.finish_payload(payload);
+            }
+        }
+    }
+
+    fn finish_payload(&mut self, left: u64) {
+        if left == 0 {
+            self.payload_left = None;
+            self.complete += 1;
+        } else {
+            self.payload_left = Some(left);
+        }
+    }
+
+    /// The whole header's length, once its second byte is in.
+    fn header_length(&self) -> Option<usize> {
+        let second = *self.header.get(1)?;
+        let extended = match second & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let mask = if second & 0x80 != 0 { 4 } else { 0 };
+        Some(2 + extended + mask)
+    }
+
+    /// The payload length a complete header gives.
+    fn payload_length(&self) -> u64 {
+        match self.header[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+            127 => u64::from_be_bytes(self.header[2..10].try_into().expect("eight bytes")),
+            short => u64::from(short),
+        }
+    }
+
+    /// Whether every byte handed over belongs to one of the `returned`
+    /// frames the reader gave back: its buffer is then empty.
+    pub(super) fn drained(&self, returned: u64) -> bool {
+        self.header.is_empty() && self.payload_left.is_none() && self.complete == returned
     }
 }
 
@@ -780,6 +913,93 @@ async fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client frame as it goes on the wire (masked unless `mask` is
+    /// `None`), with the shortest length encoding unless `extended` forces
+    /// the 16-bit one.
+    fn wire(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>, extended: bool) -> Vec<u8> {
+        let mut out = vec![0x80 | opcode];
+        let bit = if mask.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 && !extended => out.push(bit | n as u8),
+            n if n < 65_536 => {
+                out.push(bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if let Some(key) = mask {
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    #[test]
+    fn frame_ends_are_found_whatever_the_chunks() {
+        let key = Some([1, 2, 3, 4]);
+        let frames = [
+            wire(0x9, b"ping", key, false),
+            wire(0x1, &[b'a'; 300], key, false),
+            wire(0xA, b"", key, false),
+            wire(0x1, b"short but long-encoded", key, true),
+            wire(0x2, &[7; 70_000], key, false),
+            wire(0x1, b"unmasked", None, false),
+        ];
+        let stream: Vec<u8> = frames.concat();
+        for chunk in [1, 2, 3, 7, 64, 4096, stream.len()] {
+            let mut ends = FrameEnds::default();
+            let (mut fed, mut boundaries) = (0, Vec::new());
+            for piece in stream.chunks(chunk) {
+                ends.feed(piece);
+                fed += piece.len();
+                if ends.header.is_empty() && ends.payload_left.is_none() {
+                    boundaries.push((fed, ends.complete));
+                }
+            }
+            assert_eq!(ends.complete, frames.len() as u64, "chunks of {chunk}");
+            // At every boundary seen, the count matches the frames before it.
+            for (offset, complete) in boundaries {
+                let expected = frames
+                    .iter()
+                    .scan(0, |end, f| {
+                        *end += f.len();
+                        Some(*end)
+                    })
+                    .take_while(|end| *end <= offset)
+                    .count() as u64;
+                assert_eq!(complete, expected, "chunks of {chunk}, offset {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_is_drained_only_when_every_byte_is_in_a_returned_frame() {
+        let key = Some([9, 9, 9, 9]);
+        let (ping, text) = (wire(0x9, b"p", key, false), wire(0x1, b"hello", key, false));
+        let mut ends = FrameEnds::default();
+        assert!(ends.drained(0), "nothing handed over yet");
+        ends.feed(&ping[..3]);
+        assert!(!ends.drained(0), "half a header");
+        ends.feed(&ping[3..]);
+        assert!(!ends.drained(0), "a whole frame the reader has not returned");
+        assert!(ends.drained(1));
+        // A frame and the start of the next in one read: the rest is buffered.
+        let mut both = text.clone();
+        both.extend_from_slice(&ping[..1]);
+        ends.feed(&both);
+        assert!(!ends.drained(2), "one byte of the next frame is in the buffer");
+        ends.feed(&ping[1..]);
+        assert!(ends.drained(3));
+        // A header whose payload has not all come.
+        ends.feed(&text[..text.len() - 1]);
+        assert!(!ends.drained(3) && !ends.drained(4));
+    }
 
     #[test]
     fn cursor_sends_the_next_event_and_skips_what_was_sent() {
