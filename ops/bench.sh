@@ -117,7 +117,9 @@ done
 
 fanout() { # fanout LAND_SLOTS CLIENTS ORDERS : transactions land LAND_SLOTS slots after sending
   cp "$WORK/embedded.toml" "$WORK/fanout.toml"
-  printf '[chain]\nslot_time = "10ms"\nland_slots = %s\n' "$1" >> "$WORK/fanout.toml"
+  # The blockhash outlives the landing, so the order lands once (it does
+  # not expire and retry) and every socket is still open when RSS is read.
+  printf '[chain]\nslot_time = "10ms"\nland_slots = %s\nblockhash_validity_slots = %s\n' "$1" "$(($1 * 2))" >> "$WORK/fanout.toml"
   rm -rf "$WORK/data"
   local url pid idle open out p99
   url=$(start "fanout-$3" --profile bench --config "$WORK/fanout.toml" serve)

@@ -374,7 +374,8 @@ pub async fn session(ws: WebSocket<TokioIo<Upgraded>>, state: Arc<ApiState>, ord
 
 /// Runs one socket: spawns the reader task, runs `body` (the writer side,
 /// which decides how the session ends), then sends the close frame of that
-/// [`End`] and hangs up (draining a broken input first). `label` names the
+/// [`End`], after any frames `body` left queued and in the same write, and
+/// hangs up (draining a broken input first). `label` names the
 /// session in logs; every write must finish within `write_deadline`, or
 /// the session ends [`End::Stalled`].
 pub(super) async fn run_session(
@@ -443,18 +444,16 @@ pub(super) async fn run_session(
 /// returned ([`FrameEnds`] tells).
 async fn read_client(mut raw: ReadHalf<TokioIo<Upgraded>>, control: mpsc::Sender<Control>) {
     let broken = 'session: loop {
-        // Quiet: wait for the client's next byte without a frame buffer.
-        let mut first = [0u8; 1];
-        let first = match raw.read(&mut first).await {
-            Ok(1) => Some(first[0]),
-            // End of input or an error: the reader below meets it again
-            // and reports it as it reports any broken read.
-            _ => None,
-        };
+        // Quiet: wait for the client's next bytes without a frame buffer.
+        // A small first read holds a whole control frame (a pong, a close)
+        // most of the time. End of input or an error leaves it empty: the
+        // reader below meets it again and reports it as any broken read.
+        let mut first = [0u8; FIRST_READ];
+        let first_len = raw.read(&mut first).await.unwrap_or(0);
         let ends = std::sync::Mutex::new(FrameEnds::default());
         let mut source = Counted {
             raw: &mut raw,
-            first,
+            first: &first[..first_len],
             ends: &ends,
         };
         let (mut reader, _) = fastwebsockets::after_handshake_split(&mut source, tokio::io::sink(), Role::Server);
@@ -503,12 +502,16 @@ async fn read_client(mut raw: ReadHalf<TokioIo<Upgraded>>, control: mpsc::Sender
     }
 }
 
-/// The read half as a frame reader sees it: first the byte that woke the
+/// Bytes of the read that wakes a quiet session (a control frame is at
+/// most 131 bytes, and a pong or close is much less).
+const FIRST_READ: usize = 64;
+
+/// The read half as a frame reader sees it: first the bytes that woke the
 /// session up, then the socket; every byte handed over is fed to
 /// [`FrameEnds`].
 struct Counted<'a> {
     raw: &'a mut ReadHalf<TokioIo<Upgraded>>,
-    first: Option<u8>,
+    first: &'a [u8],
     ends: &'a std::sync::Mutex<FrameEnds>,
 }
 
@@ -520,8 +523,10 @@ impl tokio::io::AsyncRead for Counted<'_> {
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
-        if let Some(byte) = this.first.take() {
-            buf.put_slice(&[byte]);
+        if !this.first.is_empty() {
+            let take = this.first.len().min(buf.remaining());
+            buf.put_slice(&this.first[..take]);
+            this.first = &this.first[take..];
         } else {
             std::task::ready!(std::pin::Pin::new(&mut *this.raw).poll_read(cx, buf))?;
         }
@@ -806,7 +811,8 @@ async fn stream(
                 let (mut next, mut handled) = (event, 0);
                 loop {
                     if let Some(end) = on_event(writer, state, order, &mut cursor, next).await? {
-                        writer.flush().await?;
+                        // What is queued (the terminal event, say) goes
+                        // out in one write with the close frame.
                         return Ok(end);
                     }
                     handled += 1;
