@@ -3,7 +3,12 @@
 # order on the bench profile (embedded, then Redis + PostgreSQL), WebSocket
 # fan-out and memory per socket; prints each performance target beside its
 # figure.
-# SKIP_FANOUT=1 runs the order benchmarks only; COUNT sets their orders.
+# The strategy call is criterion's (cargo bench -p swapline --bench strategy,
+# warm calls only; it builds the bench profile the first time).
+# SKIP_FANOUT=1 and SKIP_STRATEGY=1 leave those parts out; COUNT sets the
+# orders of the order benchmarks;
+# EXTRA_CONFIG is TOML appended to every engine config (say, to run an older
+# build with today's bench settings).
 # Needs a release build (cargo build --release), Redis on 127.0.0.1:6379 and
 # PostgreSQL on 127.0.0.1:5432 (trust auth). Loopback only; bounded runs.
 #
@@ -73,6 +78,9 @@ pool_size = 32
 key_prefix = "$NAME"
 pool_size = 32
 TOML
+for config in "$WORK/embedded.toml" "$WORK/production.toml"; do
+  printf '%s\n' "${EXTRA_CONFIG:-}" >> "$config"
+done
 
 # measure BACKEND PID LOADTEST-ARGS... : one closed-loop run with its CPU per order
 measure() {
@@ -145,9 +153,25 @@ fanout() { # fanout LAND_SLOTS CLIENTS ORDERS : transactions land LAND_SLOTS slo
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
-if [ "${SKIP_FANOUT:-0}" = 1 ]; then exit 0; fi
-fanout 1500 1000 1
-fanout 1500 10000 1
-fanout 300 10000 1000
+if [ "${SKIP_FANOUT:-0}" != 1 ]; then
+  fanout 1500 1000 1
+  fanout 1500 10000 1
+  fanout 300 10000 1000
+fi
 
-echo "== strategy call: cargo bench -p swapline --bench strategy (targets: best-price, 2 venues <= 20 us; split, 8 venues <= 100 us)"
+# The strategy call: criterion's middle estimate of a warm call, in µs.
+if [ "${SKIP_STRATEGY:-0}" = 1 ]; then exit 0; fi
+echo "== strategy call: cargo bench -p swapline --bench strategy (warm calls)"
+out=$(cargo bench -q -p swapline --bench strategy -- 'route/(best-price/warm/2|split/warm/8)$' 2>&1)
+echo "$out" | grep -E "^route/|time:"
+micros() { # micros ID : the middle time estimate of benchmark ID, in µs
+  awk -v id="$1" '
+    index($0, id) == 1 { found = 1 }
+    found && /time:/ {
+      sub(/.*\[/, ""); v = $3; unit = $4
+      if (unit == "ns") v /= 1000; else if (unit == "ms") v *= 1000; else if (unit == "s") v *= 1000000
+      printf "%.1f", v; exit
+    }' <<<"$out"
+}
+check "strategy call (best-price, 2 venues)" "$(micros route/best-price/warm/2)" "<=" 20 "µs"
+check "strategy call (split, 8 venues)" "$(micros route/split/warm/8)" "<=" 100 "µs"

@@ -502,10 +502,12 @@ pub mod event {
         counter!(WS_MESSAGES).increment(messages);
         counter!(WS_BYTES).increment(bytes);
     }
-    /// A stored event was replayed to a WebSocket client (its bytes are
-    /// counted when written, by [`ws_sent`]).
-    pub fn ws_replayed() {
-        counter!(WS_REPLAYED).increment(1);
+    /// `n` stored events were sent to WebSocket clients (also counted by
+    /// [`ws_sent`]).
+    pub fn ws_replayed(n: u64) {
+        if n > 0 {
+            counter!(WS_REPLAYED).increment(n);
+        }
     }
     /// A slow client was closed.
     pub fn ws_slow_close() {

@@ -203,7 +203,7 @@ async fn send(chunks: &mpsc::Sender<Bytes>, chunk: Bytes, replayed: bool) -> Res
     chunks.send(chunk).await.map_err(|_| ())?;
     event::ws_sent(1, len as u64);
     if replayed {
-        event::ws_replayed();
+        event::ws_replayed(1);
     }
     Ok(())
 }

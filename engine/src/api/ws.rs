@@ -42,28 +42,31 @@ use tokio::{
 /// frames are unmasked, RFC 6455 §5.1) into one buffer: [`Writer::queue`]
 /// adds a text frame, [`Writer::flush`] writes every queued frame with one
 /// write, so a session that finds several events waiting sends them in one
-/// system call instead of one each.
+/// system call instead of one each. One deadline covers the whole write (at
+/// most [`BURST`] events and a close frame).
 pub(super) struct Writer {
     socket: WriteHalf<TokioIo<Upgraded>>,
     /// Frames laid out and not yet written.
     pending: Vec<u8>,
-    /// Messages and bytes of payload in `pending` (for the metrics).
-    queued: (u64, u64),
+    /// Messages, replayed messages and bytes of payload in `pending` (for
+    /// the metrics, counted once written).
+    queued: (u64, u64, u64),
     deadline: Duration,
     /// A write missed its deadline: the socket may hold half a frame, so
     /// nothing more may be written to it (not even a close frame).
     stalled: bool,
 }
 
-/// A buffer that grew past this while a burst was written is given back.
-const KEEP_BUFFER: usize = 16 * 1024;
+/// A buffer larger than this is given back once written, so a quiet socket
+/// keeps at most about one event's worth.
+const KEEP_BUFFER: usize = 1024;
 
 impl Writer {
     fn new(socket: WriteHalf<TokioIo<Upgraded>>, deadline: Duration) -> Self {
         Writer {
             socket,
             pending: Vec::new(),
-            queued: (0, 0),
+            queued: (0, 0, 0),
             deadline,
             stalled: false,
         }
@@ -71,17 +74,20 @@ impl Writer {
 
     /// Lays `frame` out after the frames already queued.
     fn lay_out(&mut self, mut frame: Frame<'_>) {
-        let mut head = [0u8; 10];
+        // The longest header: 2 bytes, a 64-bit length, a masking key.
+        let mut head = [0u8; 14];
         let size = frame.fmt_head(&mut head);
         self.pending.extend_from_slice(&head[..size]);
         self.pending.extend_from_slice(&frame.payload);
     }
 
     /// Queues one text message (written by the next [`Writer::flush`]).
-    pub(super) fn queue(&mut self, payload: &[u8]) {
+    /// `replayed` marks an event read from the store.
+    pub(super) fn queue(&mut self, payload: &[u8], replayed: bool) {
         self.lay_out(Frame::text(Payload::Borrowed(payload)));
         self.queued.0 += 1;
-        self.queued.1 += payload.len() as u64;
+        self.queued.1 += u64::from(replayed);
+        self.queued.2 += payload.len() as u64;
     }
 
     /// Writes every queued frame, within the deadline. A write that misses
@@ -99,10 +105,11 @@ impl Writer {
         if self.pending.capacity() > KEEP_BUFFER {
             self.pending = Vec::new();
         }
-        let (messages, bytes) = std::mem::take(&mut self.queued);
+        let (messages, replayed, bytes) = std::mem::take(&mut self.queued);
         match written {
             Ok(Ok(())) => {
                 event::ws_sent(messages, bytes);
+                event::ws_replayed(replayed);
                 Ok(())
             }
             Ok(Err(e)) => Err(WebSocketError::IoError(e)),
@@ -450,7 +457,10 @@ async fn read_client(mut raw: ReadHalf<TokioIo<Upgraded>>, control: mpsc::Sender
         // reader below meets it again and reports it as any broken read.
         let mut first = [0u8; FIRST_READ];
         let first_len = raw.read(&mut first).await.unwrap_or(0);
-        let ends = std::sync::Mutex::new(FrameEnds::default());
+        let ends = std::sync::Mutex::new(FrameEnds {
+            unread: first_len,
+            ..FrameEnds::default()
+        });
         let mut source = Counted {
             raw: &mut raw,
             first: &first[..first_len],
@@ -530,7 +540,9 @@ impl tokio::io::AsyncRead for Counted<'_> {
         } else {
             std::task::ready!(std::pin::Pin::new(&mut *this.raw).poll_read(cx, buf))?;
         }
-        this.ends.lock().expect("frame ends lock").feed(&buf.filled()[before..]);
+        let mut ends = this.ends.lock().expect("frame ends lock");
+        ends.unread = this.first.len();
+        ends.feed(&buf.filled()[before..]);
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -549,6 +561,8 @@ pub(super) struct FrameEnds {
     payload_left: Option<u64>,
     /// Frames whose last byte was handed over.
     complete: u64,
+    /// Bytes of the waking read not yet handed over.
+    unread: usize,
 }
 
 impl FrameEnds {
@@ -606,7 +620,7 @@ impl FrameEnds {
     /// Whether every byte handed over belongs to one of the `returned`
     /// frames the reader gave back: its buffer is then empty.
     pub(super) fn drained(&self, returned: u64) -> bool {
-        self.header.is_empty() && self.payload_left.is_none() && self.complete == returned
+        self.unread == 0 && self.header.is_empty() && self.payload_left.is_none() && self.complete == returned
     }
 }
 
@@ -627,10 +641,7 @@ async fn drain(raw: &mut ReadHalf<TokioIo<Upgraded>>) {
 /// Sends one text message (after any queued ones); `replayed` marks events
 /// read from the store.
 pub(super) async fn send(writer: &mut Writer, payload: &[u8], replayed: bool) -> Result<(), WebSocketError> {
-    if replayed {
-        event::ws_replayed();
-    }
-    writer.queue(payload);
+    writer.queue(payload, replayed);
     writer.flush().await
 }
 
@@ -886,7 +897,7 @@ async fn on_event(
             }
         }
     }
-    writer.queue(&event.payload);
+    writer.queue(&event.payload, false);
     cursor.sent(event.seq);
     Ok(event.terminal.then_some(End::Finished))
 }
