@@ -66,6 +66,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "drop_executions",
         include_str!("migrations/postgres/0009_drop_executions.sql"),
     ),
+    (
+        10,
+        "idempotency_keys_by_rowid",
+        include_str!("migrations/postgres/0010_idempotency_keys_by_rowid.sql"),
+    ),
 ];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {

@@ -66,6 +66,11 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
         "drop_executions",
         include_str!("../migrations/sqlite/0009_drop_executions.sql"),
     ),
+    (
+        10,
+        "idempotency_keys_by_rowid",
+        include_str!("../migrations/sqlite/0010_idempotency_keys_by_rowid.sql"),
+    ),
 ];
 /// Writes committed together at most.
 const MAX_BATCH: usize = 256;
@@ -931,4 +936,41 @@ mod tests {
     }
 
     crate::store::conformance::chain_contract!(fresh, again);
+
+    /// Records kept before 0010 (clustered on the key) are carried over,
+    /// and the key stays unique and settles afterwards.
+    #[test]
+    fn migration_0010_keeps_every_idempotency_record_and_the_key_unique() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = open(
+            &dir.path().join("t.db"),
+            Options {
+                synchronous: SqliteSync::Normal,
+                busy_timeout: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        for (version, _, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v < 10) {
+            conn.execute_batch(sql)
+                .unwrap_or_else(|e| panic!("migration {version}: {e}"));
+        }
+        let insert = "INSERT INTO idempotency_keys
+                          (scope, idem_key, fingerprint, order_id, status, body, completed, created_at, expires_at)
+                      VALUES (?1, ?2, 'f', '00000000-0000-4000-8000-000000000001', 201, ?3, ?4, '2026-12-07T00:00:00.000Z', '2099-01-01T00:00:00.000Z')";
+        conn.execute(insert, params!["key:a", "k1", "{\"a\":1}", 1]).unwrap();
+        conn.execute(insert, params!["key:a", "k2", "{\"a\":2}", 0]).unwrap();
+        let (_, _, sql) = MIGRATIONS.iter().find(|(v, _, _)| *v == 10).unwrap();
+        conn.execute_batch(sql).unwrap();
+
+        let tx = conn.transaction().unwrap();
+        let first = key_record(&tx, "key:a", "k1").unwrap().expect("k1 carried over");
+        assert_eq!((first.answer.body.as_str(), first.completed), ("{\"a\":1}", true));
+        settle_key(&tx, "key:a", "k2", None).unwrap();
+        assert!(
+            key_record(&tx, "key:a", "k2").unwrap().unwrap().completed,
+            "settles after 0010"
+        );
+        let duplicate = tx.execute(insert, params!["key:a", "k1", "{}", 0]);
+        assert!(duplicate.is_err(), "the key is still unique: {duplicate:?}");
+    }
 }
