@@ -255,7 +255,7 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<
                 .iter()
                 .try_for_each(|(scope, key)| settle_key(savepoint, scope, key, None))
                 .map(|()| WriteOut::Count(keys.len() as u64)),
-            WriteOp::SweepKeys => sweep_keys(&savepoint).map(WriteOut::Count),
+            WriteOp::SweepKeys => sweep_keys(savepoint).map(WriteOut::Count),
             WriteOp::ChainStart(genesis_ms, pools) => {
                 chain::start(savepoint, *genesis_ms, pools).map(WriteOut::ChainHead)
             }
