@@ -180,9 +180,9 @@ const SETTLE_DELAY: Duration = Duration::from_millis(10);
 /// (group commit): at most one flush runs at a time; it waits
 /// [`SETTLE_DELAY`] for company, then takes every key that arrived, and
 /// after each write every key that arrived while it ran, so under load one
-/// write settles many orders instead of one write each. The answer does not wait
-/// for it: a repeat that arrives first waits for the settle (up to
-/// [`IdempotencySettings::wait`]), as for any request in flight.
+/// write settles many orders instead of one write each. The answer does
+/// not wait for it: a repeat that arrives first waits for the settle (up
+/// to [`IdempotencySettings::wait`]), as for any request in flight.
 #[derive(Debug, Default)]
 struct Settler {
     state: std::sync::Mutex<SettlerState>,
