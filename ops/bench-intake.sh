@@ -14,12 +14,14 @@
 # Needs a release build, Redis on 127.0.0.1:6379 and PostgreSQL on
 # 127.0.0.1:5432 (trust auth). Loopback only; bounded runs.
 #   bash ops/bench-intake.sh [ORDERS]      (default 2000, 64 in flight)
-#   ROUNDS=3 (default)
+#   ROUNDS=3 (default); BACKENDS="embedded production" (default) picks
+#   the backends to run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/swapline}
 COUNT=${1:-2000}
 ROUNDS=${ROUNDS:-3}
+BACKENDS=${BACKENDS:-embedded production}
 WORK=$(mktemp -d)
 NAME=bench_intake_$$
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true;
@@ -103,7 +105,7 @@ with open(sys.argv[8], "a") as out:
 PY
 }
 
-for backend in embedded production; do
+for backend in $BACKENDS; do
   for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then modes="plain trusted"; else modes="trusted plain"; fi
     for mode in $modes; do
@@ -117,6 +119,8 @@ python3 - "$WORK/results" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 for backend in ("embedded", "production"):
+    if not any(r[0] == backend for r in rows):
+        continue
     med = {}
     for mode in ("plain", "trusted"):
         runs = [r for r in rows if r[0] == backend and r[1] == mode]

@@ -5,7 +5,11 @@
 //! and 429 with its headers past `limits.orders_per_minute`.
 
 use crate::harness::{Backend, Engine, Shared, read_stream};
+/// `RedisServer`, a Redis of one test's own (shared with the cluster tests).
+#[path = "../../engine/src/queue/test_cluster.rs"]
+mod cluster_harness;
 use bytes::Bytes;
+use cluster_harness::RedisServer;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use swapline::client::{self, Response};
@@ -193,23 +197,23 @@ async fn racing_posts_with_one_key_on_two_nodes_make_one_order_one_swap_and_iden
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repeat_on_either_node_while_the_first_is_still_handled_gets_409_then_the_first_answer() {
-    let shared = Shared::new(Backend::Production);
-    let extra = format!("{API}[orders]\nidempotency_wait = \"300ms\"\n");
+    // Redis of this test's own: it pauses Redis's writes, which the other
+    // tests must not feel.
+    let redis = RedisServer::start();
+    let shared = Shared::with_redis(Backend::Production, redis.url());
+    // The held enqueue must outlast the pause, not time out.
+    let extra = format!("{API}[orders]\nidempotency_wait = \"300ms\"\n[redis]\ncommand_timeout = \"30s\"\n");
     let a = Engine::node(shared.clone(), "serve", &extra);
     let b = Engine::node(shared.clone(), "serve", &extra);
-    // Hold the first request between storing its order and settling its
-    // key: settling waits on an advisory lock this test holds.
-    let lock: i64 = rand_lock();
+    // Hold the first request between storing its order and queueing its
+    // job: Redis serves reads (a repeat asks whether the order's job is
+    // queued) but holds writes (the job) until unpaused.
+    let cli = |args: &[&str]| {
+        let out = cluster_harness::cli(redis.port, args).expect("redis-cli runs");
+        assert!(out.contains("OK"), "{args:?}: {out}");
+    };
+    cli(&["client", "pause", "20000", "write"]);
     let db = shared.postgres().await;
-    db.batch_execute(&format!(
-        "CREATE FUNCTION hold_settle() RETURNS trigger AS $$
-         BEGIN PERFORM pg_advisory_xact_lock({lock}); RETURN NEW; END $$ LANGUAGE plpgsql;
-         CREATE TRIGGER hold_settle BEFORE UPDATE ON idempotency_keys
-             FOR EACH ROW EXECUTE FUNCTION hold_settle();
-         SELECT pg_advisory_lock({lock});"
-    ))
-    .await
-    .unwrap();
     let first = tokio::spawn({
         let url = a.url.clone();
         async move { post(&url, Some("held"), order_body("1")).await }
@@ -237,9 +241,7 @@ async fn a_repeat_on_either_node_while_the_first_is_still_handled_gets_409_then_
     let reused = post(&b.url, Some("held"), order_body("2")).await;
     assert_eq!(reused.status, 422, "another body is refused even while in flight");
 
-    db.execute(&format!("SELECT pg_advisory_unlock({lock})"), &[])
-        .await
-        .unwrap();
+    cli(&["client", "unpause"]);
     let first = first.await.unwrap();
     assert_eq!(first.status, 201);
     assert!(!replayed(&first));
@@ -293,9 +295,4 @@ async fn the_limit_is_shared_by_two_nodes_and_either_answers_429() {
     assert_eq!(keys, 0);
     assert_eq!(order_ids(&a.url).await.len(), 4);
     let _: Value = client::get(&a.url, "/health").await.unwrap().json();
-}
-
-/// An advisory lock id of this test alone.
-fn rand_lock() -> i64 {
-    (uuid::Uuid::new_v4().as_u128() as i64).abs()
 }

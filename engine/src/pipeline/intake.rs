@@ -13,8 +13,8 @@
 use super::Recorder;
 use crate::{
     domain::{
-        Caller, EventData, FieldError, NewIds, NewOrder, OrderId, OrderPatch, TokenRegistry, format_units, progress,
-        validate_request,
+        Caller, EventData, FieldError, NewIds, NewOrder, OrderId, OrderPatch, Status, TokenRegistry, format_units,
+        progress, validate_request,
     },
     queue::{Allowance, Job, Queue, QueueError, RequestLimit},
     store::{KeyedCreate, NewEvent, NewIdempotencyKey, Store, StoreError, StoredAnswer},
@@ -84,11 +84,15 @@ impl Default for IdempotencySettings {
 }
 
 /// A key whose request has been in flight this long belonged to a node that
-/// stopped between storing the order and settling the key: its order is
+/// stopped between storing the order and queueing its job: its order is
 /// stored and unfinished, so the reconciler enqueues it, and the planned
 /// `201` answer is replayed rather than holding the key (409) until it
 /// expires.
 pub const STALE_IN_FLIGHT: Duration = Duration::from_secs(60);
+
+/// The error code of an order failed because its job could not be queued
+/// (`failed` event and `lastError`).
+const UNQUEUED: &str = "queue_unavailable";
 
 /// An `Idempotency-Key` request, as [`Intake::submit_once`] takes it.
 pub struct KeyedRequest<'a> {
@@ -160,81 +164,8 @@ pub struct Intake {
     idempotency: IdempotencySettings,
     /// The per-client request limit and its default size per minute.
     limit: Option<(Arc<dyn RequestLimit>, u32)>,
-    /// Keys of queued orders waiting to be settled, in batches.
-    settler: Arc<Settler>,
     /// Deadline of an order whose request gives none (`None`: no deadline).
     pub(super) default_ttl: Option<Duration>,
-}
-
-/// Most keys settled by one store write.
-const SETTLE_BATCH: usize = 1_000;
-
-/// How long a flush waits for more keys before its first write (a commit
-/// delay, as PostgreSQL's `commit_delay`): without it a flush starts on the
-/// first key and, at a few hundred orders a second, settles one key per
-/// write, one statement more per order. A repeat of a key in this window
-/// waits for it as for any request in flight.
-const SETTLE_DELAY: Duration = Duration::from_millis(10);
-
-/// Idempotency keys whose orders were queued, waiting to be marked settled
-/// (group commit): at most one flush runs at a time; it waits
-/// [`SETTLE_DELAY`] for company, then takes every key that arrived, and
-/// after each write every key that arrived while it ran, so under load one
-/// write settles many orders instead of one write each. The answer does
-/// not wait for it: a repeat that arrives first waits for the settle (up
-/// to [`IdempotencySettings::wait`]), as for any request in flight.
-#[derive(Debug, Default)]
-struct Settler {
-    state: std::sync::Mutex<SettlerState>,
-}
-
-#[derive(Debug, Default)]
-struct SettlerState {
-    pending: Vec<(String, String)>,
-    flushing: bool,
-}
-
-impl Settler {
-    /// Queues `(scope, key)`; starts a flush unless one is running.
-    fn settle(self: &Arc<Self>, store: Arc<dyn Store>, scope: &str, key: &str) {
-        let start = {
-            let mut state = self.state.lock().expect("settler lock");
-            state.pending.push((scope.to_owned(), key.to_owned()));
-            !std::mem::replace(&mut state.flushing, true)
-        };
-        if start {
-            tokio::spawn(self.clone().flush(store));
-        }
-    }
-
-    /// Settles batches until none is waiting. A failing write gets two
-    /// more tries; after that its keys stay in flight until
-    /// [`STALE_IN_FLIGHT`], when repeats replay the planned answer (the
-    /// orders are stored and queued either way).
-    async fn flush(self: Arc<Self>, store: Arc<dyn Store>) {
-        tokio::time::sleep(SETTLE_DELAY).await;
-        loop {
-            let batch: Vec<_> = {
-                let mut state = self.state.lock().expect("settler lock");
-                if state.pending.is_empty() {
-                    state.flushing = false;
-                    return;
-                }
-                let take = state.pending.len().min(SETTLE_BATCH);
-                state.pending.drain(..take).collect()
-            };
-            for pause in [Duration::from_millis(50), Duration::from_millis(200), Duration::ZERO] {
-                match store.settle_keys(&batch).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        event::backend_error("store");
-                        tracing::error!(keys = batch.len(), error = %e, "could not settle idempotency keys");
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for Intake {
@@ -264,7 +195,6 @@ impl Intake {
             default_slippage_bps,
             idempotency: IdempotencySettings::default(),
             limit: None,
-            settler: Arc::default(),
             default_ttl: None,
         }
     }
@@ -402,18 +332,22 @@ impl Intake {
     /// <https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/>):
     ///
     /// - a free key (or an expired one): the order and the key record (with
-    ///   `request.created`, in flight) are stored in one transaction, then
-    ///   published and enqueued; the record is then settled with its final
-    ///   answer: the 201, or, when the queue failed and the order was failed
-    ///   for good, `request.failed`'s answer (a 503: replays of the key
-    ///   answer that same 503, as Stripe replays 500s; a client retries
-    ///   with a new key). [`KeyedAnswer::First`].
-    /// - a key taken by the same request (same [`fingerprint`]), settled:
-    ///   its answer, [`KeyedAnswer::Replayed`], and nothing new.
-    /// - a key taken by the same request still in flight: waits up to
-    ///   [`IdempotencySettings::wait`] for its answer, then
-    ///   [`SubmitError::KeyInUse`] (409); one in flight for
-    ///   [`STALE_IN_FLIGHT`] is replayed as planned (its node stopped).
+    ///   the planned answer, `request.created`) are stored in one
+    ///   transaction, then published and enqueued. Once the job is queued
+    ///   the planned answer stands and nothing more is written. When the
+    ///   queue fails and the order is failed for good, `request.failed`'s
+    ///   answer replaces it ([`Store::settle_key`]) before it is sent (a
+    ///   503: replays of the key answer that same 503, as Stripe replays
+    ///   500s; a client retries with a new key). [`KeyedAnswer::First`].
+    /// - a key taken by the same request (same [`fingerprint`]) whose answer
+    ///   is known: that answer, [`KeyedAnswer::Replayed`], and nothing new.
+    ///   A replaced answer is known from the record; the planned one once
+    ///   the order's job is queued (see [`Intake::planned_answer_stands`]).
+    /// - a key taken by the same request still in flight (its order stored,
+    ///   its job not yet queued): waits up to [`IdempotencySettings::wait`]
+    ///   for its answer, then [`SubmitError::KeyInUse`] (409); one in
+    ///   flight for [`STALE_IN_FLIGHT`] is replayed as planned (its node
+    ///   stopped).
     /// - a key taken by another request: [`SubmitError::KeyReused`] (422).
     ///
     /// Keys are scoped by [`Caller::client_scope`].
@@ -464,8 +398,9 @@ impl Intake {
         Err(SubmitError::KeyInUse)
     }
 
-    /// Enqueues a keyed order's job and settles its key with the answer:
-    /// the planned one in a later batch, a replacing failure at once.
+    /// Enqueues a keyed order's job. Its answer is the planned one, which
+    /// needs no write: a repeat sees the job (or the order's progress) and
+    /// replays it. A failure replaces it in the record before it is sent.
     async fn enqueue_keyed(
         &self,
         order: &NewOrder,
@@ -476,26 +411,23 @@ impl Intake {
             id: order.job_id.clone(),
             order_id: order.id,
         };
-        let store = self.recorder.store();
         let failed = match self.queue.enqueue(job).await {
-            Ok(()) => {
-                // The planned answer stands: settle it with others.
-                self.settler.settle(store.clone(), &key.scope, &key.key);
-                return request.created.clone();
-            }
+            Ok(()) => return request.created.clone(),
             Err(e) => {
                 event::backend_error("queue");
                 self.compensate(order.id, &e).await;
                 (request.failed)(&SubmitError::Queue(e))
             }
         };
-        // The rare answer that replaces the planned one is settled before
-        // it is sent, so no repeat can replay the planned 201. A passing
-        // store hiccup gets two more tries: until the record is settled,
-        // repeats wait, then get 409, and only after STALE_IN_FLIGHT the
-        // planned 201 (the order is stored either way).
+        // The rare answer that replaces the planned one is stored before it
+        // is sent, so no repeat can replay the planned 201 (repeats wait
+        // while the order is failed `queue_unavailable` and the record not
+        // yet settled). A passing store hiccup gets two more tries: until
+        // the record is settled, repeats wait, then get 409, and only after
+        // STALE_IN_FLIGHT the planned 201 (the order is stored either way).
+        let store = self.recorder.store();
         for pause in [Duration::from_millis(50), Duration::from_millis(200), Duration::ZERO] {
-            match store.settle_key(&key.scope, &key.key, Some(&failed)).await {
+            match store.settle_key(&key.scope, &key.key, &failed).await {
                 Ok(()) => break,
                 Err(e) => {
                     event::backend_error("store");
@@ -529,7 +461,10 @@ impl Intake {
                 event::idempotency_conflict("reused");
                 return Err(SubmitError::KeyReused);
             }
-            if record.completed || record.created_at.elapsed() >= STALE_IN_FLIGHT {
+            if record.completed
+                || record.created_at.elapsed() >= STALE_IN_FLIGHT
+                || self.planned_answer_stands(record.order_id).await
+            {
                 event::idempotent_replay();
                 return Ok(Some(KeyedAnswer::Replayed(record.answer)));
             }
@@ -543,9 +478,39 @@ impl Intake {
         }
     }
 
+    /// Whether the planned answer of a record that was never settled
+    /// stands, that is, whether the first request queued `order`'s job: the
+    /// queue holds the job, or the order has left `pending` (its job ran),
+    /// other than by the failure that replaces the answer ([`UNQUEUED`]).
+    /// `false` while that is unknown: the first request may still be
+    /// between storing the order and queueing its job. A backend that does
+    /// not answer counts as unknown (logged and counted).
+    async fn planned_answer_stands(&self, order: OrderId) -> bool {
+        match self.queue.holds(order).await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => {
+                event::backend_error("queue");
+                tracing::warn!(order_id = %order, error = %e, "could not ask the queue about a keyed order");
+            }
+        }
+        match self.recorder.store().order(order).await {
+            Ok(Some(order)) => {
+                order.status != Status::Pending
+                    && !(order.status == Status::Failed && order.last_error.is_some_and(|e| e.code == UNQUEUED))
+            }
+            Ok(None) => false,
+            Err(e) => {
+                event::backend_error("store");
+                tracing::warn!(order_id = %order, error = %e, "could not read a keyed order");
+                false
+            }
+        }
+    }
+
     /// Fails an order whose job could not be queued.
     async fn compensate(&self, id: OrderId, cause: &QueueError) {
-        let code = "queue_unavailable";
+        let code = UNQUEUED;
         let error = format!("queue unavailable: {cause}");
         let failed = NewEvent {
             message: "Order failed: the queue was unavailable".into(),
@@ -696,6 +661,9 @@ mod tests {
     #[async_trait]
     impl Queue for DownQueue {
         async fn enqueue(&self, _: Job) -> Result<(), QueueError> {
+            Err(QueueError::Unavailable("connection refused".into()))
+        }
+        async fn holds(&self, _: OrderId) -> Result<bool, QueueError> {
             Err(QueueError::Unavailable("connection refused".into()))
         }
         async fn claim(&self, _: Duration) -> Result<Option<Lease>, QueueError> {
@@ -857,7 +825,7 @@ mod tests {
     }
 
     /// A queue whose enqueue waits until the test opens the gate: holds a
-    /// request in flight between storing its order and settling its key.
+    /// request in flight between storing its order and queueing its job.
     struct HeldQueue {
         inner: MemoryQueue,
         gate: tokio::sync::Semaphore,
@@ -880,6 +848,9 @@ mod tests {
         async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
             let _pass = self.gate.acquire().await.unwrap();
             self.inner.enqueue(job).await
+        }
+        async fn holds(&self, order: OrderId) -> Result<bool, QueueError> {
+            self.inner.holds(order).await
         }
         async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError> {
             self.inner.claim(wait).await
@@ -1093,6 +1064,97 @@ mod tests {
             KeyedAnswer::Replayed(answer(201, "created"))
         );
         assert_eq!(orders(&f.store).await, 1);
+    }
+
+    /// An intake whose repeats do not wait: a repeat whose answer is not
+    /// known at once is 409.
+    fn impatient(intake: &Intake) -> Intake {
+        intake.clone().with_idempotency(IdempotencySettings {
+            ttl: Duration::from_secs(60),
+            wait: Duration::ZERO,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_planned_answer_is_never_written_again_and_is_replayed_while_queued_and_after_the_job_ran() {
+        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+        let f = fixture(queue.clone()).await;
+        let intake = impatient(&f.intake);
+        let order = body("1.5");
+        let id = order.id;
+        intake
+            .submit_once(order, &anyone(), keyed("k1", "planned"))
+            .await
+            .unwrap();
+        let record = f.store.key_record("ip:127.0.0.1", "k1").await.unwrap().unwrap();
+        assert!(!record.completed, "nothing is written after the create");
+        let caller = anyone();
+        let repeat = || intake.submit_once(body("1.5"), &caller, keyed("k1", "other"));
+        assert_eq!(
+            repeat().await.unwrap(),
+            KeyedAnswer::Replayed(answer(201, "planned")),
+            "the job is queued"
+        );
+        // The job runs: the order leaves `pending`, the job is acked.
+        let lease = queue.claim(Duration::ZERO).await.unwrap().unwrap();
+        let routing = NewEvent {
+            message: "Fetching quotes".into(),
+            progress: progress::QUOTING,
+            data: EventData::Routing {
+                quotes_fetched: None,
+                quotes: None,
+            },
+            patch: OrderPatch::default(),
+            after_seq: None,
+        };
+        f.intake.recorder.record(id, routing).await.unwrap();
+        queue.ack(&lease).await.unwrap();
+        assert!(!queue.holds(id).await.unwrap());
+        assert_eq!(
+            repeat().await.unwrap(),
+            KeyedAnswer::Replayed(answer(201, "planned")),
+            "the order moved on"
+        );
+        assert_eq!(orders(&f.store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unqueued_order_s_planned_answer_is_not_replayed_before_its_failure_replaces_it() {
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        let intake = impatient(&f.intake);
+        // The first request stored its order, the queue refused its job and
+        // the order was failed; the failure is not yet in the record.
+        let order = body("1.5");
+        let key = NewIdempotencyKey {
+            scope: "ip:127.0.0.1".into(),
+            key: "k1".into(),
+            fingerprint: fingerprint(&order),
+            answer: answer(201, "planned"),
+            expires_at: crate::domain::Timestamp(SystemTime::now() + Duration::from_secs(60)),
+        };
+        let created = f
+            .store
+            .create_order_keyed(&order, f.intake.pending_event(&order), &key)
+            .await
+            .unwrap();
+        assert!(matches!(created, KeyedCreate::Created(_)));
+        f.intake
+            .compensate(order.id, &QueueError::Unavailable("refused".into()))
+            .await;
+        let error = intake
+            .submit_once(body("1.5"), &anyone(), keyed("k1", "other"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SubmitError::KeyInUse), "{error}");
+        let failed = answer(503, "queue unavailable");
+        f.store.settle_key("ip:127.0.0.1", "k1", &failed).await.unwrap();
+        assert_eq!(
+            intake
+                .submit_once(body("1.5"), &anyone(), keyed("k1", "other"))
+                .await
+                .unwrap(),
+            KeyedAnswer::Replayed(failed)
+        );
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ macro_rules! queue_contract {
             claims_in_order_and_dedupes_orders,
             enqueue_claim_ack_finishes_the_job,
             a_running_order_gets_no_second_job,
+            an_order_is_held_from_enqueue_until_its_job_is_acked,
             claim_waits_up_to_wait_and_returns_none_when_empty,
             claim_wakes_for_a_job_enqueued_while_waiting,
             retried_job_waits_its_delay_and_frees_the_claim,
@@ -211,6 +212,34 @@ pub(crate) async fn a_running_order_gets_no_second_job<G, Q: Queue, F: Future<Ou
     assert_eq!((depth.waiting, depth.active), (0, 1));
     assert!(queue.claim(Duration::from_millis(10)).await.unwrap().is_none());
     queue.ack(&lease).await.unwrap();
+}
+
+/// `holds` is true from `enqueue` through claim and a delayed retry until
+/// the ack, and only for that order.
+pub(crate) async fn an_order_is_held_from_enqueue_until_its_job_is_acked<
+    G,
+    Q: Queue,
+    F: Future<Output = (G, Arc<Q>)>,
+>(
+    setup: impl Fn(Duration) -> F,
+) {
+    let (_guard, queue) = setup(LEASE).await;
+    let (a, other) = (job(1), job(2));
+    assert!(!queue.holds(a.order_id).await.unwrap(), "not yet enqueued");
+    queue.enqueue(a.clone()).await.unwrap();
+    assert!(queue.holds(a.order_id).await.unwrap(), "waiting");
+    assert!(!queue.holds(other.order_id).await.unwrap(), "another order");
+    let lease = claim_now(&*queue).await.unwrap();
+    assert!(queue.holds(a.order_id).await.unwrap(), "leased");
+    queue.retry_after(&lease, Duration::from_secs(60)).await.unwrap();
+    assert!(queue.holds(a.order_id).await.unwrap(), "delayed");
+    assert_eq!(queue.depth().await.unwrap().delayed, 1);
+    queue.enqueue(other.clone()).await.unwrap();
+    let lease = claim_now(&*queue).await.unwrap();
+    assert_eq!(lease.job, other);
+    queue.ack(&lease).await.unwrap();
+    assert!(!queue.holds(other.order_id).await.unwrap(), "acked");
+    assert!(queue.holds(a.order_id).await.unwrap(), "still delayed");
 }
 
 /// An empty queue answers `None` after `wait`, not before and not much

@@ -86,6 +86,10 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
+    async fn holds(&self, order: OrderId) -> Result<bool, QueueError> {
+        Ok(self.lock().orders.contains(&order))
+    }
+
     async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError> {
         let deadline = Instant::now() + wait;
         loop {

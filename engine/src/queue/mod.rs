@@ -88,6 +88,11 @@ pub trait Queue: Send + Sync {
     /// Adds a job; a job for an order already queued or running is ignored.
     async fn enqueue(&self, job: Job) -> Result<(), QueueError>;
 
+    /// Whether `order` has a job here now: waiting, delayed or leased (the
+    /// mark [`Queue::enqueue`] checks). `false` before its job is enqueued
+    /// and again once the job is acked. Read-only.
+    async fn holds(&self, order: OrderId) -> Result<bool, QueueError>;
+
     /// Claims the next ready job, waiting up to `wait` for one.
     async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError>;
 

@@ -344,7 +344,12 @@ impl RedisQueue {
     }
 
     fn marker(&self, job: &Job) -> String {
-        self.key(self.partition(job), &format!("queued:{}", job.order_id))
+        self.marker_of(job.order_id)
+    }
+
+    /// `<prefix>:{q<n>}:queued:<order id>`: set while the order has a job.
+    fn marker_of(&self, order: OrderId) -> String {
+        self.key(partition_of(&order, self.partitions), &format!("queued:{order}"))
     }
 
     async fn conn(&self) -> Result<Checked, QueueError> {
@@ -550,6 +555,15 @@ impl Queue for RedisQueue {
             .await;
         conn.check("enqueue", added).map_err(classify)?;
         Ok(())
+    }
+
+    async fn holds(&self, order: OrderId) -> Result<bool, QueueError> {
+        let mut conn = self.conn().await?;
+        let marked = redis::cmd("EXISTS")
+            .arg(self.marker_of(order))
+            .query_async::<i64>(conn.get())
+            .await;
+        Ok(conn.check("holds", marked).map_err(classify)? == 1)
     }
 
     /// Looks at every partition once without blocking, starting one further

@@ -1,7 +1,8 @@
 //! A real Redis Cluster for tests: `redis-server` processes on free loopback
 //! ports joined by `redis-cli --cluster create`, killed (and their files
-//! deleted) on drop. Test-only and std-only, so the engine's unit tests and
-//! the e2e crate (through `#[path]`) share it.
+//! deleted) on drop; and [`RedisServer`], one standalone server of a test's
+//! own. Test-only and std-only, so the engine's unit tests and the e2e crate
+//! (through `#[path]`) share it.
 
 // The failover helpers serve the e2e crate; the unit tests use the rest.
 #![allow(dead_code)]
@@ -81,6 +82,51 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "Redis Cluster: {what} within {within:?}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One standalone `redis-server` of a test's own on a free loopback port,
+/// keeping nothing on disk, killed on drop: for a test that does to Redis
+/// what the other tests sharing 127.0.0.1:6379 must not feel (`CLIENT
+/// PAUSE`).
+pub(crate) struct RedisServer {
+    /// Its port.
+    pub(crate) port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    /// Starts it and waits until it answers PING. Panics, saying what to
+    /// install, when redis-server or redis-cli is missing.
+    pub(crate) fn start() -> Self {
+        require("redis-server");
+        require("redis-cli");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let server = RedisServer { port, child };
+        wait_until(&format!("redis-server {port} answers PING"), FORM_WITHIN, || {
+            cli(port, &["ping"]).is_some_and(|o| o.contains("PONG"))
+        });
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -47,9 +47,8 @@ macro_rules! store_contract {
             a_ticket_is_used_once_and_expired_uses_are_swept,
             a_signing_secret_is_written_once_and_shared,
             orders_keep_their_owner_and_a_list_can_show_one_owner,
-            a_keyed_order_is_stored_with_its_key_in_flight_until_settled,
+            a_keyed_order_is_stored_with_its_planned_answer_until_one_replaces_it,
             a_keyed_order_keeps_the_key_that_owns_it,
-            a_batch_of_keys_is_settled_at_once,
             a_taken_key_stores_nothing_and_scopes_keep_keys_apart,
             racing_creates_with_one_key_make_one_order,
             an_expired_key_is_forgotten_replaced_and_swept,
@@ -711,7 +710,10 @@ pub(crate) async fn a_keyed_order_keeps_the_key_that_owns_it<S: Backend>(store: 
     assert_eq!(store.order(order.id).await.unwrap().unwrap().owner, Some(owner));
 }
 
-pub(crate) async fn a_keyed_order_is_stored_with_its_key_in_flight_until_settled<S: Backend>(store: Arc<S>) {
+/// A keyed order is stored with its record holding the planned answer, not
+/// yet final; `settle_key` replaces that answer and makes it final, and
+/// skips a key it does not know.
+pub(crate) async fn a_keyed_order_is_stored_with_its_planned_answer_until_one_replaces_it<S: Backend>(store: Arc<S>) {
     migrated(&*store).await;
     let order = new_order();
     let key = new_idempotency_key("ip:10.0.0.1", "k1", DAY);
@@ -736,50 +738,16 @@ pub(crate) async fn a_keyed_order_is_stored_with_its_key_in_flight_until_settled
         ("fp-1", order.id, &key.answer, false)
     );
     assert!(record.created_at.elapsed() < Duration::from_secs(60));
-    store.settle_key("ip:10.0.0.1", "k1", None).await.unwrap();
-    let settled = store.key_record("ip:10.0.0.1", "k1").await.unwrap().unwrap();
-    assert_eq!(
-        (settled.completed, &settled.answer),
-        (true, &key.answer),
-        "the planned answer stands"
-    );
     let failed = StoredAnswer {
         status: 503,
         body: r#"{"success":false,"error":{"code":"queue_unavailable","message":"…"}}"#.into(),
     };
-    store.settle_key("ip:10.0.0.1", "k1", Some(&failed)).await.unwrap();
-    assert_eq!(
-        store.key_record("ip:10.0.0.1", "k1").await.unwrap().unwrap().answer,
-        failed
-    );
+    store.settle_key("ip:10.0.0.1", "k1", &failed).await.unwrap();
+    let settled = store.key_record("ip:10.0.0.1", "k1").await.unwrap().unwrap();
+    assert_eq!((settled.completed, &settled.answer), (true, &failed));
+    store.settle_key("ip:10.0.0.1", "never-stored", &failed).await.unwrap();
+    assert!(store.key_record("ip:10.0.0.1", "never-stored").await.unwrap().is_none());
     assert!(store.key_record("ip:10.0.0.1", "k2").await.unwrap().is_none());
-}
-
-/// `settle_keys` settles a batch in one write, keeps each planned answer,
-/// and skips keys it does not know.
-pub(crate) async fn a_batch_of_keys_is_settled_at_once<S: Backend>(store: Arc<S>) {
-    migrated(&*store).await;
-    let mut batch = Vec::new();
-    for n in 0..3 {
-        let order = new_order();
-        let key = new_idempotency_key("key:a", &format!("k{n}"), DAY);
-        store.create_order_keyed(&order, event(pending()), &key).await.unwrap();
-        batch.push(("key:a".to_owned(), format!("k{n}")));
-    }
-    batch.push(("key:a".to_owned(), "never-stored".to_owned()));
-    store.settle_keys(&batch[1..]).await.unwrap();
-    store.settle_keys(&[]).await.unwrap();
-    let completed = |n: usize| {
-        let store = store.clone();
-        async move {
-            let record = store.key_record("key:a", &format!("k{n}")).await.unwrap().unwrap();
-            (record.completed, record.answer.status)
-        }
-    };
-    assert_eq!(completed(0).await, (false, 201), "not in the batch");
-    assert_eq!(completed(1).await, (true, 201));
-    assert_eq!(completed(2).await, (true, 201));
-    assert!(store.key_record("key:a", "never-stored").await.unwrap().is_none());
 }
 
 /// A second create with a key already held stores nothing (no order, no

@@ -111,8 +111,9 @@ pub struct NewIdempotencyKey {
     pub key: String,
     /// Fingerprint of the parsed request (hex SHA-256).
     pub fingerprint: String,
-    /// The answer to give when the request completes as planned (the 201);
-    /// the key is stored "in flight" until [`Store::settle_key`].
+    /// The answer to give when the request completes as planned (the 201).
+    /// It stands once the order's job is queued; only an answer that
+    /// replaces it is written later ([`Store::settle_key`]).
     pub answer: StoredAnswer,
     /// When the key may be forgotten (`orders.idempotency_ttl` after now).
     pub expires_at: Timestamp,
@@ -125,10 +126,12 @@ pub struct KeyRecord {
     pub fingerprint: String,
     /// The order that request created.
     pub order_id: OrderId,
-    /// The answer to replay (final once `completed`).
+    /// The answer to replay: the planned one, or the one that replaced it
+    /// (then `completed`).
     pub answer: StoredAnswer,
-    /// Whether the first request finished (its answer is final); `false`
-    /// while it is still being handled.
+    /// Whether [`Store::settle_key`] made the answer final. `false` for a
+    /// planned answer, which the intake proves from the order and its job
+    /// (see `pipeline::intake`).
     pub completed: bool,
     /// When the key was taken.
     pub created_at: Timestamp,
@@ -199,16 +202,10 @@ pub trait Store: Send + Sync {
     /// The unexpired record of `key` in `scope`.
     async fn key_record(&self, scope: &str, key: &str) -> Result<Option<KeyRecord>, StoreError>;
 
-    /// Marks the key's request finished: its answer is final, replaced by
-    /// `answer` when given (a compensated failure), else the stored one.
-    async fn settle_key(&self, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError>;
-
-    /// Marks these keys' requests finished with their stored answers, in
-    /// one write: `(scope, key)` pairs; unknown ones are skipped. The
-    /// batched form of [`Store::settle_key`] without a new answer, for the
-    /// common case (the order was queued): one commit settles every order
-    /// queued meanwhile.
-    async fn settle_keys(&self, keys: &[(String, String)]) -> Result<(), StoreError>;
+    /// Replaces the key's planned answer with `answer` (a compensated
+    /// failure) and marks it final (`completed`); an unknown key is
+    /// skipped.
+    async fn settle_key(&self, scope: &str, key: &str, answer: &StoredAnswer) -> Result<(), StoreError>;
 
     /// Deletes expired key records; returns how many.
     async fn sweep_keys(&self) -> Result<u64, StoreError>;

@@ -722,48 +722,16 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn settle_key(&self, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
+    async fn settle_key(&self, scope: &str, key: &str, answer: &StoredAnswer) -> Result<(), StoreError> {
         self.run(async |client| {
-            let statement = client
-                .prepare_cached(
-                    "UPDATE idempotency_keys SET completed = TRUE,
-                         status = COALESCE($3::int4, status), body = COALESCE($4::text, body)
-                     WHERE scope = $1 AND idem_key = $2",
-                )
-                .await
-                .map_err(db_error)?;
             client
                 .execute(
-                    &statement,
-                    &[
-                        &scope,
-                        &key,
-                        &answer.map(|a| i32::from(a.status)),
-                        &answer.map(|a| a.body.as_str()),
-                    ],
+                    "UPDATE idempotency_keys SET completed = TRUE, status = $3, body = $4
+                     WHERE scope = $1 AND idem_key = $2",
+                    &[&scope, &key, &i32::from(answer.status), &answer.body],
                 )
                 .await
                 .map_err(db_error)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn settle_keys(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let (scopes, names): (Vec<&str>, Vec<&str>) = keys.iter().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
-        self.run(async |client| {
-            let statement = client
-                .prepare_cached(
-                    "UPDATE idempotency_keys AS k SET completed = TRUE
-                     FROM unnest($1::text[], $2::text[]) AS s(scope, idem_key)
-                     WHERE k.scope = s.scope AND k.idem_key = s.idem_key",
-                )
-                .await
-                .map_err(db_error)?;
-            client.execute(&statement, &[&scopes, &names]).await.map_err(db_error)?;
             Ok(())
         })
         .await

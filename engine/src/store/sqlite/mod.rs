@@ -105,8 +105,7 @@ enum WriteOp {
     RevokeKey(KeyId),
     UseTicket(Box<Ticket>),
     SigningSecret(String, [u8; 32]),
-    SettleKey(String, String, Option<StoredAnswer>),
-    SettleKeys(Vec<(String, String)>),
+    SettleKey(String, String, StoredAnswer),
     SweepKeys,
     ChainStart(u64, Vec<PoolRow>),
     ChainBroadcast(Box<ChainTx>),
@@ -249,12 +248,8 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Result<
                 create_keyed(savepoint, order, first, key).map(|k| WriteOut::Keyed(Box::new(k)))
             }
             WriteOp::SettleKey(scope, key, answer) => {
-                settle_key(savepoint, scope, key, answer.as_ref()).map(|()| WriteOut::Count(1))
+                settle_key(savepoint, scope, key, answer).map(|()| WriteOut::Count(1))
             }
-            WriteOp::SettleKeys(keys) => keys
-                .iter()
-                .try_for_each(|(scope, key)| settle_key(savepoint, scope, key, None))
-                .map(|()| WriteOut::Count(keys.len() as u64)),
             WriteOp::SweepKeys => sweep_keys(savepoint).map(WriteOut::Count),
             WriteOp::ChainStart(genesis_ms, pools) => {
                 chain::start(savepoint, *genesis_ms, pools).map(WriteOut::ChainHead)
@@ -384,18 +379,11 @@ fn create_keyed(
     create(conn, order, first).map(|e| KeyedCreate::Created(Box::new(e)))
 }
 
-fn settle_key(conn: &Connection, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE idempotency_keys SET completed = 1, status = COALESCE(?3, status), body = COALESCE(?4, body)
-         WHERE scope = ?1 AND idem_key = ?2",
+fn settle_key(conn: &Connection, scope: &str, key: &str, answer: &StoredAnswer) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE idempotency_keys SET completed = 1, status = ?3, body = ?4 WHERE scope = ?1 AND idem_key = ?2",
+        params![scope, key, answer.status, answer.body],
     )
-    .map_err(unavailable)?
-    .execute(params![
-        scope,
-        key,
-        answer.map(|a| a.status),
-        answer.map(|a| a.body.as_str())
-    ])
     .map_err(unavailable)?;
     Ok(())
 }
@@ -611,17 +599,10 @@ impl Store for SqliteStore {
         self.read(move |conn| key_record(conn, &scope, &key)).await
     }
 
-    async fn settle_key(&self, scope: &str, key: &str, answer: Option<&StoredAnswer>) -> Result<(), StoreError> {
-        self.write(WriteOp::SettleKey(scope.to_owned(), key.to_owned(), answer.cloned()))
+    async fn settle_key(&self, scope: &str, key: &str, answer: &StoredAnswer) -> Result<(), StoreError> {
+        self.write(WriteOp::SettleKey(scope.to_owned(), key.to_owned(), answer.clone()))
             .await
             .map(|_| ())
-    }
-
-    async fn settle_keys(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        self.write(WriteOp::SettleKeys(keys.to_vec())).await.map(|_| ())
     }
 
     async fn sweep_keys(&self) -> Result<u64, StoreError> {
@@ -965,7 +946,11 @@ mod tests {
         let tx = conn.transaction().unwrap();
         let first = key_record(&tx, "key:a", "k1").unwrap().expect("k1 carried over");
         assert_eq!((first.answer.body.as_str(), first.completed), ("{\"a\":1}", true));
-        settle_key(&tx, "key:a", "k2", None).unwrap();
+        let failed = StoredAnswer {
+            status: 503,
+            body: "{}".into(),
+        };
+        settle_key(&tx, "key:a", "k2", &failed).unwrap();
         assert!(
             key_record(&tx, "key:a", "k2").unwrap().unwrap().completed,
             "settles after 0010"
