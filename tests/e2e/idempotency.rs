@@ -201,18 +201,21 @@ async fn a_repeat_on_either_node_while_the_first_is_still_handled_gets_409_then_
     // tests must not feel.
     let redis = RedisServer::start();
     let shared = Shared::with_redis(Backend::Production, redis.url());
-    // The held enqueue must outlast the pause, not time out.
+    // The first request's held Redis writes must outlast the pause, not
+    // time out.
     let extra = format!("{API}[orders]\nidempotency_wait = \"300ms\"\n[redis]\ncommand_timeout = \"30s\"\n");
     let a = Engine::node(shared.clone(), "serve", &extra);
     let b = Engine::node(shared.clone(), "serve", &extra);
     // Hold the first request between storing its order and queueing its
-    // job: Redis serves reads (a repeat asks whether the order's job is
-    // queued) but holds writes (the job) until unpaused.
+    // job: a paused Redis serves reads (a repeat asks whether the order's
+    // job is queued) but holds writes (the first request waits at
+    // publishing its pending event, before its enqueue) until unpaused,
+    // or for at most 60 s.
     let cli = |args: &[&str]| {
         let out = cluster_harness::cli(redis.port, args).expect("redis-cli runs");
         assert!(out.contains("OK"), "{args:?}: {out}");
     };
-    cli(&["client", "pause", "20000", "write"]);
+    cli(&["client", "pause", "60000", "write"]);
     let db = shared.postgres().await;
     let first = tokio::spawn({
         let url = a.url.clone();

@@ -311,15 +311,7 @@ impl Intake {
                 SubmitError::Store(e)
             })?;
         event::order_created();
-        let job = Job {
-            id: order.job_id.clone(),
-            order_id: order.id,
-        };
-        if let Err(e) = self.queue.enqueue(job).await {
-            event::backend_error("queue");
-            self.compensate(order.id, &e).await;
-            return Err(SubmitError::Queue(e));
-        }
+        self.enqueue_or_fail(&order).await.map_err(SubmitError::Queue)?;
         Ok(Accepted {
             order_id: order.id,
             job_id: order.job_id,
@@ -407,17 +399,9 @@ impl Intake {
         key: &NewIdempotencyKey,
         request: &KeyedRequest<'_>,
     ) -> StoredAnswer {
-        let job = Job {
-            id: order.job_id.clone(),
-            order_id: order.id,
-        };
-        let failed = match self.queue.enqueue(job).await {
+        let failed = match self.enqueue_or_fail(order).await {
             Ok(()) => return request.created.clone(),
-            Err(e) => {
-                event::backend_error("queue");
-                self.compensate(order.id, &e).await;
-                (request.failed)(&SubmitError::Queue(e))
-            }
+            Err(e) => (request.failed)(&SubmitError::Queue(e)),
         };
         // The rare answer that replaces the planned one is stored before it
         // is sent, so no repeat can replay the planned 201 (repeats wait
@@ -478,38 +462,73 @@ impl Intake {
         }
     }
 
-    /// Whether the planned answer of a record that was never settled
-    /// stands, that is, whether the first request queued `order`'s job: the
-    /// queue holds the job, or the order has left `pending` (its job ran),
-    /// other than by the failure that replaces the answer ([`UNQUEUED`]).
-    /// `false` while that is unknown: the first request may still be
-    /// between storing the order and queueing its job. A backend that does
-    /// not answer counts as unknown (logged and counted).
-    async fn planned_answer_stands(&self, order: OrderId) -> bool {
-        match self.queue.holds(order).await {
-            Ok(true) => return true,
-            Ok(false) => {}
-            Err(e) => {
-                event::backend_error("queue");
-                tracing::warn!(order_id = %order, error = %e, "could not ask the queue about a keyed order");
-            }
+    /// Enqueues `order`'s job. When the queue fails, the job may be queued
+    /// all the same (the enqueue ran and its reply was lost, or the
+    /// reconciler queued the order first): when the queue holds it, or the
+    /// order has moved on, the order goes ahead as if nothing failed.
+    /// Otherwise the order is failed for good ([`Intake::compensate`]) and
+    /// the queue's error comes back.
+    async fn enqueue_or_fail(&self, order: &NewOrder) -> Result<(), QueueError> {
+        let job = Job {
+            id: order.job_id.clone(),
+            order_id: order.id,
+        };
+        let Err(e) = self.queue.enqueue(job).await else {
+            return Ok(());
+        };
+        event::backend_error("queue");
+        if matches!(self.queue.holds(order.id).await, Ok(true)) {
+            tracing::warn!(order_id = %order.id, error = %e, "an enqueue failed, but the job is queued");
+            return Ok(());
         }
+        if self.compensate(order.id, &e).await {
+            Err(e)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the planned answer of a record that was never settled
+    /// stands, that is, whether the first request queued `order`'s job:
+    /// the order has left `pending` (its job ran), other than by the failure
+    /// that replaces the answer ([`UNQUEUED`]: never), or it is `pending`
+    /// and the queue holds its job. `false` while that is unknown: the
+    /// first request may still be between storing the order and queueing
+    /// its job. A backend that does not answer counts as unknown (logged
+    /// and counted): repeats then wait and may get 409 until the reconciler
+    /// queues the order or [`STALE_IN_FLIGHT`] passes.
+    async fn planned_answer_stands(&self, order: OrderId) -> bool {
         match self.recorder.store().order(order).await {
-            Ok(Some(order)) => {
-                order.status != Status::Pending
-                    && !(order.status == Status::Failed && order.last_error.is_some_and(|e| e.code == UNQUEUED))
+            Ok(Some(found)) if found.status == Status::Pending => {}
+            Ok(Some(found)) => {
+                let unqueued = found.status == Status::Failed && found.last_error.is_some_and(|e| e.code == UNQUEUED);
+                return !unqueued;
             }
-            Ok(None) => false,
+            Ok(None) => return false,
             Err(e) => {
                 event::backend_error("store");
                 tracing::warn!(order_id = %order, error = %e, "could not read a keyed order");
+                return false;
+            }
+        }
+        match self.queue.holds(order).await {
+            Ok(held) => held,
+            Err(e) => {
+                event::backend_error("queue");
+                tracing::warn!(order_id = %order, error = %e, "could not ask the queue about a keyed order");
                 false
             }
         }
     }
 
-    /// Fails an order whose job could not be queued.
-    async fn compensate(&self, id: OrderId, cause: &QueueError) {
+    /// Fails an order whose job could not be queued, only while it is still
+    /// `pending` at its first event (a compare-and-set on `seq` 1). Returns
+    /// `false` when the order had moved on (its job was queued after all,
+    /// by the reconciler) or ended (cancelled, expired): it is not failed,
+    /// and its request answers as queued. A store that does not answer is logged
+    /// and counts as failed: the order stays `pending` without a job until
+    /// the reconciler queues it.
+    async fn compensate(&self, id: OrderId, cause: &QueueError) -> bool {
         let code = UNQUEUED;
         let error = format!("queue unavailable: {cause}");
         let failed = NewEvent {
@@ -528,10 +547,15 @@ impl Intake {
                 }),
                 ..OrderPatch::default()
             },
-            after_seq: None,
+            after_seq: Some(1),
         };
-        if let Err(e) = self.recorder.record(id, failed).await {
-            tracing::error!(order_id = %id, error = %e, "could not mark an unqueued order failed");
+        match self.recorder.record(id, failed).await {
+            Ok(_) => true,
+            Err(StoreError::Conflict(_) | StoreError::Finished(_)) => false,
+            Err(e) => {
+                tracing::error!(order_id = %id, error = %e, "could not mark an unqueued order failed");
+                true
+            }
         }
     }
 
@@ -1066,6 +1090,20 @@ mod tests {
         assert_eq!(orders(&f.store).await, 1);
     }
 
+    /// The first event a worker records.
+    fn routing() -> NewEvent {
+        NewEvent {
+            message: "Fetching quotes".into(),
+            progress: progress::QUOTING,
+            data: EventData::Routing {
+                quotes_fetched: None,
+                quotes: None,
+            },
+            patch: OrderPatch::default(),
+            after_seq: None,
+        }
+    }
+
     /// An intake whose repeats do not wait: a repeat whose answer is not
     /// known at once is 409.
     fn impatient(intake: &Intake) -> Intake {
@@ -1097,17 +1135,7 @@ mod tests {
         );
         // The job runs: the order leaves `pending`, the job is acked.
         let lease = queue.claim(Duration::ZERO).await.unwrap().unwrap();
-        let routing = NewEvent {
-            message: "Fetching quotes".into(),
-            progress: progress::QUOTING,
-            data: EventData::Routing {
-                quotes_fetched: None,
-                quotes: None,
-            },
-            patch: OrderPatch::default(),
-            after_seq: None,
-        };
-        f.intake.recorder.record(id, routing).await.unwrap();
+        f.intake.recorder.record(id, routing()).await.unwrap();
         queue.ack(&lease).await.unwrap();
         assert!(!queue.holds(id).await.unwrap());
         assert_eq!(
@@ -1116,6 +1144,91 @@ mod tests {
             "the order moved on"
         );
         assert_eq!(orders(&f.store).await, 1);
+        let record = f.store.key_record("ip:127.0.0.1", "k1").await.unwrap().unwrap();
+        assert_eq!(
+            (record.completed, record.answer),
+            (false, answer(201, "planned")),
+            "the record was never written again"
+        );
+    }
+
+    /// A queue that stores the job and then fails to say so (a reply lost
+    /// to a timeout or a dropped connection).
+    struct LostReplyQueue(MemoryQueue);
+
+    #[async_trait]
+    impl Queue for LostReplyQueue {
+        async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
+            self.0.enqueue(job).await?;
+            Err(QueueError::Unavailable("timed out".into()))
+        }
+        async fn holds(&self, order: OrderId) -> Result<bool, QueueError> {
+            self.0.holds(order).await
+        }
+        async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError> {
+            self.0.claim(wait).await
+        }
+        async fn heartbeat(&self, lease: &Lease) -> Result<(), QueueError> {
+            self.0.heartbeat(lease).await
+        }
+        async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
+            self.0.ack(lease).await
+        }
+        async fn retry_after(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError> {
+            self.0.retry_after(lease, delay).await
+        }
+        async fn recover_stalled(&self) -> Result<usize, QueueError> {
+            self.0.recover_stalled().await
+        }
+        async fn depth(&self) -> Result<Depth, QueueError> {
+            self.0.depth().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_enqueue_that_failed_to_answer_but_queued_the_job_is_an_accepted_order() {
+        let queue = Arc::new(LostReplyQueue(MemoryQueue::new(Duration::from_secs(30))));
+        let f = fixture(queue.clone()).await;
+        let plain = order(&f.intake);
+        let accepted = f.intake.submit(plain.clone(), &anyone()).await.unwrap();
+        assert_eq!(accepted.order_id, plain.id);
+        let first = f
+            .intake
+            .submit_once(body("1.5"), &anyone(), keyed("k1", "planned"))
+            .await
+            .unwrap();
+        assert_eq!(first, KeyedAnswer::First(answer(201, "planned")));
+        let again = impatient(&f.intake)
+            .submit_once(body("1.5"), &anyone(), keyed("k1", "other"))
+            .await
+            .unwrap();
+        assert_eq!(again, KeyedAnswer::Replayed(answer(201, "planned")));
+        for _ in 0..2 {
+            let lease = queue.claim(Duration::ZERO).await.unwrap().expect("the job is queued");
+            let order = f.store.order(lease.job.order_id).await.unwrap().unwrap();
+            assert_eq!(order.status, Status::Pending, "not failed");
+        }
+        assert_eq!(f.bus.published(), [(1, false), (1, false)], "no failed event");
+    }
+
+    #[tokio::test]
+    async fn compensation_never_fails_an_order_that_moved_on() {
+        let f = fixture(Arc::new(MemoryQueue::new(Duration::from_secs(30)))).await;
+        let plain = order(&f.intake);
+        f.store
+            .create_order(&plain, f.intake.pending_event(&plain))
+            .await
+            .unwrap();
+        // The reconciler queued it and a worker took it.
+        f.store.append_event(plain.id, routing()).await.unwrap();
+        let failed = f
+            .intake
+            .compensate(plain.id, &QueueError::Unavailable("refused".into()))
+            .await;
+        assert!(!failed, "the order had moved on");
+        let events = f.store.events(plain.id, 0).await.unwrap();
+        assert_eq!(events.len(), 2, "nothing appended: {events:?}");
+        assert_eq!(f.store.order(plain.id).await.unwrap().unwrap().last_error, None);
     }
 
     #[tokio::test]
@@ -1161,7 +1274,7 @@ mod tests {
     async fn a_key_in_flight_past_the_stale_age_replays_its_planned_answer() {
         let queue = Arc::new(HeldQueue::closed());
         let f = fixture(queue.clone()).await;
-        // A node that stored the order and stopped before settling the key.
+        // A node that stored the order and stopped before queueing its job.
         let held = tokio::spawn({
             let intake = f.intake.clone();
             async move { intake.submit_once(body("1.5"), &anyone(), keyed("k1", "planned")).await }

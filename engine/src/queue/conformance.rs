@@ -214,8 +214,9 @@ pub(crate) async fn a_running_order_gets_no_second_job<G, Q: Queue, F: Future<Ou
     queue.ack(&lease).await.unwrap();
 }
 
-/// `holds` is true from `enqueue` through claim and a delayed retry until
-/// the ack, and only for that order.
+/// `holds` is true from `enqueue` until the ack, only for that order, and
+/// stays true across everything in between: a lease, a retry waiting its
+/// delay, a promotion back to waiting, a lapsed lease handed back.
 pub(crate) async fn an_order_is_held_from_enqueue_until_its_job_is_acked<
     G,
     Q: Queue,
@@ -223,23 +224,34 @@ pub(crate) async fn an_order_is_held_from_enqueue_until_its_job_is_acked<
 >(
     setup: impl Fn(Duration) -> F,
 ) {
-    let (_guard, queue) = setup(LEASE).await;
-    let (a, other) = (job(1), job(2));
-    assert!(!queue.holds(a.order_id).await.unwrap(), "not yet enqueued");
+    let (_guard, queue) = setup(Duration::from_millis(300)).await;
+    let (a, b) = (job(1), job(2));
+    let holds = |order| {
+        let queue = queue.clone();
+        async move { queue.holds(order).await.unwrap() }
+    };
+    assert!(!holds(a.order_id).await, "not yet enqueued");
     queue.enqueue(a.clone()).await.unwrap();
-    assert!(queue.holds(a.order_id).await.unwrap(), "waiting");
-    assert!(!queue.holds(other.order_id).await.unwrap(), "another order");
+    assert!(holds(a.order_id).await, "waiting");
+    assert!(!holds(b.order_id).await, "another order");
     let lease = claim_now(&*queue).await.unwrap();
-    assert!(queue.holds(a.order_id).await.unwrap(), "leased");
-    queue.retry_after(&lease, Duration::from_secs(60)).await.unwrap();
-    assert!(queue.holds(a.order_id).await.unwrap(), "delayed");
-    assert_eq!(queue.depth().await.unwrap().delayed, 1);
-    queue.enqueue(other.clone()).await.unwrap();
-    let lease = claim_now(&*queue).await.unwrap();
-    assert_eq!(lease.job, other);
+    assert!(holds(a.order_id).await, "leased");
+    queue.retry_after(&lease, Duration::from_millis(50)).await.unwrap();
+    assert!(holds(a.order_id).await, "waiting its retry delay");
+    let lease = queue.claim(BOUND).await.unwrap().expect("promoted after its delay");
+    assert_eq!(lease.job, a);
+    assert!(holds(a.order_id).await, "leased again");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(queue.recover_stalled().await.unwrap(), 1, "the lease lapsed");
+    assert!(holds(a.order_id).await, "handed back");
+    let lease = queue.claim(BOUND).await.unwrap().expect("handed back");
     queue.ack(&lease).await.unwrap();
-    assert!(!queue.holds(other.order_id).await.unwrap(), "acked");
-    assert!(queue.holds(a.order_id).await.unwrap(), "still delayed");
+    assert!(!holds(a.order_id).await, "acked");
+    queue.enqueue(b.clone()).await.unwrap();
+    let lease = claim_now(&*queue).await.unwrap();
+    queue.retry_after(&lease, Duration::from_secs(60)).await.unwrap();
+    assert!(holds(b.order_id).await, "delayed for a minute");
+    assert_eq!(queue.depth().await.unwrap().delayed, 1);
 }
 
 /// An empty queue answers `None` after `wait`, not before and not much

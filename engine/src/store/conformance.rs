@@ -693,9 +693,6 @@ fn new_idempotency_key(scope: &str, key: &str, ttl: Duration) -> NewIdempotencyK
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// A keyed create stores the order, its first event and the key record
-/// (in flight, holding the planned answer); settling completes it, and a
-/// settle with an answer replaces the stored one.
 /// An order created with an idempotency key records its owner like any
 /// other (both features write the order row).
 pub(crate) async fn a_keyed_order_keeps_the_key_that_owns_it<S: Backend>(store: Arc<S>) {

@@ -188,10 +188,10 @@ pub trait Store: Send + Sync {
     async fn create_order(&self, order: &NewOrder, first: NewEvent) -> Result<Event, StoreError>;
 
     /// Inserts the order with its first event and the `Idempotency-Key`
-    /// record (in flight, holding `key.answer`), in one transaction, unless
-    /// an unexpired record holds the key (then nothing is stored: two
-    /// requests racing with one key make one order, on any number of
-    /// nodes). An expired record is replaced.
+    /// record (not settled, holding the planned answer `key.answer`), in
+    /// one transaction, unless an unexpired record holds the key (then
+    /// nothing is stored: two requests racing with one key make one order,
+    /// on any number of nodes). An expired record is replaced.
     async fn create_order_keyed(
         &self,
         order: &NewOrder,
