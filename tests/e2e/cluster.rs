@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use swapline::client;
 use tokio::task::JoinSet;
 
-/// The cluster harness (`RedisCluster::start()`), shared with the engine's
-/// unit tests.
+/// The cluster harness (`RedisCluster::start()`, and `RedisServer` for the
+/// idempotency tests), shared with the engine's unit tests.
 #[path = "../../engine/src/queue/test_cluster.rs"]
-mod cluster_harness;
+pub(crate) mod cluster_harness;
 
 use cluster_harness::RedisCluster;
 

@@ -4,12 +4,9 @@
 //! first request is still being handled, a new order after the key's TTL,
 //! and 429 with its headers past `limits.orders_per_minute`.
 
+use crate::cluster::cluster_harness::{self, RedisServer};
 use crate::harness::{Backend, Engine, Shared, read_stream};
-/// `RedisServer`, a Redis of one test's own (shared with the cluster tests).
-#[path = "../../engine/src/queue/test_cluster.rs"]
-mod cluster_harness;
 use bytes::Bytes;
-use cluster_harness::RedisServer;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use swapline::client::{self, Response};
