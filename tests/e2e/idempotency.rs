@@ -74,11 +74,27 @@ async fn a_repeated_key_replays_the_first_answer_and_another_body_is_refused(bac
         (bad.status.as_u16(), code(&bad)),
         (400, "invalid_idempotency_key".into())
     );
+    let unterminated = post(&engine.url, Some(r#""order-1"#), order_body("1.5")).await;
+    assert_eq!(
+        (unterminated.status.as_u16(), code(&unterminated)),
+        (400, "invalid_idempotency_key".into())
+    );
     assert_eq!(
         order_ids(&engine.url).await.len(),
         2,
         "a refused request creates nothing"
     );
+
+    // A Structured Field String stands for what it decodes to (RFC 9651
+    // §3.3.3), whichever way the key is written.
+    let quoted = post(&engine.url, Some(r#""q\"1";p=2"#), order_body("3")).await;
+    assert_eq!(quoted.status, 201, "{:?}", quoted.body);
+    let plain = post(&engine.url, Some(r#"q"1"#), order_body("3")).await;
+    assert!(replayed(&plain), "{} {:?}", plain.status, plain.body);
+    assert_eq!(plain.body, quoted.body);
+    let escaped = post(&engine.url, Some(r#"q\"1"#), order_body("3")).await;
+    assert!(!replayed(&escaped), "written plain, a backslash is part of the key");
+    assert_eq!(order_ids(&engine.url).await.len(), 4);
 }
 
 async fn a_required_key_is_refused_when_missing(backend: Backend) {

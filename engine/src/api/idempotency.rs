@@ -28,14 +28,18 @@ pub const MAX_LEN: usize = 255;
 
 /// The `Idempotency-Key` of a request: `None` when it has none (allowed
 /// unless `required`). A value is 1–255 printable ASCII characters
-/// (`0x20`–`0x7E`); a value written as a Structured Field string (`"…"`,
-/// as the IETF draft writes it) stands for its contents, so `"k1"` and
-/// `k1` are one key.
+/// (`0x20`–`0x7E`), taken as it is (as Stripe takes keys), unless it
+/// starts with `"`: then it is a Structured Field Item that must be a
+/// String (RFC 9651 §3.3.3, as the IETF draft defines the header), and
+/// the key is the string it stands for: `"k1"` and `k1` are one key,
+/// `"a\"b"` is `a"b`, and parameters (`"k1";p=1`) are ignored, as §2.2
+/// says unknown ones must be.
 ///
 /// # Errors
 /// 400 `missing_idempotency_key` (none, and `required`);
-/// 400 `invalid_idempotency_key` (empty, too long, other characters, or
-/// the header sent twice).
+/// 400 `invalid_idempotency_key` (empty, too long, other characters, a
+/// quoted value that is not a valid Structured Field String, or the
+/// header sent twice).
 pub fn key_of(headers: &HeaderMap, required: bool) -> Result<Option<String>, ApiError> {
     let mut values = headers.get_all(HEADER).iter();
     let Some(value) = values.next() else {
@@ -61,9 +65,18 @@ pub fn key_of(headers: &HeaderMap, required: bool) -> Result<Option<String>, Api
     let text = value
         .to_str()
         .map_err(|_| invalid("has characters outside printable ASCII"))?;
-    let key = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) => inner,
-        None => text,
+    let decoded;
+    let key = if text.starts_with('"') {
+        let item = sfv::Parser::new(text)
+            .parse::<sfv::Item>()
+            .map_err(|e| invalid(&format!("is not a valid Structured Field String ({e})")))?;
+        let Some(string) = item.bare_item.as_string() else {
+            return Err(invalid("is not a Structured Field String"));
+        };
+        decoded = string.as_str().to_owned();
+        decoded.as_str()
+    } else {
+        text
     };
     if key.is_empty() {
         return Err(invalid("is empty"));
@@ -160,8 +173,34 @@ mod tests {
 
     #[test]
     fn a_structured_field_string_stands_for_its_contents() {
-        assert_eq!(key_of(&headers(&[br#""k1""#]), false).unwrap().as_deref(), Some("k1"));
-        assert_eq!(code(key_of(&headers(&[br#""""#]), false)), "invalid_idempotency_key");
+        let key = |value: &[u8]| key_of(&headers(&[value]), false);
+        assert_eq!(key(br#""k1""#).unwrap().as_deref(), Some("k1"));
+        // RFC 9651 §3.3.3: `\"` and `\\` are the only escapes.
+        assert_eq!(key(br#""e\"b""#).unwrap().as_deref(), Some(r#"e"b"#));
+        assert_eq!(key(br#""back\\slash""#).unwrap().as_deref(), Some(r"back\slash"));
+        // Parameters are not part of the key (§2.2: unknown ones are ignored).
+        assert_eq!(key(br#""g";x=1"#).unwrap().as_deref(), Some("g"));
+        // Written plain, a value is taken as it is.
+        assert_eq!(key(br#"e"b"#).unwrap().as_deref(), Some(r#"e"b"#));
+        assert_eq!(key(br"g;x=1").unwrap().as_deref(), Some("g;x=1"));
+        for refused in [
+            &br#""""#[..],  // empty
+            br#""z\n""#,    // an escape the format does not have
+            br#""abc"#,     // no closing quote
+            br#""a" "b""#,  // two items
+            br#""a", "b""#, // a list
+        ] {
+            assert_eq!(
+                code(key(refused)),
+                "invalid_idempotency_key",
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        let longest = format!("\"{}\"", "a".repeat(255));
+        assert_eq!(key(longest.as_bytes()).unwrap().map(|k| k.len()), Some(255));
+        let too_long = format!("\"{}\"", "a".repeat(256));
+        assert_eq!(code(key(too_long.as_bytes())), "invalid_idempotency_key");
     }
 
     #[test]
