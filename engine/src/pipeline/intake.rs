@@ -848,19 +848,31 @@ mod tests {
         assert_eq!(f.store.unfinished_orders().await.unwrap(), Vec::<OrderId>::new());
     }
 
-    /// A queue whose enqueue waits until the test opens the gate: holds a
-    /// request in flight between storing its order and queueing its job.
-    struct HeldQueue {
+    /// A memory queue with a scripted enqueue: `held()` waits until the
+    /// test opens the gate (a request in flight between storing its order
+    /// and queueing its job); `losing_replies()` stores the job and then
+    /// fails to say so (a reply lost to a timeout or a dropped connection).
+    struct ScriptedQueue {
         inner: MemoryQueue,
         gate: tokio::sync::Semaphore,
+        lose_replies: bool,
     }
 
-    impl HeldQueue {
-        fn closed() -> Self {
-            HeldQueue {
+    impl ScriptedQueue {
+        fn held() -> Self {
+            ScriptedQueue {
                 inner: MemoryQueue::new(Duration::from_secs(30)),
                 gate: tokio::sync::Semaphore::new(0),
+                lose_replies: false,
             }
+        }
+        fn losing_replies() -> Self {
+            let queue = ScriptedQueue {
+                lose_replies: true,
+                ..Self::held()
+            };
+            queue.open();
+            queue
         }
         fn open(&self) {
             self.gate.add_permits(1000);
@@ -868,10 +880,14 @@ mod tests {
     }
 
     #[async_trait]
-    impl Queue for HeldQueue {
+    impl Queue for ScriptedQueue {
         async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
             let _pass = self.gate.acquire().await.unwrap();
-            self.inner.enqueue(job).await
+            self.inner.enqueue(job).await?;
+            if self.lose_replies {
+                return Err(QueueError::Unavailable("timed out".into()));
+            }
+            Ok(())
         }
         async fn holds(&self, order: OrderId) -> Result<bool, QueueError> {
             self.inner.holds(order).await
@@ -1052,7 +1068,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_in_flight_is_refused_after_the_wait_then_replayed_once_answered() {
-        let queue = Arc::new(HeldQueue::closed());
+        let queue = Arc::new(ScriptedQueue::held());
         let f = fixture(queue.clone()).await;
         let intake = f.intake.clone().with_idempotency(IdempotencySettings {
             ttl: Duration::from_secs(60),
@@ -1152,42 +1168,9 @@ mod tests {
         );
     }
 
-    /// A queue that stores the job and then fails to say so (a reply lost
-    /// to a timeout or a dropped connection).
-    struct LostReplyQueue(MemoryQueue);
-
-    #[async_trait]
-    impl Queue for LostReplyQueue {
-        async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
-            self.0.enqueue(job).await?;
-            Err(QueueError::Unavailable("timed out".into()))
-        }
-        async fn holds(&self, order: OrderId) -> Result<bool, QueueError> {
-            self.0.holds(order).await
-        }
-        async fn claim(&self, wait: Duration) -> Result<Option<Lease>, QueueError> {
-            self.0.claim(wait).await
-        }
-        async fn heartbeat(&self, lease: &Lease) -> Result<(), QueueError> {
-            self.0.heartbeat(lease).await
-        }
-        async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
-            self.0.ack(lease).await
-        }
-        async fn retry_after(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError> {
-            self.0.retry_after(lease, delay).await
-        }
-        async fn recover_stalled(&self) -> Result<usize, QueueError> {
-            self.0.recover_stalled().await
-        }
-        async fn depth(&self) -> Result<Depth, QueueError> {
-            self.0.depth().await
-        }
-    }
-
     #[tokio::test]
     async fn an_enqueue_that_failed_to_answer_but_queued_the_job_is_an_accepted_order() {
-        let queue = Arc::new(LostReplyQueue(MemoryQueue::new(Duration::from_secs(30))));
+        let queue = Arc::new(ScriptedQueue::losing_replies());
         let f = fixture(queue.clone()).await;
         let plain = order(&f.intake);
         let accepted = f.intake.submit(plain.clone(), &anyone()).await.unwrap();
@@ -1272,7 +1255,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_in_flight_past_the_stale_age_replays_its_planned_answer() {
-        let queue = Arc::new(HeldQueue::closed());
+        let queue = Arc::new(ScriptedQueue::held());
         let f = fixture(queue.clone()).await;
         // A node that stored the order and stopped before queueing its job.
         let held = tokio::spawn({
